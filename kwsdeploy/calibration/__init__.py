@@ -1,0 +1,1 @@
+"""calibration (imports nothing heavy)."""

@@ -1,0 +1,74 @@
+"""Frozen configuration dataclasses shared by every part of kwsdeploy (torch-free).
+
+`FeatureConfig` describes the MFCC frontend. Two presets matter:
+- `FeatureConfig.reference()`: the reference's torchaudio MFCC with `top_db=80` relative to each
+  clip's own maximum (not causal: it needs the whole clip first);
+- `FeatureConfig.deployable()` (the default): the same MFCC, but the log floor is a fixed absolute
+  floor, so a frame's features depend only on its own samples and streaming is exact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """MFCC frontend settings; `frames(samples)` gives the frame count without centring."""
+
+    sample_rate: int = 16000
+    clip_samples: int = 16000
+    n_mfcc: int = 40
+    n_mels: int = 40
+    n_fft: int = 480
+    win_length: int = 480
+    hop_length: int = 160
+    f_min: float = 0.0
+    f_max: float = 8000.0
+    # Power spectrum floor before the log (torchaudio's amin for power: 1e-10).
+    amin: float = 1e-10
+    # "clip_top_db": clamp at (clip max - top_db) dB, per clip (the reference, not causal).
+    # "fixed": clamp at `floor_db` absolute dB (causal, the deployable default).
+    log_floor: str = "fixed"
+    top_db: float = 80.0
+    floor_db: float = -80.0
+
+    @classmethod
+    def reference(cls, n_mfcc: int = 40) -> "FeatureConfig":
+        """The reference frontend: torchaudio MFCC, top_db 80 relative to each clip's maximum."""
+        return cls(n_mfcc=n_mfcc, n_mels=max(40, n_mfcc), log_floor="clip_top_db")
+
+    @classmethod
+    def deployable(cls, n_mfcc: int = 40) -> "FeatureConfig":
+        """The causal default: a fixed -80 dB floor replaces the clip-relative clamp."""
+        return cls(n_mfcc=n_mfcc, n_mels=max(40, n_mfcc), log_floor="fixed")
+
+    @property
+    def causal(self) -> bool:
+        return self.log_floor == "fixed"
+
+    @property
+    def clip_frames(self) -> int:
+        return self.frames(self.clip_samples)
+
+    def frames(self, samples: int) -> int:
+        if samples < self.win_length:
+            return 0
+        return 1 + (samples - self.win_length) // self.hop_length
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "FeatureConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(
+                f"Unknown feature-config field(s) {sorted(unknown)}; expected a subset of {sorted(known)}."
+            )
+        if data.get("log_floor", "fixed") not in ("fixed", "clip_top_db"):
+            raise ValueError(f"log_floor must be 'fixed' or 'clip_top_db', got {data['log_floor']!r}.")
+        return cls(**data)

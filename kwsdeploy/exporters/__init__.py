@@ -1,0 +1,1 @@
+"""exporters (imports nothing heavy)."""

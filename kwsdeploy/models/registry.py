@@ -1,0 +1,128 @@
+"""The single list of models. Family modules register their cards here; everything else iterates it.
+
+A card is frozen: name, family, builder, default config, input feature count, expected parameter
+count, streaming mode (`exact` step form or `windowed` recompute) and the reference it reproduces.
+Family modules are discovered automatically (every module in `kwsdeploy.models` that is not a
+helper), so adding a family is adding a file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+STREAMING_MODES = ("exact", "windowed")
+_HELPER_MODULES = {"registry", "common", "reference_weights", "mamba_mixer", "macs"}
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Everything the project knows about one model name, without building it."""
+
+    name: str
+    family: str
+    builder: Callable[..., Any]  # builder(num_classes=..., n_mfcc=..., **config) -> nn.Module
+    config: Mapping[str, Any] = field(default_factory=dict)
+    n_mfcc: int = 40  # the input width the expected parameter count refers to
+    expected_params: int | None = None  # at 12 classes and `n_mfcc` inputs
+    expected_macs: int | None = None  # per 1 s clip, from FACTS.md where the reference has it
+    streaming: str = "exact"
+    reference: str = ""  # what it reproduces: paper + reference code, or "kwsdeploy" for ours
+    description: str = ""
+    notes: str = ""  # deviations, reference bugs fixed or kept, why a mode is windowed
+    aliases: tuple[str, ...] = ()
+    reference_name: str | None = None  # the name the reference's select_model() accepts, if any
+
+    def __post_init__(self) -> None:
+        if self.streaming not in STREAMING_MODES:
+            raise ValueError(f"{self.name}: streaming must be one of {STREAMING_MODES}, got {self.streaming!r}")
+        object.__setattr__(self, "config", MappingProxyType(dict(self.config)))
+
+    def build(self, num_classes: int = 12, n_mfcc: int | None = None, **overrides: Any):
+        cfg = {**self.config, **overrides}
+        model = self.builder(num_classes=num_classes, n_mfcc=self.n_mfcc if n_mfcc is None else n_mfcc, **cfg)
+        # Every built model knows its card: streaming, export and reference loading dispatch on it.
+        model.family = self.family
+        model.model_name = self.name
+        model.num_classes = num_classes
+        model.n_mfcc = self.n_mfcc if n_mfcc is None else n_mfcc
+        return model
+
+
+_CARDS: dict[str, ModelCard] = {}
+_ALIASES: dict[str, str] = {}
+_discovered = False
+
+
+def normalize(name: str) -> str:
+    """Look-up key: case, '-' and '_' are ignored (`TC-ResNet8` == `tcresnet8`)."""
+    return name.lower().replace("-", "").replace("_", "").strip()
+
+
+def register(card: ModelCard) -> ModelCard:
+    key = normalize(card.name)
+    if key in _CARDS and _CARDS[key] is not card:
+        raise ValueError(f"Model name {card.name!r} is registered twice.")
+    _CARDS[key] = card
+    for alias in card.aliases:
+        akey = normalize(alias)
+        if akey in _CARDS or (akey in _ALIASES and _ALIASES[akey] != key):
+            raise ValueError(f"Alias {alias!r} of {card.name!r} clashes with another name.")
+        _ALIASES[akey] = key
+    return card
+
+
+def _discover() -> None:
+    global _discovered
+    if _discovered:
+        return
+    import kwsdeploy.models as pkg
+
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+        if info.name not in _HELPER_MODULES and not info.name.startswith("_"):
+            importlib.import_module(f"kwsdeploy.models.{info.name}")
+    _discovered = True
+
+
+def list_cards() -> list[ModelCard]:
+    """Every registered card, in registration order (families alphabetically)."""
+    _discover()
+    return list(_CARDS.values())
+
+
+def names() -> list[str]:
+    return [c.name for c in list_cards()]
+
+
+class UnknownModelError(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; we want the plain sentence
+        return str(self.args[0])
+
+
+def get_card(name: str) -> ModelCard:
+    """The card for a name or alias; an unknown name raises with the nearest suggestion."""
+    _discover()
+    key = normalize(name)
+    key = _ALIASES.get(key, key)
+    if key in _CARDS:
+        return _CARDS[key]
+    display = {normalize(c.name): c.name for c in _CARDS.values()}
+    display.update({normalize(a): a for c in _CARDS.values() for a in c.aliases})
+    near = difflib.get_close_matches(key, list(display), n=1, cutoff=0.5)
+    hint = f" Did you mean {display[near[0]]!r}?" if near else ""
+    raise UnknownModelError(f"Unknown model {name!r}.{hint} Run 'kwsdeploy models' for the list.")
+
+
+def create(name: str, num_classes: int = 12, n_mfcc: int = 40, **overrides: Any):
+    """Build the offline model `name`: [B, 1, n_mfcc, 98] features -> [B, num_classes] logits."""
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
+    return get_card(name).build(num_classes=num_classes, n_mfcc=n_mfcc, **overrides)
+
+
+def count_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,1 @@
+"""runtime (imports nothing heavy)."""

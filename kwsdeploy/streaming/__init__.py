@@ -1,0 +1,1 @@
+"""streaming (imports nothing heavy)."""

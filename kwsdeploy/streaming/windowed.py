@@ -1,0 +1,46 @@
+"""Windowed streaming for any model: a ring buffer of the last window of features, recomputed
+every hop. Exact by construction: once a full window has been fed, the logits are the offline
+model's on that window."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from kwsdeploy.config import FeatureConfig
+from kwsdeploy.streaming.spec import StateSpec, StreamSpec
+
+
+class WindowedStream(nn.Module):
+    """Step form `logits, new_window = f(features_packet, window)` around an offline model."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        hop_frames: int = 10,
+        window_frames: int = 98,
+        feature_config: FeatureConfig | None = None,
+    ) -> None:
+        super().__init__()
+        if not 1 <= hop_frames <= window_frames:
+            raise ValueError(f"hop_frames must be in 1..{window_frames}, got {hop_frames}.")
+        self.model = model.eval()
+        n_mfcc = int(getattr(model, "n_mfcc", 40))
+        self.stream_spec = StreamSpec(
+            mode="windowed",
+            packet_frames=hop_frames,
+            delay_frames=0,
+            window_frames=window_frames,
+            n_mfcc=n_mfcc,
+            num_classes=int(getattr(model, "num_classes", 12)),
+            states=(StateSpec("state.window.features", (n_mfcc, window_frames)),),
+            feature_config=feature_config or FeatureConfig.deployable(n_mfcc),
+        )
+
+    def init_state(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
+        return tuple(torch.zeros((batch, *s.shape)) for s in self.stream_spec.states)
+
+    def forward(self, features: torch.Tensor, window: torch.Tensor):
+        hop = features.shape[-1]
+        window = torch.cat([window[..., hop:], features], dim=-1)
+        return self.model(window.unsqueeze(1)), window

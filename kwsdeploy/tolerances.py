@@ -1,0 +1,21 @@
+"""Every numeric tolerance of the project, named once; tests and export-time checks import these."""
+
+# MFCC frontend
+MFCC_MAX_REL_ERROR = 1e-4          # ours vs a float64 NumPy reference, relative to max |value|
+MFCC_REFERENCE_ATOL = 1e-2         # reference preset vs the reference's features.npy (values ~400)
+
+# Models
+REFERENCE_LOGIT_REL_ATOL = 1e-4    # imported reference weights: |ours - golden| <= this * max|golden|
+REFERENCE_E2E_REL_ATOL = 1e-3      # import-reference + predict from WAV files, relative to max|golden|
+
+# Streaming
+STEP_PARITY_ATOL = 1e-4            # step form vs offline model, max abs logit difference
+SCAN_PARITY_ATOL = 1e-4            # parallel selective scan vs unrolled recurrence
+
+# Export
+ONNX_PARITY_ATOL = 1e-4            # ONNX Runtime step graph vs torch step form, fp32
+ONNX_FP16_PARITY_ATOL = 5e-2       # fp16 graph vs torch fp32 step form
+
+# INT8 (Step 6)
+INT8_MAX_ACCURACY_DROP = 0.02      # allowed top-1 drop of the INT8 bundle on the calibration report
+INT8_MIN_SQNR_DB = 20.0

@@ -1,0 +1,1 @@
+"""train (imports nothing heavy)."""
