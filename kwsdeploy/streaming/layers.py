@@ -1,0 +1,211 @@
+"""Stream layers for 1-D temporal convnets: the offline padded conv and its ring-buffer step twin.
+
+Conventions shared by the offline models and their step forms (time is the last axis):
+
+- A conv with kernel ``k`` and dilation ``d`` reads ``r = d * (k - 1)`` frames of context.
+- ``TimeConv1d(causal=False)`` pads ``r // 2`` zeros on each side ('same', the reference's choice).
+  ``TimeConv1d(causal=True)`` pads ``r`` zeros on the left only: output ``t`` of a conv with stride
+  ``s`` reads input frames ``t*s - r .. t*s``, so it never looks ahead.
+- ``StreamConv1d`` is the step twin of a causal conv: its state is the last ``r`` input frames
+  (zeros at the start reproduce the left padding). A packet of ``P`` frames (``P % s == 0``, and
+  every packet starts on a global frame index that is a multiple of ``s``) gives ``P / s`` output
+  frames, equal to the offline causal conv's frames at those indices. A 'same' conv cannot be
+  streamed this way from the zero state: its right padding puts zeros where a stream has future
+  frames, so 'same' networks stream in windowed mode (or with a declared delay, not done here).
+- ``StreamMeanPool`` replaces global average pooling: the mean of the last ``window`` output frames
+  (state: the previous ``window - 1`` frames). Fed a clip from the zero state so that exactly
+  ``window`` frames have been produced, it equals the offline mean over the clip.
+- State tensors are named ``state.<layer>.<kind>`` (``<layer>`` without dots): kind ``conv`` for a
+  conv's input history [B, C_in, r], kind ``pool`` for a pool's output history [B, C, window - 1].
+  Each stateful layer reports its ``StateSpec``; a layer without context (``r == 0``) has none.
+- Everything in a step module is plain tensor ops (cat, slice, conv1d, mean) with no Python-side
+  state and no data-dependent control flow, so it exports to ONNX as it is.
+
+BatchNorm folding lives in `kwsdeploy.streaming.fold`; `StreamConv1d.from_conv(conv, bn)` uses it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kwsdeploy.streaming.fold import fold_conv_bn
+from kwsdeploy.streaming.spec import StateSpec, StreamSpec
+
+
+def time_padding(kernel_size: int, dilation: int = 1, causal: bool = False) -> tuple[int, int]:
+    """(left, right) zero padding of a time conv: 'same' is symmetric r//2, causal is (r, 0)."""
+    context = dilation * (kernel_size - 1)
+    return (context, 0) if causal else (context // 2, context // 2)
+
+
+def conv_output_frames(frames: int, kernel_size: int, stride: int = 1, dilation: int = 1, causal: bool = False) -> int:
+    """Frames out of a `TimeConv1d` fed `frames` frames."""
+    left, right = time_padding(kernel_size, dilation, causal)
+    return (frames + left + right - dilation * (kernel_size - 1) - 1) // stride + 1
+
+
+class TimeConv1d(nn.Conv1d):
+    """`nn.Conv1d` over time with 'same' (symmetric, reference) or causal (left-only) zero padding.
+
+    Its state dict is a plain Conv1d's (`weight`, optional `bias`), so checkpoints do not depend on
+    the padding mode: a causal and a 'same' model of one size share every tensor shape.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        dilation: int = 1,
+        groups: int = 1,
+        bias: bool = False,
+        causal: bool = False,
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride=stride, dilation=dilation, groups=groups, bias=bias
+        )
+        self.causal = causal
+        self.time_pad = time_padding(kernel_size, dilation, causal)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.time_pad != (0, 0):
+            x = F.pad(x, self.time_pad)
+        return super().forward(x)
+
+
+class StreamConv1d(nn.Module):
+    """Ring-buffer step form of a causal 1-D conv (kernel, dilation, stride and groups aware).
+
+    `y, new_state = layer(x, state)`: x [B, C_in, P] with P a multiple of the stride, state
+    [B, C_in, r] (the last r input frames; None when r == 0), y [B, C_out, P // stride].
+    Weights are fixed buffers (BatchNorm already folded in by `from_conv`).
+    """
+
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        name: str,
+        stride: int = 1,
+        dilation: int = 1,
+        groups: int = 1,
+    ) -> None:
+        super().__init__()
+        if "." in name:
+            raise ValueError(f"Stream layer names may not contain '.', got {name!r} (state names are state.<layer>.<kind>).")
+        self.name = name
+        self.stride = int(stride)
+        self.dilation = int(dilation)
+        self.groups = int(groups)
+        self.in_channels = int(weight.shape[1]) * self.groups
+        self.out_channels = int(weight.shape[0])
+        self.kernel_size = int(weight.shape[-1])
+        self.context = self.dilation * (self.kernel_size - 1)
+        self.register_buffer("weight", weight.detach().clone().float())
+        self.register_buffer("bias", None if bias is None else bias.detach().clone().float())
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv1d, bn: nn.Module | None = None, name: str = "conv") -> "StreamConv1d":
+        """Step twin of a causal `TimeConv1d` (or an unpadded 1x1 `nn.Conv1d`), BatchNorm folded in."""
+        if isinstance(conv, TimeConv1d):
+            if not conv.causal and conv.time_pad != (0, 0):
+                raise ValueError(
+                    f"Layer {name!r} pads both sides ('same'); only causal convs stream exactly. "
+                    "Build the model's causal configuration or stream it in windowed mode."
+                )
+        elif conv.padding not in ((0,), 0, "valid"):
+            raise ValueError(f"Layer {name!r}: a plain Conv1d must be unpadded to stream, got padding={conv.padding}.")
+        weight, bias = fold_conv_bn(conv, bn)
+        return cls(weight, bias, name, stride=conv.stride[0], dilation=conv.dilation[0], groups=conv.groups)
+
+    @property
+    def state_spec(self) -> StateSpec | None:
+        """[C_in, r] input history, or None for a conv without context (kernel 1)."""
+        if self.context == 0:
+            return None
+        return StateSpec(f"state.{self.name}.conv", (self.in_channels, self.context))
+
+    def count_macs(self, inputs: tuple, output: tuple) -> int:
+        """MACs of one call (for `kwsdeploy.models.macs`): output elements x C_in/groups x kernel."""
+        return int(output[0].numel()) * (self.in_channels // self.groups) * self.kernel_size
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.context == 0:
+            if self.stride > 1:
+                x = x[..., :: self.stride]
+            return F.conv1d(x, self.weight, self.bias, groups=self.groups), None
+        window = torch.cat([state, x], dim=-1)
+        y = F.conv1d(window, self.weight, self.bias, stride=self.stride, dilation=self.dilation, groups=self.groups)
+        return y, window[..., -self.context :]
+
+
+class StreamMeanPool(nn.Module):
+    """Sliding-window mean over the last `window` frames, replacing global average pooling.
+
+    `pooled, new_state = pool(x, state)`: x [B, C, n], state [B, C, window - 1] (None when
+    window == 1), pooled [B, C].
+    """
+
+    def __init__(self, channels: int, window: int, name: str = "pool") -> None:
+        super().__init__()
+        if window < 1:
+            raise ValueError(f"Pool window must be >= 1 frame, got {window}.")
+        self.channels = int(channels)
+        self.window = int(window)
+        self.name = name
+
+    @property
+    def state_spec(self) -> StateSpec | None:
+        if self.window == 1:
+            return None
+        return StateSpec(f"state.{self.name}.pool", (self.channels, self.window - 1))
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.window == 1:
+            return x[..., -1], None
+        frames = torch.cat([state, x], dim=-1)
+        return frames[..., -self.window :].mean(dim=-1), frames[..., -(self.window - 1) :]
+
+
+class StepModule(nn.Module):
+    """Base of step forms: subclasses set `self.stream_spec` and implement `forward(features, *state)`."""
+
+    stream_spec: StreamSpec
+
+    def init_state(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
+        """Zero state for `batch` streams, in `stream_spec.states` order."""
+        return tuple(torch.zeros((batch, *s.shape), dtype=getattr(torch, s.dtype)) for s in self.stream_spec.states)
+
+
+def collect_state_specs(layers: Sequence[nn.Module]) -> tuple[StateSpec, ...]:
+    """The StateSpecs of `layers` (StreamConv1d / StreamMeanPool) in order, skipping stateless ones."""
+    specs = tuple(s for s in (layer.state_spec for layer in layers) if s is not None)
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Duplicate state names in a step module: {names}")
+    return specs
+
+
+def stream_clip(step: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """Feed a clip [B, n_mfcc, T] packet by packet from the zero state; return the last logits.
+
+    The tail is zero-padded to a whole number of packets (causal step forms ignore it when the
+    padded frames add no pooled output frame; see each family's converter).
+    """
+    spec = step.stream_spec
+    packet = spec.packet_frames
+    frames = features.shape[-1]
+    n_packets = math.ceil(frames / packet)
+    if n_packets * packet != frames:
+        features = F.pad(features, (0, n_packets * packet - frames))
+    state = step.init_state(features.shape[0])
+    logits = None
+    for i in range(n_packets):
+        logits, *state = step(features[..., i * packet : (i + 1) * packet], *state)
+    return logits

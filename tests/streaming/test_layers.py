@@ -1,0 +1,90 @@
+"""Stream layers: ring-buffer convs equal offline causal convs; the windowed pool equals the mean; folding is exact."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from kwsdeploy.streaming.fold import fold_conv_bn
+from kwsdeploy.streaming.layers import (
+    StreamConv1d,
+    StreamMeanPool,
+    TimeConv1d,
+    conv_output_frames,
+    time_padding,
+)
+from kwsdeploy.tolerances import STEP_PARITY_ATOL
+
+
+def _random_bn(channels: int, gen: torch.Generator) -> nn.BatchNorm1d:
+    bn = nn.BatchNorm1d(channels).eval()
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(channels, generator=gen))
+        bn.running_var.copy_(torch.rand(channels, generator=gen) + 0.5)
+        bn.weight.copy_(torch.randn(channels, generator=gen))
+        bn.bias.copy_(torch.randn(channels, generator=gen))
+    return bn
+
+
+def test_padding_conventions():
+    assert time_padding(9, 1, causal=False) == (4, 4)
+    assert time_padding(9, 1, causal=True) == (8, 0)
+    assert time_padding(29, 2, causal=True) == (56, 0)
+    assert conv_output_frames(98, 9, stride=2, causal=True) == 49
+    assert conv_output_frames(98, 9, stride=2, causal=False) == 49
+    assert conv_output_frames(25, 1, stride=2) == 13
+
+
+@pytest.mark.parametrize(
+    "kernel,stride,dilation,groups,packet",
+    [(9, 2, 1, 1, 8), (3, 1, 1, 1, 1), (29, 1, 2, 1, 1), (13, 1, 1, 16, 4), (1, 2, 1, 1, 2), (5, 4, 3, 2, 4)],
+)
+def test_stream_conv_equals_offline_causal_conv_with_folded_bn(kernel, stride, dilation, groups, packet):
+    gen = torch.Generator().manual_seed(kernel * 100 + stride)
+    out_ch = 16 if groups > 1 else 8
+    conv = TimeConv1d(16, out_ch, kernel, stride=stride, dilation=dilation, groups=groups, causal=True, bias=True)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * 0.3)
+    bn = _random_bn(out_ch, gen)
+    x = torch.randn(3, 16, 96, generator=gen)
+    with torch.no_grad():
+        offline = bn(conv.eval()(x))
+        step = StreamConv1d.from_conv(conv, bn, name="layer")
+        spec = step.state_spec
+        state = None if spec is None else torch.zeros(3, *spec.shape)
+        outs = []
+        for i in range(0, 96, packet):
+            y, state = step(x[..., i : i + packet], state)
+            outs.append(y)
+    streamed = torch.cat(outs, dim=-1)
+    assert streamed.shape == offline.shape
+    assert (streamed - offline).abs().max().item() < STEP_PARITY_ATOL
+    if kernel > 1:
+        assert spec.name == "state.layer.conv" and spec.shape == (16, dilation * (kernel - 1))
+
+
+def test_same_padded_conv_is_refused():
+    with pytest.raises(ValueError, match="causal"):
+        StreamConv1d.from_conv(TimeConv1d(4, 4, 3, causal=False), None, name="c")
+
+
+def test_stream_mean_pool_equals_mean_of_last_window():
+    x = torch.randn(2, 5, 20)
+    pool = StreamMeanPool(5, window=7, name="head")
+    state = torch.zeros(2, 5, 6)
+    for i in range(0, 20, 2):
+        pooled, state = pool(x[..., i : i + 2], state)
+    assert pool.state_spec.name == "state.head.pool"
+    assert (pooled - x[..., -7:].mean(-1)).abs().max().item() < 1e-6
+
+
+def test_fold_matches_conv_then_bn():
+    gen = torch.Generator().manual_seed(0)
+    conv = nn.Conv1d(6, 4, 3)
+    bn = _random_bn(4, gen)
+    x = torch.randn(2, 6, 10, generator=gen)
+    w, b = fold_conv_bn(conv, bn)
+    with torch.no_grad():
+        err = (torch.nn.functional.conv1d(x, w, b) - bn(conv(x))).abs().max().item()
+    assert err < 1e-5
