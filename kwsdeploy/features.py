@@ -28,6 +28,7 @@ __all__ = [
     "dct_matrix",
     "mel_filterbank",
     "hann_window",
+    "is_exporting",
 ]
 
 
@@ -80,6 +81,11 @@ def dct_matrix(n_mfcc: int, n_mels: int) -> np.ndarray:
     dct[0] *= 1.0 / math.sqrt(2.0)
     dct *= math.sqrt(2.0 / n_mels)
     return dct.T.copy()
+
+
+def is_exporting() -> bool:
+    """True while torch.export / dynamo or the legacy tracer runs: skip Python-side shape checks."""
+    return bool(torch.compiler.is_compiling() or torch.jit.is_tracing())
 
 
 def _validate(config: FeatureConfig) -> None:
@@ -157,7 +163,7 @@ class MFCC(nn.Module):
                 f"MFCC expects a waveform [B, samples] or [samples], got shape {tuple(wave.shape)}; "
                 f"squeeze the channel axis of mono audio first."
             )
-        if not torch.compiler.is_compiling() and wave.shape[-1] < self.config.n_fft:
+        if not is_exporting() and wave.shape[-1] < self.config.n_fft:
             raise ValueError(
                 f"Waveform has {wave.shape[-1]} samples, fewer than one window ({self.config.n_fft}); "
                 f"pad it (kwsdeploy.audio.fit_clip) to at least {self.config.n_fft} samples."
