@@ -1,0 +1,303 @@
+"""The training loop: the reference recipe (AdamW, warm-up + cosine per iteration, label smoothing,
+augmentation, SpecAugment on the MFCC batch) on CPU or CUDA (mixed precision), with metrics.jsonl,
+best (by validation accuracy) and last checkpoints, and bit-exact `--resume`.
+
+Run directory: config.json, metrics.jsonl, best/ and last/ (checkpoints; last/ also holds the
+training state), curves.png (when matplotlib is importable).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kwsdeploy.config import FeatureConfig
+from kwsdeploy.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from kwsdeploy.train.evaluate import evaluate_dataset, plot_curves
+from kwsdeploy.train.presets import TrainConfig
+from kwsdeploy.train.resume import pack_train_state, unpack_train_state
+from kwsdeploy.train.schedule import WarmupCosine
+
+
+@dataclass
+class TrainResult:
+    """Where a run wrote its checkpoints and what it reached."""
+
+    out_dir: Path
+    best_dir: Path
+    last_dir: Path
+    best_valid_acc: float | None
+    best_epoch: int | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when available; an unavailable CUDA request is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name} asked for CUDA but no CUDA device is available; use --device cpu.")
+    return dev
+
+
+def feature_config_for(cfg: TrainConfig) -> FeatureConfig:
+    """The frontend a run trains with: the deployable (causal) preset unless told otherwise."""
+    from kwsdeploy.models.registry import get_card
+
+    n_mfcc = cfg.n_mfcc or get_card(cfg.model).n_mfcc
+    return FeatureConfig.reference(n_mfcc) if cfg.features == "reference" else FeatureConfig.deployable(n_mfcc)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Shuffled index batches of one epoch, a pure function of (seed, epoch); a lone last clip is
+    dropped (BatchNorm cannot train on a batch of one)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=g).tolist()
+    batches = [perm[i : i + batch_size] for i in range(0, n, batch_size)]
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches.pop()
+    return batches
+
+
+class Trainer:
+    """Trains one model on in-memory datasets of (waveform [16000], label) pairs."""
+
+    def __init__(self, cfg: TrainConfig, train_set, valid_set, labels: Sequence[str], out_dir: str | os.PathLike,
+                 data_summary: dict[str, Any] | None = None, progress: bool = True,
+                 log: Callable[[str], None] | None = None) -> None:
+        if len(train_set) < 2:
+            raise ValueError(f"The training split has {len(train_set)} clip(s); at least 2 are needed.")
+        self.cfg, self.train_set, self.valid_set = cfg, train_set, valid_set
+        self.labels = list(labels)
+        self.out_dir = Path(out_dir)
+        self.data_summary = dict(data_summary or {})
+        self.progress = progress
+        self.log = log or (lambda s: None)
+        self.device = resolve_device(cfg.device)
+        self.feature_config = feature_config_for(cfg)
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def _build(self):
+        from kwsdeploy.features import MFCC
+        from kwsdeploy.models import create
+
+        cfg = self.cfg
+        seed_everything(cfg.seed)
+        model = create(cfg.model, num_classes=len(self.labels), n_mfcc=self.feature_config.n_mfcc, **cfg.model_config)
+        model.to(self.device)
+        mfcc = MFCC(self.feature_config).to(self.device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        steps_per_epoch = len(_epoch_batches(len(self.train_set), cfg.batch_size, cfg.seed, 0))
+        scheduler = WarmupCosine(optimizer, cfg.lr, cfg.min_lr, round(cfg.warmup_epochs * steps_per_epoch),
+                                 cfg.epochs * steps_per_epoch)
+        use_amp = cfg.amp and self.device.type == "cuda"
+        self.amp_dtype = None
+        if use_amp:
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        return model, mfcc, optimizer, scheduler, scaler
+
+    def _spec_augment(self, feats: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        from kwsdeploy.data.augment import spec_augment
+
+        return spec_augment(feats, gen)
+
+    # -- one epoch -----------------------------------------------------------------------------
+    def _train_epoch(self, epoch, model, mfcc, optimizer, scheduler, scaler) -> dict[str, float]:
+        cfg = self.cfg
+        if hasattr(self.train_set, "set_epoch"):
+            self.train_set.set_epoch(epoch)
+        batches = _epoch_batches(len(self.train_set), cfg.batch_size, cfg.seed, epoch)
+        loader = torch.utils.data.DataLoader(self.train_set, batch_sampler=batches, num_workers=cfg.num_workers)
+        gen = torch.Generator().manual_seed(cfg.seed * 7_000_003 + epoch)
+        model.train()
+        seen, correct, loss_sum, t0 = 0, 0, 0.0, time.perf_counter()
+        bar = _Bar(self.progress, f"epoch {epoch + 1}/{cfg.epochs}", len(batches))
+        with bar:
+            for wave, target in loader:
+                wave = wave.to(self.device, non_blocking=True).float()
+                target = target.to(self.device, non_blocking=True).long()
+                with torch.no_grad():
+                    feats = mfcc(wave)
+                    if cfg.spec_augment:
+                        feats = self._spec_augment(feats, gen)
+                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                    enabled=self.amp_dtype is not None):
+                    logits = model(feats.unsqueeze(1))
+                loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"Loss became {loss.item()} at epoch {epoch + 1}; lower --lr.")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.grad_clip:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                n = target.numel()
+                seen += n
+                loss_sum += loss.item() * n
+                correct += int((logits.argmax(1) == target).sum())
+                rate = seen / max(1e-9, time.perf_counter() - t0)
+                bar.advance(f"loss {loss_sum / seen:.4f}  acc {correct / seen:.2%}  {rate:.0f} clips/s")
+        dt = time.perf_counter() - t0
+        return {"train_loss": loss_sum / seen, "train_acc": correct / seen, "epoch_time_s": dt,
+                "clips_per_s": seen / max(dt, 1e-9)}
+
+    # -- the run -------------------------------------------------------------------------------
+    def fit(self, resume: bool = False, stop_after: int | None = None) -> TrainResult:
+        """Train `cfg.epochs` epochs (or continue a run); `stop_after` ends this call early (tests)."""
+        cfg = self.cfg
+        out = self.out_dir
+        best_dir, last_dir, metrics_path = out / "best", out / "last", out / "metrics.jsonl"
+        model, mfcc, optimizer, scheduler, scaler = self._build()
+        start_epoch, best_acc, best_epoch, history = 0, None, None, []
+        if resume:
+            loaded = load_checkpoint(last_dir)
+            model.load_state_dict(loaded.model.state_dict(), strict=True)
+            counters = unpack_train_state(TrainState.read(last_dir), optimizer, scheduler, scaler)
+            start_epoch, best_acc, best_epoch = counters["next_epoch"], counters["best_acc"], counters["best_epoch"]
+            history = [r for r in _read_jsonl(metrics_path) if r["epoch"] <= start_epoch]
+            self.log(f"resuming {out} at epoch {start_epoch + 1}/{cfg.epochs}")
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            if last_dir.exists() or metrics_path.exists():
+                raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out.")
+            _write_atomic(out / "config.json", json.dumps(cfg.to_dict(), indent=1) + "\n")
+        _write_atomic(metrics_path, "".join(json.dumps(r) + "\n" for r in history))
+        end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
+        for epoch in range(start_epoch, end_epoch):
+            row: dict[str, Any] = {"epoch": epoch + 1, "lr": scheduler.lr}
+            row.update(self._train_epoch(epoch, model, mfcc, optimizer, scheduler, scaler))
+            if self.valid_set is not None and len(self.valid_set):
+                vm = evaluate_dataset(model, self.feature_config, self.valid_set, self.labels,
+                                      cfg.eval_batch_size, str(self.device))
+                row.update(valid_loss=vm["loss"], valid_acc=vm["accuracy"], valid_macro_f1=vm["macro_f1"])
+            score = row.get("valid_acc", row["train_acc"])
+            history.append(row)
+            training = self._summary(epoch + 1)
+            metrics = {k: v for k, v in row.items() if k != "lr"}
+            if best_acc is None or score > best_acc:
+                best_acc, best_epoch = score, epoch + 1
+                save_checkpoint(best_dir, model, self.labels, self.feature_config, model_config=cfg.model_config,
+                                training=training, metrics=metrics)
+            counters = {"next_epoch": epoch + 1, "best_acc": best_acc, "best_epoch": best_epoch}
+            save_checkpoint(last_dir, model, self.labels, self.feature_config, model_config=cfg.model_config,
+                            training=training, metrics=metrics,
+                            train_state=pack_train_state(optimizer, scheduler, scaler, counters))
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            self.log(_epoch_line(row, cfg.epochs))
+        plot_curves(history, out / "curves.png") if history else None
+        return TrainResult(out, best_dir, last_dir, best_acc, best_epoch, history)
+
+    def _summary(self, epochs_done: int) -> dict[str, Any]:
+        return {"config": self.cfg.to_dict(), "epochs_done": epochs_done, "data": self.data_summary,
+                "device": str(self.device), "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else None}
+
+
+def train(cfg: TrainConfig, data_dir: str | os.PathLike, out_dir: str | os.PathLike, resume: bool = False,
+          progress: bool = True, stop_after: int | None = None, log: Callable[[str], None] | None = None,
+          test: bool = True) -> TrainResult:
+    """Train on a prepared directory (labels.json + train/valid/test lists); evaluate `best` on test."""
+    from kwsdeploy.data.dataset import KwsDataset, load_labels
+
+    out = Path(out_dir)
+    if resume:
+        saved = out / "config.json"
+        if not saved.is_file():
+            raise ValueError(f"{out} holds no run to resume (no config.json); start one without --resume.")
+        keep = {"device": cfg.device, "num_workers": cfg.num_workers, "amp": cfg.amp}
+        cfg = TrainConfig.from_dict(json.loads(saved.read_text())).with_overrides(**keep)
+    labels = load_labels(data_dir)
+    train_set = KwsDataset(data_dir, "train", augment=cfg.augment, seed=cfg.seed)
+    valid_set = _optional_split(KwsDataset, data_dir, "valid")
+    summary = {"dir": Path(data_dir).name, "labels": labels, "train_clips": len(train_set),
+               "valid_clips": len(valid_set) if valid_set is not None else 0}
+    trainer = Trainer(cfg, train_set, valid_set, labels, out, data_summary=summary, progress=progress, log=log)
+    result = trainer.fit(resume=resume, stop_after=stop_after)
+    test_set = _optional_split(KwsDataset, data_dir, "test") if test else None
+    if test_set is not None and len(test_set) and result.best_dir.exists():
+        best = load_checkpoint(result.best_dir)
+        tm = evaluate_dataset(best.model, best.feature_config, test_set, labels, cfg.eval_batch_size,
+                              str(trainer.device))
+        _write_atomic(out / "test_metrics.json", json.dumps(tm, indent=1) + "\n")
+        metrics = dict(best.card.get("metrics", {}), test_acc=tm["accuracy"], test_macro_f1=tm["macro_f1"])
+        training = dict(best.card.get("training", {}), data=dict(summary, test_clips=len(test_set)))
+        save_checkpoint(result.best_dir, best.model, labels, best.feature_config,
+                        model_config=best.card.get("model_config"), training=training, metrics=metrics)
+        log and log(f"best (epoch {result.best_epoch}) on test: accuracy {tm['accuracy']:.2%}, "
+                    f"macro F1 {tm['macro_f1']:.4f}")
+    return result
+
+
+def _optional_split(cls, data_dir, split):
+    try:
+        return cls(data_dir, split)
+    except FileNotFoundError:
+        return None
+
+
+def _epoch_line(row: dict[str, Any], epochs: int) -> str:
+    s = (f"epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f}, train acc {row['train_acc']:.2%}, "
+         f"{row['clips_per_s']:.0f} clips/s, {row['epoch_time_s']:.1f} s")
+    if "valid_acc" in row:
+        s += f"; valid acc {row['valid_acc']:.2%}, macro F1 {row['valid_macro_f1']:.4f}"
+    return s
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class _Bar:
+    """A rich progress bar (on stderr) that shows loss/accuracy/throughput; silent when disabled."""
+
+    def __init__(self, enabled: bool, title: str, total: int) -> None:
+        self.enabled, self.title, self.total = enabled, title, total
+        self._progress = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                      TimeElapsedColumn(), TextColumn("{task.fields[stats]}"),
+                                      console=Console(stderr=True), transient=True)
+            self._progress.__enter__()
+            self._task = self._progress.add_task(self.title, total=self.total, stats="")
+        return self
+
+    def advance(self, stats: str) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, advance=1, stats=stats)
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
