@@ -1,0 +1,151 @@
+"""`prepare-gsc`: find (or download and extract) a GSC-layout tree and write a prepared directory.
+
+Where the tree comes from, in order: `source`; `data_root` itself when it holds the list files;
+`<data_root>/speech_commands_v0.0N/`; `archive`; `<data_root>/speech_commands_v0.0N.tar.gz`;
+a download of the official archive (size and sha256 checked). The prepared directory is
+`<data_root>/<corpus>_<tag>[_rebalanced]`, where the tag says the split (the number of classes
+for all/sub, the keywords otherwise): the reference named it `gsc_vN_35` whatever the split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+from kwsdeploy.data import download as dl
+from kwsdeploy.data.archive import extract_archive
+from kwsdeploy.data.prepared import CLIP_SAMPLES, SAMPLE_RATE, count_stats, write_prepared
+from kwsdeploy.data.splits import COMMANDS, SILENCE_SHARE, UNKNOWN_SHARE, TreeError, make_splits, scan_tree
+
+log = logging.getLogger("kwsdeploy.data")
+
+CORPUS_MARKER = "kwsdeploy_corpus.json"  # written by prepare-fsdd: names the corpus of a tree
+
+
+def _is_tree(path: Path) -> bool:
+    return (path / "validation_list.txt").is_file() or (path / "testing_list.txt").is_file()
+
+
+def extracted_name(version: int) -> str:
+    """Folder that the official archive of `version` is extracted to, under the data root."""
+    return dl.GSC_ARCHIVES[version].filename.removesuffix(".tar.gz")
+
+
+def resolve_tree(
+    data_root: Path,
+    version: int = 2,
+    source: Optional[Path] = None,
+    archive: Optional[Path] = None,
+    allow_download: bool = True,
+    opener=None,
+    progress=None,
+) -> Path:
+    """Return an extracted GSC-layout tree, extracting or downloading the archive when needed."""
+    if version not in dl.GSC_ARCHIVES:
+        raise ValueError(f"--data-version must be 1 or 2, got {version}.")
+    data_root = Path(data_root)
+    if source is not None:
+        if not Path(source).is_dir():
+            raise FileNotFoundError(f"--source {source} is not a directory: pass an extracted GSC-layout tree.")
+        return Path(source)
+    if _is_tree(data_root):
+        return data_root
+    target = data_root / extracted_name(version)
+    if _is_tree(target):
+        return target
+    if target.exists():
+        raise TreeError(f"{target} exists but has no validation_list.txt / testing_list.txt: remove it and run again to re-extract.")
+    info = dl.GSC_ARCHIVES[version]
+    if archive is None:
+        archive = data_root / info.filename
+        if not archive.exists():
+            if not allow_download:
+                raise FileNotFoundError(f"no GSC tree or archive under {data_root}: pass --archive PATH or allow the download.")
+            log.info("downloading %s to %s", info.url, archive)
+            archive = dl.download(info.url, archive, info.size, info.sha256, opener=opener, progress=progress)
+        else:
+            dl.verify_file(archive, info.size, info.sha256)
+    log.info("extracting %s to %s", archive, target)
+    return extract_archive(Path(archive), target)
+
+
+def output_name(corpus: str, class_split: str, labels: list[str], keywords: Optional[list[str]], rebalance: bool) -> str:
+    """Folder name of a prepared set: corpus, split tag, rebalance flag."""
+    if keywords is None or class_split == "sub":
+        tag = str(len(labels))
+    else:
+        joined = "-".join(keywords)
+        if len(joined) > 64:
+            joined = f"{len(keywords)}words-{hashlib.sha1(joined.encode()).hexdigest()[:8]}"
+        tag = f"{len(labels)}_{joined}"
+    return f"{corpus}_{tag}" + ("_rebalanced" if rebalance else "")
+
+
+def _corpus_name(tree: Path, version: int) -> str:
+    marker = tree / CORPUS_MARKER
+    if marker.is_file():
+        return str(json.loads(marker.read_text(encoding="utf-8")).get("name", f"gsc_v{version}"))
+    return f"gsc_v{version}"
+
+
+def _rel(path: Path, base: Path) -> str:
+    return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(base))).as_posix()
+
+
+def prepare_gsc(
+    data_root: Path,
+    data_version: int = 2,
+    class_split: str = "all",
+    rebalance: bool = False,
+    keywords: Optional[list[str]] = None,
+    archive: Optional[Path] = None,
+    source: Optional[Path] = None,
+    out: Optional[Path] = None,
+    seed: int = 0,
+    allow_download: bool = True,
+    opener=None,
+    progress=None,
+    check_headers: bool = True,
+) -> Path:
+    """Prepare train/valid/test jsonl + labels.json + stats.json for a GSC-layout tree; returns the folder."""
+    if class_split not in ("all", "sub"):
+        raise ValueError(f"--class-split must be 'all' or 'sub', got '{class_split}'.")
+    if keywords is not None:
+        keywords = [k.strip() for k in keywords if k.strip()]
+        if not keywords:
+            raise ValueError("--keywords is empty: give a comma-separated list such as yes,no,up.")
+        if len(set(keywords)) != len(keywords):
+            raise ValueError(f"--keywords has duplicates: {','.join(keywords)}.")
+    elif class_split == "sub":
+        keywords = list(COMMANDS)
+    data_root = Path(data_root)
+    tree_dir = resolve_tree(data_root, data_version, source, archive, allow_download, opener, progress)
+    log.info("scanning %s", tree_dir)
+    tree = scan_tree(tree_dir, check_headers=check_headers)
+    labels, splits = make_splits(tree, keywords, rel_base=data_root, rebalance=rebalance, seed=seed)
+    corpus = _corpus_name(tree_dir, data_version)
+    split_name = "keywords" if keywords is not None and class_split != "sub" else class_split
+    out = Path(out) if out is not None else data_root / output_name(corpus, class_split, labels, keywords, rebalance)
+    meta = {
+        "corpus": corpus,
+        "audio_root": _rel(data_root, out),
+        "tree": _rel(tree_dir, data_root),
+        "noise_files": [_rel(f, data_root) for f in tree.noise_files],
+        "class_split": split_name,
+        "keywords": keywords,
+        "rebalance": rebalance,
+        "seed": seed,
+        "data_version": data_version if corpus.startswith("gsc") else None,
+        "sample_rate": SAMPLE_RATE,
+        "clip_samples": CLIP_SAMPLES,
+        "silence_share": SILENCE_SHARE if keywords is not None else None,
+        "unknown_share": UNKNOWN_SHARE if keywords is not None else None,
+    }
+    stats = count_stats(labels, splits)
+    write_prepared(out, labels, splits, meta, stats)
+    log.info("prepared %s: %s", out, {s: stats[s]["total"] for s in stats})
+    return out
