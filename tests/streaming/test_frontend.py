@@ -1,0 +1,117 @@
+"""Streaming MFCC: packet by packet from the zero cache equals the offline MFCC of [cache zeros + audio]."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kwsdeploy.audio import load_audio
+from kwsdeploy.config import FeatureConfig
+from kwsdeploy.features import MFCC
+from kwsdeploy.streaming.frontend import FRONTEND_STATE, StreamingMFCC
+from kwsdeploy.tolerances import ONNX_PARITY_ATOL
+
+FSDD = sorted((Path(__file__).parent.parent / "fixtures" / "fsdd").glob("*.wav"))
+STREAM_REL = 1e-6  # of max |value| (~500): only float32 summation order differs (measured 6e-8)
+
+
+def run_stream(front: StreamingMFCC, audio: torch.Tensor, packet_frames: list[int]) -> torch.Tensor:
+    """Feed `audio` [B, T] in packets of the given frame counts (cycled) and concatenate the frames."""
+    (cache,) = front.init_state(audio.shape[0])
+    out, pos, i = [], 0, 0
+    hop = front.stream_spec.hop_samples
+    while pos + hop <= audio.shape[1]:
+        k = min(packet_frames[i % len(packet_frames)], (audio.shape[1] - pos) // hop)
+        frames, cache = front(audio[:, pos : pos + hop * k], cache)
+        assert frames.shape == (audio.shape[0], front.config.n_mfcc, k)
+        out.append(frames)
+        pos, i = pos + hop * k, i + 1
+    return torch.cat(out, dim=-1)
+
+
+@pytest.fixture(scope="module")
+def speech() -> torch.Tensor:
+    clips = [load_audio(p)[0] for p in FSDD[:3]]
+    n = max(len(c) for c in clips)
+    n += -n % 160  # a whole number of hops
+    return torch.from_numpy(np.stack([np.pad(c, (0, n - len(c))) for c in clips]))
+
+
+@pytest.mark.parametrize("packets", [[1], [10], [1, 3, 7, 2]])
+def test_stream_equals_offline(packets, speech):
+    cfg = FeatureConfig.deployable()
+    front = StreamingMFCC(cfg)
+    streamed = run_stream(front, speech, packets)
+    padded = torch.cat([torch.zeros(speech.shape[0], front.cache_samples), speech], dim=1)
+    offline = MFCC(cfg)(padded)
+    assert streamed.shape == offline.shape
+    err = float((streamed - offline).abs().max())
+    print(f"packets {packets}: max abs {err:.2e} (max |value| {float(offline.abs().max()):.1f})")
+    scale = float(offline.abs().max())
+    assert err <= STREAM_REL * scale
+    # after the delay, stream frame j + 2 is offline frame j of the audio itself
+    d = front.stream_spec.delay_frames
+    assert d == 2
+    assert float((streamed[..., d:] - MFCC(cfg)(speech)).abs().max()) <= STREAM_REL * scale
+
+
+def test_cache_is_last_samples():
+    front = StreamingMFCC(FeatureConfig())
+    a = torch.arange(800, dtype=torch.float32)[None] / 1000.0
+    (cache,) = front.init_state(1)
+    _, new_cache = front(a, cache)
+    assert torch.equal(new_cache, a[:, -320:])
+    _, newer = front(a[:, :160], new_cache)
+    assert torch.equal(newer, torch.cat([a[:, -160:], a[:, :160]], dim=1))
+
+
+def test_spec_describes_the_step():
+    front = StreamingMFCC(FeatureConfig.deployable())
+    spec = front.stream_spec
+    assert spec.state_names == [FRONTEND_STATE] == ["state.frontend.samples"]
+    assert spec.new_state_names == ["new_state.frontend.samples"]
+    assert spec.states[0].shape == (320,) and spec.hop_samples == 160 and spec.packet_samples(10) == 1600
+    assert spec.to_dict()["feature_config"]["log_floor"] == "fixed"
+    assert front.init_state(3)[0].shape == (3, 320)
+
+
+def test_clip_relative_floor_cannot_stream():
+    with pytest.raises(ValueError, match="causal"):
+        StreamingMFCC(FeatureConfig.reference())
+
+
+def test_bad_packets_are_refused():
+    front = StreamingMFCC()
+    (cache,) = front.init_state(1)
+    with pytest.raises(ValueError, match="multiples of the hop"):
+        front(torch.zeros(1, 100), cache)
+    with pytest.raises(ValueError, match="init_state"):
+        front(torch.zeros(2, 160), cache)
+
+
+def test_onnx_export_dynamic_packet(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    front = StreamingMFCC().eval()
+    path = tmp_path / "frontend.onnx"
+    batch, k = torch.export.Dim("batch", min=1, max=256), torch.export.Dim("k", min=1, max=100)
+    spec = front.stream_spec
+    torch.onnx.export(
+        front, (torch.zeros(2, 1600), torch.zeros(2, 320)), str(path), dynamo=True, opset_version=18,
+        input_names=[spec.input_name, *spec.state_names],
+        output_names=[spec.output_name, *spec.new_state_names],
+        dynamic_shapes={"audio": {0: batch, 1: 160 * k}, "cache": {0: batch}}, verbose=False,
+    )
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    g = torch.Generator().manual_seed(0)
+    for b, kk in ((1, 1), (3, 10), (2, 4)):
+        audio, cache = 0.1 * torch.randn(b, 160 * kk, generator=g), 0.1 * torch.randn(b, 320, generator=g)
+        got = sess.run(None, {"audio": audio.numpy(), FRONTEND_STATE: cache.numpy()})
+        want = front(audio, cache)
+        err = float(np.abs(got[0] - want[0].numpy()).max() / want[0].abs().max())
+        print(f"frontend onnx b={b} k={kk}: max rel err {err:.2e}")
+        assert err <= ONNX_PARITY_ATOL
+        assert np.array_equal(got[1], want[1].numpy())
