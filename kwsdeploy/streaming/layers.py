@@ -27,7 +27,7 @@ BatchNorm folding lives in `kwsdeploy.streaming.fold`; `StreamConv1d.from_conv(c
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -190,6 +190,19 @@ def collect_state_specs(layers: Sequence[nn.Module]) -> tuple[StateSpec, ...]:
     if len(set(names)) != len(names):
         raise ValueError(f"Duplicate state names in a step module: {names}")
     return specs
+
+
+def step_layer(
+    layer: nn.Module, x: torch.Tensor, states: Iterator[torch.Tensor], new_states: list[torch.Tensor]
+) -> torch.Tensor:
+    """Run a StreamConv1d / StreamMeanPool inside a step forward: take its state from `states` (only
+    if it has one), append its new state to `new_states`, return its output. Keeps state order
+    equal to `collect_state_specs` order when layers are called in the order they were collected."""
+    if layer.state_spec is None:
+        return layer(x, None)[0]
+    y, new = layer(x, next(states))
+    new_states.append(new)
+    return y
 
 
 def stream_clip(step: nn.Module, features: torch.Tensor) -> torch.Tensor:

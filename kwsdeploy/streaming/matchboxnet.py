@@ -1,0 +1,111 @@
+"""Exact step form of causal MatchboxNet (`matchboxnet-causal`).
+
+Each separable sub-block becomes a ring-buffer depthwise `StreamConv1d` (kernel and dilation aware;
+the k=1 block needs no state) followed by the pointwise conv with its BatchNorm folded in; the
+residual 1x1 conv + BatchNorm is folded the same way; global average pooling becomes a mean over
+the last 98 frames. The network has no stride, so a packet is 1 frame by default (any packet
+length streams; clip parity needs the clip to be a whole number of packets).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from kwsdeploy.config import FeatureConfig
+from kwsdeploy.models.matchboxnet import MatchboxNet
+from kwsdeploy.streaming.convert import register_converter
+from kwsdeploy.streaming.layers import (
+    StepModule,
+    StreamConv1d,
+    StreamMeanPool,
+    collect_state_specs,
+    step_layer,
+)
+from kwsdeploy.streaming.spec import StreamSpec
+
+
+class _StepBlock(nn.Module):
+    """One encoder block: (depthwise, pointwise+BN) pairs and an optional folded residual conv."""
+
+    def __init__(self, depthwise: list[StreamConv1d], pointwise: list[StreamConv1d], residual: StreamConv1d | None) -> None:
+        super().__init__()
+        self.depthwise = nn.ModuleList(depthwise)
+        self.pointwise = nn.ModuleList(pointwise)
+        self.residual = residual
+
+
+class MatchboxNetStep(StepModule):
+    """`logits, *new_state = step(features [B, n_mfcc, packet], *state)` for a causal MatchboxNet."""
+
+    def __init__(
+        self,
+        model: MatchboxNet,
+        packet_frames: int | None = None,
+        clip_frames: int = 98,
+        feature_config: FeatureConfig | None = None,
+    ) -> None:
+        super().__init__()
+        if not getattr(model, "causal", False):
+            raise ValueError("Only a causal MatchboxNet ('matchboxnet-causal') has an exact step form; stream others windowed.")
+        model = model.eval()
+        packet = 1 if packet_frames is None else int(packet_frames)
+        if packet < 1:
+            raise ValueError(f"packet_frames must be >= 1, got {packet}.")
+        blocks = []
+        layers: list[nn.Module] = []
+        for i, block in enumerate(model.blocks):
+            dws, pws = [], []
+            for j, sub in enumerate(block.layers):
+                dws.append(StreamConv1d.from_conv(sub.depthwise, None, name=f"block{i}_sub{j}_depthwise"))
+                pws.append(StreamConv1d.from_conv(sub.pointwise, sub.bn, name=f"block{i}_sub{j}_pointwise"))
+                layers += [dws[-1], pws[-1]]
+            residual = None
+            if block.res_conv is not None:
+                residual = StreamConv1d.from_conv(block.res_conv, block.res_bn, name=f"block{i}_residual")
+                layers.append(residual)
+            blocks.append(_StepBlock(dws, pws, residual))
+        self.blocks = nn.ModuleList(blocks)
+        channels = model.head.in_features
+        self.pool = StreamMeanPool(channels, window=clip_frames, name="pool")
+        layers.append(self.pool)
+        self.head = model.head  # shared with the offline model
+        self.relu = nn.ReLU()
+        self.stream_spec = StreamSpec(
+            mode="exact",
+            packet_frames=packet,
+            delay_frames=0,
+            window_frames=clip_frames,
+            n_mfcc=model.in_features,
+            num_classes=model.head.out_features,
+            states=collect_state_specs(layers),
+            feature_config=feature_config or FeatureConfig.deployable(model.in_features),
+        )
+        self.clip_exact = math.ceil(clip_frames / packet) * packet == clip_frames
+
+    def forward(self, features: torch.Tensor, *state: torch.Tensor):
+        states = iter(state)
+        new: list[torch.Tensor] = []
+        x = features
+        for blk in self.blocks:
+            h = x
+            n = len(blk.depthwise)
+            for j, (dw, pw) in enumerate(zip(blk.depthwise, blk.pointwise)):
+                h = step_layer(pw, step_layer(dw, h, states, new), states, new)
+                if j < n - 1:
+                    h = self.relu(h)
+            if blk.residual is not None:
+                h = h + step_layer(blk.residual, x, states, new)
+            x = self.relu(h)
+        pooled = step_layer(self.pool, x, states, new)
+        return (self.head(pooled), *new)
+
+
+def to_step(model: MatchboxNet, **options) -> MatchboxNetStep:
+    """Converter registered for the 'matchboxnet' family."""
+    return MatchboxNetStep(model, **options)
+
+
+register_converter("matchboxnet", to_step)

@@ -1,0 +1,113 @@
+"""Exact step form of causal TC-ResNet (`tcresnet8-causal`, `tcresnet14-causal`).
+
+Every conv becomes a ring-buffer `StreamConv1d` with its BatchNorm folded in; the stride-2 1x1
+shortcut takes every other frame of the packet; global average pooling becomes a mean over the last
+`window` output frames (13 for a 98-frame clip). A packet is the network's total time stride
+(8 frames) by default, so each call emits exactly one pooled frame.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from kwsdeploy.config import FeatureConfig
+from kwsdeploy.models.tcresnet import TCResNet
+from kwsdeploy.streaming.convert import register_converter
+from kwsdeploy.streaming.layers import (
+    StepModule,
+    StreamConv1d,
+    StreamMeanPool,
+    collect_state_specs,
+    conv_output_frames,
+    step_layer,
+)
+from kwsdeploy.streaming.spec import StreamSpec
+
+
+class _StepBlock(nn.Module):
+    """One residual block's stream layers (shortcut is None for identity)."""
+
+    def __init__(self, conv1: StreamConv1d, conv2: StreamConv1d, shortcut: StreamConv1d | None) -> None:
+        super().__init__()
+        self.conv1 = conv1
+        self.conv2 = conv2
+        self.shortcut = shortcut
+
+
+class TCResNetStep(StepModule):
+    """`logits, *new_state = step(features [B, n_mfcc, packet], *state)` for a causal TCResNet."""
+
+    def __init__(
+        self,
+        model: TCResNet,
+        packet_frames: int | None = None,
+        clip_frames: int = 98,
+        feature_config: FeatureConfig | None = None,
+    ) -> None:
+        super().__init__()
+        if not getattr(model, "causal", False):
+            raise ValueError("Only a causal TC-ResNet (e.g. 'tcresnet8-causal') has an exact step form; stream others windowed.")
+        model = model.eval()
+        stride = model.time_stride
+        packet = stride if packet_frames is None else int(packet_frames)
+        if packet < 1 or packet % stride:
+            raise ValueError(f"packet_frames must be a positive multiple of the time stride {stride}, got {packet}.")
+        self.stem = StreamConv1d.from_conv(model.stem, None, name="stem")
+        blocks = []
+        frames = conv_output_frames(clip_frames, model.stem.kernel_size[0], causal=True)
+        for i, b in enumerate(model.blocks):
+            shortcut = None
+            if b.shortcut_conv is not None:
+                shortcut = StreamConv1d.from_conv(b.shortcut_conv, b.shortcut_bn, name=f"block{i}_shortcut")
+            blocks.append(
+                _StepBlock(
+                    StreamConv1d.from_conv(b.conv1, b.bn1, name=f"block{i}_conv1"),
+                    StreamConv1d.from_conv(b.conv2, b.bn2, name=f"block{i}_conv2"),
+                    shortcut,
+                )
+            )
+            frames = conv_output_frames(frames, b.conv1.kernel_size[0], stride=b.stride, causal=True)
+        self.blocks = nn.ModuleList(blocks)
+        # The offline model averages `frames` pooled frames of a clip; the stream averages the last `frames`.
+        self.pool = StreamMeanPool(model.channels[-1], window=frames, name="pool")
+        self.head = model.head  # shared with the offline model
+        self.relu = nn.ReLU()
+        layers: list[nn.Module] = [self.stem]
+        for blk in self.blocks:
+            layers += [blk.conv1, blk.conv2] + ([blk.shortcut] if blk.shortcut is not None else [])
+        layers.append(self.pool)
+        self.stream_spec = StreamSpec(
+            mode="exact",
+            packet_frames=packet,
+            delay_frames=0,
+            window_frames=clip_frames,
+            n_mfcc=model.in_features,
+            num_classes=model.head.out_features,
+            states=collect_state_specs(layers),
+            feature_config=feature_config or FeatureConfig.deployable(model.in_features),
+        )
+        # Clip parity holds when the zero-padded clip yields exactly `frames` pooled frames.
+        self.clip_exact = math.ceil(clip_frames / packet) * packet // stride == frames
+
+    def forward(self, features: torch.Tensor, *state: torch.Tensor):
+        states = iter(state)
+        new: list[torch.Tensor] = []
+        x = step_layer(self.stem, features, states, new)
+        for blk in self.blocks:
+            h = self.relu(step_layer(blk.conv1, x, states, new))
+            h = step_layer(blk.conv2, h, states, new)
+            res = x if blk.shortcut is None else self.relu(step_layer(blk.shortcut, x, states, new))
+            x = self.relu(h + res)
+        pooled = step_layer(self.pool, x, states, new)
+        return (self.head(pooled), *new)
+
+
+def to_step(model: TCResNet, **options) -> TCResNetStep:
+    """Converter registered for the 'tcresnet' family."""
+    return TCResNetStep(model, **options)
+
+
+register_converter("tcresnet", to_step)
