@@ -1,0 +1,252 @@
+"""ONNX export of step forms and offline models: stable names, dynamic batch, standard ops only.
+
+`export_step(smodel)` writes the step contract as a graph (`features` or `audio`, `state.*` ->
+`logits`, `new_state.*`); `export_offline(model)` the [B, 1, n_mfcc, 98] classifier. Both go
+through `torch.onnx.export` (the dynamo exporter by default, the TorchScript one on request), then
+`kwsdeploy.exporters.simplify`, and `check_graph` (full checker, no custom domains, no
+Sequence/Loop/If, no external data). `to_fp16` turns a graph's arithmetic to fp16, keeping fp32 I/O.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from typing import Sequence
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from kwsdeploy.streaming.spec import AUDIO, FEATURES, LOGITS, StateSpec
+
+DEFAULT_OPSET = 18
+EXPORTERS = ("dynamo", "legacy")
+DEFAULT_EXPORTER = "dynamo"
+FRONTEND_STATE = "state.frontend.samples"
+_FORBIDDEN_OPS = {"Loop", "Scan", "If", "SequenceAt", "SequenceConstruct", "SequenceEmpty", "SequenceErase",
+                  "SequenceInsert", "SequenceLength", "SequenceMap", "SplitToSequence", "ConcatFromSequence"}
+_BATCH = "batch"
+
+
+class ExportError(RuntimeError):
+    """The graph could not be exported, or is not a clean, standard-ops, self-contained ONNX model."""
+
+
+class FrontendStep(nn.Module):
+    """The MFCC frontend step and the model step as one step: `audio, frontend cache, *state`."""
+
+    def __init__(self, frontend: nn.Module, smodel: nn.Module) -> None:
+        super().__init__()
+        self.frontend = frontend
+        self.smodel = smodel
+
+    def forward(self, audio: torch.Tensor, cache: torch.Tensor, *state: torch.Tensor):
+        frames, new_cache = self.frontend(audio, cache)
+        logits, *new_state = self.smodel(frames, *state)
+        return (logits, new_cache, *new_state)
+
+
+class FrontendOffline(nn.Module):
+    """The offline MFCC and the offline model as one graph: audio [B, samples] -> logits."""
+
+    def __init__(self, mfcc: nn.Module, model: nn.Module) -> None:
+        super().__init__()
+        self.mfcc = mfcc
+        self.model = model
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.model(self.mfcc(audio).unsqueeze(1))
+
+
+def frontend_state_spec(frontend: nn.Module, feature_config) -> StateSpec:
+    """The frontend's sample cache: the last (win_length - hop_length) samples."""
+    samples = int(getattr(frontend, "cache_samples", feature_config.win_length - feature_config.hop_length))
+    return StateSpec(FRONTEND_STATE, (samples,))
+
+
+def _export(
+    module: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    opset: int,
+    exporter: str,
+) -> onnx.ModelProto:
+    """torch.onnx.export with a dynamic batch axis on every input and output."""
+    if exporter not in EXPORTERS:
+        raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}.")
+    module = module.eval()
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        try:
+            if exporter == "dynamo":
+                batch = torch.export.Dim(_BATCH, min=1, max=65536)
+                prog = torch.onnx.export(
+                    module, args, None, dynamo=True, input_names=list(input_names),
+                    output_names=list(output_names), dynamic_shapes=tuple({0: batch} for _ in args),
+                    opset_version=opset, optimize=True, verbose=False, report=False,
+                )
+                proto = prog.model_proto
+            else:
+                buf = io.BytesIO()
+                axes = {n: {0: _BATCH} for n in (*input_names, *output_names)}
+                torch.onnx.export(
+                    module, args, buf, dynamo=False, input_names=list(input_names),
+                    output_names=list(output_names), dynamic_axes=axes, opset_version=opset,
+                    do_constant_folding=True,
+                )
+                proto = onnx.load_from_string(buf.getvalue())
+        except Exception as exc:  # the exporters raise many types; name the step that failed
+            raise ExportError(f"torch.onnx.export ({exporter}) failed: {type(exc).__name__}: {str(exc)[:400]}") from exc
+    if proto.functions:
+        proto = onnx.inliner.inline_local_functions(proto)
+    _name_batch_axis(proto)
+    return proto
+
+
+def _name_batch_axis(proto: onnx.ModelProto) -> None:
+    """Call the dynamic leading axis of every graph input/output 'batch' (exporters name it variously)."""
+    for vi in (*proto.graph.input, *proto.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_param = _BATCH
+
+
+def export_step(
+    smodel: nn.Module,
+    frontend: nn.Module | None = None,
+    opset: int = DEFAULT_OPSET,
+    exporter: str = DEFAULT_EXPORTER,
+    example_batch: int = 2,
+) -> onnx.ModelProto:
+    """The step graph of `smodel` (optionally behind the streaming MFCC `frontend`), simplified and checked."""
+    from kwsdeploy.exporters.simplify import simplify
+
+    spec = smodel.stream_spec
+    states = smodel.init_state(example_batch)
+    if len(states) != len(spec.states):
+        raise ExportError(f"init_state() gave {len(states)} tensors but stream_spec lists {len(spec.states)} states.")
+    if frontend is None:
+        x = torch.randn(example_batch, spec.n_mfcc, spec.packet_frames)
+        module, args = smodel, (x, *states)
+        state_specs = list(spec.states)
+        in_name = FEATURES
+    else:
+        cfg = spec.feature_config
+        fs = frontend_state_spec(frontend, cfg)
+        audio = 0.1 * torch.randn(example_batch, cfg.hop_length * spec.packet_frames)
+        module = FrontendStep(frontend, smodel)
+        args = (audio, torch.zeros(example_batch, *fs.shape), *states)
+        state_specs = [fs, *spec.states]
+        in_name = AUDIO
+    inputs = [in_name, *(s.name for s in state_specs)]
+    outputs = [LOGITS, *(s.output_name for s in state_specs)]
+    proto = simplify(_export(module, args, inputs, outputs, opset, exporter))
+    check_graph(proto)
+    return proto
+
+
+def export_offline(
+    model: nn.Module,
+    mfcc: nn.Module | None = None,
+    clip_frames: int = 98,
+    clip_samples: int = 16000,
+    opset: int = DEFAULT_OPSET,
+    exporter: str = DEFAULT_EXPORTER,
+    example_batch: int = 2,
+) -> onnx.ModelProto:
+    """The offline graph: `features` [B, 1, n_mfcc, frames] (or `audio` [B, samples] with `mfcc`) -> `logits`."""
+    from kwsdeploy.exporters.simplify import simplify
+
+    n_mfcc = int(getattr(model, "n_mfcc", 40))
+    if mfcc is None:
+        module, args, name = model, (torch.randn(example_batch, 1, n_mfcc, clip_frames),), FEATURES
+    else:
+        module, args, name = FrontendOffline(mfcc, model), (0.1 * torch.randn(example_batch, clip_samples),), AUDIO
+    proto = simplify(_export(module, args, [name], [LOGITS], opset, exporter))
+    check_graph(proto)
+    return proto
+
+
+def check_graph(proto: onnx.ModelProto) -> None:
+    """Full onnx.checker, standard domain only, no Sequence/Loop/If ops, no external data."""
+    for init in proto.graph.initializer:
+        if init.data_location == TensorProto.EXTERNAL:
+            raise ExportError(f"initializer {init.name!r} uses external data; the bundle needs one self-contained file.")
+    domains = {n.domain for n in proto.graph.node} - {"", "ai.onnx"}
+    if domains:
+        raise ExportError(f"graph uses non-standard op domain(s) {sorted(domains)}; TensorRT cannot parse them.")
+    bad = sorted({n.op_type for n in proto.graph.node} & _FORBIDDEN_OPS)
+    if bad:
+        raise ExportError(f"graph uses {bad}; step graphs must be straight-line (no Sequence/Loop/If ops).")
+    if proto.functions:
+        raise ExportError(f"graph still has local functions {[f.name for f in proto.functions]}; inline them.")
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as exc:
+        raise ExportError(f"onnx.checker rejected the graph: {str(exc)[:400]}") from exc
+
+
+def opset_of(proto: onnx.ModelProto) -> int:
+    """The default-domain opset the graph declares."""
+    return next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def io_info(proto: onnx.ModelProto) -> tuple[list[dict], list[dict]]:
+    """Inputs and outputs as dicts (name, shape with 'batch', dtype) for the manifest."""
+    def one(vi) -> dict:
+        t = vi.type.tensor_type
+        shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
+        return {"name": vi.name, "shape": shape, "dtype": helper.tensor_dtype_to_np_dtype(t.elem_type).name}
+
+    inits = {i.name for i in proto.graph.initializer}
+    return [one(v) for v in proto.graph.input if v.name not in inits], [one(v) for v in proto.graph.output]
+
+
+# -- fp16 -----------------------------------------------------------------------------------
+_F32, _F16 = TensorProto.FLOAT, TensorProto.FLOAT16
+
+
+def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """fp16 arithmetic with fp32 inputs/outputs: float initializers and constants become fp16, a Cast
+    sits after every fp32 input and before every fp32 output."""
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    g = model.graph
+    for init in g.initializer:
+        if init.data_type == _F32:
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
+    for node in g.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == _F32:
+                attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float16), attr.t.name))
+            elif node.op_type == "Cast" and attr.name == "to" and attr.i == _F32:
+                attr.i = _F16
+            elif node.op_type in ("EyeLike", "RandomNormal", "RandomUniform") and attr.name == "dtype" and attr.i == _F32:
+                attr.i = _F16
+    new_nodes = []
+    renames: dict[str, str] = {}
+    for vi in g.input:
+        if vi.type.tensor_type.elem_type == _F32:
+            renames[vi.name] = vi.name + ".fp16"
+            new_nodes.append(helper.make_node("Cast", [vi.name], [renames[vi.name]], to=_F16, name=f"cast_in/{vi.name}"))
+    out_names = {vi.name for vi in g.output if vi.type.tensor_type.elem_type == _F32}
+    out_renames = {o: o + ".fp16" for o in out_names if o not in renames}
+    for node in g.node:
+        node.input[:] = [renames.get(i, out_renames.get(i, i)) for i in node.input]
+        node.output[:] = [o + ".fp16" if o in out_names else o for o in node.output]
+    tail = [helper.make_node("Cast", [o + ".fp16"], [o], to=_F32, name=f"cast_out/{o}") for o in sorted(out_names)]
+    # A graph output that is also a graph input (pass-through) needs its fp16 copy to exist.
+    produced = {o for n in g.node for o in n.output} | set(renames.values())
+    for o in sorted(out_names):
+        if o + ".fp16" not in produced:
+            new_nodes.append(helper.make_node("Identity", [renames.get(o, o)], [o + ".fp16"]))
+    nodes = new_nodes + list(g.node) + tail
+    del g.node[:]
+    g.node.extend(nodes)
+    del g.value_info[:]
+    return model
