@@ -1,0 +1,103 @@
+"""`kwsdeploy data ...`: prepare-gsc (Speech Commands, or any GSC-layout tree) and prepare-fsdd."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from kwsdeploy.cli.common import user_errors
+
+data_app = typer.Typer(help="Prepare datasets: GSC splits, FSDD as a GSC-layout tree.", no_args_is_help=True)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    logging.getLogger("kwsdeploy.data").setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def _summary(out: Path) -> None:
+    import json
+
+    stats = json.loads((out / "stats.json").read_text())
+    labels = json.loads((out / "labels.json").read_text())
+    typer.echo(f"prepared {out} ({len(labels)} classes)")
+    for split, s in stats.items():
+        typer.echo(f"  {split:5s} {s['total']:6d} clips, {s['speakers']} speakers")
+
+
+class _LazyBar:
+    """A download progress bar that appears only once bytes start to arrive."""
+
+    def __init__(self, description: str) -> None:
+        self.description, self._bar = description, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._bar is None:
+            from kwsdeploy.data.download import rich_progress
+
+            self._bar = rich_progress(self.description)
+        self._bar[0](done, total)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar[1]()
+
+
+@data_app.command("prepare-gsc")
+def prepare_gsc_cmd(
+    data_root: Path = typer.Option(Path("data"), "--data-root", "--data_root", help="Where the GSC tree/archive is (or goes) and where the prepared folder is written."),
+    data_version: int = typer.Option(2, "--data-version", "--data_version", min=1, max=2, help="GSC version: 1 (30 words) or 2 (35 words)."),
+    class_split: str = typer.Option("all", "--class-split", "--class_split", help="'all' (every word a class) or 'sub' (10 commands + _unknown_ + _silence_)."),
+    rebalance: bool = typer.Option(False, "--rebalance", help="Oversample training classes up to the largest one."),
+    keywords: Optional[str] = typer.Option(None, "--keywords", help="Comma-separated keywords: like 'sub' for any word list (adds _unknown_ and _silence_)."),
+    archive: Optional[Path] = typer.Option(None, "--archive", help="A local speech_commands_v0.0N.tar.gz to extract instead of downloading."),
+    source: Optional[Path] = typer.Option(None, "--source", help="An already extracted GSC-layout tree (default: looked up under --data-root)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Prepared folder (default: <data-root>/<corpus>_<split>)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the unknown/silence draws and rebalancing."),
+    no_download: bool = typer.Option(False, "--no-download", help="Never download; fail if no tree or archive is found."),
+    log: bool = typer.Option(False, "--log", help="Log each step (the reference's --log)."),
+) -> None:
+    """Prepare train/valid/test jsonl, labels.json and stats.json from Speech Commands (or a GSC-layout tree)."""
+    _setup_logging(log)
+    from kwsdeploy.data.gsc import prepare_gsc
+
+    kw = keywords.split(",") if keywords is not None else None
+    if kw is not None and class_split == "sub":
+        class_split = "all"  # --keywords replaces the 10 commands of 'sub'
+    with user_errors():
+        if class_split not in ("all", "sub"):
+            raise ValueError(f"--class-split must be 'all' or 'sub', got '{class_split}'.")
+        bar = _LazyBar("speech commands") if not no_download else None
+        try:
+            path = prepare_gsc(data_root, data_version, class_split, rebalance, kw, archive, source, out, seed,
+                               allow_download=not no_download, progress=bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        _summary(path)
+
+
+@data_app.command("prepare-fsdd")
+def prepare_fsdd_cmd(
+    fsdd_root: Path = typer.Option(..., "--fsdd-root", "--fsdd_root", help="The Free Spoken Digit Dataset folder (with recordings/)."),
+    out: Path = typer.Option(Path("data/fsdd_gsc"), "--out", help="Where to write the GSC-layout tree."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic background noise."),
+    log: bool = typer.Option(False, "--log", help="Log each step."),
+) -> None:
+    """FSDD (8 kHz digits) -> a GSC-layout tree: 16 kHz 1 s clips zero..nine, lists by speaker, synthetic noise."""
+    _setup_logging(log)
+    from kwsdeploy.data.fsdd import TEST_SPEAKERS, VALID_SPEAKERS, prepare_fsdd
+
+    with user_errors():
+        path = prepare_fsdd(fsdd_root, out, seed=seed)
+    typer.echo(f"wrote {path} (validation: {', '.join(VALID_SPEAKERS)}; test: {', '.join(TEST_SPEAKERS)}; "
+               "_background_noise_ is synthetic)")
+    typer.echo(f"next: kwsdeploy data prepare-gsc --data-root {path} --keywords zero,one,two,three,four,five,six,seven,eight,nine")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `data` command group."""
+    app.add_typer(data_app, name="data")

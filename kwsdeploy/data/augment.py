@@ -1,0 +1,110 @@
+"""The reference's training augmentation, seeded: waveform steps (in the dataset) and SpecAugment.
+
+Waveform, in the reference's order: pad 10 % each side and random-crop 1 s; with p 0.8 add a
+random 1 s cut of background noise at volume U(0, 0.1) (clipped to [-1, 1]); time shift by
+U(-0.1, 0.1) s filling the gap with U(-0.001, 0.001) noise; speed U(0.85, 1.15) by resampling,
+then cut or zero-padded back to 1 s (like the reference's librosa.resample + fix_length). SpecAugment: 2 time masks of 0-24 frames and 2 frequency
+masks of 0-6 coefficients set to 0, per example.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+PAD_FRACTION = 0.1
+NOISE_PROB = 0.8
+NOISE_VOLUME = 0.1
+SHIFT_SECONDS = 0.1
+SHIFT_FILL = 0.001
+SPEED_RANGE = (0.85, 1.15)
+SPEED_STEPS = 200  # the factor is rounded to 1/200: soxr designs rational-ratio filters 2x faster
+TIME_MASKS, TIME_MASK_MAX = 2, 24
+FREQ_MASKS, FREQ_MASK_MAX = 2, 6
+
+
+def fix_length(x: np.ndarray, samples: int) -> np.ndarray:
+    """Cut the end, or zero-pad at the end, to exactly `samples`."""
+    if len(x) >= samples:
+        return x[:samples]
+    return np.concatenate([x, np.zeros(samples - len(x), dtype=x.dtype)])
+
+
+def pad_and_crop(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Zero-pad 10 % of the length on each side, then take a random window of the original length."""
+    n = len(x)
+    pad = int(n * PAD_FRACTION)
+    padded = np.concatenate([np.zeros(pad, x.dtype), x, np.zeros(pad, x.dtype)])
+    off = int(rng.integers(0, 2 * pad + 1))
+    return padded[off: off + n]
+
+
+def add_noise(x: np.ndarray, noises: Sequence[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """With p 0.8, add a random 1 s cut of a random noise (int16 array) at volume U(0, 0.1)."""
+    if not noises or rng.random() >= NOISE_PROB:
+        return x
+    noise = noises[int(rng.integers(0, len(noises)))]
+    n = len(x)
+    off = int(rng.integers(0, max(len(noise) - n, 0) + 1))
+    seg = fix_length(noise[off: off + n].astype(np.float32) / np.float32(32768.0), n)
+    volume = np.float32(rng.uniform(0.0, NOISE_VOLUME))
+    return np.clip(x + volume * seg, -1.0, 1.0)
+
+
+def time_shift(x: np.ndarray, rng: np.random.Generator, sample_rate: int = 16000) -> np.ndarray:
+    """Shift by U(-0.1, 0.1) s; the uncovered part gets faint U(-0.001, 0.001) noise."""
+    start = int(rng.uniform(-SHIFT_SECONDS * sample_rate, SHIFT_SECONDS * sample_rate))
+    fill = rng.uniform(-SHIFT_FILL, SHIFT_FILL, abs(start)).astype(np.float32)
+    if start >= 0:
+        return np.concatenate([x[start:], fill])
+    return np.concatenate([fill, x[:start]])
+
+
+def change_speed(x: np.ndarray, rng: np.random.Generator, sample_rate: int = 16000) -> np.ndarray:
+    """Resample by a factor U(0.85, 1.15) (rounded to 1/200; soxr HQ), back to the same length."""
+    import soxr
+
+    steps = int(round(rng.uniform(*SPEED_RANGE) * SPEED_STEPS))
+    y = soxr.resample(x.astype(np.float32, copy=False), SPEED_STEPS, steps, quality="HQ")
+    return fix_length(np.asarray(y, dtype=np.float32), len(x))
+
+
+def augment_waveform(
+    x: np.ndarray, noises: Sequence[np.ndarray], rng: np.random.Generator, sample_rate: int = 16000
+) -> np.ndarray:
+    """All waveform steps in the reference's order; `x` float32 [samples], returns a new array."""
+    x = np.asarray(x, dtype=np.float32)
+    x = pad_and_crop(x, rng)
+    x = add_noise(x, noises, rng)
+    x = time_shift(x, rng, sample_rate)
+    x = change_speed(x, rng, sample_rate)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def spec_augment(features, generator: Optional["torch.Generator"] = None):  # noqa: F821
+    """2 time masks (0-24 frames) + 2 frequency masks (0-6 coefficients) per example, set to 0.
+
+    `features` is [B, F, T] or [B, 1, F, T] (any device); returns a masked copy. Mask positions
+    come from `generator` (a CPU torch.Generator), so a seeded generator repeats them.
+    """
+    import torch
+
+    if features.dim() not in (3, 4):
+        raise ValueError(f"spec_augment expects [B, F, T] or [B, 1, F, T] features, got shape {tuple(features.shape)}.")
+    b, f, t = features.shape[0], features.shape[-2], features.shape[-1]
+
+    def masks(count: int, max_width: int, size: int) -> "torch.Tensor":
+        width = torch.randint(0, max_width + 1, (b, count), generator=generator)
+        width = torch.minimum(width, torch.tensor(size))
+        start = (torch.rand((b, count), generator=generator) * (size - width + 1)).floor().long()
+        pos = torch.arange(size).view(1, 1, size)
+        hit = (pos >= start.unsqueeze(-1)) & (pos < (start + width).unsqueeze(-1))
+        return hit.any(dim=1)  # [B, size]
+
+    time_hit = masks(TIME_MASKS, TIME_MASK_MAX, t)
+    freq_hit = masks(FREQ_MASKS, FREQ_MASK_MAX, f)
+    keep = ~(freq_hit.unsqueeze(-1) | time_hit.unsqueeze(-2))  # [B, F, T]
+    if features.dim() == 4:
+        keep = keep.unsqueeze(1)
+    return features.masked_fill(~keep.to(features.device), 0.0)
