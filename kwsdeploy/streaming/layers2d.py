@@ -1,13 +1,11 @@
 """Stream layers for [B, C, F, T] tensors: time is streamed, frequency is left as it is.
 
-- `StreamTimeConv2d`: a Conv2d whose time axis is causal and whose past lives in an explicit cache
-  of its last (kernel_t - 1) * dilation_t input frames (time stride 1); frequency stride, padding
-  and dilation are kept.
-- `StreamWindowMean`: the mean over the last `window` frames, with the previous window - 1 frames
-  as state; it replaces a global time mean.
-- `batchnorm_affine` / `fold_batchnorm`: eval-mode BatchNorm as a per-channel scale and shift, and
-  folded into the convolution before it.
-All are plain tensor ops with no Python-side state, so step modules built from them export to ONNX.
+`StreamTimeConv2d` is the step twin of a Conv2d that is causal in time (left-only time padding,
+time stride 1): its state is its last (kernel_t - 1) * dilation_t input frames, all frequency rows
+kept, named `state.<layer>.conv` like the 1-D `StreamConv1d` of `kwsdeploy.streaming.layers`
+(whose `StreamMeanPool` and `StepModule` serve 2-D step forms too; BatchNorm folding is
+`kwsdeploy.streaming.fold`). `subband_scale_shift` turns an eval-mode SubSpectralNorm into a
+per-(channel, frequency row) scale and shift. Plain tensor ops only, so step forms export to ONNX.
 """
 
 from __future__ import annotations
@@ -16,40 +14,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def batchnorm_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scale, shift) such that bn(x) == x * scale + shift per channel in eval mode."""
-    scale = torch.rsqrt(bn.running_var.detach().double() + bn.eps)
-    if bn.weight is not None:
-        scale = scale * bn.weight.detach().double()
-    shift = -bn.running_mean.detach().double() * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias.detach().double()
-    return scale.float(), shift.float()
-
-
-def fold_batchnorm(
-    weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.modules.batchnorm._BatchNorm
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weight and bias of conv-then-BatchNorm as one convolution (eval statistics)."""
-    scale, shift = batchnorm_affine(bn)
-    view = (-1,) + (1,) * (weight.dim() - 1)
-    folded_w = (weight.detach().double() * scale.double().view(view)).float()
-    folded_b = shift.double() if bias is None else bias.detach().double() * scale.double() + shift.double()
-    return folded_w, folded_b.float()
+from kwsdeploy.streaming.fold import bn_scale_shift, fold_conv_bn
+from kwsdeploy.streaming.spec import StateSpec
 
 
 class StreamTimeConv2d(nn.Module):
-    """Causal-in-time Conv2d step: `y, new_cache = layer(x [B, C, F, P], cache [B, C, F, k_t - 1 frames])`.
+    """`y, new_state = layer(x [B, C_in, F, P], state [B, C_in, F, r])` with r = (k_t - 1) * d_t.
 
-    Output frame j depends on the cache and input frames up to j, exactly like a left-zero-padded
-    offline convolution fed from a zero cache.
+    Output frame j reads the state and input frames up to j, exactly like the offline conv with r
+    zero frames of left padding when fed from a zero state. Frequency stride, padding and dilation
+    are the offline conv's.
     """
 
     def __init__(
         self,
         weight: torch.Tensor,
-        bias: torch.Tensor | None = None,
+        bias: torch.Tensor | None,
+        name: str,
+        in_rows: int,
         freq_stride: int = 1,
         freq_padding: int = 0,
         freq_dilation: int = 1,
@@ -57,49 +39,60 @@ class StreamTimeConv2d(nn.Module):
         groups: int = 1,
     ) -> None:
         super().__init__()
-        self.register_buffer("weight", weight.detach().clone().float())
-        self.register_buffer("bias", None if bias is None else bias.detach().clone().float())
+        if "." in name:
+            raise ValueError(f"Stream layer names may not contain '.', got {name!r} (state names are state.<layer>.<kind>).")
+        self.name = name
+        self.in_rows = int(in_rows)
+        self.groups = int(groups)
+        self.in_channels = int(weight.shape[1]) * self.groups
         self.stride = (int(freq_stride), 1)
         self.padding = (int(freq_padding), 0)
         self.dilation = (int(freq_dilation), int(time_dilation))
-        self.groups = int(groups)
-        self.cache_frames = (weight.shape[-1] - 1) * int(time_dilation)
+        self.context = (int(weight.shape[-1]) - 1) * int(time_dilation)
+        self.register_buffer("weight", weight.detach().clone().float())
+        self.register_buffer("bias", None if bias is None else bias.detach().clone().float())
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, bn: nn.modules.batchnorm._BatchNorm | None = None) -> "StreamTimeConv2d":
-        """From an offline Conv2d (time stride 1; its time padding is dropped), BatchNorm folded in."""
+    def from_conv(cls, conv: nn.Conv2d, bn: nn.Module | None, name: str, in_rows: int) -> "StreamTimeConv2d":
+        """Step twin of an offline Conv2d that is causal in time (its time padding is dropped), BN folded."""
         if conv.stride[1] != 1:
-            raise ValueError(f"StreamTimeConv2d needs time stride 1, got {conv.stride[1]}.")
-        weight, bias = conv.weight, conv.bias
-        if bn is not None:
-            weight, bias = fold_batchnorm(weight, bias, bn)
-        return cls(weight, bias, conv.stride[0], conv.padding[0], conv.dilation[0], conv.dilation[1], conv.groups)
+            raise ValueError(f"Layer {name!r}: StreamTimeConv2d needs time stride 1, got {conv.stride[1]}.")
+        time_pad = getattr(conv, "time_pad", (conv.padding[1], conv.padding[1]))
+        if time_pad[1] != 0:
+            raise ValueError(
+                f"Layer {name!r} pads time on the right ('same'); only causal convs stream exactly. "
+                "Build the model's causal configuration or stream it in windowed mode."
+            )
+        weight, bias = fold_conv_bn(conv, bn)
+        return cls(weight, bias, name, in_rows, conv.stride[0], conv.padding[0], conv.dilation[0],
+                   conv.dilation[1], conv.groups)
 
-    def cache_shape(self, in_rows: int) -> tuple[int, int, int]:
-        """State shape (without batch) for an input with `in_rows` frequency rows."""
-        return (self.weight.shape[1] * self.groups, in_rows, self.cache_frames)
+    @property
+    def state_spec(self) -> StateSpec | None:
+        """[C_in, F_in, r] input history, or None for a conv without time context."""
+        if self.context == 0:
+            return None
+        return StateSpec(f"state.{self.name}.conv", (self.in_channels, self.in_rows, self.context))
 
-    def forward(self, x: torch.Tensor, cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        full = torch.cat([cache, x], dim=-1)
-        y = F.conv2d(full, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
-        return y, full[..., full.shape[-1] - self.cache_frames:]
+    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.context == 0:
+            return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups), None
+        window = torch.cat([state, x], dim=-1)
+        y = F.conv2d(window, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return y, window[..., -self.context:]  # a constant start: no shape arithmetic in ONNX
 
 
-class StreamWindowMean(nn.Module):
-    """Mean over the last `window` frames: `mean, new_buffer = pool(x [..., P], buffer [..., window - 1])`.
+def subband_scale_shift(bn: nn.Module, channels: int, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """SubSpectralNorm (BatchNorm over C*S channels of a [C*S, F/S] view) as scale, shift [C, F, 1].
 
-    From a zero buffer, after at least `window` frames the mean is exactly that of the last `window`
-    frames (the offline global mean on a clip of `window` frames).
+    Row f of channel c is normalised by BatchNorm channel c*S + f // (F/S).
     """
+    scale, shift = bn_scale_shift(bn)
+    bands = scale.numel() // channels
+    if scale.numel() != channels * bands or rows % bands:
+        raise ValueError(f"SubSpectralNorm with {scale.numel()} channels does not fit {channels} channels x {rows} rows.")
 
-    def __init__(self, window: int) -> None:
-        super().__init__()
-        if window < 1:
-            raise ValueError(f"window must be >= 1, got {window}.")
-        self.window = int(window)
+    def expand(t: torch.Tensor) -> torch.Tensor:
+        return t.view(channels, bands).repeat_interleave(rows // bands, dim=1).unsqueeze(-1).float()
 
-    def forward(self, x: torch.Tensor, buffer: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        full = torch.cat([buffer, x], dim=-1)
-        total = full.shape[-1]
-        mean = full[..., total - self.window:].mean(dim=-1)
-        return mean, full[..., total - (self.window - 1):]
+    return expand(scale), expand(shift)
