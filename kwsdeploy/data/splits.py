@@ -22,6 +22,7 @@ from kwsdeploy.labels import GSC35
 log = logging.getLogger("kwsdeploy.data")
 
 NOISE_DIR = "_background_noise_"
+AUDIO_SUFFIXES = (".wav", ".flac")  # GSC ships WAV; the embedded demo corpus is FLAC
 SILENCE_STRIDE = 1000  # samples between candidate silence cuts (the reference's 1/16 s)
 SILENCE_SHARE = 0.1
 UNKNOWN_SHARE = 0.1
@@ -70,7 +71,7 @@ def scan_tree(root: Path, check_headers: bool = True) -> Tree:
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
         if d.name.startswith((".", "_")) or d.name == "silence" or (d / "prepared.json").exists():
             continue  # hidden, noise, the reference's silence output, or a prepared set
-        clips = sorted(d.glob("*.wav"))
+        clips = sorted(p for p in d.iterdir() if p.suffix in AUDIO_SUFFIXES)
         if not clips:
             raise TreeError(f"class '{d.name}' is empty: {d} has no .wav files; restore it from the archive or remove the folder.")
         words[d.name] = clips
@@ -86,7 +87,7 @@ def scan_tree(root: Path, check_headers: bool = True) -> Tree:
     if missing:
         log.warning("%d files named in the list files of %s are not in the tree", missing, root)
     noise_dir = root / NOISE_DIR
-    noise = sorted(noise_dir.glob("*.wav")) if noise_dir.is_dir() else []
+    noise = sorted(p for p in noise_dir.iterdir() if p.suffix in AUDIO_SUFFIXES) if noise_dir.is_dir() else []
     tree = Tree(root=root, words=words, split_of=split_of, noise_files=noise)
     _check_speakers_disjoint(tree)
     return tree
