@@ -1,0 +1,80 @@
+"""Bundle loading and verification (torch-free side): hashes, schema, metadata, golden parity."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from kwsdeploy import tolerances
+from kwsdeploy.manifest import HashMismatchError, ManifestError, SchemaTooNewError
+from kwsdeploy.runtime.bundle import load_bundle, verify_bundle
+
+_spec = importlib.util.spec_from_file_location("tiny_steps", Path(__file__).parents[1] / "exporters" / "tiny_steps.py")
+tiny = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tiny)
+
+
+@pytest.fixture()
+def bundle(tmp_path, reference_dir) -> Path:
+    from kwsdeploy.exporters.bundle import ParityData, export_bundle
+
+    smodel = tiny.seeded(tiny.TinyCausalStep())
+    model = tiny.seeded(tiny.TinyOffline())
+    return export_bundle(
+        tmp_path / "bundle", model=model, smodel=smodel, labels=[str(i) for i in range(12)],
+        feature_config=smodel.stream_spec.feature_config, modes=("step", "offline"),
+        parity=ParityData(features=np.load(reference_dir / "features.npy")[:2]), exporter="legacy",
+    ).path
+
+
+def test_verify_passes_with_golden_parity_numbers(bundle):
+    checks = {c.path: c for c in verify_bundle(bundle)}
+    assert set(checks) == {"model.onnx", "model.offline.onnx"}
+    assert checks["model.onnx"].steps == 98 and checks["model.onnx"].max_abs <= tolerances.ONNX_PARITY_ATOL
+    assert checks["model.offline.onnx"].max_abs <= tolerances.ONNX_PARITY_ATOL
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "golden.npz"])
+def test_a_changed_byte_is_caught_and_the_file_named(bundle, name):
+    path = bundle / name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(HashMismatchError, match=rf"^{name}: sha256 mismatch"):
+        verify_bundle(bundle)
+
+
+def test_a_newer_schema_is_refused_with_upgrade_advice(bundle):
+    m = json.loads((bundle / "manifest.json").read_text())
+    m["schema_version"] = 99
+    (bundle / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(SchemaTooNewError, match="schema version 99.*upgrade kwsdeploy"):
+        load_bundle(bundle)
+
+
+def test_a_graph_from_another_export_is_caught_by_its_metadata(bundle):
+    proto = onnx.load(bundle / "model.onnx")
+    for p in proto.metadata_props:
+        if p.key == "kwsdeploy.manifest_sha256":
+            p.value = "0" * 64
+    onnx.save(proto, bundle / "model.onnx")
+    m = json.loads((bundle / "manifest.json").read_text())
+    from kwsdeploy.manifest import sha256_file
+
+    m["hashes"]["model.onnx"] = sha256_file(bundle / "model.onnx")  # hashes fixed up: only metadata differs
+    (bundle / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ManifestError, match="model.onnx: its metadata"):
+        verify_bundle(bundle)
+
+
+def test_missing_file_and_not_a_bundle(bundle, tmp_path):
+    (bundle / "model.offline.onnx").unlink()
+    with pytest.raises(ManifestError, match="model.offline.onnx: listed in the manifest but missing"):
+        load_bundle(bundle)
+    with pytest.raises(ManifestError, match="no manifest.json"):
+        load_bundle(tmp_path)
