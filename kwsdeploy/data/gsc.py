@@ -3,8 +3,8 @@
 Where the tree comes from, in order: `source`; `data_root` itself when it holds the list files;
 `<data_root>/speech_commands_v0.0N/`; `archive`; `<data_root>/speech_commands_v0.0N.tar.gz`;
 a download of the official archive (size and sha256 checked). The prepared directory is
-`<data_root>/<corpus>_<tag>[_rebalanced]`, where the tag says the split (the number of classes
-for all/sub, the keywords otherwise): the reference named it `gsc_vN_35` whatever the split.
+`<data_root>/<corpus>_<tag>[_rebalanced]`, where the tag says the split and its class count
+(`gsc_v2_all35`, `gsc_v2_sub12`, `fsdd_kw11_zero-...`): the reference said `gsc_vN_35` for all.
 """
 
 from __future__ import annotations
@@ -75,13 +75,15 @@ def resolve_tree(
 
 def output_name(corpus: str, class_split: str, labels: list[str], keywords: Optional[list[str]], rebalance: bool) -> str:
     """Folder name of a prepared set: corpus, split tag, rebalance flag."""
-    if keywords is None or class_split == "sub":
-        tag = str(len(labels))
+    if keywords is None:
+        tag = f"all{len(labels)}"
+    elif class_split == "sub":
+        tag = f"sub{len(labels)}"
     else:
         joined = "-".join(keywords)
         if len(joined) > 64:
             joined = f"{len(keywords)}words-{hashlib.sha1(joined.encode()).hexdigest()[:8]}"
-        tag = f"{len(labels)}_{joined}"
+        tag = f"kw{len(labels)}_{joined}"
     return f"{corpus}_{tag}" + ("_rebalanced" if rebalance else "")
 
 

@@ -105,6 +105,11 @@ def _check_speakers_disjoint(tree: Tree) -> None:
                     len(crossing), tree.root, sorted(crossing)[0])
 
 
+def share_count(share: float, n: int) -> int:
+    """ceil(share * n) without float noise (0.1 * 90 is 9.000000000000002 in floats)."""
+    return math.ceil(round(share * n, 6))
+
+
 def class_order(words: list[str]) -> list[str]:
     """The reference's class order for the GSC words present, then any other words sorted."""
     known = [w for w in GSC_ORDER if w in words]
@@ -167,7 +172,7 @@ def make_splits(
             rng = np.random.default_rng([seed, 1])
             for split in SPLITS:
                 pool = unknown_pool[split]
-                n = min(len(pool), math.ceil(UNKNOWN_SHARE * speech_counts[split]))
+                n = min(len(pool), share_count(UNKNOWN_SHARE, speech_counts[split]))
                 for i in sorted(rng.permutation(len(pool))[:n]) if pool else []:
                     splits[split].append(_entry(tree, pool[i], UNKNOWN, rel_base))
         else:
@@ -188,7 +193,7 @@ def _add_silence(tree: Tree, splits: dict[str, list[dict]], counts: dict[str, in
         raise TreeError(f"the noise files in {tree.root / NOISE_DIR} are all shorter than 1 s or silent: add real noise recordings.")
     rng = np.random.default_rng([seed, 2])
     order = rng.permutation(len(cands))
-    need = {s: math.ceil(SILENCE_SHARE * counts[s]) for s in SPLITS}
+    need = {s: share_count(SILENCE_SHARE, counts[s]) for s in SPLITS}
     if sum(need.values()) > len(cands):
         log.warning("only %d distinct 1 s noise cuts for %d silence clips: some cuts are reused", len(cands), sum(need.values()))
     pos = 0
