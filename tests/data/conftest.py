@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
-from datatrees import build_tree, sub_words
+
+sys.path.insert(0, str(Path(__file__).parent))  # the helpers module beside this file
+from datatrees import build_tree, sub_words  # noqa: E402
 
 
 @pytest.fixture(scope="session")
