@@ -146,8 +146,10 @@ def make_splits(
     else:
         missing = [k for k in keywords if k not in tree.words]
         if missing:
-            raise TreeError(f"keyword '{missing[0]}' has no clips in {tree.root} (words there: "
-                            f"{', '.join(sorted(tree.words)[:12])}...): choose keywords from the tree.")
+            words = sorted(tree.words)
+            shown = ", ".join(words[:12]) + (", ..." if len(words) > 12 else "")
+            raise TreeError(f"keyword '{missing[0]}' has no clips in {tree.root} (words there: {shown}): "
+                            "choose keywords from the tree.")
         labels = list(keywords)
         others = [w for w in sorted(tree.words) if w not in keywords]
     splits: dict[str, list[dict]] = {s: [] for s in SPLITS}
