@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 STREAMING_MODES = ("exact", "windowed")
-_HELPER_MODULES = {"registry", "common", "reference_weights", "mamba_mixer", "macs"}
+_HELPER_MODULES = {"registry", "common", "reference_weights", "mamba_mixer", "macs", "mamba_ssm_bridge"}
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,10 @@ class CausalKwmStream(nn.Module):
         device = self.model.head.weight.device
         return tuple(torch.zeros((batch, *s.shape), device=device) for s in self.stream_spec.states)
 
+    def extra_macs(self, frames: int) -> int:
+        """MACs per call of `frames` frames that Linear hooks miss (conv taps, ~3 per scan element)."""
+        return int(self.model.extra_macs(frames))
+
     def forward(self, features: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.chunk_frames == 1:
             logits, new_state = self.step(features[:, :, 0], state)
