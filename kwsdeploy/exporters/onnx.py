@@ -9,6 +9,7 @@ Sequence/Loop/If, no external data). `to_fp16` turns a graph's arithmetic to fp1
 
 from __future__ import annotations
 
+import inspect
 import io
 import logging
 import warnings
@@ -87,7 +88,7 @@ def _export(
                 batch = torch.export.Dim(_BATCH, min=1, max=65536)
                 prog = torch.onnx.export(
                     module, args, None, dynamo=True, input_names=list(input_names),
-                    output_names=list(output_names), dynamic_shapes=tuple({0: batch} for _ in args),
+                    output_names=list(output_names), dynamic_shapes=_dynamic_shapes(module, len(args), batch),
                     opset_version=opset, optimize=True, verbose=False, report=False,
                 )
                 proto = prog.model_proto
@@ -106,6 +107,15 @@ def _export(
         proto = onnx.inliner.inline_local_functions(proto)
     _name_batch_axis(proto)
     return proto
+
+
+def _dynamic_shapes(module: nn.Module, n_args: int, batch) -> tuple:
+    """Axis 0 dynamic for every argument, structured like forward's signature (`*state` is one tuple)."""
+    params = list(inspect.signature(module.forward).parameters.values())
+    fixed = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return (*({0: batch} for _ in fixed), tuple({0: batch} for _ in range(n_args - len(fixed))))
+    return tuple({0: batch} for _ in range(n_args))
 
 
 def _name_batch_axis(proto: onnx.ModelProto) -> None:

@@ -1,0 +1,128 @@
+"""`kwsdeploy export`: a checkpoint (or the shipped demo checkpoint) to a parity-checked ONNX bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+
+PARITY_CLIPS = 4
+
+
+def parity_clips(feature_config, clips: int = PARITY_CLIPS):
+    """Real clips for export-time parity: the demo corpus test split when present, else a
+    deterministic synthetic signal (said so in the manifest)."""
+    from kwsdeploy.exporters.bundle import ParityData
+    from kwsdeploy.features import compute_features
+
+    audio, source = None, ""
+    try:
+        from kwsdeploy.data.dataset import KwsDataset
+        from kwsdeploy.data.demo import demo_corpus_dir
+
+        ds = KwsDataset(demo_corpus_dir(), "test")
+        picks = np.linspace(0, len(ds) - 1, clips).round().astype(int)
+        audio = np.stack([np.asarray(ds[int(i)][0], dtype=np.float32) for i in picks])
+        source = f"demo corpus test split, {clips} clips (indices {picks.tolist()})"
+    except (ImportError, FileNotFoundError, OSError, ValueError):
+        rng = np.random.default_rng(0)
+        t = np.arange(feature_config.clip_samples) / feature_config.sample_rate
+        audio = np.stack([
+            0.3 * np.sin(2 * np.pi * (200 + 150 * i) * t * (1 + t)) * np.exp(-3 * (t - 0.5) ** 2)
+            + 0.01 * rng.standard_normal(t.shape) for i in range(clips)
+        ]).astype(np.float32)
+        source = f"synthetic chirps, {clips} clips (no demo corpus found)"
+    features = compute_features(audio, feature_config).numpy()
+    return ParityData(features=features, audio=audio, source=source)
+
+
+def _load_model(model: str, checkpoint: Optional[Path], random_init: bool):
+    """(model, labels, feature_config, checkpoint info, accuracy, message) for the CLI's choices."""
+    from kwsdeploy.config import FeatureConfig
+    from kwsdeploy.models.registry import create, get_card
+
+    card = get_card(model)
+    if random_init:
+        if checkpoint is not None:
+            raise ValueError("--random-init and --checkpoint exclude each other; pass one.")
+        import torch
+
+        torch.manual_seed(0)
+        m = create(card.name).eval()
+        labels = [f"class{i}" for i in range(m.num_classes)]
+        info = {"source": "random-init (seed 0)", "random_init": True}
+        return m, labels, FeatureConfig.deployable(card.n_mfcc), info, {}, f"{card.name}: random weights (seed 0), for testing only"
+    from kwsdeploy.train.checkpoint import demo_checkpoint_path, load_checkpoint
+
+    msg = ""
+    if checkpoint is None:
+        checkpoint = demo_checkpoint_path(card.name)
+        msg = f"no --checkpoint given: using the shipped demo checkpoint of {card.name} ({checkpoint})"
+    ck = load_checkpoint(checkpoint)
+    if get_card(ck.card["model"]).name != card.name:
+        raise ValueError(f"--model {card.name} but the checkpoint holds {ck.card['model']!r}; pass the matching --model.")
+    info = {
+        "source": "demo" if msg else str(Path(checkpoint).name),
+        "weights_sha256": ck.card.get("weights_sha256", ""),
+        "random_init": False,
+    }
+    accuracy = {"checkpoint_metrics": ck.card.get("metrics")} if ck.card.get("metrics") else {}
+    return ck.model, ck.labels, ck.feature_config, info, accuracy, msg or f"checkpoint {checkpoint}"
+
+
+def print_summary(result, console) -> None:
+    """The export summary table: one row per file."""
+    from rich.table import Table
+
+    table = Table(title=f"kwsdeploy export -> {result.path}")
+    for col in ("file", "size", "opset", "inputs", "outputs", "nodes", "parity max|d| (atol)", "time"):
+        table.add_column(col, justify="right" if col in ("size", "opset", "nodes", "time") else "left")
+    for r in result.rows:
+        table.add_row(
+            r.file, f"{r.size_bytes / 1024:.1f} KiB", str(r.opset), ", ".join(r.inputs), ", ".join(r.outputs),
+            str(r.nodes), f"{r.parity_max_abs:.2e} ({r.parity_atol:g})", f"{r.seconds:.1f} s",
+        )
+    console.print(table)
+    console.print(f"parity on: {result.manifest.parity_data}; total {result.manifest.export_seconds:.1f} s")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("export")
+    def export_cmd(
+        model: str = typer.Option(..., "--model", "-m", help="Registry name (see 'kwsdeploy models')."),
+        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Checkpoint dir; default: the shipped demo checkpoint."),
+        mode: str = typer.Option("step", "--mode", help="step, offline or both."),
+        frontend: bool = typer.Option(False, "--frontend", help="Put the streaming MFCC (and its sample cache) inside the graph: input 'audio'."),
+        fp16: bool = typer.Option(False, "--fp16", help="Also write an fp16 graph (fp32 inputs/outputs)."),
+        int8: bool = typer.Option(False, "--int8", help="INT8 Q/DQ graph (Step 6)."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Bundle directory (default exports/<model>)."),
+        hop_frames: Optional[int] = typer.Option(None, "--hop-frames", help="Frames per step for windowed streaming."),
+        random_init: bool = typer.Option(False, "--random-init", help="Random weights instead of a checkpoint (testing)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle directory."),
+        exporter: str = typer.Option("dynamo", "--exporter", help="torch.onnx path: dynamo (default) or legacy."),
+    ) -> None:
+        """Export a model's step (and/or offline) graph to a bundle, checked against torch on real clips."""
+        from kwsdeploy.cli.common import console, user_errors
+
+        con = console()
+        with user_errors():
+            if int8:
+                raise ValueError("--int8 is not implemented yet: INT8 export lands in Step 6.")
+            modes = {"step": ("step",), "offline": ("offline",), "both": ("step", "offline")}.get(mode)
+            if modes is None:
+                raise ValueError(f"--mode must be step, offline or both, got {mode!r}.")
+            if exporter not in ("dynamo", "legacy"):
+                raise ValueError(f"--exporter must be dynamo or legacy, got {exporter!r}.")
+            from kwsdeploy.exporters.bundle import export_bundle
+
+            m, labels, fcfg, info, accuracy, msg = _load_model(model, checkpoint, random_init)
+            con.print(msg)
+            out_dir = out or Path("exports") / m.model_name
+            result = export_bundle(
+                out_dir, overwrite=overwrite, model=m, labels=labels, feature_config=fcfg,
+                parity=parity_clips(fcfg), modes=modes, frontend=frontend, fp16=fp16, hop_frames=hop_frames,
+                checkpoint=info, accuracy=accuracy, exporter=exporter,
+            )
+        print_summary(result, con)
