@@ -249,10 +249,10 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out_dir: str | os.PathL
 
 
 def _optional_split(cls, data_dir, split):
-    try:
-        return cls(data_dir, split)
-    except FileNotFoundError:
+    """The split's dataset, or None when the prepared directory has no such split."""
+    if not (Path(data_dir) / f"{split}.jsonl").is_file():
         return None
+    return cls(data_dir, split)
 
 
 def _epoch_line(row: dict[str, Any], epochs: int) -> str:

@@ -1,0 +1,140 @@
+"""`kwsdeploy eval`: top-1, macro F1 over the whole split, per-class recall and the confusion matrix
+of a checkpoint on a prepared split (`--data`) or on a folder of label-named subfolders (`--folder`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from kwsdeploy.cli.common import UserError, user_errors
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+
+
+def folder_clips(folder: Path, labels: list[str], feature_config) -> tuple[list, list[int], list[str]]:
+    """Waveforms (1 s at the model's rate), label indices and notes from label-named subfolders."""
+    from kwsdeploy.audio import fit_clip, load_audio
+
+    if not folder.is_dir():
+        raise UserError(f"--folder {folder} is not a directory.")
+    subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not subdirs:
+        raise UserError(f"{folder} has no subfolders; put each label's audio files in a folder named after the label.")
+    unknown = [p.name for p in subdirs if p.name not in labels]
+    if unknown:
+        raise UserError(f"{folder} has label folder(s) {unknown} that the model does not know; "
+                        f"its labels are: {', '.join(labels)}.")
+    waves, targets, notes = [], [], []
+    resampled = cut = 0
+    for sub in subdirs:
+        for f in sorted(p for p in sub.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):
+            x, info = load_audio(f, feature_config.sample_rate)
+            resampled += info.original_rate != feature_config.sample_rate
+            cut += len(x) > feature_config.clip_samples
+            waves.append(fit_clip(x, feature_config.clip_samples))
+            targets.append(labels.index(sub.name))
+    if not waves:
+        raise UserError(f"{folder} holds no audio files ({', '.join(AUDIO_SUFFIXES)}) in its label folders.")
+    if resampled:
+        notes.append(f"{resampled} file(s) resampled to {feature_config.sample_rate} Hz")
+    if cut:
+        notes.append(f"{cut} file(s) longer than 1 s were cut (shorter ones are zero-padded)")
+    return waves, targets, notes
+
+
+def evaluate_checkpoint(checkpoint: str, data: Optional[Path], split: str, folder: Optional[Path],
+                        batch_size: int = 256, device: str = "cpu") -> dict[str, Any]:
+    """Metrics of a checkpoint on a prepared split or a folder; the model's labels define the classes."""
+    import numpy as np
+
+    from kwsdeploy.train.checkpoint import load_checkpoint
+    from kwsdeploy.train.evaluate import classification_metrics, evaluate_dataset, predict_logits
+
+    ck = load_checkpoint(checkpoint)
+    source: dict[str, Any]
+    if folder is not None:
+        waves, targets, notes = folder_clips(folder, ck.labels, ck.feature_config)
+        logits = predict_logits(ck.model, ck.feature_config, np.stack(waves), batch_size, device)
+        metrics = classification_metrics(targets, logits.argmax(1).numpy(), ck.labels)
+        source = {"folder": str(folder), "notes": notes}
+    else:
+        from kwsdeploy.data.dataset import KwsDataset, load_labels
+
+        data_labels = load_labels(data)
+        unknown = [x for x in data_labels if x not in ck.labels]
+        if unknown:
+            raise UserError(f"{data} has label(s) {unknown} that the model does not know; "
+                            f"its labels are: {', '.join(ck.labels)}.")
+        ds = KwsDataset(data, split)
+        if data_labels != ck.labels:  # same words, another order: map the data's indices onto the model's
+            remap = [ck.labels.index(x) for x in data_labels]
+            ds = _Remapped(ds, remap)
+        metrics = evaluate_dataset(ck.model, ck.feature_config, ds, ck.labels, batch_size, device)
+        source = {"data": str(data), "split": split}
+    metrics.update(checkpoint=str(ck.path), model=ck.card["model"], **source)
+    return metrics
+
+
+class _Remapped:
+    """A dataset whose label indices are translated into the model's label order."""
+
+    def __init__(self, ds, remap: list[int]) -> None:
+        self.ds, self.remap = ds, remap
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int):
+        x, y = self.ds[i]
+        return x, self.remap[y]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("eval")
+    def eval_cmd(
+        checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="Checkpoint directory."),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="Use this model's shipped demo checkpoint."),
+        data: Optional[Path] = typer.Option(None, "--data", help="Prepared directory."),
+        split: str = typer.Option("test", "--split", help="train | valid | test (with --data)."),
+        folder: Optional[Path] = typer.Option(
+            None, "--folder", help="Folder of label-named subfolders of audio files (any rate and length)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+        plot: Optional[Path] = typer.Option(
+            None, "--plot", help="Write the confusion matrix PNG here (needs matplotlib)."),
+        batch_size: int = typer.Option(256, "--batch-size"),
+        device: str = typer.Option("cpu", "--device"),
+    ) -> None:
+        """Accuracy, macro F1, per-class recall and confusion matrix of a checkpoint."""
+        from kwsdeploy.train.evaluate import format_report, plot_confusion
+
+        with user_errors():
+            if (checkpoint is None) == (model is None):
+                raise UserError("Give exactly one of --checkpoint CKPT or --model NAME (a shipped demo checkpoint).")
+            if (data is None) == (folder is None):
+                raise UserError("Give exactly one of --data PREPARED_DIR or --folder DIR.")
+            if model is not None:
+                from kwsdeploy.train.checkpoint import demo_checkpoint_path
+
+                checkpoint = str(demo_checkpoint_path(model))
+            metrics = evaluate_checkpoint(checkpoint, data, split, folder, batch_size, device)
+            png = None
+            if plot is not None:
+                png = plot_confusion(metrics, plot, title=f"{metrics['model']}: {metrics['accuracy']:.2%} top-1")
+                if png is None:
+                    typer.echo("matplotlib is not installed: no confusion PNG (pip install 'kwsdeploy[plot]')",
+                               err=True)
+        if png is not None:
+            metrics["confusion_png"] = str(png)
+        if as_json:
+            typer.echo(json.dumps(metrics, indent=1))
+            return
+        where = metrics.get("folder") or f"{metrics['data']} [{metrics['split']}]"
+        typer.echo(f"{metrics['model']} ({metrics['checkpoint']}) on {where}")
+        for note in metrics.get("notes", []):
+            typer.echo(f"note: {note}")
+        typer.echo(format_report(metrics))
+        if png is not None:
+            typer.echo(f"confusion matrix: {png}")

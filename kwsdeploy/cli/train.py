@@ -1,0 +1,93 @@
+"""`kwsdeploy train`: the reference recipe (`--preset reference`) or the quick `demo` preset, every
+option overridable; writes a run directory with best/ and last/ checkpoints and metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from kwsdeploy.cli.common import UserError, user_errors
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train")
+    def train_cmd(
+        out: Path = typer.Option(..., "--out", "-o", help="Run directory (best/, last/, metrics.jsonl, curves.png)."),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="Registry name (default: the preset's)."),
+        data: Optional[Path] = typer.Option(
+            None, "--data", help="Prepared directory (labels.json + train/valid/test jsonl); default: the demo corpus."),
+        preset: str = typer.Option("reference", "--preset", help="reference (TorchKWS/KWM recipe) | demo."),
+        epochs: Optional[int] = typer.Option(None, "--epochs"),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+        lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (AdamW)."),
+        min_lr: Optional[float] = typer.Option(None, "--min-lr", help="Cosine floor."),
+        weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
+        warmup_epochs: Optional[float] = typer.Option(None, "--warmup-epochs"),
+        label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing"),
+        augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Waveform augmentation."),
+        spec_augment: Optional[bool] = typer.Option(None, "--spec-augment/--no-spec-augment"),
+        features: Optional[str] = typer.Option(
+            None, "--features", help="deployable (causal fixed floor, default) | reference (per-clip top_db)."),
+        n_mfcc: Optional[int] = typer.Option(None, "--n-mfcc", help="Default: the model card's input width."),
+        model_config: Optional[str] = typer.Option(
+            None, "--model-config", help='JSON object of constructor overrides, e.g. \'{"dropout": 0.1}\'.'),
+        seed: Optional[int] = typer.Option(None, "--seed"),
+        device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N."),
+        amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA."),
+        num_workers: Optional[int] = typer.Option(None, "--num-workers"),
+        grad_clip: Optional[float] = typer.Option(None, "--grad-clip"),
+        resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+        stop_after: Optional[int] = typer.Option(None, "--stop-after", hidden=True),
+        as_json: bool = typer.Option(False, "--json", help="Print a JSON summary at the end."),
+    ) -> None:
+        """Train a model of the zoo; best checkpoint by validation accuracy, plus the last one."""
+        from kwsdeploy.train.presets import get_preset
+        from kwsdeploy.train.trainer import train
+
+        with user_errors():
+            cfg = get_preset(preset)
+            mc = None
+            if model_config is not None:
+                try:
+                    mc = json.loads(model_config)
+                except json.JSONDecodeError as exc:
+                    raise UserError(f"--model-config is not valid JSON ({exc.msg}); give an object like '{{\"k\": 1}}'.")
+                if not isinstance(mc, dict):
+                    raise UserError("--model-config must be a JSON object.")
+            if model is not None:
+                from kwsdeploy.models.registry import get_card
+
+                model = get_card(model).name
+            cfg = cfg.with_overrides(
+                model=model, epochs=epochs, batch_size=batch_size, lr=lr, min_lr=min_lr, weight_decay=weight_decay,
+                warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, augment=augment,
+                spec_augment=spec_augment, features=features, n_mfcc=n_mfcc, model_config=mc, seed=seed,
+                device=device, amp=amp, num_workers=num_workers, grad_clip=grad_clip,
+            )
+            if data is None:
+                from kwsdeploy.data.demo import demo_corpus_dir
+
+                data = demo_corpus_dir()
+                typer.echo(f"no --data given: training on the embedded demo corpus ({data})", err=True)
+            if not (data / "labels.json").is_file():
+                raise UserError(f"{data} is not a prepared directory (no labels.json); run 'kwsdeploy data' first.")
+            log = (lambda s: typer.echo(s, err=True)) if not as_json else None
+            result = train(cfg, data, out, resume=resume, progress=progress and not as_json,
+                           stop_after=stop_after, log=log)
+        summary = {
+            "out": str(result.out_dir), "best": str(result.best_dir), "last": str(result.last_dir),
+            "best_epoch": result.best_epoch, "best_valid_acc": result.best_valid_acc,
+            "epochs_run": len(result.history), "last_epoch": result.history[-1] if result.history else None,
+        }
+        test_path = result.out_dir / "test_metrics.json"
+        if test_path.is_file():
+            tm = json.loads(test_path.read_text())
+            summary.update(test_acc=tm["accuracy"], test_macro_f1=tm["macro_f1"])
+        if as_json:
+            typer.echo(json.dumps(summary, indent=1))
+        else:
+            typer.echo(f"best checkpoint (epoch {result.best_epoch}): {result.best_dir}; last: {result.last_dir}")

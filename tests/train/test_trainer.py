@@ -1,0 +1,77 @@
+"""Training: a tiny real-speech set is overfitted, and --resume gives the uninterrupted run's weights."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from kwsdeploy.train.checkpoint import load_checkpoint
+from kwsdeploy.train.evaluate import evaluate_dataset
+from kwsdeploy.train.presets import DEMO, REFERENCE, TrainConfig, get_preset
+from kwsdeploy.train.trainer import Trainer, train
+
+DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven"]
+
+
+def test_reference_preset_is_the_reference_recipe():
+    r = get_preset("reference")
+    assert (r.lr, r.weight_decay, r.batch_size, r.warmup_epochs, r.min_lr, r.epochs, r.label_smoothing) == (
+        1e-3, 0.1, 128, 10, 1e-8, 200, 0.1)
+    assert r.augment and r.spec_augment and r.features == "deployable" and r is REFERENCE
+    assert get_preset("demo") is DEMO and DEMO.with_overrides(epochs=3, lr=None).epochs == 3
+    with pytest.raises(ValueError, match="Unknown preset"):
+        get_preset("fast")
+    with pytest.raises(ValueError, match="Unknown training option"):
+        DEMO.with_overrides(epoch=3)
+
+
+def test_few_steps_overfit_a_tiny_real_speech_set(golden_clips, tmp_path):
+    cfg = TrainConfig(model="tcresnet8", epochs=16, batch_size=4, lr=1e-2, min_lr=1e-4, warmup_epochs=1,
+                      weight_decay=0.0, label_smoothing=0.0, augment=False, spec_augment=False, device="cpu")
+    result = Trainer(cfg, golden_clips, golden_clips, DIGITS, tmp_path / "run", progress=False).fit()
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, 17))
+    best = load_checkpoint(result.best_dir)
+    m = evaluate_dataset(best.model, best.feature_config, golden_clips, DIGITS)
+    assert m["accuracy"] >= 0.95, m["accuracy"]  # eval mode, on the 8 training clips
+    assert best.card["metrics"]["valid_acc"] == result.best_valid_acc >= 0.95
+    assert best.card["training"]["epochs_done"] == result.best_epoch
+    assert rows[0]["train_loss"] > 2 * rows[-1]["train_loss"]
+
+
+def _weights(run):
+    return load_file(str(run / "last" / "model.safetensors"))
+
+
+def test_resume_gives_the_uninterrupted_runs_weights_bitwise(tiny_prepared, tmp_path):
+    cfg = TrainConfig(model="tcresnet8", epochs=3, batch_size=8, lr=3e-3, warmup_epochs=1, augment=True,
+                      spec_augment=True, device="cpu", seed=5)
+    full = train(cfg, tiny_prepared, tmp_path / "full", progress=False, test=False)
+    train(cfg, tiny_prepared, tmp_path / "cut", progress=False, stop_after=1, test=False)
+    assert len((tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()) == 1
+    resumed = train(cfg.with_overrides(lr=1.0), tiny_prepared, tmp_path / "cut", resume=True, progress=False,
+                    test=False)  # the saved config wins over a changed one on --resume
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
+    assert a.keys() == b.keys()
+    diffs = [float((a[k].double() - b[k].double()).abs().max()) if a[k].numel() else 0.0 for k in a]
+    assert max(diffs) == 0.0 and all(torch.equal(a[k], b[k]) for k in a)
+    s1 = load_file(str(tmp_path / "full" / "last" / "train_state.safetensors"))
+    s2 = load_file(str(tmp_path / "cut" / "last" / "train_state.safetensors"))
+    assert all(torch.equal(s1[k], s2[k]) for k in s1 if k.startswith("optimizer."))
+    drop = ("epoch_time_s", "clips_per_s")
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in drop} for r in rows]  # noqa: E731
+    assert strip(full.history) == strip(resumed.history)
+    assert json.loads((tmp_path / "cut" / "last" / "card.json").read_text())["training"]["epochs_done"] == 3
+
+
+def test_a_run_directory_is_not_overwritten_without_resume(tiny_prepared, tmp_path):
+    cfg = TrainConfig(model="tcresnet8", epochs=1, batch_size=16, augment=False, device="cpu")
+    train(cfg, tiny_prepared, tmp_path / "r", progress=False, test=True)
+    tm = json.loads((tmp_path / "r" / "test_metrics.json").read_text())
+    assert tm["n"] == 11 and np.array(tm["confusion"]).sum() == 11
+    card = json.loads((tmp_path / "r" / "best" / "card.json").read_text())
+    assert card["metrics"]["test_acc"] == tm["accuracy"] and card["training"]["data"]["test_clips"] == 11
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(cfg, tiny_prepared, tmp_path / "r", progress=False)
