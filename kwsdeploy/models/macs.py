@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.overrides import TorchFunctionMode
 
 
 def _conv_macs(module: nn.Module, inputs: tuple, output: torch.Tensor) -> int:
@@ -59,34 +59,64 @@ def _numel(shape) -> int:
     return math.prod(int(d) for d in shape)
 
 
-def _operator_macs(func: Any, args: tuple, out: Any) -> int:
-    """MACs of one aten convolution / matrix product / fused attention; 0 for anything else."""
-    name = func.__name__.split(".")[0]
-    if name == "convolution":
-        x, w, transposed = args[0], args[1], bool(args[6])
-        return (_numel(x.shape) if transposed else _numel(out.shape)) * _numel(w.shape[1:])
-    if name in ("mm", "bmm"):
-        return _numel(out.shape) * int(args[0].shape[-1])
+def _einsum_macs(equation: str, operands: tuple, out: torch.Tensor) -> int:
+    """Output elements x sizes of the summed-over indices; 0 for a pure elementwise (outer) product."""
+    lhs, arrow, rhs = equation.replace(" ", "").partition("->")
+    sizes: dict[str, int] = {}
+    for term, op in zip(lhs.split(","), operands):
+        head, _, tail = term.partition("...")
+        for letter, size in zip(head, op.shape):
+            sizes[letter] = int(size)
+        for letter, size in zip(tail, op.shape[len(op.shape) - len(tail):] if tail else ()):
+            sizes[letter] = int(size)
+    if not arrow:  # implicit output: the letters that occur once
+        rhs = "".join(c for c in sizes if lhs.count(c) == 1)
+    summed = [sizes[c] for c in sizes if c not in rhs]
+    return _numel(out.shape) * math.prod(summed) if summed else 0
+
+
+_MATMULS = {"matmul", "__matmul__", "mm", "bmm"}
+
+
+def _operator_macs(name: str, args: tuple, kwargs: dict, out: Any) -> int:
+    """MACs of one functional convolution / linear / matrix product / attention; 0 for anything else."""
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    if name.startswith("conv_transpose"):
+        return _numel(tensors[0].shape) * _numel(tensors[1].shape[1:])
+    if name in ("conv1d", "conv2d", "conv3d"):
+        weight = args[1] if len(args) > 1 else kwargs["weight"]
+        return _numel(out.shape) * _numel(weight.shape[1:])
+    if name == "linear":
+        weight = args[1] if len(args) > 1 else kwargs["weight"]
+        return _numel(out.shape) * int(weight.shape[-1])
+    if name in _MATMULS:
+        return _numel(out.shape) * int(tensors[0].shape[-1])
+    if name == "__rmatmul__":
+        return _numel(out.shape) * int(tensors[1].shape[-1])
     if name in ("addmm", "baddbmm"):
-        return _numel(out.shape) * int(args[1].shape[-1])
-    if name.startswith("_scaled_dot_product"):
-        q, k, v = args[:3]
+        return _numel(out.shape) * int(tensors[1].shape[-1])
+    if name == "einsum":
+        operands = args[1] if len(args) == 2 and isinstance(args[1], (list, tuple)) else args[1:]
+        return _einsum_macs(args[0], tuple(operands), out)
+    if name == "scaled_dot_product_attention":
+        q, k, v = tensors[:3]
         return _numel(q.shape[:-1]) * int(k.shape[-2]) * (int(q.shape[-1]) + int(v.shape[-1]))
     return 0
 
 
-class _OperatorCounter(TorchDispatchMode):
-    """Counts convolutions and matrix products that run outside every hooked module."""
+class _OperatorCounter(TorchFunctionMode):
+    """Counts functional convolutions and matrix products that run outside every hooked module."""
 
     def __init__(self, total: list[int], depth: list[int]) -> None:
         super().__init__()
         self.total = total
         self.depth = depth
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if self.depth[0] == 0:
-            self.total[0] += _operator_macs(func, args, out)
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.depth[0] == 0 and isinstance(out, torch.Tensor):
+            self.total[0] += _operator_macs(getattr(func, "__name__", ""), args, kwargs, out)
         return out
 
 

@@ -86,6 +86,45 @@ def test_kwt1_counts_match_the_formula_and_an_independent_flop_counter():
     assert flops.get_total_flops() == 2 * expected
 
 
+class _Functional(nn.Module):
+    """Folded-weight step layers call F.conv1d / F.linear / einsum on buffers: no module hook sees them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("w", torch.ones(6, 4, 3))
+        self.register_buffer("fc", torch.ones(2, 6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.nn.functional.conv1d(x[:, 0], self.w)  # [1, 6, 8]: 48 outputs x 12
+        gram = torch.einsum("bct,bdt->bcd", h, h)  # 36 outputs x 8 summed
+        outer = torch.einsum("bc,d->bcd", h[..., 0], h[0, 0])  # elementwise: not a MAC
+        return torch.nn.functional.linear(h.transpose(1, 2), self.fc) @ gram[:, :2, :2] + outer.sum()
+
+
+def test_functional_ops_outside_modules_are_counted_at_operator_level():
+    # conv 48 x 12, gram 36 x 8, linear [1, 8, 2] x 6, matmul [1, 8, 2] x 2
+    assert macs_per_clip(_Functional(), n_mfcc=4, frames=10) == 48 * 12 + 36 * 8 + 16 * 6 + 16 * 2
+
+
+def test_extra_macs_replaces_the_operator_level_count():
+    net = _Functional()
+    net.extra_macs = lambda frames: 1000
+    assert macs_per_clip(net, n_mfcc=4, frames=10) == 1000
+
+
+_CARDS = list_cards()
+
+
+@pytest.mark.parametrize("card", _CARDS, ids=[c.name for c in _CARDS])
+def test_zoo_counts_agree_with_torch_flop_counter(card):
+    model = card.build().eval()
+    if hasattr(model, "extra_macs"):
+        pytest.skip("declares extra_macs (e.g. a selective scan) that a FLOP counter does not see")
+    with FlopCounterMode(display=False) as flops, torch.no_grad():
+        model(torch.zeros(1, 1, card.n_mfcc, 98))
+    assert macs_per_clip(model, card.n_mfcc) * 2 == flops.get_total_flops()
+
+
 _WITH_MACS = [c for c in list_cards() if c.expected_macs]
 
 
