@@ -7,10 +7,13 @@ recompute of `kwsdeploy.streaming.windowed`.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from typing import Any, Callable
 
 from torch import nn
+
+from kwsdeploy.config import FeatureConfig
 
 _CONVERTERS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -20,11 +23,17 @@ def register_converter(family: str, fn: Callable[..., nn.Module]) -> Callable[..
     return fn
 
 
-def to_streaming(model: nn.Module, mode: str | None = None, **options: Any) -> nn.Module:
+def to_streaming(
+    model: nn.Module, mode: str | None = None, feature_config: FeatureConfig | None = None, **options: Any
+) -> nn.Module:
     """Convert a trained offline model into its step form (eval mode, BatchNorm folded).
 
     mode: None (the card's own mode), "windowed" (any model), or "exact" (cards that declare it).
+    feature_config: the frontend the model was trained with (a checkpoint card's); it goes into the
+    stream spec. A reference (clip-relative top_db) frontend streams only windowed, with the clamp
+    recomputed on every window (`ReferenceWindowedStream`).
     """
+    fc = feature_config or FeatureConfig.deployable(int(getattr(model, "n_mfcc", 40)))
     from kwsdeploy.models.registry import get_card
 
     name = getattr(model, "model_name", None)
@@ -34,15 +43,24 @@ def to_streaming(model: nn.Module, mode: str | None = None, **options: Any) -> n
     mode = mode or card.streaming
     model = model.eval()
     if mode == "windowed":
-        from kwsdeploy.streaming.windowed import WindowedStream
+        from kwsdeploy.streaming.windowed import ReferenceWindowedStream, WindowedStream
 
-        return WindowedStream(model, **options).eval()
+        if not fc.causal:
+            return ReferenceWindowedStream(model, fc, **options).eval()
+        return WindowedStream(model, feature_config=fc, **options).eval()
     if mode != "exact":
         raise ValueError(f"Unknown streaming mode {mode!r}; use 'exact' or 'windowed'.")
     if card.streaming != "exact":
         raise ValueError(
             f"{card.name} streams only in 'windowed' mode: {card.notes or 'it is not causal'}"
         )
+    if not fc.causal:
+        raise ValueError(
+            f"{card.name} was trained with the reference frontend (top_db relative to the whole clip), "
+            "which cannot stream frame by frame; stream it with --mode windowed, or train with deployable features."
+        )
     if card.family not in _CONVERTERS:
         importlib.import_module(f"kwsdeploy.streaming.{card.family}")
-    return _CONVERTERS[card.family](model, **options).eval()
+    smodel = _CONVERTERS[card.family](model, **options).eval()
+    smodel.stream_spec = dataclasses.replace(smodel.stream_spec, feature_config=fc)
+    return smodel

@@ -11,7 +11,32 @@ import numpy as np
 import torch
 from torch import nn
 
+from kwsdeploy.features import MFCC
 from kwsdeploy.streaming.frontend import StreamingMFCC
+
+
+class StreamingLogMel(nn.Module):
+    """Step frontend of unclamped dB-mel frames (for `ReferenceWindowedStream`): same framing and
+    cache as `StreamingMFCC`, without the floor and DCT, which need the whole window."""
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.mfcc = MFCC(config)
+        self.cache_samples = config.n_fft - config.hop_length
+        self.hop = config.hop_length
+
+    def init_state(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
+        return (torch.zeros(batch, self.cache_samples),)
+
+    def forward(self, audio: torch.Tensor, cache: torch.Tensor):
+        buf = torch.cat([cache, audio], dim=-1)
+        return self.mfcc.log_mel_db(buf), buf[:, -self.cache_samples :]
+
+
+def make_frontend(step_model: nn.Module) -> nn.Module:
+    """The step frontend that feeds `step_model`: MFCC frames, or dB mel for the reference frontend."""
+    config = step_model.stream_spec.feature_config
+    return (StreamingMFCC(config) if config.causal else StreamingLogMel(config)).eval()
 
 
 class TorchStreamPipeline:
@@ -20,8 +45,8 @@ class TorchStreamPipeline:
     def __init__(self, step_model: nn.Module, batch: int = 1) -> None:
         self.model = step_model.eval()
         self.spec = step_model.stream_spec
-        self.frontend = StreamingMFCC(self.spec.feature_config).eval()
-        self.packet_samples = self.frontend.stream_spec.packet_samples(self.spec.packet_frames)
+        self.frontend = make_frontend(step_model)
+        self.packet_samples = self.spec.feature_config.hop_length * self.spec.packet_frames
         self.batch = batch
         self.reset()
 

@@ -44,3 +44,44 @@ class WindowedStream(nn.Module):
         hop = features.shape[-1]
         window = torch.cat([window[..., hop:], features], dim=-1)
         return self.model(window.unsqueeze(1)), window
+
+
+class ReferenceWindowedStream(nn.Module):
+    """Windowed streaming for models trained on the reference frontend (top_db relative to the clip).
+
+    The clip-relative clamp needs the whole window, so the step takes unclamped dB-mel frames
+    [B, n_mels, hop] (from `StreamingLogMel`), keeps the last window of them, and applies the clamp
+    (window max - top_db) and the DCT inside the step: the same MFCC the reference computes on that
+    second of audio.
+    """
+
+    def __init__(self, model: nn.Module, feature_config: FeatureConfig, hop_frames: int = 10, window_frames: int = 98):
+        super().__init__()
+        from kwsdeploy.features import MFCC
+
+        if feature_config.causal:
+            raise ValueError("ReferenceWindowedStream is for the reference (clip_top_db) frontend; use WindowedStream.")
+        if not 1 <= hop_frames <= window_frames:
+            raise ValueError(f"hop_frames must be in 1..{window_frames}, got {hop_frames}.")
+        self.model = model.eval()
+        self.mfcc = MFCC(feature_config)
+        self.stream_spec = StreamSpec(
+            mode="windowed",
+            packet_frames=hop_frames,
+            delay_frames=0,
+            window_frames=window_frames,
+            n_mfcc=feature_config.n_mels,  # the step's input is dB mel, not MFCC
+            num_classes=int(getattr(model, "num_classes", 12)),
+            states=(StateSpec("state.window.log_mel", (feature_config.n_mels, window_frames)),),
+            feature_config=feature_config,
+        )
+
+    def init_state(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
+        # An empty window is silence at the amin floor, as the offline frontend sees digital zeros.
+        floor = 10.0 * torch.log10(torch.tensor(self.mfcc.config.amin))
+        return tuple(torch.full((batch, *s.shape), float(floor)) for s in self.stream_spec.states)
+
+    def forward(self, log_mel: torch.Tensor, window: torch.Tensor):
+        hop = log_mel.shape[-1]
+        window = torch.cat([window[..., hop:], log_mel], dim=-1)
+        return self.model(self.mfcc.from_log_mel_db(window).unsqueeze(1)), window
