@@ -101,7 +101,9 @@ def register(app: typer.Typer) -> None:
         hop_frames: Optional[int] = typer.Option(None, "--hop-frames", help="Frames per step for windowed streaming."),
         random_init: bool = typer.Option(False, "--random-init", help="Random weights instead of a checkpoint (testing)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle directory."),
-        exporter: str = typer.Option("dynamo", "--exporter", help="torch.onnx path: dynamo (default) or legacy."),
+        exporter: str = typer.Option(
+            "auto", "--exporter", help="torch.onnx path: auto (both, keep the smaller graph), dynamo or legacy."
+        ),
     ) -> None:
         """Export a model's step (and/or offline) graph to a bundle, checked against torch on real clips."""
         from kwsdeploy.cli.common import console, user_errors
@@ -113,8 +115,8 @@ def register(app: typer.Typer) -> None:
             modes = {"step": ("step",), "offline": ("offline",), "both": ("step", "offline")}.get(mode)
             if modes is None:
                 raise ValueError(f"--mode must be step, offline or both, got {mode!r}.")
-            if exporter not in ("dynamo", "legacy"):
-                raise ValueError(f"--exporter must be dynamo or legacy, got {exporter!r}.")
+            if exporter not in ("auto", "dynamo", "legacy"):
+                raise ValueError(f"--exporter must be auto, dynamo or legacy, got {exporter!r}.")
             from kwsdeploy.exporters.bundle import export_bundle
 
             m, labels, fcfg, info, accuracy, msg = _load_model(model, checkpoint, random_init)

@@ -247,7 +247,7 @@ def build_bundle(
                 path=name, mode=mode, precision=precision, input_kind=kind, opset=ox.opset_of(proto),
                 inputs=tuple(TensorInfo(**d) for d in ins), outputs=tuple(TensorInfo(**d) for d in outs),
                 nodes=node_count(proto), op_histogram=op_histogram(proto), parity_max_abs=err,
-                parity_atol=atol, golden=prefix, exporter=exporter,
+                parity_atol=atol, golden=prefix, exporter=ox.exporter_of(proto32),
             ))
             protos[name] = proto
             rows.append(SummaryRow(name, 0, ox.opset_of(proto), [d["name"] for d in ins], [d["name"] for d in outs],
@@ -297,6 +297,7 @@ def _stamp(proto, manifest: Manifest, name: str):
         "kwsdeploy.mode": mf.mode,
         "kwsdeploy.precision": mf.precision,
         "kwsdeploy.input_kind": mf.input_kind,
+        "kwsdeploy.exporter": mf.exporter,
     }
     del proto.metadata_props[:]
     helper.set_model_props(proto, meta)

@@ -25,7 +25,9 @@ from kwsdeploy.streaming.spec import AUDIO, FEATURES, LOGITS, StateSpec
 
 DEFAULT_OPSET = 18
 EXPORTERS = ("dynamo", "legacy")
-DEFAULT_EXPORTER = "dynamo"
+# "auto" exports with both torch.onnx paths and keeps the graph with fewer nodes (then smaller file).
+DEFAULT_EXPORTER = "auto"
+EXPORTER_KEY = "kwsdeploy.exporter"
 FRONTEND_STATE = "state.frontend.samples"
 _FORBIDDEN_OPS = {"Loop", "Scan", "If", "SequenceAt", "SequenceConstruct", "SequenceEmpty", "SequenceErase",
                   "SequenceInsert", "SequenceLength", "SequenceMap", "SplitToSequence", "ConcatFromSequence"}
@@ -78,7 +80,7 @@ def _export(
 ) -> onnx.ModelProto:
     """torch.onnx.export with a dynamic batch axis on every input and output."""
     if exporter not in EXPORTERS:
-        raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}.")
+        raise ValueError(f"exporter must be one of {EXPORTERS} or 'auto', got {exporter!r}.")
     module = module.eval()
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings(), torch.no_grad():
@@ -155,9 +157,7 @@ def export_step(
         in_name = AUDIO
     inputs = [in_name, *(s.name for s in state_specs)]
     outputs = [LOGITS, *(s.output_name for s in state_specs)]
-    proto = simplify(_export(module, args, inputs, outputs, opset, exporter))
-    check_graph(proto)
-    return proto
+    return _best_graph(module, args, inputs, outputs, opset, exporter)
 
 
 def export_offline(
@@ -177,9 +177,38 @@ def export_offline(
         module, args, name = model, (torch.randn(example_batch, 1, n_mfcc, clip_frames),), FEATURES
     else:
         module, args, name = FrontendOffline(mfcc, model), (0.1 * torch.randn(example_batch, clip_samples),), AUDIO
-    proto = simplify(_export(module, args, [name], [LOGITS], opset, exporter))
-    check_graph(proto)
+    return _best_graph(module, args, [name], [LOGITS], opset, exporter)
+
+
+def _best_graph(module, args, inputs, outputs, opset: int, exporter: str) -> onnx.ModelProto:
+    """Export (with one path, or with both for 'auto'), simplify, check; the smallest clean graph wins.
+
+    The path used is recorded in the graph's metadata under EXPORTER_KEY.
+    """
+    from kwsdeploy.exporters.simplify import node_count, simplify
+
+    paths = EXPORTERS if exporter == "auto" else (exporter,)
+    best, errors = None, []
+    for path in paths:
+        try:
+            proto = simplify(_export(module, args, inputs, outputs, opset, path))
+            check_graph(proto)
+        except ExportError as exc:
+            errors.append(str(exc))
+            continue
+        key = (node_count(proto), proto.ByteSize())
+        if best is None or key < best[0]:
+            best = (key, proto, path)
+    if best is None:
+        raise ExportError(" / ".join(errors))
+    proto = best[1]
+    helper.set_model_props(proto, {EXPORTER_KEY: best[2]})
     return proto
+
+
+def exporter_of(proto: onnx.ModelProto) -> str:
+    """Which torch.onnx path produced a graph of `export_step`/`export_offline`."""
+    return next((p.value for p in proto.metadata_props if p.key == EXPORTER_KEY), "")
 
 
 def check_graph(proto: onnx.ModelProto) -> None:

@@ -9,6 +9,7 @@ graph wins. ORT costs about 1 us per node, so node count is what we report and m
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import tempfile
 import warnings
@@ -16,6 +17,7 @@ import warnings
 import onnx
 
 _STANDARD_DOMAINS = {"", "ai.onnx"}
+log = logging.getLogger("kwsdeploy.export")
 
 
 def node_count(proto: onnx.ModelProto) -> int:
@@ -41,7 +43,6 @@ def onnxscript_simplify(proto: onnx.ModelProto) -> onnx.ModelProto:
         warnings.simplefilter("ignore")
         out = onnxscript.optimizer.optimize(proto)
         out = onnxscript.rewriter.rewrite(out)
-        out = onnxscript.optimizer.optimize(out)
     return out if isinstance(out, onnx.ModelProto) else onnx.ModelProto.FromString(out.SerializeToString())
 
 
@@ -62,6 +63,16 @@ def ort_basic_optimize(proto: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
+def strip_debug_info(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop per-node doc strings and metadata (exporter stack traces, module paths): they can triple
+    a small graph's file size and compute nothing."""
+    for node in proto.graph.node:
+        node.doc_string = ""
+        del node.metadata_props[:]
+    proto.graph.doc_string = ""
+    return proto
+
+
 def simplify(proto: onnx.ModelProto) -> onnx.ModelProto:
     """The smallest standard-op graph among: as exported, onnxscript-simplified, then ORT-basic-optimised."""
     best = proto
@@ -69,12 +80,12 @@ def simplify(proto: onnx.ModelProto) -> onnx.ModelProto:
         cand = onnxscript_simplify(proto)
         if _standard_only(cand) and node_count(cand) <= node_count(best):
             best = cand
-    except Exception:  # an optimiser bug must not block an export; the unsimplified graph is still valid
-        pass
+    except Exception as exc:  # an optimiser bug must not block an export; the unsimplified graph is still valid
+        log.warning("onnxscript simplification skipped: %s", exc)
     try:
         cand = ort_basic_optimize(best)
         if _standard_only(cand) and node_count(cand) < node_count(best):
             best = cand
-    except Exception:
-        pass
-    return best
+    except Exception as exc:
+        log.warning("ONNX Runtime offline optimisation skipped: %s", exc)
+    return strip_debug_info(best)

@@ -13,7 +13,7 @@ from kwsdeploy.exporters import bundle as eb
 from kwsdeploy.exporters.bundle import ParityData, ParityError, export_bundle
 from kwsdeploy.manifest import GOLDEN_NAME, ONNX_METADATA_KEY, Manifest
 from kwsdeploy.streaming.windowed import WindowedStream
-from tiny_steps import TinyCausalStep, TinyFrontend, TinyOffline, seeded
+from .tiny_steps import TinyCausalStep, TinyFrontend, TinyOffline, seeded
 
 LABELS = [f"w{i}" for i in range(12)]
 

@@ -1,0 +1,1 @@
+"""Exporter tests (a package so that test module names do not clash with tests/runtime)."""

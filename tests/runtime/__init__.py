@@ -1,0 +1,1 @@
+"""Runtime tests (a package so that test module names do not clash with tests/exporters)."""
