@@ -1,0 +1,232 @@
+"""`kwsdeploy stream` (keyword events in a recording) and `kwsdeploy eval-stream` (accuracy and false
+alarms per hour on a long recording made of test clips joined by noise)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+
+from kwsdeploy.cli.common import user_errors
+
+
+def _detector(labels, hop_seconds: float, threshold: float, smoothing: float, refractory: float):
+    from kwsdeploy.runtime.detect import KeywordDetector
+
+    packets = max(1, int(round(smoothing / hop_seconds)))
+    return KeywordDetector(labels, hop_seconds, smoothing_packets=packets, threshold=threshold,
+                           refractory_seconds=refractory)
+
+
+class TorchSource:
+    """Logits of a recording from a checkpoint's torch step form (exact or windowed)."""
+
+    def __init__(self, checkpoint: Optional[Path], model: Optional[str], mode: Optional[str], hop_frames: int) -> None:
+        from kwsdeploy.streaming.convert import to_streaming
+        from kwsdeploy.train.checkpoint import demo_checkpoint_path, load_checkpoint
+
+        self.note = ""
+        if checkpoint is None:
+            if model is None:
+                raise ValueError("Give --checkpoint CKPT, --bundle DIR or --model NAME (uses its shipped demo checkpoint).")
+            checkpoint = demo_checkpoint_path(model)
+            self.note = f"using the shipped demo checkpoint {checkpoint.name}"
+        ck = load_checkpoint(checkpoint)
+        self.labels = ck.labels
+        options = {"hop_frames": hop_frames} if (mode or "") == "windowed" or not _is_exact(ck.model) else {}
+        self.step = to_streaming(ck.model, mode=mode, feature_config=ck.feature_config, **options)
+        self.spec = self.step.stream_spec
+        self.describe = f"{ck.card['model']} ({self.spec.mode}, torch)"
+
+    @property
+    def hop_seconds(self) -> float:
+        fc = self.spec.feature_config
+        return self.spec.packet_frames * fc.hop_length / fc.sample_rate
+
+    def logits(self, audio: np.ndarray) -> np.ndarray:
+        from kwsdeploy.streaming.pipeline import stream_logits
+
+        return stream_logits(self.step, audio)[1]
+
+
+def _is_exact(model) -> bool:
+    from kwsdeploy.models.registry import get_card
+
+    return get_card(model.model_name).streaming == "exact"
+
+
+class BundleSource:
+    """Logits of a recording from an exported bundle through the ONNX Runtime runner."""
+
+    def __init__(self, bundle: Path) -> None:
+        from kwsdeploy.runtime.runner import StreamRunner
+
+        self.runner = StreamRunner(bundle)
+        self.labels = self.runner.labels
+        self.spec = self.runner.spec
+        self.note = ""
+        self.describe = f"{self.runner.manifest.model.get('name', '?')} ({self.spec.mode}, onnxruntime)"
+
+    @property
+    def hop_seconds(self) -> float:
+        fc = self.spec.feature_config
+        return self.spec.packet_frames * fc.hop_length / fc.sample_rate
+
+    def logits(self, audio: np.ndarray) -> np.ndarray:
+        fc = self.spec.feature_config
+        if self.runner.input_name == "audio":
+            x = audio[None].astype(np.float32)
+        else:  # features: the streaming frontend's frames == offline MFCC of [cache zeros + audio]
+            import torch
+
+            from kwsdeploy.features import MFCC
+
+            if not fc.causal:
+                raise ValueError("This bundle takes reference-frontend features; export it with --frontend to stream audio.")
+            cache = np.zeros(fc.n_fft - fc.hop_length, dtype=np.float32)
+            with torch.no_grad():
+                x = MFCC(fc)(torch.from_numpy(np.concatenate([cache, audio]))[None]).numpy()
+        return self.runner.run(x)[:, 0]
+
+
+def _source(checkpoint, bundle, model, mode, hop_frames):
+    if bundle is not None:
+        if checkpoint is not None or model is not None:
+            raise ValueError("--bundle excludes --checkpoint and --model; pass one source.")
+        return BundleSource(bundle)
+    return TorchSource(checkpoint, model, mode, hop_frames)
+
+
+def detect(source, audio: np.ndarray, threshold: float, smoothing: float, refractory: float):
+    """Stream `audio` through `source` and return the keyword events."""
+    det = _detector(source.labels, source.hop_seconds, threshold, smoothing, refractory)
+    return det.update(source.logits(audio)) if len(audio) else []
+
+
+def register(app: typer.Typer) -> None:
+    source_opts = dict(
+        checkpoint=typer.Option(None, "--checkpoint", help="kwsdeploy checkpoint (torch step form)."),
+        bundle=typer.Option(None, "--bundle", help="Exported bundle directory (ONNX Runtime, torch-free runner)."),
+        model=typer.Option(None, "--model", "-m", help="Registry name: use its shipped demo checkpoint."),
+    )
+
+    @app.command("stream")
+    def stream_cmd(
+        wav: Path = typer.Argument(..., help="Recording to listen to (any rate; stereo is averaged)."),
+        checkpoint: Optional[Path] = source_opts["checkpoint"],
+        bundle: Optional[Path] = source_opts["bundle"],
+        model: Optional[str] = source_opts["model"],
+        mode: Optional[str] = typer.Option(None, "--mode", help="exact | windowed (default: the model card's)."),
+        hop_frames: int = typer.Option(10, "--hop-frames", help="Frames per hop in windowed mode."),
+        threshold: float = typer.Option(0.7, "--threshold", help="Smoothed probability that fires an event."),
+        smoothing: float = typer.Option(0.2, "--smoothing", help="Posterior smoothing window, seconds."),
+        refractory: float = typer.Option(1.0, "--refractory", help="Seconds after an event in which none fires."),
+        as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    ) -> None:
+        """Keyword events (label, time, score) in a recording, streamed packet by packet."""
+        from kwsdeploy.audio import load_audio
+
+        with user_errors():
+            src = _source(checkpoint, bundle, model, mode, hop_frames)
+            audio, info = load_audio(wav, src.spec.feature_config.sample_rate)
+            events = detect(src, audio, threshold, smoothing, refractory)
+        if as_json:
+            typer.echo(json.dumps({
+                "file": str(wav), "source": src.describe, "seconds": len(audio) / src.spec.feature_config.sample_rate,
+                "notes": [n for n in (src.note, *info.notes) if n], "detections": [e.to_dict() for e in events],
+            }, indent=1))
+            return
+        for note in (src.note, *info.notes):
+            if note:
+                typer.echo(f"note: {note}", err=True)
+        typer.echo(f"{wav.name}: {len(audio) / 16000:.2f} s through {src.describe}, hop {src.hop_seconds * 1000:.0f} ms")
+        for e in events:
+            typer.echo(f"  {e.time:8.2f} s  {e.label:<12} p={e.score:.2f}")
+        if not events:
+            typer.echo("  no keyword detected")
+
+    @app.command("eval-stream")
+    def eval_stream_cmd(
+        checkpoint: Optional[Path] = source_opts["checkpoint"],
+        bundle: Optional[Path] = source_opts["bundle"],
+        model: Optional[str] = source_opts["model"],
+        data: Optional[Path] = typer.Option(None, "--data", help="Prepared directory (default: the demo corpus)."),
+        split: str = typer.Option("test", "--split"),
+        modes: str = typer.Option("card", "--modes", help="Comma list of exact,windowed (torch sources); 'card' = the card's mode."),
+        hop_frames: int = typer.Option(10, "--hop-frames"),
+        clips: int = typer.Option(0, "--clips", help="Clips to join (0 = the whole split)."),
+        threshold: float = typer.Option(0.7, "--threshold"),
+        smoothing: float = typer.Option(0.2, "--smoothing"),
+        refractory: float = typer.Option(1.0, "--refractory"),
+        seed: int = typer.Option(0, "--seed"),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Detection accuracy and false alarms per hour on one long recording of test clips and noise gaps."""
+        with user_errors():
+            rows = evaluate_stream(checkpoint, bundle, model, data, split, modes, hop_frames, clips,
+                                   threshold, smoothing, refractory, seed)
+        if as_json:
+            typer.echo(json.dumps(rows, indent=1))
+            return
+        from rich.table import Table
+
+        from kwsdeploy.cli.common import console
+
+        table = Table(title="continuous-stream evaluation")
+        for col in ("source", "minutes", "keywords", "accuracy", "missed", "confused", "false alarms", "FA / hour"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(r["source"], f"{r['hours'] * 60:.1f}", str(r["keyword_events"]), f"{r['accuracy']:.1%}",
+                          str(r["missed"]), str(r["confused"]), str(r["false_alarms"]), f"{r['false_alarms_per_hour']:.1f}")
+        console().print(table)
+
+
+def evaluate_stream(checkpoint, bundle, model, data, split, modes, hop_frames, clips, threshold, smoothing,
+                    refractory, seed) -> list[dict]:
+    """Build the long recording once and score every requested source/mode on it."""
+    from kwsdeploy.data.dataset import KwsDataset
+    from kwsdeploy.data.prepared import load_labels
+    from kwsdeploy.streaming.stream_eval import build_long_recording, score_detections
+
+    if data is None:
+        from kwsdeploy.data.demo import demo_corpus_dir
+
+        data = demo_corpus_dir()
+    ds = KwsDataset(data, split)
+    labels = load_labels(data)
+    n = len(ds) if clips <= 0 else min(clips, len(ds))
+    order = np.random.default_rng(seed).permutation(len(ds))[:n]
+    pairs = []
+    for i in order:
+        wave, y = ds[int(i)]
+        pairs.append((np.asarray(wave, dtype=np.float32), labels[int(y)]))
+    noise = _noise(Path(data))
+    audio, events = build_long_recording(pairs, noise=noise, seed=seed)
+    sources = []
+    if bundle is not None:
+        sources.append(_source(None, bundle, None, None, hop_frames))
+    else:
+        for mode in (None,) if modes == "card" else [m.strip() for m in modes.split(",")]:
+            sources.append(_source(checkpoint, None, model, mode, hop_frames))
+    rows = []
+    for src in sources:
+        events_found = detect(src, audio, threshold, smoothing, refractory)
+        score = score_detections([(e.label, e.time) for e in events_found], events, len(audio) / 16000)
+        rows.append({"source": src.describe, "hop_ms": round(src.hop_seconds * 1000, 3), **score.to_dict()})
+    return rows
+
+
+def _noise(data: Path) -> np.ndarray | None:
+    """The first background-noise recording under the prepared tree (or its data root), if any."""
+    from kwsdeploy.audio import load_audio
+
+    for root in (data, *data.parents[:2]):
+        folder = root / "_background_noise_"
+        if folder.is_dir():
+            for f in sorted(folder.iterdir()):
+                if f.suffix.lower() in (".wav", ".flac"):
+                    return load_audio(f)[0]
+    return None
