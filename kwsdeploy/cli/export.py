@@ -72,20 +72,29 @@ def _load_model(model: str, checkpoint: Optional[Path], random_init: bool):
     return ck.model, ck.labels, ck.feature_config, info, accuracy, msg or f"checkpoint {checkpoint}"
 
 
+def _names(names: list[str]) -> str:
+    """'audio + 9 state' rather than every state name (the manifest lists them all)."""
+    main = [n for n in names if not n.startswith(("state.", "new_state."))]
+    n_state = len(names) - len(main)
+    return ", ".join(main) + (f" + {n_state} state" if n_state else "")
+
+
 def print_summary(result, console) -> None:
     """The export summary table: one row per file."""
     from rich.table import Table
 
     table = Table(title=f"kwsdeploy export -> {result.path}")
     for col in ("file", "size", "opset", "inputs", "outputs", "nodes", "parity max|d| (atol)", "time"):
-        table.add_column(col, justify="right" if col in ("size", "opset", "nodes", "time") else "left")
+        table.add_column(col, justify="right" if col in ("size", "opset", "nodes", "time") else "left", no_wrap=True)
     for r in result.rows:
         table.add_row(
-            r.file, f"{r.size_bytes / 1024:.1f} KiB", str(r.opset), ", ".join(r.inputs), ", ".join(r.outputs),
-            str(r.nodes), f"{r.parity_max_abs:.2e} ({r.parity_atol:g})", f"{r.seconds:.1f} s",
+            r.file, f"{r.size_bytes / 1024:.0f} KiB", str(r.opset), _names(r.inputs), _names(r.outputs),
+            str(r.nodes), f"{r.parity_max_abs:.1e} ({r.parity_atol:g})", f"{r.seconds:.1f} s",
         )
     console.print(table)
-    console.print(f"parity on: {result.manifest.parity_data}; total {result.manifest.export_seconds:.1f} s")
+    m = result.manifest
+    spec = f"packet {m.stream.packet_frames} frames, delay {m.stream.delay_frames}, {len(m.stream.states)} states; " if m.stream else ""
+    console.print(f"{spec}parity on: {m.parity_data}; total {m.export_seconds:.1f} s")
 
 
 def register(app: typer.Typer) -> None:
@@ -109,6 +118,7 @@ def register(app: typer.Typer) -> None:
         from kwsdeploy.cli.common import console, user_errors
 
         con = console()
+        con.width = max(con.width, 140)
         with user_errors():
             if int8:
                 raise ValueError("--int8 is not implemented yet: INT8 export lands in Step 6.")
@@ -117,14 +127,19 @@ def register(app: typer.Typer) -> None:
                 raise ValueError(f"--mode must be step, offline or both, got {mode!r}.")
             if exporter not in ("auto", "dynamo", "legacy"):
                 raise ValueError(f"--exporter must be auto, dynamo or legacy, got {exporter!r}.")
-            from kwsdeploy.exporters.bundle import export_bundle
+            from kwsdeploy.cli.common import UserError
+            from kwsdeploy.exporters.bundle import ParityError, export_bundle
+            from kwsdeploy.exporters.onnx import ExportError
 
             m, labels, fcfg, info, accuracy, msg = _load_model(model, checkpoint, random_init)
             con.print(msg)
             out_dir = out or Path("exports") / m.model_name
-            result = export_bundle(
-                out_dir, overwrite=overwrite, model=m, labels=labels, feature_config=fcfg,
-                parity=parity_clips(fcfg), modes=modes, frontend=frontend, fp16=fp16, hop_frames=hop_frames,
-                checkpoint=info, accuracy=accuracy, exporter=exporter,
-            )
+            try:
+                result = export_bundle(
+                    out_dir, overwrite=overwrite, model=m, labels=labels, feature_config=fcfg,
+                    parity=parity_clips(fcfg), modes=modes, frontend=frontend, fp16=fp16, hop_frames=hop_frames,
+                    checkpoint=info, accuracy=accuracy, exporter=exporter,
+                )
+            except (ParityError, ExportError) as exc:
+                raise UserError(str(exc)) from None
         print_summary(result, con)

@@ -199,7 +199,8 @@ def build_bundle(
                 fs = ox.frontend_state_spec(frontend_step, feature_config)
                 states = [torch.zeros(data.shape[0], *fs.shape), *states]
                 packet = spec.packet_frames * feature_config.hop_length
-            proto32 = ox.export_step(smodel, frontend_step if frontend else None, opset=opset, exporter=exporter)
+            core32 = ox.export_step(smodel, opset=opset, exporter=exporter)
+            front = ox.export_frontend_step(frontend_step, spec, opset, exporter) if frontend else None
             x = data
             expected = torch_stream(step_mod, states, x, packet)
             run = _ort_stream
@@ -213,9 +214,10 @@ def build_bundle(
                 x = _clip_frames(data, feature_config.clip_frames)
                 module = model
             x = np.ascontiguousarray(x, dtype=np.float32)
-            proto32 = ox.export_offline(
-                model, frontend_offline if frontend else None, clip_frames=feature_config.clip_frames,
-                clip_samples=feature_config.clip_samples, opset=opset, exporter=exporter,
+            core32 = ox.export_offline(model, clip_frames=feature_config.clip_frames, opset=opset, exporter=exporter)
+            front = (
+                ox.export_frontend_offline(frontend_offline, feature_config.clip_samples, opset, exporter)
+                if frontend else None
             )
             with torch.no_grad():
                 expected = module(torch.from_numpy(x)).float().numpy()
@@ -228,9 +230,10 @@ def build_bundle(
         golden[f"{prefix}.logits"] = expected[:, :golden_clips] if mode == "step" else expected[:golden_clips]
         for precision in precisions:
             t1 = time.perf_counter()
-            proto = proto32 if precision == "fp32" else ox.to_fp16(proto32)
-            if precision == "fp16":
-                ox.check_graph(proto)
+            # fp16 converts the model only: a frontend stays fp32 in front of it.
+            core = core32 if precision == "fp32" else ox.to_fp16(core32)
+            proto = ox.attach_frontend(front, core) if front is not None else core
+            ox.check_graph(proto)
             got = run(proto.SerializeToString(), x)
             err = float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64))))
             atol = tolerances.ONNX_PARITY_ATOL if precision == "fp32" else tolerances.ONNX_FP16_PARITY_ATOL
@@ -247,7 +250,7 @@ def build_bundle(
                 path=name, mode=mode, precision=precision, input_kind=kind, opset=ox.opset_of(proto),
                 inputs=tuple(TensorInfo(**d) for d in ins), outputs=tuple(TensorInfo(**d) for d in outs),
                 nodes=node_count(proto), op_histogram=op_histogram(proto), parity_max_abs=err,
-                parity_atol=atol, golden=prefix, exporter=ox.exporter_of(proto32),
+                parity_atol=atol, golden=prefix, exporter=ox.exporter_of(proto),
             ))
             protos[name] = proto
             rows.append(SummaryRow(name, 0, ox.opset_of(proto), [d["name"] for d in ins], [d["name"] for d in outs],

@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 import onnx
+import onnx.compose
 import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
@@ -128,6 +129,28 @@ def _name_batch_axis(proto: onnx.ModelProto) -> None:
             dims[0].dim_param = _BATCH
 
 
+class _FrontendOnly(nn.Module):
+    """The streaming frontend alone, as a graph: audio, cache -> features, new cache."""
+
+    def __init__(self, frontend: nn.Module) -> None:
+        super().__init__()
+        self.frontend = frontend
+
+    def forward(self, audio: torch.Tensor, cache: torch.Tensor):
+        return self.frontend(audio, cache)
+
+
+class _OfflineFrontendOnly(nn.Module):
+    """The offline MFCC as a graph: audio [B, samples] -> features [B, 1, n_mfcc, frames]."""
+
+    def __init__(self, mfcc: nn.Module) -> None:
+        super().__init__()
+        self.mfcc = mfcc
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.mfcc(audio).unsqueeze(1)
+
+
 def export_step(
     smodel: nn.Module,
     frontend: nn.Module | None = None,
@@ -136,28 +159,28 @@ def export_step(
     example_batch: int = 2,
 ) -> onnx.ModelProto:
     """The step graph of `smodel` (optionally behind the streaming MFCC `frontend`), simplified and checked."""
-    from kwsdeploy.exporters.simplify import simplify
-
     spec = smodel.stream_spec
     states = smodel.init_state(example_batch)
     if len(states) != len(spec.states):
         raise ExportError(f"init_state() gave {len(states)} tensors but stream_spec lists {len(spec.states)} states.")
+    x = torch.randn(example_batch, spec.n_mfcc, spec.packet_frames)
+    inputs = [FEATURES, *(s.name for s in spec.states)]
+    outputs = [LOGITS, *(s.output_name for s in spec.states)]
+    core = _best_graph(smodel, (x, *states), inputs, outputs, opset, exporter)
     if frontend is None:
-        x = torch.randn(example_batch, spec.n_mfcc, spec.packet_frames)
-        module, args = smodel, (x, *states)
-        state_specs = list(spec.states)
-        in_name = FEATURES
-    else:
-        cfg = spec.feature_config
-        fs = frontend_state_spec(frontend, cfg)
-        audio = 0.1 * torch.randn(example_batch, cfg.hop_length * spec.packet_frames)
-        module = FrontendStep(frontend, smodel)
-        args = (audio, torch.zeros(example_batch, *fs.shape), *states)
-        state_specs = [fs, *spec.states]
-        in_name = AUDIO
-    inputs = [in_name, *(s.name for s in state_specs)]
-    outputs = [LOGITS, *(s.output_name for s in state_specs)]
-    return _best_graph(module, args, inputs, outputs, opset, exporter)
+        return core
+    return attach_frontend(export_frontend_step(frontend, spec, opset, exporter, example_batch), core)
+
+
+def export_frontend_step(
+    frontend: nn.Module, spec, opset: int = DEFAULT_OPSET, exporter: str = DEFAULT_EXPORTER, example_batch: int = 2
+) -> onnx.ModelProto:
+    """The streaming frontend's graph: `audio`, `state.frontend.samples` -> `features`, `new_state.frontend.samples`."""
+    cfg = spec.feature_config
+    fs = frontend_state_spec(frontend, cfg)
+    audio = 0.1 * torch.randn(example_batch, cfg.hop_length * spec.packet_frames)
+    args = (audio, torch.zeros(example_batch, *fs.shape))
+    return _best_graph(_FrontendOnly(frontend), args, [AUDIO, fs.name], [FEATURES, fs.output_name], opset, exporter)
 
 
 def export_offline(
@@ -170,14 +193,47 @@ def export_offline(
     example_batch: int = 2,
 ) -> onnx.ModelProto:
     """The offline graph: `features` [B, 1, n_mfcc, frames] (or `audio` [B, samples] with `mfcc`) -> `logits`."""
-    from kwsdeploy.exporters.simplify import simplify
-
     n_mfcc = int(getattr(model, "n_mfcc", 40))
+    x = torch.randn(example_batch, 1, n_mfcc, clip_frames)
+    core = _best_graph(model, (x,), [FEATURES], [LOGITS], opset, exporter)
     if mfcc is None:
-        module, args, name = model, (torch.randn(example_batch, 1, n_mfcc, clip_frames),), FEATURES
-    else:
-        module, args, name = FrontendOffline(mfcc, model), (0.1 * torch.randn(example_batch, clip_samples),), AUDIO
-    return _best_graph(module, args, [name], [LOGITS], opset, exporter)
+        return core
+    return attach_frontend(export_frontend_offline(mfcc, clip_samples, opset, exporter, example_batch), core)
+
+
+def export_frontend_offline(
+    mfcc: nn.Module, clip_samples: int = 16000, opset: int = DEFAULT_OPSET, exporter: str = DEFAULT_EXPORTER,
+    example_batch: int = 2,
+) -> onnx.ModelProto:
+    """The offline MFCC's graph: `audio` [B, samples] -> `features` [B, 1, n_mfcc, frames]."""
+    audio = 0.1 * torch.randn(example_batch, clip_samples)
+    return _best_graph(_OfflineFrontendOnly(mfcc), (audio,), [AUDIO], [FEATURES], opset, exporter)
+
+
+def attach_frontend(front: onnx.ModelProto, core: onnx.ModelProto) -> onnx.ModelProto:
+    """One graph: the frontend's `features` output feeds the core's `features` input. Kept as two
+    graphs until here so that an fp16 core can sit behind an fp32 frontend (MFCC values reach
+    hundreds of dB-scaled units, where fp16 steps are ~0.25)."""
+    front = onnx.compose.add_prefix(front, "frontend/", rename_inputs=False, rename_outputs=False)
+    core = onnx.compose.add_prefix(core, "model/", rename_inputs=False, rename_outputs=False)
+    ir = max(front.ir_version, core.ir_version)
+    front.ir_version = core.ir_version = ir
+    outputs = [o.name for o in core.graph.output if o.name == LOGITS]
+    outputs += [o.name for o in front.graph.output if o.name != FEATURES]
+    outputs += [o.name for o in core.graph.output if o.name != LOGITS]
+    merged = onnx.compose.merge_models(
+        front, core, io_map=[(FEATURES, FEATURES)], outputs=outputs, producer_name=core.producer_name,
+        producer_version=core.producer_version,
+    )
+    by_name = {o.name: o for o in merged.graph.output}  # merge_models puts the frontend's first
+    ordered = [by_name[n] for n in outputs]
+    del merged.graph.output[:]
+    merged.graph.output.extend(ordered)
+    paths = {exporter_of(front), exporter_of(core)}
+    del merged.metadata_props[:]
+    helper.set_model_props(merged, {EXPORTER_KEY: "+".join(sorted(p for p in paths if p))})
+    check_graph(merged)
+    return merged
 
 
 def _best_graph(module, args, inputs, outputs, opset: int, exporter: str) -> onnx.ModelProto:
