@@ -39,6 +39,7 @@ def register(app: typer.Typer) -> None:
         amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA."),
         num_workers: Optional[int] = typer.Option(None, "--num-workers"),
         grad_clip: Optional[float] = typer.Option(None, "--grad-clip"),
+        threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
         stop_after: Optional[int] = typer.Option(None, "--stop-after", hidden=True),
@@ -67,6 +68,7 @@ def register(app: typer.Typer) -> None:
                 warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, augment=augment,
                 spec_augment=spec_augment, features=features, n_mfcc=n_mfcc, model_config=mc, seed=seed,
                 device=device, amp=amp, num_workers=num_workers, grad_clip=grad_clip,
+                threads=threads,
             )
             if data is None:
                 from kwsdeploy.data.demo import demo_corpus_dir

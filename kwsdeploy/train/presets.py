@@ -31,6 +31,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 + grad scaling)
     num_workers: int = 0
+    threads: int | None = None  # torch intra-op threads on CPU (None: torch's default)
     eval_batch_size: int = 256
     grad_clip: float | None = None
     preset: str = "custom"

@@ -98,6 +98,8 @@ class Trainer:
         from kwsdeploy.models import create
 
         cfg = self.cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
         model = create(cfg.model, num_classes=len(self.labels), n_mfcc=self.feature_config.n_mfcc, **cfg.model_config)
         model.to(self.device)
@@ -224,7 +226,7 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out_dir: str | os.PathL
         saved = out / "config.json"
         if not saved.is_file():
             raise ValueError(f"{out} holds no run to resume (no config.json); start one without --resume.")
-        keep = {"device": cfg.device, "num_workers": cfg.num_workers, "amp": cfg.amp}
+        keep = {"device": cfg.device, "num_workers": cfg.num_workers, "amp": cfg.amp, "threads": cfg.threads}
         cfg = TrainConfig.from_dict(json.loads(saved.read_text())).with_overrides(**keep)
     labels = load_labels(data_dir)
     train_set = KwsDataset(data_dir, "train", augment=cfg.augment, seed=cfg.seed)
