@@ -3,7 +3,7 @@ augmentation, SpecAugment on the MFCC batch) on CPU or CUDA (mixed precision), w
 best (by validation accuracy) and last checkpoints, and bit-exact `--resume`.
 
 Run directory: config.json, metrics.jsonl, best/ and last/ (checkpoints; last/ also holds the
-training state), curves.png (when matplotlib is importable).
+training state), test_metrics.json, and curves.png + test_confusion.png when matplotlib is importable.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from kwsdeploy.config import FeatureConfig
 from kwsdeploy.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
-from kwsdeploy.train.evaluate import evaluate_dataset, plot_curves
+from kwsdeploy.train.evaluate import evaluate_dataset, plot_confusion, plot_curves
 from kwsdeploy.train.presets import TrainConfig
 from kwsdeploy.train.resume import pack_train_state, unpack_train_state
 from kwsdeploy.train.schedule import WarmupCosine
@@ -241,6 +241,7 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out_dir: str | os.PathL
         tm = evaluate_dataset(best.model, best.feature_config, test_set, labels, cfg.eval_batch_size,
                               str(trainer.device))
         _write_atomic(out / "test_metrics.json", json.dumps(tm, indent=1) + "\n")
+        plot_confusion(tm, out / "test_confusion.png")  # only when matplotlib is importable
         metrics = dict(best.card.get("metrics", {}), test_acc=tm["accuracy"], test_macro_f1=tm["macro_f1"])
         training = dict(best.card.get("training", {}), data=dict(summary, test_clips=len(test_set)))
         save_checkpoint(result.best_dir, best.model, labels, best.feature_config,

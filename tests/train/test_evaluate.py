@@ -50,3 +50,13 @@ def test_report_lists_every_label_and_the_matrix():
     assert "75.0%" in text and "n/a" in text
     assert np.array_equal(np.array([[int(v) for v in line.split()[1:]] for line in text.splitlines()[-4:]]),
                           confusion_matrix(Y_TRUE, Y_PRED, 4))
+
+
+def test_confusion_and_curve_plots_are_written_when_matplotlib_is_present(tmp_path):
+    pytest.importorskip("matplotlib")
+    from kwsdeploy.train.evaluate import plot_confusion, plot_curves
+
+    m = classification_metrics(Y_TRUE, Y_PRED, LABELS)
+    assert plot_confusion(m, tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    rows = [{"epoch": 1, "train_loss": 2.0, "train_acc": 0.1}, {"epoch": 2, "train_loss": 1.0, "train_acc": 0.5}]
+    assert plot_curves(rows, tmp_path / "k.png").read_bytes()[:4] == b"\x89PNG"
