@@ -72,10 +72,13 @@ REFERENCE = TrainConfig(
     label_smoothing=0.1, augment=True, spec_augment=True, preset="reference",
 )
 
-# A small model on the embedded demo corpus in a few minutes on 2 CPU cores.
+# A small model on the embedded demo corpus in a few minutes on 2 CPU cores. Measured (tcresnet8,
+# 1 thread, 528 training clips): ~100 s of CPU; best valid 86 %, 74 % on the unseen test speaker.
+# Waveform augmentation is off: with the reference's absolute noise volume (up to 0.1) it drowns the
+# corpus's quiet speakers (peaks ~0.07) and the same run reached only 45 % on the test speaker.
 DEMO = TrainConfig(
-    model="tcresnet8", epochs=40, batch_size=32, lr=3e-3, min_lr=1e-5, weight_decay=0.01, warmup_epochs=2,
-    label_smoothing=0.1, augment=True, spec_augment=True, preset="demo",
+    model="tcresnet8", epochs=60, batch_size=32, lr=1e-2, min_lr=1e-5, weight_decay=0.01, warmup_epochs=2,
+    label_smoothing=0.1, augment=False, spec_augment=True, preset="demo",
 )
 
 PRESETS: dict[str, TrainConfig] = {"reference": REFERENCE, "demo": DEMO}

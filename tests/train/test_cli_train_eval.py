@@ -17,7 +17,7 @@ runner = CliRunner()
 def run_dir(tiny_prepared, tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
     r = runner.invoke(app, ["train", "--preset", "demo", "--model", "TC-ResNet8", "--data", str(tiny_prepared),
-                            "--out", str(out), "--epochs", "2", "--batch-size", "11", "--no-augment",
+                            "--out", str(out), "--epochs", "2", "--batch-size", "11", "--augment",
                             "--device", "cpu", "--no-progress", "--json"])
     assert r.exit_code == 0, r.output
     return out, json.loads(r.stdout)
@@ -31,7 +31,7 @@ def test_train_cli_writes_best_last_metrics_and_honours_overrides(run_dir):
     assert {"train_loss", "train_acc", "valid_acc", "valid_macro_f1", "clips_per_s", "lr"} <= set(rows[0])
     cfg = json.loads((out / "config.json").read_text())
     assert (cfg["preset"], cfg["model"], cfg["epochs"], cfg["batch_size"], cfg["augment"], cfg["lr"]) == (
-        "demo", "tcresnet8", 2, 11, False, 3e-3)
+        "demo", "tcresnet8", 2, 11, True, 1e-2)
     card = json.loads((out / "best" / "card.json").read_text())
     assert card["labels"][-1] == "_silence_" and card["feature_config"]["log_floor"] == "fixed"
     assert summary["test_acc"] == card["metrics"]["test_acc"]
