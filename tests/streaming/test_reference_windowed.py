@@ -12,12 +12,12 @@ from kwsdeploy.config import FeatureConfig
 from kwsdeploy.models import create, load_reference_weights
 from kwsdeploy.streaming.convert import to_streaming
 from kwsdeploy.streaming.pipeline import stream_logits
-from kwsdeploy.tolerances import REFERENCE_LOGIT_REL_ATOL
+from kwsdeploy.tolerances import REFERENCE_E2E_REL_ATOL
 
 REF = Path(__file__).resolve().parents[1] / "fixtures" / "reference"
 
 
-@pytest.mark.parametrize("name", ["kwt-1", "kwm-64-12"])
+@pytest.mark.parametrize("name", ["tcresnet8", "bcresnet1", "kwt-1", "kwm-64-12"])
 def test_windowed_stream_of_reference_model_reproduces_golden_logits(name):
     model = create(name)
     load_reference_weights(model, torch.load(REF / f"{name}.pt", weights_only=True))
@@ -33,7 +33,9 @@ def test_windowed_stream_of_reference_model_reproduces_golden_logits(name):
         assert len(logits) == 10 and times[-1] == pytest.approx(1.0)
         errs.append(np.abs(logits[-1] - golden[i]).max())
         assert logits[-1].argmax() == golden[i].argmax()
-    assert max(errs) <= REFERENCE_LOGIT_REL_ATOL * np.abs(golden).max()
+    # From WAV files, so our MFCC's float32 rounding (<= 1e-2 on values ~400) is part of the error:
+    # the end-to-end tolerance applies, as for import-reference + predict.
+    assert max(errs) <= REFERENCE_E2E_REL_ATOL * np.abs(golden).max()
 
 
 def test_reference_frontend_refuses_exact_streaming():
