@@ -18,6 +18,9 @@ import onnx
 
 _STANDARD_DOMAINS = {"", "ai.onnx"}
 log = logging.getLogger("kwsdeploy.export")
+# onnxscript's pattern rewriter is super-linear: above this many nodes (an unrolled scan, say) only
+# ONNX Runtime's fast basic optimisation runs.
+ONNXSCRIPT_MAX_NODES = 2000
 
 
 def node_count(proto: onnx.ModelProto) -> int:
@@ -77,6 +80,8 @@ def simplify(proto: onnx.ModelProto) -> onnx.ModelProto:
     """The smallest standard-op graph among: as exported, onnxscript-simplified, then ORT-basic-optimised."""
     best = proto
     try:
+        if node_count(proto) > ONNXSCRIPT_MAX_NODES:
+            raise RuntimeError(f"{node_count(proto)} nodes > {ONNXSCRIPT_MAX_NODES}")
         cand = onnxscript_simplify(proto)
         if _standard_only(cand) and node_count(cand) <= node_count(best):
             best = cand
