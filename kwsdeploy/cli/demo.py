@@ -110,6 +110,7 @@ def register(app: typer.Typer) -> None:
         from kwsdeploy.models.registry import get_card, list_cards
 
         con = console()
+        con.width = max(con.width, 130)
         cards = list_cards()
         con.print(f"kwsdeploy zoo: {len(cards)} models in {len({c.family for c in cards})} families "
                   f"({sum(c.streaming == 'exact' for c in cards)} with an exact step form); 'kwsdeploy models' lists them")

@@ -214,8 +214,13 @@ def attach_frontend(front: onnx.ModelProto, core: onnx.ModelProto) -> onnx.Model
     """One graph: the frontend's `features` output feeds the core's `features` input. Kept as two
     graphs until here so that an fp16 core can sit behind an fp32 frontend (MFCC values reach
     hundreds of dB-scaled units, where fp16 steps are ~0.25)."""
+    paths = {exporter_of(front), exporter_of(core)}
     front = onnx.compose.add_prefix(front, "frontend/", rename_inputs=False, rename_outputs=False)
     core = onnx.compose.add_prefix(core, "model/", rename_inputs=False, rename_outputs=False)
+    # The two graphs may come from different torch.onnx paths: merge_models refuses differing
+    # metadata, so drop it here and record both paths on the merged graph below.
+    del front.metadata_props[:]
+    del core.metadata_props[:]
     ir = max(front.ir_version, core.ir_version)
     front.ir_version = core.ir_version = ir
     outputs = [o.name for o in core.graph.output if o.name == LOGITS]
@@ -229,7 +234,6 @@ def attach_frontend(front: onnx.ModelProto, core: onnx.ModelProto) -> onnx.Model
     ordered = [by_name[n] for n in outputs]
     del merged.graph.output[:]
     merged.graph.output.extend(ordered)
-    paths = {exporter_of(front), exporter_of(core)}
     del merged.metadata_props[:]
     helper.set_model_props(merged, {EXPORTER_KEY: "+".join(sorted(p for p in paths if p))})
     check_graph(merged)
