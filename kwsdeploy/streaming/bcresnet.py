@@ -5,6 +5,7 @@ frequency row) scale and shift. Each time convolution (conv1, the temporal depth
 block, conv2) keeps its last input frames as state; frequency rows pass through untouched. conv3
 and conv4 are linear without bias, so they merge into one per-frame classifier, and the global
 time mean becomes the mean over the last 98 per-frame outputs (state `state.pool.pool`).
+`packet_frames=k` (default 1) feeds k frames per call and returns the logits after the last one.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from kwsdeploy.config import FeatureConfig
 from kwsdeploy.models.bcresnet import BCResNet, TransitionBlock, frequency_sizes
 from kwsdeploy.streaming.convert import register_converter
 from kwsdeploy.streaming.fold import fold_conv_bn
-from kwsdeploy.streaming.layers import StepModule, StreamMeanPool, collect_state_specs
+from kwsdeploy.streaming.layers import StepModule, StreamMeanPool, collect_state_specs, resolve_packet_frames
 from kwsdeploy.streaming.layers2d import StreamTimeConv2d, subband_scale_shift
 from kwsdeploy.streaming.spec import StreamSpec
 
@@ -61,7 +62,7 @@ class StreamingBCResNet(StepModule):
     """Step form: `logits, *new_state = step(features [B, n_mfcc, P], *state)`, any P >= 1."""
 
     def __init__(self, model: BCResNet, window_frames: int = CLIP_FRAMES,
-                 feature_config: FeatureConfig | None = None) -> None:
+                 feature_config: FeatureConfig | None = None, packet_frames: int | None = None) -> None:
         super().__init__()
         if not getattr(model, "causal", False):
             raise ValueError(
@@ -69,6 +70,7 @@ class StreamingBCResNet(StepModule):
                 "step form; the reference's 'same' time padding needs future frames. Use mode='windowed'."
             )
         model = model.eval()
+        packet = resolve_packet_frames(packet_frames, 1, getattr(model, "model_name", "BC-ResNet"))
         n_mfcc = int(getattr(model, "n_mfcc", 40))
         num_classes = int(model.conv4.out_channels)
         rows = frequency_sizes(n_mfcc)  # after conv1, after each block, after conv2
@@ -84,7 +86,7 @@ class StreamingBCResNet(StepModule):
         layers = [self.conv1, *(b.temporal for b in self.blocks), self.conv2, self.pool]
         self.stream_spec = StreamSpec(
             mode="exact",
-            packet_frames=1,  # BC-ResNet never strides in time
+            packet_frames=packet,  # BC-ResNet never strides in time: any packet is exact
             delay_frames=0,
             window_frames=window_frames,
             n_mfcc=n_mfcc,
@@ -92,6 +94,8 @@ class StreamingBCResNet(StepModule):
             states=collect_state_specs(layers),
             feature_config=feature_config or FeatureConfig.deployable(n_mfcc),
         )
+        # A zero-padded clip ends on the offline logits when its last packet ends on its last frame.
+        self.clip_exact = window_frames % packet == 0
 
     def forward(self, features: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out, conv1_state = self.conv1(features.unsqueeze(1), state[0])

@@ -2,9 +2,11 @@
 
 State per layer i: `state.layer<i>.conv` [d_inner, d_conv-1] (the last d_conv-1 inputs of the
 causal depthwise conv) and `state.layer<i>.ssm` [d_inner, d_state]. The block's residual stream
-is per frame, so it needs no state. `chunk_frames=1` (default) runs one frame per call with no
-loop (ONNX-exportable); `chunk_frames=N` runs N frames per call through the parallel scan,
-carrying both states across calls, and returns the logits of the chunk's last frame.
+is per frame, so it needs no state. `packet_frames=1` (default) runs one frame per call with no
+loop; `packet_frames=k` runs k frames per call through the chunked scan (unrolled k times: fixed
+straight-line code per k, so both export to ONNX), carrying both states across calls, and returns
+the logits of the packet's last frame (only that frame goes through the final norm and head).
+`chunk_frames` is the older name of `packet_frames` and still works.
 
 Reset policy: `init_state` (zeros) at the start of a stream; no periodic reset. The SSM state is a
 fading memory (each frame multiplies it by exp(dt*A) with dt > 0 and A < 0), so it stays bounded
@@ -18,25 +20,36 @@ from torch import nn
 
 from kwsdeploy.config import FeatureConfig
 from kwsdeploy.streaming.convert import register_converter
+from kwsdeploy.streaming.layers import resolve_packet_frames
 from kwsdeploy.streaming.spec import StateSpec, StreamSpec
 
 
 class CausalKwmStream(nn.Module):
-    """`logits, *new_state = f(features [B, n_mfcc, chunk_frames], *state)`, weights shared with `model`."""
+    """`logits, *new_state = f(features [B, n_mfcc, packet_frames], *state)`, weights shared with `model`."""
 
     def __init__(
-        self, model: nn.Module, chunk_frames: int = 1, feature_config: FeatureConfig | None = None
+        self,
+        model: nn.Module,
+        packet_frames: int | None = None,
+        feature_config: FeatureConfig | None = None,
+        chunk_frames: int | None = None,
     ) -> None:
         super().__init__()
+        name = getattr(model, "model_name", type(model).__name__)
         if not getattr(model, "causal", False):
             raise ValueError(
-                f"{getattr(model, 'model_name', type(model).__name__)} is bidirectional and has no step form; "
+                f"{name} is bidirectional and has no step form; "
                 "stream it with to_streaming(model, mode='windowed') or use a kwm-causal-* model."
             )
-        if int(chunk_frames) < 1:
-            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}.")
+        if chunk_frames is not None and packet_frames is not None and chunk_frames != packet_frames:
+            raise ValueError(
+                f"packet_frames={packet_frames!r} and chunk_frames={chunk_frames!r} disagree; "
+                "chunk_frames is the old name of packet_frames: give only packet_frames."
+            )
+        option = "chunk_frames" if packet_frames is None and chunk_frames is not None else "packet_frames"
+        packet = resolve_packet_frames(packet_frames if packet_frames is not None else chunk_frames, 1, name, option)
         self.model = model.eval()
-        self.chunk_frames = int(chunk_frames)
+        self.packet_frames = packet
         n_mfcc = int(model.patch_embed.in_features)
         states = []
         for i, layer in enumerate(model.layers):
@@ -44,7 +57,7 @@ class CausalKwmStream(nn.Module):
             states += [StateSpec(f"state.layer{i}.conv", conv_shape), StateSpec(f"state.layer{i}.ssm", ssm_shape)]
         self.stream_spec = StreamSpec(
             mode="exact",
-            packet_frames=self.chunk_frames,
+            packet_frames=packet,
             delay_frames=0,
             window_frames=int(model.frames),
             n_mfcc=n_mfcc,
@@ -52,6 +65,13 @@ class CausalKwmStream(nn.Module):
             states=tuple(states),
             feature_config=feature_config or FeatureConfig.deployable(n_mfcc),
         )
+        # A zero-padded clip ends on the offline logits when its last packet ends on its last frame.
+        self.clip_exact = int(model.frames) % packet == 0
+
+    @property
+    def chunk_frames(self) -> int:
+        """The older name of `packet_frames`."""
+        return self.packet_frames
 
     def init_state(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
         """Zero state (the start of a stream), in `stream_spec.states` order."""
@@ -63,11 +83,11 @@ class CausalKwmStream(nn.Module):
         return int(self.model.extra_macs(frames))
 
     def forward(self, features: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if self.chunk_frames == 1:
+        if self.packet_frames == 1:
             logits, new_state = self.step(features[:, :, 0], state)
         else:
-            all_logits, new_state = self.chunk(features, state)
-            logits = all_logits[:, -1]
+            hidden, residual, new_state = self._mix_chunk(features, state)
+            logits = self.model.head(self.model.final_norm(hidden[:, -1], residual[:, -1]))
         return (logits, *new_state)
 
     def step(
@@ -88,6 +108,13 @@ class CausalKwmStream(nn.Module):
         self, features: torch.Tensor, state: tuple[torch.Tensor, ...]
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """N frames [B, n_mfcc, N] -> (logits after every frame [B, N, classes], new state)."""
+        hidden, residual, new_state = self._mix_chunk(features, state)
+        return self.model.head(self.model.final_norm(hidden, residual)), new_state
+
+    def _mix_chunk(
+        self, features: torch.Tensor, state: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The layers over N frames: (hidden [B, N, D], residual [B, N, D], new state)."""
         model = self.model
         hidden, residual = model.patch_embed(features.transpose(1, 2)), None
         new_state: list[torch.Tensor] = []
@@ -96,11 +123,17 @@ class CausalKwmStream(nn.Module):
             h, conv, ssm = layer.mixer.forward_with_state(h, state[2 * i], state[2 * i + 1])
             hidden, residual = layer.post_mix(h, residual)
             new_state += [conv, ssm]
-        return model.head(model.final_norm(hidden, residual)), tuple(new_state)
+        return hidden, residual, tuple(new_state)
 
 
-def _convert(model: nn.Module, chunk_frames: int = 1, feature_config: FeatureConfig | None = None) -> CausalKwmStream:
-    return CausalKwmStream(model, chunk_frames=chunk_frames, feature_config=feature_config)
+def _convert(
+    model: nn.Module,
+    packet_frames: int | None = None,
+    feature_config: FeatureConfig | None = None,
+    chunk_frames: int | None = None,
+) -> CausalKwmStream:
+    """Converter registered for the 'kwm' family (causal models only)."""
+    return CausalKwmStream(model, packet_frames, feature_config, chunk_frames)
 
 
 register_converter("kwm", _convert)

@@ -20,6 +20,10 @@ Conventions shared by the offline models and their step forms (time is the last 
   Each stateful layer reports its ``StateSpec``; a layer without context (``r == 0``) has none.
 - Everything in a step module is plain tensor ops (cat, slice, conv1d, mean) with no Python-side
   state and no data-dependent control flow, so it exports to ONNX as it is.
+- Every exact step form takes ``packet_frames=k`` (`resolve_packet_frames`): k frames per call, a
+  multiple of the network's natural packet (its total time stride). A k-frame call equals k/natural
+  natural calls (state and last logits) and returns the logits after its last frame; the packet
+  length is fixed per module, so an exported graph is straight-line code for that k.
 
 BatchNorm folding lives in `kwsdeploy.streaming.fold`; `StreamConv1d.from_conv(conv, bn)` uses it.
 """
@@ -27,6 +31,7 @@ BatchNorm folding lives in `kwsdeploy.streaming.fold`; `StreamConv1d.from_conv(c
 from __future__ import annotations
 
 import math
+import operator
 from typing import Iterator, Sequence
 
 import torch
@@ -171,6 +176,26 @@ class StreamMeanPool(nn.Module):
             return x[..., -1], None
         frames = torch.cat([state, x], dim=-1)
         return frames[..., -self.window :].mean(dim=-1), frames[..., -(self.window - 1) :]
+
+
+def resolve_packet_frames(packet_frames: object, natural: int, model: str, option: str = "packet_frames") -> int:
+    """Frames per step call: `natural` when `packet_frames` is None, else a positive multiple of it.
+
+    `natural` is the smallest packet the step form processes exactly (the network's total time
+    stride: 8 for TC-ResNet, 1 for stride-free networks). Anything else is a one-line ValueError.
+    """
+    if packet_frames is None:
+        return int(natural)
+    what = "a positive integer" if natural == 1 else f"a positive multiple of {natural} (the total time stride of {model})"
+    if isinstance(packet_frames, bool):
+        raise ValueError(f"{option} must be {what}, got {packet_frames!r}.")
+    try:
+        packet = operator.index(packet_frames)  # ints and numpy ints; no floats or strings
+    except TypeError:
+        raise ValueError(f"{option} must be {what}, got {packet_frames!r}.") from None
+    if packet < 1 or packet % natural:
+        raise ValueError(f"{option} must be {what}, got {packet}.")
+    return int(packet)
 
 
 class StepModule(nn.Module):

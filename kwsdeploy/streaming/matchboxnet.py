@@ -22,6 +22,7 @@ from kwsdeploy.streaming.layers import (
     StreamConv1d,
     StreamMeanPool,
     collect_state_specs,
+    resolve_packet_frames,
     step_layer,
 )
 from kwsdeploy.streaming.spec import StreamSpec
@@ -51,9 +52,7 @@ class MatchboxNetStep(StepModule):
         if not getattr(model, "causal", False):
             raise ValueError("Only a causal MatchboxNet ('matchboxnet-causal') has an exact step form; stream others windowed.")
         model = model.eval()
-        packet = 1 if packet_frames is None else int(packet_frames)
-        if packet < 1:
-            raise ValueError(f"packet_frames must be >= 1, got {packet}.")
+        packet = resolve_packet_frames(packet_frames, 1, getattr(model, "model_name", "MatchboxNet"))
         blocks = []
         layers: list[nn.Module] = []
         for i, block in enumerate(model.blocks):

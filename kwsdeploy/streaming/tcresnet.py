@@ -3,7 +3,8 @@
 Every conv becomes a ring-buffer `StreamConv1d` with its BatchNorm folded in; the stride-2 1x1
 shortcut takes every other frame of the packet; global average pooling becomes a mean over the last
 `window` output frames (13 for a 98-frame clip). A packet is the network's total time stride
-(8 frames) by default, so each call emits exactly one pooled frame.
+(8 frames) by default, so each call emits exactly one pooled frame; `packet_frames=8m` emits m
+pooled frames per call and returns the logits after the last one.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from kwsdeploy.streaming.layers import (
     StreamMeanPool,
     collect_state_specs,
     conv_output_frames,
+    resolve_packet_frames,
     step_layer,
 )
 from kwsdeploy.streaming.spec import StreamSpec
@@ -52,9 +54,7 @@ class TCResNetStep(StepModule):
             raise ValueError("Only a causal TC-ResNet (e.g. 'tcresnet8-causal') has an exact step form; stream others windowed.")
         model = model.eval()
         stride = model.time_stride
-        packet = stride if packet_frames is None else int(packet_frames)
-        if packet < 1 or packet % stride:
-            raise ValueError(f"packet_frames must be a positive multiple of the time stride {stride}, got {packet}.")
+        packet = resolve_packet_frames(packet_frames, stride, getattr(model, "model_name", "TC-ResNet"))
         self.stem = StreamConv1d.from_conv(model.stem, None, name="stem")
         blocks = []
         frames = conv_output_frames(clip_frames, model.stem.kernel_size[0], causal=True)

@@ -49,7 +49,8 @@ def test_step_form_reproduces_offline_logits_on_a_clip(name, batch, packet):
     model = randomize(create(name, num_classes=7), seed=batch + packet)
     with torch.no_grad():
         model.conv4.weight.mul_(5.0)  # logits of order 1
-    step = to_streaming(model)
+    step = to_streaming(model, packet_frames=packet)
+    assert step.stream_spec.packet_frames == packet and step.clip_exact
     clip = 2.0 * torch.randn(batch, 40, 98, generator=torch.Generator().manual_seed(batch))
     with torch.no_grad():
         offline = model(clip[:, None])

@@ -84,7 +84,7 @@ def test_same_padded_reference_model_streams_windowed_only():
 
 
 def test_packet_must_be_a_multiple_of_the_stride():
-    with pytest.raises(ValueError, match="multiple of the time stride 8"):
+    with pytest.raises(ValueError, match=r"packet_frames must be a positive multiple of 8 \(the total time stride of tcresnet8-causal\), got 12"):
         to_streaming(create("tcresnet8-causal"), packet_frames=12)
 
 
