@@ -36,7 +36,7 @@ def run_demo(out: Path, models: list[str], clips: int, con) -> list[dict]:
     import numpy as np
 
     from kwsdeploy.cli.export import parity_clips
-    from kwsdeploy.cli.stream import BundleSource, detect
+    from kwsdeploy.cli.stream import REFRACTORY_S, SMOOTHING_S, THRESHOLD, BundleSource, detect
     from kwsdeploy.data.dataset import KwsDataset
     from kwsdeploy.data.demo import demo_corpus_dir
     from kwsdeploy.data.prepared import load_labels
@@ -78,7 +78,7 @@ def run_demo(out: Path, models: list[str], clips: int, con) -> list[dict]:
                   f"parity max|d| {row.parity_max_abs:.1e}; verified (schema, hashes, golden parity)")
         src = BundleSource(result.path)
         t1 = time.perf_counter()
-        found = detect(src, recording, threshold=0.7, smoothing=0.2, refractory=1.0)
+        found = detect(src, recording, THRESHOLD, SMOOTHING_S, REFRACTORY_S)
         stream_s = time.perf_counter() - t1
         score = score_detections([(e.label, e.time) for e in found], events, len(recording) / 16000)
         shown = ", ".join(f"{e.label}@{e.time:.1f}s" for e in found[:6])

@@ -12,6 +12,12 @@ import typer
 
 from kwsdeploy.cli.common import user_errors
 
+# Detection defaults shared by `stream`, `eval-stream` and `demo`. A 1 s window keeps a word in
+# view for up to a second after it ends, so the refractory period is a little longer than that.
+THRESHOLD = 0.7
+SMOOTHING_S = 0.2
+REFRACTORY_S = 1.2
+
 
 def _detector(labels, hop_seconds: float, threshold: float, smoothing: float, refractory: float):
     from kwsdeploy.runtime.detect import KeywordDetector
@@ -121,9 +127,9 @@ def register(app: typer.Typer) -> None:
         model: Optional[str] = source_opts["model"],
         mode: Optional[str] = typer.Option(None, "--mode", help="exact | windowed (default: the model card's)."),
         hop_frames: int = typer.Option(10, "--hop-frames", help="Frames per hop in windowed mode."),
-        threshold: float = typer.Option(0.7, "--threshold", help="Smoothed probability that fires an event."),
-        smoothing: float = typer.Option(0.2, "--smoothing", help="Posterior smoothing window, seconds."),
-        refractory: float = typer.Option(1.0, "--refractory", help="Seconds after an event in which none fires."),
+        threshold: float = typer.Option(THRESHOLD, "--threshold", help="Smoothed probability that fires an event."),
+        smoothing: float = typer.Option(SMOOTHING_S, "--smoothing", help="Posterior smoothing window, seconds."),
+        refractory: float = typer.Option(REFRACTORY_S, "--refractory", help="Seconds after an event in which none fires."),
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ) -> None:
         """Keyword events (label, time, score) in a recording, streamed packet by packet."""
@@ -158,9 +164,9 @@ def register(app: typer.Typer) -> None:
         modes: str = typer.Option("card", "--modes", help="Comma list of exact,windowed (torch sources); 'card' = the card's mode."),
         hop_frames: int = typer.Option(10, "--hop-frames"),
         clips: int = typer.Option(0, "--clips", help="Clips to join (0 = the whole split)."),
-        threshold: float = typer.Option(0.7, "--threshold"),
-        smoothing: float = typer.Option(0.2, "--smoothing"),
-        refractory: float = typer.Option(1.0, "--refractory"),
+        threshold: float = typer.Option(THRESHOLD, "--threshold"),
+        smoothing: float = typer.Option(SMOOTHING_S, "--smoothing"),
+        refractory: float = typer.Option(REFRACTORY_S, "--refractory"),
         seed: int = typer.Option(0, "--seed"),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:

@@ -2,7 +2,8 @@
 the detections scored against where the keywords really are (numpy only).
 
 Scoring: a keyword event counts as detected when a detection of its label falls in
-[start, end + tolerance]; a detection inside no event window, or of the wrong label, is a false
+[start, end + tolerance] (tolerance 1 s by default: a model that looks at the last second may fire
+at any time while the word is in its window); a detection inside no event window, or of the wrong label, is a false
 alarm. Reported: detection accuracy over keyword events, misses, confusions, false alarms per hour.
 """
 
@@ -78,7 +79,7 @@ def score_detections(
     detections: Iterable[tuple[str, float]],
     events: Sequence[Event],
     total_seconds: float,
-    tolerance: float = 0.75,
+    tolerance: float = 1.0,
 ) -> StreamScore:
     """Score (label, time) detections against events; filler-label events are not keywords."""
     keyword_events = [e for e in events if e.label not in FILLER_LABELS]

@@ -1,0 +1,109 @@
+"""`kwsdeploy stream` / `eval-stream` with the shipped demo checkpoint on real speech: the torch step
+form and the exported ONNX bundle hear the same keywords, at the times the words are spoken."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from kwsdeploy.audio import save_wav_atomic
+from kwsdeploy.cli.main import app
+from kwsdeploy.cli.stream import REFRACTORY_S, SMOOTHING_S, THRESHOLD, BundleSource, TorchSource, detect
+from kwsdeploy.data.dataset import KwsDataset
+from kwsdeploy.data.demo import demo_corpus_dir
+from kwsdeploy.data.prepared import load_labels
+from kwsdeploy.streaming.stream_eval import build_long_recording, score_detections
+from kwsdeploy.train.checkpoint import demo_checkpoint_path, load_checkpoint
+
+MODEL = "tcresnet8-causal"
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def sequence():
+    """Ten test clips (unseen speaker) the offline demo model classifies confidently and rightly,
+    joined by noise gaps: (audio, events)."""
+    corpus = demo_corpus_dir()
+    ds, labels = KwsDataset(corpus, "test"), load_labels(corpus)
+    ck = load_checkpoint(demo_checkpoint_path(MODEL))
+    from kwsdeploy.features import MFCC
+
+    mfcc = MFCC(ck.feature_config)
+    picked = []
+    for i in range(len(ds)):
+        wave, y = ds[i]
+        if labels[y] == "_silence_":
+            continue
+        with torch.no_grad():
+            p = torch.softmax(ck.model(mfcc(wave[None]).unsqueeze(1)), -1)[0]
+        if int(p.argmax()) == y and float(p.max()) > 0.9:
+            picked.append((np.asarray(wave, dtype=np.float32), labels[y]))
+        if len(picked) == 10:
+            break
+    assert len(picked) == 10
+    noise = 0.02 * np.random.default_rng(0).standard_normal(16000 * 4).astype(np.float32)
+    return build_long_recording(picked, noise=noise, gap_seconds=(1.0, 1.5), noise_gain=0.02, seed=1)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    out = tmp_path_factory.mktemp("stream") / "bundle"
+    r = runner.invoke(app, ["export", "--model", MODEL, "--frontend", "--out", str(out), "--exporter", "legacy"])
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_torch_step_form_hears_confident_keywords_where_they_are(sequence):
+    audio, events = sequence
+    src = TorchSource(None, MODEL, None, 10)
+    found = detect(src, audio, THRESHOLD, SMOOTHING_S, REFRACTORY_S)
+    score = score_detections([(e.label, e.time) for e in found], events, len(audio) / 16000)
+    assert score.keyword_events == 10
+    # Every clip here is one the offline model gets right with p > 0.9: the stream must hear most.
+    assert score.accuracy >= 0.8, score
+    assert score.false_alarms <= 2, score
+
+
+def test_bundle_through_onnxruntime_gives_the_torch_detections(sequence, bundle):
+    audio, _ = sequence
+    torch_src = TorchSource(None, MODEL, None, 10)
+    ort_src = BundleSource(bundle)
+    lt, lo = torch_src.logits(audio), ort_src.logits(audio)
+    assert lt.shape == lo.shape and np.abs(lt - lo).max() <= 1e-4
+    d_t = [(e.label, e.time) for e in detect(torch_src, audio, THRESHOLD, SMOOTHING_S, REFRACTORY_S)]
+    d_o = [(e.label, e.time) for e in detect(ort_src, audio, THRESHOLD, SMOOTHING_S, REFRACTORY_S)]
+    assert d_t == d_o and len(d_t) >= 8
+
+
+def test_stream_cli_json_lists_events_with_times(sequence, bundle, tmp_path):
+    audio, events = sequence
+    wav = save_wav_atomic(tmp_path / "seq.wav", audio, 16000)
+    r = runner.invoke(app, ["stream", "--bundle", str(bundle), str(wav), "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["seconds"] == pytest.approx(len(audio) / 16000, abs=1e-3)
+    times = [d["time"] for d in out["detections"]]
+    assert times == sorted(times) and len(times) >= 8
+    first = events[0]
+    assert first.start <= times[0] <= first.end + 1.0
+
+
+def test_stream_cli_errors_are_one_line(tmp_path):
+    r = runner.invoke(app, ["stream", str(tmp_path / "missing.wav"), "--model", MODEL])
+    assert r.exit_code == 1 and "missing.wav" in r.output and r.output.count("\n") <= 2
+    r = runner.invoke(app, ["stream", str(tmp_path / "x.wav")])
+    assert r.exit_code == 1 and "--checkpoint" in r.output
+
+
+def test_eval_stream_compares_step_and_windowed(tmp_path):
+    r = runner.invoke(app, ["eval-stream", "--model", MODEL, "--clips", "12", "--modes", "exact,windowed", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)
+    assert [("exact" in x["source"], "windowed" in x["source"]) for x in rows] == [(True, False), (False, True)]
+    for x in rows:
+        assert x["keyword_events"] + 0 <= 12 and 0.0 <= x["accuracy"] <= 1.0 and x["hours"] > 0
+        assert x["detected"] + x["missed"] == x["keyword_events"]
