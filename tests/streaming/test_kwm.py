@@ -69,12 +69,12 @@ def test_chunked_step_equals_the_per_frame_step(chunk):
     model = _randomised(create("kwm"))
     x = torch.randn(2, 40, 98)
     per_frame, state_1 = _step_all(to_streaming(model), x)
-    chunked, state_n = _step_all(to_streaming(model, chunk_frames=chunk), x)
+    chunked, state_n = _step_all(to_streaming(model, packet_frames=chunk), x)
     assert (chunked - per_frame[:, chunk - 1 :: chunk]).abs().max().item() <= tolerances.STEP_PARITY_ATOL
     for a, b in zip(state_1, state_n):
         assert (a - b).abs().max().item() <= tolerances.STEP_PARITY_ATOL
     # Inside a chunk, every frame's logits are available too.
-    stream = to_streaming(model, chunk_frames=chunk)
+    stream = to_streaming(model, packet_frames=chunk)
     with torch.no_grad():
         all_logits, _ = stream.chunk(x[..., :chunk], stream.init_state(2))
     assert (all_logits - per_frame[:, :chunk]).abs().max().item() <= tolerances.STEP_PARITY_ATOL
@@ -91,7 +91,18 @@ def test_stream_spec_names_and_shapes():
     assert spec.feature_config.causal
     state = stream.init_state(3)
     assert all(s.shape[0] == 3 and torch.count_nonzero(s) == 0 for s in state)
-    assert to_streaming(create("kwm"), chunk_frames=10).stream_spec.packet_frames == 10
+    assert to_streaming(create("kwm"), packet_frames=10).stream_spec.packet_frames == 10
+
+
+def test_chunk_frames_is_an_alias_of_packet_frames():
+    model = create("kwm")
+    old = to_streaming(model, chunk_frames=10)
+    assert old.stream_spec.packet_frames == old.packet_frames == old.chunk_frames == 10
+    assert to_streaming(model, chunk_frames=7, packet_frames=7).stream_spec.packet_frames == 7
+    with pytest.raises(ValueError, match=r"^packet_frames=10 and chunk_frames=7 disagree"):
+        to_streaming(model, packet_frames=10, chunk_frames=7)
+    with pytest.raises(ValueError, match=r"^chunk_frames must be a positive integer, got 0\.$"):
+        to_streaming(model, chunk_frames=0)
 
 
 def test_bidirectional_models_stream_windowed_only():
@@ -101,8 +112,8 @@ def test_bidirectional_models_stream_windowed_only():
         to_streaming(model, mode="exact")
     with pytest.raises(ValueError, match="bidirectional"):
         CausalKwmStream(model)
-    with pytest.raises(ValueError, match="chunk_frames"):
-        to_streaming(create("kwm"), chunk_frames=0)
+    with pytest.raises(ValueError, match="packet_frames"):
+        to_streaming(create("kwm"), packet_frames=0)
 
 
 def test_per_frame_step_exports_to_onnx_and_runs_in_onnxruntime():
@@ -146,7 +157,7 @@ def test_state_stays_finite_and_bounded_over_ten_minutes(reference_dir):
     torch.manual_seed(0)
     model = create("kwm").eval()
     chunk = 1000
-    stream = to_streaming(model, chunk_frames=chunk)
+    stream = to_streaming(model, packet_frames=chunk)
     features = _ten_minutes_of_speech(reference_dir)
     state = stream.init_state(1)
     peaks = []
