@@ -164,13 +164,18 @@ def build_bundle(
     if "step" in modes and smodel is None:
         from kwsdeploy.streaming.convert import to_streaming
 
-        smodel = to_streaming(model, **({"hop_frames": hop_frames} if hop_frames else {}))
+        smodel = to_streaming(model, feature_config=feature_config, **({"hop_frames": hop_frames} if hop_frames else {}))
     if smodel is not None:
         smodel = smodel.eval()
+    if "step" in modes and not feature_config.causal and not frontend:
+        raise ValueError(
+            "This model uses the reference frontend (top_db relative to each window), so its step graph "
+            "takes audio: export it with --frontend (the window's clamp and DCT run inside the graph)."
+        )
     if frontend and "step" in modes and frontend_step is None:
-        from kwsdeploy.streaming.frontend import StreamingMFCC
+        from kwsdeploy.streaming.pipeline import make_frontend
 
-        frontend_step = StreamingMFCC(feature_config).eval()
+        frontend_step = make_frontend(smodel)
     if frontend and "offline" in modes and frontend_offline is None:
         from kwsdeploy.features import MFCC
 

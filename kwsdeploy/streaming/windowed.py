@@ -65,6 +65,7 @@ class ReferenceWindowedStream(nn.Module):
             raise ValueError(f"hop_frames must be in 1..{window_frames}, got {hop_frames}.")
         self.model = model.eval()
         self.mfcc = MFCC(feature_config)
+        self.floor_db = float(10.0 * torch.log10(torch.tensor(feature_config.amin)))
         self.stream_spec = StreamSpec(
             mode="windowed",
             packet_frames=hop_frames,
@@ -77,11 +78,11 @@ class ReferenceWindowedStream(nn.Module):
         )
 
     def init_state(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
-        # An empty window is silence at the amin floor, as the offline frontend sees digital zeros.
-        floor = 10.0 * torch.log10(torch.tensor(self.mfcc.config.amin))
-        return tuple(torch.full((batch, *s.shape), float(floor)) for s in self.stream_spec.states)
+        return tuple(torch.zeros((batch, *s.shape)) for s in self.stream_spec.states)
 
     def forward(self, log_mel: torch.Tensor, window: torch.Tensor):
+        # The window is kept relative to the amin floor (10*log10(amin) dB), so the zero state of the
+        # step contract is an empty window of digital silence, as the offline frontend sees zeros.
         hop = log_mel.shape[-1]
-        window = torch.cat([window[..., hop:], log_mel], dim=-1)
-        return self.model(self.mfcc.from_log_mel_db(window).unsqueeze(1)), window
+        window = torch.cat([window[..., hop:], log_mel - self.floor_db], dim=-1)
+        return self.model(self.mfcc.from_log_mel_db(window + self.floor_db).unsqueeze(1)), window
