@@ -3,10 +3,10 @@
 State per layer i: `state.layer<i>.conv` [d_inner, d_conv-1] (the last d_conv-1 inputs of the
 causal depthwise conv) and `state.layer<i>.ssm` [d_inner, d_state]. The block's residual stream
 is per frame, so it needs no state. `packet_frames=1` (default) runs one frame per call with no
-loop; `packet_frames=k` runs k frames per call through the chunked scan (unrolled k times: fixed
-straight-line code per k, so both export to ONNX), carrying both states across calls, and returns
-the logits of the packet's last frame (only that frame goes through the final norm and head).
-`chunk_frames` is the older name of `packet_frames` and still works.
+loop; `packet_frames=k` runs k frames per call, carrying both states across calls, and returns the
+logits of the packet's last frame (only that frame goes through the final norm and head). The
+chunk's scan (`chunk_mix`) is unrolled over the k frames: the graph for a fixed k is straight-line
+code of about 2 extra nodes per frame and layer. `chunk_frames` is the older name of `packet_frames`.
 
 Reset policy: `init_state` (zeros) at the start of a stream; no periodic reset. The SSM state is a
 fading memory (each frame multiplies it by exp(dt*A) with dt > 0 and A < 0), so it stays bounded
@@ -16,12 +16,15 @@ on arbitrarily long streams (tests: 60,000 frames).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kwsdeploy.config import FeatureConfig
+from kwsdeploy.models.mamba_mixer import causal_depthwise_conv
 from kwsdeploy.streaming.convert import register_converter
 from kwsdeploy.streaming.layers import resolve_packet_frames
 from kwsdeploy.streaming.spec import StateSpec, StreamSpec
+
 
 
 class CausalKwmStream(nn.Module):
@@ -120,10 +123,41 @@ class CausalKwmStream(nn.Module):
         new_state: list[torch.Tensor] = []
         for i, layer in enumerate(model.layers):
             h, residual = layer.pre_mix(hidden, residual)
-            h, conv, ssm = layer.mixer.forward_with_state(h, state[2 * i], state[2 * i + 1])
+            h, conv, ssm = chunk_mix(layer.mixer, h, state[2 * i], state[2 * i + 1])
             hidden, residual = layer.post_mix(h, residual)
             new_state += [conv, ssm]
         return hidden, residual, tuple(new_state)
+
+
+def chunk_mix(
+    mixer: nn.Module, hidden: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A causal MambaMixer over a chunk [B, L, d_model] from (conv_state, ssm_state); the contract
+    and equations of `MambaMixer.forward_with_state`, laid out for small step graphs.
+
+    The recurrence h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t is unrolled over the L frames, kept in
+    the [B, L, ...] layout of the projections (no Transpose for ONNX Runtime to push into the loop):
+    one Split per operand, one Mul and one Add per frame, one Concat, so a traced k-frame graph
+    grows by about 2 nodes per frame and layer.
+    """
+    xz = mixer.in_proj(hidden)
+    x, z = xz.chunk(2, dim=-1)  # [B, L, d_inner]
+    xc, conv_state = causal_depthwise_conv(x.transpose(1, 2), mixer.conv1d.weight, mixer.conv1d.bias, conv_state)
+    xc = F.silu(xc).transpose(1, 2)  # [B, L, d_inner]
+    dt, Bm, Cm = torch.split(mixer.x_proj(xc), [mixer.dt_rank, mixer.d_state, mixer.d_state], dim=-1)
+    dt = F.softplus(mixer.dt_proj(dt))  # [B, L, d_inner]
+    A = -torch.exp(mixer.A_log.float())  # [d_inner, d_state]
+    decay = torch.exp(dt.unsqueeze(-1) * A)  # [B, L, d_inner, d_state]
+    inputs = (dt * xc).unsqueeze(-1) * Bm.unsqueeze(2)  # dt_t u_t B_t, same layout
+    h = ssm_state.unsqueeze(1)
+    states = []
+    for decay_t, input_t in zip(decay.split(1, dim=1), inputs.split(1, dim=1)):
+        h = decay_t * h + input_t
+        states.append(h)
+    hs = torch.cat(states, dim=1)  # [B, L, d_inner, d_state]
+    y = (hs * Cm.unsqueeze(2)).sum(dim=-1)  # [B, L, d_inner]
+    y = (y + mixer.D * xc) * F.silu(z)
+    return mixer.out_proj(y), conv_state, h.squeeze(1)
 
 
 def _convert(

@@ -14,7 +14,7 @@ from kwsdeploy import tolerances
 from kwsdeploy.models import create
 from kwsdeploy.models.kwm import KeywordMamba
 from kwsdeploy.streaming.convert import to_streaming
-from kwsdeploy.streaming.kwm import CausalKwmStream
+from kwsdeploy.streaming.kwm import CausalKwmStream, chunk_mix
 from kwsdeploy.streaming.windowed import WindowedStream
 
 
@@ -78,6 +78,24 @@ def test_chunked_step_equals_the_per_frame_step(chunk):
     with torch.no_grad():
         all_logits, _ = stream.chunk(x[..., :chunk], stream.init_state(2))
     assert (all_logits - per_frame[:, :chunk]).abs().max().item() <= tolerances.STEP_PARITY_ATOL
+
+
+@pytest.mark.parametrize("length", [1, 2, 13])
+def test_chunk_mix_equals_the_mixers_scan_from_a_carried_state(length):
+    """The step form's unrolled chunk scan (time kept on axis 1) vs MambaMixer.forward_with_state."""
+    torch.manual_seed(0)
+    mixer = _randomised(create("kwm")).layers[1].mixer
+    g = torch.Generator().manual_seed(length)
+    hidden = torch.randn(2, length, 64, generator=g)
+    conv = 0.5 * torch.randn(2, 128, 3, generator=g)
+    ssm = 0.5 * torch.randn(2, 128, 16, generator=g)
+    with torch.no_grad():
+        want = mixer.forward_with_state(hidden, conv, ssm)
+        got = chunk_mix(mixer, hidden, conv, ssm)
+    for a, b in zip(got, want):
+        assert a.shape == b.shape
+        assert (a - b).abs().max().item() <= tolerances.SCAN_PARITY_ATOL
+    assert want[0].abs().max().item() > 0.1
 
 
 def test_stream_spec_names_and_shapes():
