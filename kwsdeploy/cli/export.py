@@ -107,7 +107,11 @@ def register(app: typer.Typer) -> None:
         fp16: bool = typer.Option(False, "--fp16", help="Also write an fp16 graph (fp32 inputs/outputs)."),
         int8: bool = typer.Option(False, "--int8", help="INT8 Q/DQ graph (Step 6)."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Bundle directory (default exports/<model>)."),
-        hop_frames: Optional[int] = typer.Option(None, "--hop-frames", help="Frames per step for windowed streaming."),
+        hop_frames: Optional[int] = typer.Option(
+            None, "--packet-frames", "--hop-frames",
+            help="Frames per step call: the hop of a windowed stream (default 10), or a multiple of an exact "
+                 "step form's natural packet (default: the natural packet; larger = fewer calls, more latency).",
+        ),
         random_init: bool = typer.Option(False, "--random-init", help="Random weights instead of a checkpoint (testing)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle directory."),
         exporter: str = typer.Option(

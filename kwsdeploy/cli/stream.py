@@ -17,6 +17,7 @@ from kwsdeploy.cli.common import user_errors
 THRESHOLD = 0.7
 SMOOTHING_S = 0.2
 REFRACTORY_S = 1.2
+DEFAULT_HOP_FRAMES = 10  # windowed streams recompute the last second every 100 ms
 
 
 def _detector(labels, hop_seconds: float, threshold: float, smoothing: float, refractory: float):
@@ -30,7 +31,8 @@ def _detector(labels, hop_seconds: float, threshold: float, smoothing: float, re
 class TorchSource:
     """Logits of a recording from a checkpoint's torch step form (exact or windowed)."""
 
-    def __init__(self, checkpoint: Optional[Path], model: Optional[str], mode: Optional[str], hop_frames: int) -> None:
+    def __init__(self, checkpoint: Optional[Path], model: Optional[str], mode: Optional[str],
+                 packet_frames: Optional[int]) -> None:
         from kwsdeploy.streaming.convert import to_streaming
         from kwsdeploy.train.checkpoint import demo_checkpoint_path, load_checkpoint
 
@@ -42,7 +44,10 @@ class TorchSource:
             self.note = f"using the shipped demo checkpoint {checkpoint.name}"
         ck = load_checkpoint(checkpoint)
         self.labels = ck.labels
-        options = {"hop_frames": hop_frames} if (mode or "") == "windowed" or not _is_exact(ck.model) else {}
+        windowed = (mode or "") == "windowed" or not _is_exact(ck.model)
+        if packet_frames is None and windowed:
+            packet_frames = DEFAULT_HOP_FRAMES
+        options = {"packet_frames": packet_frames} if packet_frames else {}
         self.step = to_streaming(ck.model, mode=mode, feature_config=ck.feature_config, **options)
         self.spec = self.step.stream_spec
         self.describe = f"{ck.card['model']} ({self.spec.mode}, torch)"
@@ -56,6 +61,10 @@ class TorchSource:
         from kwsdeploy.streaming.pipeline import stream_logits
 
         return stream_logits(self.step, audio)[1]
+
+
+PACKET_HELP = ("Frames per step call: windowed hop (default 10) or a multiple of an exact step form's "
+               "natural packet (default: natural).")
 
 
 def _is_exact(model) -> bool:
@@ -126,7 +135,7 @@ def register(app: typer.Typer) -> None:
         bundle: Optional[Path] = source_opts["bundle"],
         model: Optional[str] = source_opts["model"],
         mode: Optional[str] = typer.Option(None, "--mode", help="exact | windowed (default: the model card's)."),
-        hop_frames: int = typer.Option(10, "--hop-frames", help="Frames per hop in windowed mode."),
+        hop_frames: Optional[int] = typer.Option(None, "--packet-frames", "--hop-frames", help=PACKET_HELP),
         threshold: float = typer.Option(THRESHOLD, "--threshold", help="Smoothed probability that fires an event."),
         smoothing: float = typer.Option(SMOOTHING_S, "--smoothing", help="Posterior smoothing window, seconds."),
         refractory: float = typer.Option(REFRACTORY_S, "--refractory", help="Seconds after an event in which none fires."),
@@ -162,7 +171,7 @@ def register(app: typer.Typer) -> None:
         data: Optional[Path] = typer.Option(None, "--data", help="Prepared directory (default: the demo corpus)."),
         split: str = typer.Option("test", "--split"),
         modes: str = typer.Option("card", "--modes", help="Comma list of exact,windowed (torch sources); 'card' = the card's mode."),
-        hop_frames: int = typer.Option(10, "--hop-frames"),
+        hop_frames: Optional[int] = typer.Option(None, "--packet-frames", "--hop-frames", help=PACKET_HELP),
         clips: int = typer.Option(0, "--clips", help="Clips to join (0 = the whole split)."),
         threshold: float = typer.Option(THRESHOLD, "--threshold"),
         smoothing: float = typer.Option(SMOOTHING_S, "--smoothing"),

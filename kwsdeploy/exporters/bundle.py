@@ -164,7 +164,8 @@ def build_bundle(
     if "step" in modes and smodel is None:
         from kwsdeploy.streaming.convert import to_streaming
 
-        smodel = to_streaming(model, feature_config=feature_config, **({"hop_frames": hop_frames} if hop_frames else {}))
+        options = {"packet_frames": hop_frames} if hop_frames else {}  # windowed hop or exact packet
+        smodel = to_streaming(model, feature_config=feature_config, **options)
     if smodel is not None:
         smodel = smodel.eval()
     if "step" in modes and not feature_config.causal and not frontend:

@@ -258,7 +258,7 @@ _CAUSAL_NOTES = (
     "Ours: unidirectional Mamba mixer, no class token and no absolute pos_embed (it could not stream "
     "past 98 frames; the causal conv and the SSM state carry position), classifier on the current frame. "
     "Streams exactly: one step per 10 ms frame (state per layer: conv [2D, 3], ssm [2D, 16]), or "
-    "chunk_frames=N through the parallel scan. Reset policy: the state is reset to zero at the start "
+    "packet_frames=N (N frames per call; chunk_frames is an alias). Reset policy: the state is reset to zero at the start "
     "of a stream only; it is a fading memory (|exp(dt*A)| < 1 per frame) and stays bounded on long "
     "streams (tested on 60,000 frames), so no periodic reset is needed; a runtime may also reset "
     "after a detection."

@@ -29,6 +29,8 @@ def to_streaming(
     """Convert a trained offline model into its step form (eval mode, BatchNorm folded).
 
     mode: None (the card's own mode), "windowed" (any model), or "exact" (cards that declare it).
+    packet_frames (option): frames per step call: the hop of a windowed stream, or a multiple of an
+    exact step form's natural packet (fewer, larger calls: less dispatch overhead, more latency).
     feature_config: the frontend the model was trained with (a checkpoint card's); it goes into the
     stream spec. A reference (clip-relative top_db) frontend streams only windowed, with the clamp
     recomputed on every window (`ReferenceWindowedStream`).
@@ -44,6 +46,11 @@ def to_streaming(
     model = model.eval()
     if mode == "windowed":
         from kwsdeploy.streaming.windowed import ReferenceWindowedStream, WindowedStream
+
+        if "packet_frames" in options:  # one name for "frames per step call" across modes
+            packet = options.pop("packet_frames")
+            if options.setdefault("hop_frames", packet) != packet:
+                raise ValueError(f"packet_frames={packet} and hop_frames={options['hop_frames']} disagree; pass one.")
 
         if not fc.causal:
             return ReferenceWindowedStream(model, fc, **options).eval()

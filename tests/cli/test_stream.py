@@ -59,7 +59,7 @@ def bundle(tmp_path_factory):
 
 def test_torch_step_form_hears_confident_keywords_where_they_are(sequence):
     audio, events = sequence
-    src = TorchSource(None, MODEL, None, 10)
+    src = TorchSource(None, MODEL, None, None)
     found = detect(src, audio, THRESHOLD, SMOOTHING_S, REFRACTORY_S)
     score = score_detections([(e.label, e.time) for e in found], events, len(audio) / 16000)
     assert score.keyword_events == 10
@@ -70,7 +70,7 @@ def test_torch_step_form_hears_confident_keywords_where_they_are(sequence):
 
 def test_bundle_through_onnxruntime_gives_the_torch_detections(sequence, bundle):
     audio, _ = sequence
-    torch_src = TorchSource(None, MODEL, None, 10)
+    torch_src = TorchSource(None, MODEL, None, None)
     ort_src = BundleSource(bundle)
     lt, lo = torch_src.logits(audio), ort_src.logits(audio)
     assert lt.shape == lo.shape and np.abs(lt - lo).max() <= 1e-4
@@ -107,3 +107,13 @@ def test_eval_stream_compares_step_and_windowed(tmp_path):
     for x in rows:
         assert x["keyword_events"] + 0 <= 12 and 0.0 <= x["accuracy"] <= 1.0 and x["hours"] > 0
         assert x["detected"] + x["missed"] == x["keyword_events"]
+
+
+def test_larger_packets_hear_the_same_keywords(sequence):
+    """16-frame packets (two natural TC-ResNet packets per call): half the calls, same events up to
+    one packet of timing."""
+    audio, _ = sequence
+    d8 = detect(TorchSource(None, MODEL, None, None), audio, THRESHOLD, SMOOTHING_S, REFRACTORY_S)
+    d16 = detect(TorchSource(None, MODEL, None, 16), audio, THRESHOLD, SMOOTHING_S, REFRACTORY_S)
+    assert [e.label for e in d8] == [e.label for e in d16]
+    assert max(abs(a.time - b.time) for a, b in zip(d8, d16)) <= 0.16 + 1e-9
