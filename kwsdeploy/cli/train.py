@@ -28,6 +28,12 @@ def register(app: typer.Typer) -> None:
         warmup_epochs: Optional[float] = typer.Option(None, "--warmup-epochs"),
         label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing"),
         augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Waveform augmentation."),
+        gain_db: Optional[float] = typer.Option(
+            None, "--gain-db", help="Random gain U(-G, +G) dB per training clip (0: off; applies with --no-augment too)."),
+        noise_snr_db: Optional[str] = typer.Option(
+            None, "--noise-snr-db",
+            help="'LO,HI': mix noise at U(LO, HI) dB SNR relative to the clip instead of the absolute volume "
+                 "(applies with --no-augment too); 'off' for the preset's absolute volume."),
         spec_augment: Optional[bool] = typer.Option(None, "--spec-augment/--no-spec-augment"),
         features: Optional[str] = typer.Option(
             None, "--features", help="deployable (causal fixed floor, default) | reference (per-clip top_db)."),
@@ -59,6 +65,14 @@ def register(app: typer.Typer) -> None:
                     raise UserError(f"--model-config is not valid JSON ({exc.msg}); give an object like '{{\"k\": 1}}'.")
                 if not isinstance(mc, dict):
                     raise UserError("--model-config must be a JSON object.")
+            snr = None
+            if noise_snr_db is not None and noise_snr_db.strip().lower() != "off":
+                from kwsdeploy.data.augment import parse_snr_range
+
+                try:
+                    snr = parse_snr_range(noise_snr_db)
+                except ValueError as exc:
+                    raise UserError(f"--noise-snr-db: {exc}")
             if model is not None:
                 from kwsdeploy.models.registry import get_card
 
@@ -66,10 +80,14 @@ def register(app: typer.Typer) -> None:
             cfg = cfg.with_overrides(
                 model=model, epochs=epochs, batch_size=batch_size, lr=lr, min_lr=min_lr, weight_decay=weight_decay,
                 warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, augment=augment,
-                spec_augment=spec_augment, features=features, n_mfcc=n_mfcc, model_config=mc, seed=seed,
+                spec_augment=spec_augment, gain_db=gain_db, noise_snr_db=snr, features=features, n_mfcc=n_mfcc, model_config=mc, seed=seed,
                 device=device, amp=amp, num_workers=num_workers, grad_clip=grad_clip,
                 threads=threads,
             )
+            if noise_snr_db is not None and noise_snr_db.strip().lower() == "off":
+                import dataclasses
+
+                cfg = dataclasses.replace(cfg, noise_snr_db=None)  # with_overrides ignores None
             if data is None:
                 from kwsdeploy.data.demo import demo_corpus_dir
 

@@ -5,6 +5,10 @@ random 1 s cut of background noise at volume U(0, 0.1) (clipped to [-1, 1]); tim
 U(-0.1, 0.1) s filling the gap with U(-0.001, 0.001) noise; speed U(0.85, 1.15) by resampling,
 then cut or zero-padded back to 1 s (like the reference's librosa.resample + fix_length). SpecAugment: 2 time masks of 0-24 frames and 2 frequency
 masks of 0-6 coefficients set to 0, per example.
+
+Opt-in level augmentation for level-varying real speech (off in the reference recipe): a random
+gain of U(-gain_db, +gain_db) dB first, and noise mixed at a random SNR U(lo, hi) dB relative to
+the clip's own power instead of the absolute volume (see `augment_waveform`).
 """
 
 from __future__ import annotations
@@ -52,6 +56,35 @@ def add_noise(x: np.ndarray, noises: Sequence[np.ndarray], rng: np.random.Genera
     return np.clip(x + volume * seg, -1.0, 1.0)
 
 
+def random_gain(x: np.ndarray, gain_db: float, rng: np.random.Generator) -> np.ndarray:
+    """Scale by U(-gain_db, +gain_db) dB, clipped to [-1, 1]."""
+    db = rng.uniform(-gain_db, gain_db)
+    return np.clip(x * np.float32(10.0 ** (db / 20.0)), -1.0, 1.0).astype(np.float32)
+
+
+def add_noise_snr(
+    x: np.ndarray, noises: Sequence[np.ndarray], snr_db: tuple[float, float], rng: np.random.Generator
+) -> np.ndarray:
+    """With p 0.8, add a random 1 s noise cut at an SNR of U(lo, hi) dB relative to the clip's power.
+
+    The clip's power is its mean square over the whole clip; a silent clip or a silent cut gets no
+    noise (nothing to be relative to).
+    """
+    if not noises or rng.random() >= NOISE_PROB:
+        return x
+    noise = noises[int(rng.integers(0, len(noises)))]
+    n = len(x)
+    off = int(rng.integers(0, max(len(noise) - n, 0) + 1))
+    seg = fix_length(noise[off: off + n].astype(np.float32) / np.float32(32768.0), n)
+    snr = rng.uniform(*snr_db)
+    p_signal = float(np.mean(np.square(x, dtype=np.float64)))
+    p_noise = float(np.mean(np.square(seg, dtype=np.float64)))
+    if p_signal <= 1e-12 or p_noise <= 1e-12:
+        return x
+    scale = np.float32(np.sqrt(p_signal / (p_noise * 10.0 ** (snr / 10.0))))
+    return np.clip(x + scale * seg, -1.0, 1.0).astype(np.float32)
+
+
 def time_shift(x: np.ndarray, rng: np.random.Generator, sample_rate: int = 16000) -> np.ndarray:
     """Shift by U(-0.1, 0.1) s; the uncovered part gets faint U(-0.001, 0.001) noise."""
     start = int(rng.uniform(-SHIFT_SECONDS * sample_rate, SHIFT_SECONDS * sample_rate))
@@ -71,15 +104,53 @@ def change_speed(x: np.ndarray, rng: np.random.Generator, sample_rate: int = 160
 
 
 def augment_waveform(
-    x: np.ndarray, noises: Sequence[np.ndarray], rng: np.random.Generator, sample_rate: int = 16000
+    x: np.ndarray,
+    noises: Sequence[np.ndarray],
+    rng: np.random.Generator,
+    sample_rate: int = 16000,
+    *,
+    reference: bool = True,
+    gain_db: float = 0.0,
+    noise_snr_db: Optional[tuple[float, float]] = None,
 ) -> np.ndarray:
-    """All waveform steps in the reference's order; `x` float32 [samples], returns a new array."""
+    """The waveform steps; `x` float32 [samples], returns a new array.
+
+    `reference`: pad/crop, noise at volume U(0, 0.1), shift, speed (the reference's order; with the
+    defaults the random draws are exactly the reference pipeline's). `gain_db` > 0 first scales by
+    U(-gain_db, gain_db) dB; `noise_snr_db` (lo, hi) mixes noise at U(lo, hi) dB SNR instead of the
+    absolute volume (also when `reference` is off).
+    """
     x = np.asarray(x, dtype=np.float32)
-    x = pad_and_crop(x, rng)
-    x = add_noise(x, noises, rng)
-    x = time_shift(x, rng, sample_rate)
-    x = change_speed(x, rng, sample_rate)
+    if gain_db > 0:
+        x = random_gain(x, gain_db, rng)
+    if reference:
+        x = pad_and_crop(x, rng)
+    if noise_snr_db is not None:
+        x = add_noise_snr(x, noises, noise_snr_db, rng)
+    elif reference:
+        x = add_noise(x, noises, rng)
+    if reference:
+        x = time_shift(x, rng, sample_rate)
+        x = change_speed(x, rng, sample_rate)
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def parse_snr_range(value: "str | Sequence[float] | None") -> Optional[tuple[float, float]]:
+    """'5,30' / '10' / (5, 30) -> (lo, hi) in dB with lo <= hi; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            parts = [float(v) for v in value.replace(":", ",").split(",") if v.strip()]
+        except ValueError:
+            parts = []
+    else:
+        parts = [float(v) for v in value]
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or not all(np.isfinite(parts)) or parts[0] > parts[1]:
+        raise ValueError(f"noise SNR range must be 'LO,HI' dB with LO <= HI (e.g. '5,30'), got {value!r}.")
+    return (parts[0], parts[1])
 
 
 def spec_augment(features, generator: Optional["torch.Generator"] = None):  # noqa: F821

@@ -23,6 +23,8 @@ class TrainConfig:
     warmup_epochs: float = 10.0
     label_smoothing: float = 0.1
     augment: bool = True  # waveform augmentation inside the dataset (pad/crop, noise, shift, speed)
+    gain_db: float = 0.0  # opt-in: random gain U(-gain_db, +gain_db) dB on each training clip (0: off)
+    noise_snr_db: tuple[float, float] | None = None  # opt-in: noise at U(lo, hi) dB SNR, not absolute volume
     spec_augment: bool = True  # 2 time masks (0-24 frames) + 2 frequency masks (0-6 coefficients)
     features: str = "deployable"  # "deployable" (causal fixed floor) or "reference" (per-clip top_db)
     n_mfcc: int | None = None  # None: the model card's input width
@@ -38,6 +40,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_config", dict(self.model_config))
+        if self.noise_snr_db is not None:
+            from kwsdeploy.data.augment import parse_snr_range
+
+            object.__setattr__(self, "noise_snr_db", parse_snr_range(self.noise_snr_db))
+        if self.gain_db < 0:
+            raise ValueError(f"gain_db must be >= 0 (the range is +-gain_db), got {self.gain_db}.")
         if self.features not in ("deployable", "reference"):
             raise ValueError(f"features must be 'deployable' or 'reference', got {self.features!r}.")
         for name in ("epochs", "batch_size"):
