@@ -18,9 +18,14 @@ from kwsdeploy.config import FeatureConfig
 from kwsdeploy.models.bcresnet import BCResNet, TransitionBlock, frequency_sizes
 from kwsdeploy.streaming.convert import register_converter
 from kwsdeploy.streaming.fold import fold_conv_bn
-from kwsdeploy.streaming.layers import StepModule, StreamMeanPool, collect_state_specs, resolve_packet_frames
+from kwsdeploy.streaming.layers import (
+    StepModule,
+    StreamMeanPool,
+    collect_state_specs,
+    exact_stream_spec,
+    resolve_packet_frames,
+)
 from kwsdeploy.streaming.layers2d import StreamTimeConv2d, subband_scale_shift
-from kwsdeploy.streaming.spec import StreamSpec
 
 CLIP_FRAMES = 98
 
@@ -84,15 +89,9 @@ class StreamingBCResNet(StepModule):
         self.register_buffer("head_weight", head.float())
         self.pool = StreamMeanPool(num_classes, window_frames, name="pool")
         layers = [self.conv1, *(b.temporal for b in self.blocks), self.conv2, self.pool]
-        self.stream_spec = StreamSpec(
-            mode="exact",
-            packet_frames=packet,  # BC-ResNet never strides in time: any packet is exact
-            delay_frames=0,
-            window_frames=window_frames,
-            n_mfcc=n_mfcc,
-            num_classes=num_classes,
-            states=collect_state_specs(layers),
-            feature_config=feature_config or FeatureConfig.deployable(n_mfcc),
+        # BC-ResNet never strides in time: any packet is exact.
+        self.stream_spec = exact_stream_spec(
+            packet, window_frames, n_mfcc, num_classes, collect_state_specs(layers), feature_config
         )
         # A zero-padded clip ends on the offline logits when its last packet ends on its last frame.
         self.clip_exact = window_frames % packet == 0
@@ -111,9 +110,4 @@ class StreamingBCResNet(StepModule):
         return (logits, *new_state)
 
 
-def convert_bcresnet(model: nn.Module, **options) -> StreamingBCResNet:
-    """Registered converter for family 'bcresnet' (causal configurations only)."""
-    return StreamingBCResNet(model, **options)
-
-
-register_converter("bcresnet", convert_bcresnet)
+register_converter("bcresnet", StreamingBCResNet)

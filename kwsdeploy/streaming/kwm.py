@@ -22,9 +22,8 @@ from torch import nn
 from kwsdeploy.config import FeatureConfig
 from kwsdeploy.models.mamba_mixer import causal_depthwise_conv
 from kwsdeploy.streaming.convert import register_converter
-from kwsdeploy.streaming.layers import resolve_packet_frames
-from kwsdeploy.streaming.spec import StateSpec, StreamSpec
-
+from kwsdeploy.streaming.layers import exact_stream_spec, resolve_packet_frames
+from kwsdeploy.streaming.spec import StateSpec
 
 
 class CausalKwmStream(nn.Module):
@@ -58,15 +57,8 @@ class CausalKwmStream(nn.Module):
         for i, layer in enumerate(model.layers):
             conv_shape, ssm_shape = layer.mixer.state_shapes()
             states += [StateSpec(f"state.layer{i}.conv", conv_shape), StateSpec(f"state.layer{i}.ssm", ssm_shape)]
-        self.stream_spec = StreamSpec(
-            mode="exact",
-            packet_frames=packet,
-            delay_frames=0,
-            window_frames=int(model.frames),
-            n_mfcc=n_mfcc,
-            num_classes=int(model.head.out_features),
-            states=tuple(states),
-            feature_config=feature_config or FeatureConfig.deployable(n_mfcc),
+        self.stream_spec = exact_stream_spec(
+            packet, int(model.frames), n_mfcc, int(model.head.out_features), states, feature_config
         )
         # A zero-padded clip ends on the offline logits when its last packet ends on its last frame.
         self.clip_exact = int(model.frames) % packet == 0
@@ -160,14 +152,4 @@ def chunk_mix(
     return mixer.out_proj(y), conv_state, h.squeeze(1)
 
 
-def _convert(
-    model: nn.Module,
-    packet_frames: int | None = None,
-    feature_config: FeatureConfig | None = None,
-    chunk_frames: int | None = None,
-) -> CausalKwmStream:
-    """Converter registered for the 'kwm' family (causal models only)."""
-    return CausalKwmStream(model, packet_frames, feature_config, chunk_frames)
-
-
-register_converter("kwm", _convert)
+register_converter("kwm", CausalKwmStream)

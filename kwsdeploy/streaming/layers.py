@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kwsdeploy.config import FeatureConfig
 from kwsdeploy.streaming.fold import fold_conv_bn
 from kwsdeploy.streaming.spec import StateSpec, StreamSpec
 
@@ -206,6 +207,27 @@ class StepModule(nn.Module):
     def init_state(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
         """Zero state for `batch` streams, in `stream_spec.states` order."""
         return tuple(torch.zeros((batch, *s.shape), dtype=getattr(torch, s.dtype)) for s in self.stream_spec.states)
+
+
+def exact_stream_spec(
+    packet: int,
+    window_frames: int,
+    n_mfcc: int,
+    num_classes: int,
+    states: Sequence[StateSpec],
+    feature_config: FeatureConfig | None = None,
+) -> StreamSpec:
+    """The StreamSpec of an exact step form (no delay); the feature config defaults to the deployable one."""
+    return StreamSpec(
+        mode="exact",
+        packet_frames=int(packet),
+        delay_frames=0,
+        window_frames=int(window_frames),
+        n_mfcc=int(n_mfcc),
+        num_classes=int(num_classes),
+        states=tuple(states),
+        feature_config=feature_config or FeatureConfig.deployable(int(n_mfcc)),
+    )
 
 
 def collect_state_specs(layers: Sequence[nn.Module]) -> tuple[StateSpec, ...]:

@@ -9,8 +9,6 @@ length streams; clip parity needs the clip to be a whole number of packets).
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -22,10 +20,10 @@ from kwsdeploy.streaming.layers import (
     StreamConv1d,
     StreamMeanPool,
     collect_state_specs,
+    exact_stream_spec,
     resolve_packet_frames,
     step_layer,
 )
-from kwsdeploy.streaming.spec import StreamSpec
 
 
 class _StepBlock(nn.Module):
@@ -72,17 +70,11 @@ class MatchboxNetStep(StepModule):
         layers.append(self.pool)
         self.head = model.head  # shared with the offline model
         self.relu = nn.ReLU()
-        self.stream_spec = StreamSpec(
-            mode="exact",
-            packet_frames=packet,
-            delay_frames=0,
-            window_frames=clip_frames,
-            n_mfcc=model.in_features,
-            num_classes=model.head.out_features,
-            states=collect_state_specs(layers),
-            feature_config=feature_config or FeatureConfig.deployable(model.in_features),
+        self.stream_spec = exact_stream_spec(
+            packet, clip_frames, model.in_features, model.head.out_features, collect_state_specs(layers), feature_config
         )
-        self.clip_exact = math.ceil(clip_frames / packet) * packet == clip_frames
+        # A zero-padded clip ends on the offline logits when its last packet ends on its last frame.
+        self.clip_exact = clip_frames % packet == 0
 
     def forward(self, features: torch.Tensor, *state: torch.Tensor):
         states = iter(state)
@@ -102,9 +94,4 @@ class MatchboxNetStep(StepModule):
         return (self.head(pooled), *new)
 
 
-def to_step(model: MatchboxNet, **options) -> MatchboxNetStep:
-    """Converter registered for the 'matchboxnet' family."""
-    return MatchboxNetStep(model, **options)
-
-
-register_converter("matchboxnet", to_step)
+register_converter("matchboxnet", MatchboxNetStep)

@@ -23,10 +23,10 @@ from kwsdeploy.streaming.layers import (
     StreamMeanPool,
     collect_state_specs,
     conv_output_frames,
+    exact_stream_spec,
     resolve_packet_frames,
     step_layer,
 )
-from kwsdeploy.streaming.spec import StreamSpec
 
 
 class _StepBlock(nn.Module):
@@ -79,15 +79,8 @@ class TCResNetStep(StepModule):
         for blk in self.blocks:
             layers += [blk.conv1, blk.conv2] + ([blk.shortcut] if blk.shortcut is not None else [])
         layers.append(self.pool)
-        self.stream_spec = StreamSpec(
-            mode="exact",
-            packet_frames=packet,
-            delay_frames=0,
-            window_frames=clip_frames,
-            n_mfcc=model.in_features,
-            num_classes=model.head.out_features,
-            states=collect_state_specs(layers),
-            feature_config=feature_config or FeatureConfig.deployable(model.in_features),
+        self.stream_spec = exact_stream_spec(
+            packet, clip_frames, model.in_features, model.head.out_features, collect_state_specs(layers), feature_config
         )
         # Clip parity holds when the zero-padded clip yields exactly `frames` pooled frames.
         self.clip_exact = math.ceil(clip_frames / packet) * packet // stride == frames
@@ -105,9 +98,4 @@ class TCResNetStep(StepModule):
         return (self.head(pooled), *new)
 
 
-def to_step(model: TCResNet, **options) -> TCResNetStep:
-    """Converter registered for the 'tcresnet' family."""
-    return TCResNetStep(model, **options)
-
-
-register_converter("tcresnet", to_step)
+register_converter("tcresnet", TCResNetStep)
