@@ -85,7 +85,27 @@ class TimeConv1d(nn.Conv1d):
         return super().forward(x)
 
 
-class StreamConv1d(nn.Module):
+class RingBufferConv(nn.Module):
+    """Base of the ring-buffer step convs: fixed (BatchNorm-folded) weights, a dot-free layer name,
+    and a state of the last `context` input frames named `state.<name>.conv`."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, name: str, groups: int, context: int) -> None:
+        super().__init__()
+        if "." in name:
+            raise ValueError(f"Stream layer names may not contain '.', got {name!r} (state names are state.<layer>.<kind>).")
+        self.name = name
+        self.groups = int(groups)
+        self.in_channels = int(weight.shape[1]) * self.groups
+        self.context = int(context)
+        self.register_buffer("weight", weight.detach().clone().float())
+        self.register_buffer("bias", None if bias is None else bias.detach().clone().float())
+
+    def _history_spec(self, *shape: int) -> StateSpec | None:
+        """The StateSpec of the input history [*shape] (None without context)."""
+        return None if self.context == 0 else StateSpec(f"state.{self.name}.conv", shape)
+
+
+class StreamConv1d(RingBufferConv):
     """Ring-buffer step form of a causal 1-D conv (kernel, dilation, stride and groups aware).
 
     `y, new_state = layer(x, state)`: x [B, C_in, P] with P a multiple of the stride, state
@@ -102,19 +122,11 @@ class StreamConv1d(nn.Module):
         dilation: int = 1,
         groups: int = 1,
     ) -> None:
-        super().__init__()
-        if "." in name:
-            raise ValueError(f"Stream layer names may not contain '.', got {name!r} (state names are state.<layer>.<kind>).")
-        self.name = name
+        super().__init__(weight, bias, name, groups, context=int(dilation) * (int(weight.shape[-1]) - 1))
         self.stride = int(stride)
         self.dilation = int(dilation)
-        self.groups = int(groups)
-        self.in_channels = int(weight.shape[1]) * self.groups
         self.out_channels = int(weight.shape[0])
         self.kernel_size = int(weight.shape[-1])
-        self.context = self.dilation * (self.kernel_size - 1)
-        self.register_buffer("weight", weight.detach().clone().float())
-        self.register_buffer("bias", None if bias is None else bias.detach().clone().float())
 
     @classmethod
     def from_conv(cls, conv: nn.Conv1d, bn: nn.Module | None = None, name: str = "conv") -> "StreamConv1d":
@@ -133,9 +145,7 @@ class StreamConv1d(nn.Module):
     @property
     def state_spec(self) -> StateSpec | None:
         """[C_in, r] input history, or None for a conv without context (kernel 1)."""
-        if self.context == 0:
-            return None
-        return StateSpec(f"state.{self.name}.conv", (self.in_channels, self.context))
+        return self._history_spec(self.in_channels, self.context)
 
     def count_macs(self, inputs: tuple, output: tuple) -> int:
         """MACs of one call (for `kwsdeploy.models.macs`): output elements x C_in/groups x kernel."""

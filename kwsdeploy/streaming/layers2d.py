@@ -2,9 +2,9 @@
 
 `StreamTimeConv2d` is the step twin of a Conv2d that is causal in time (left-only time padding,
 time stride 1): its state is its last (kernel_t - 1) * dilation_t input frames, all frequency rows
-kept, named `state.<layer>.conv` like the 1-D `StreamConv1d` of `kwsdeploy.streaming.layers`
-(whose `StreamMeanPool` and `StepModule` serve 2-D step forms too; BatchNorm folding is
-`kwsdeploy.streaming.fold`). `subband_scale_shift` turns an eval-mode SubSpectralNorm into a
+kept, named `state.<layer>.conv`: like the 1-D `StreamConv1d` it is a `RingBufferConv` of
+`kwsdeploy.streaming.layers` (whose `StreamMeanPool` and `StepModule` serve 2-D step forms too;
+BatchNorm folding is `kwsdeploy.streaming.fold`). `subband_scale_shift` turns an eval-mode SubSpectralNorm into a
 per-(channel, frequency row) scale and shift. Plain tensor ops only, so step forms export to ONNX.
 """
 
@@ -15,10 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from kwsdeploy.streaming.fold import bn_scale_shift, fold_conv_bn
+from kwsdeploy.streaming.layers import RingBufferConv
 from kwsdeploy.streaming.spec import StateSpec
 
 
-class StreamTimeConv2d(nn.Module):
+class StreamTimeConv2d(RingBufferConv):
     """`y, new_state = layer(x [B, C_in, F, P], state [B, C_in, F, r])` with r = (k_t - 1) * d_t.
 
     Output frame j reads the state and input frames up to j, exactly like the offline conv with r
@@ -38,19 +39,11 @@ class StreamTimeConv2d(nn.Module):
         time_dilation: int = 1,
         groups: int = 1,
     ) -> None:
-        super().__init__()
-        if "." in name:
-            raise ValueError(f"Stream layer names may not contain '.', got {name!r} (state names are state.<layer>.<kind>).")
-        self.name = name
+        super().__init__(weight, bias, name, groups, context=(int(weight.shape[-1]) - 1) * int(time_dilation))
         self.in_rows = int(in_rows)
-        self.groups = int(groups)
-        self.in_channels = int(weight.shape[1]) * self.groups
         self.stride = (int(freq_stride), 1)
         self.padding = (int(freq_padding), 0)
         self.dilation = (int(freq_dilation), int(time_dilation))
-        self.context = (int(weight.shape[-1]) - 1) * int(time_dilation)
-        self.register_buffer("weight", weight.detach().clone().float())
-        self.register_buffer("bias", None if bias is None else bias.detach().clone().float())
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, bn: nn.Module | None, name: str, in_rows: int) -> "StreamTimeConv2d":
@@ -70,9 +63,7 @@ class StreamTimeConv2d(nn.Module):
     @property
     def state_spec(self) -> StateSpec | None:
         """[C_in, F_in, r] input history, or None for a conv without time context."""
-        if self.context == 0:
-            return None
-        return StateSpec(f"state.{self.name}.conv", (self.in_channels, self.in_rows, self.context))
+        return self._history_spec(self.in_channels, self.in_rows, self.context)
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.context == 0:
