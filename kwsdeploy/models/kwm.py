@@ -14,14 +14,13 @@ carry position), and the classifier on the current (last) frame. It streams step
 from __future__ import annotations
 
 import math
-import re
 from typing import Mapping
 
 import torch
 from torch import nn
 
 from kwsdeploy.models.mamba_mixer import MambaMixer
-from kwsdeploy.models.reference_weights import register_reference_map
+from kwsdeploy.models.reference_weights import ReferenceWeightsError, register_reference_map, rename_keys
 from kwsdeploy.models.registry import ModelCard, register
 
 FRAMES = 98  # tokens per 1 s clip
@@ -223,21 +222,11 @@ def _map_reference_keys(state: Mapping[str, torch.Tensor], model: nn.Module) -> 
     """Rename the reference's keys; every other key (cls_token, pos_embed, layers.i.mixer.*,
     layers.i.norm(2).weight, norm_f, head) is already ours and unknown keys pass through to be reported."""
     if getattr(model, "causal", False):
-        from kwsdeploy.models.reference_weights import ReferenceWeightsError
-
         raise ReferenceWeightsError(
             f"{getattr(model, 'model_name', 'This model')} is our causal Keyword Mamba; the reference has no "
             "causal model. Import reference weights into kwm-<D>-12 or kwmt-<D>-12 instead."
         )
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        new = key
-        for pattern, repl in _KEY_RULES:
-            new, hits = re.subn(pattern, repl, key)
-            if hits:
-                break
-        out[new] = value
-    return out
+    return rename_keys(state, _KEY_RULES)
 
 
 register_reference_map("kwm", _map_reference_keys)

@@ -8,13 +8,12 @@ Attention spans the whole clip, so KWT streams in `windowed` mode only.
 
 from __future__ import annotations
 
-import re
 from typing import Mapping
 
 import torch
 from torch import nn
 
-from kwsdeploy.models.reference_weights import register_reference_map
+from kwsdeploy.models.reference_weights import register_reference_map, rename_keys
 from kwsdeploy.models.registry import ModelCard, register
 
 FRAMES = 98  # tokens per 1 s clip (plus the class token)
@@ -134,15 +133,7 @@ _KEY_RULES: tuple[tuple[str, str], ...] = (
 
 def _map_reference_keys(state: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """Rename the reference's keys; a key no rule knows is passed through (and reported as unexpected)."""
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        new = key
-        for pattern, repl in _KEY_RULES:
-            new, hits = re.subn(pattern, repl, key)
-            if hits:
-                break
-        out[new] = value
-    return out
+    return rename_keys(state, _KEY_RULES)
 
 
 register_reference_map("kwt", _map_reference_keys)

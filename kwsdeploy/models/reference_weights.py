@@ -7,7 +7,8 @@ Each family registers a key map (reference state dict -> our state dict) with
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+import re
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -17,15 +18,31 @@ _MAPS: dict[str, KeyMap] = {}
 
 
 class ReferenceWeightsError(ValueError):
-    pass
+    """A reference state dict that does not fit the model (the message names the tensor)."""
 
 
 def register_reference_map(family: str, fn: KeyMap) -> KeyMap:
+    """Register `fn(reference_state, model) -> our_state` as the key map of `family`."""
     _MAPS[family] = fn
     return fn
 
 
+def rename_keys(state: Mapping[str, torch.Tensor], rules: Sequence[tuple[str, str]]) -> dict[str, torch.Tensor]:
+    """Rename each key by the first regex rule (pattern, replacement) that matches it; a key no rule
+    matches passes through unchanged (and is reported as unexpected by the strict check)."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        new = key
+        for pattern, repl in rules:
+            new, hits = re.subn(pattern, repl, key)
+            if hits:
+                break
+        out[new] = value
+    return out
+
+
 def model_family(model: nn.Module) -> str:
+    """The registry family of a model built by `create()`; a clear error for anything else."""
     family = getattr(model, "family", None)
     if not family:
         raise ReferenceWeightsError(
