@@ -22,6 +22,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
+from kwsdeploy.streaming.frontend import FRONTEND_STATE
 from kwsdeploy.streaming.spec import AUDIO, FEATURES, LOGITS, StateSpec
 
 DEFAULT_OPSET = 18
@@ -29,7 +30,6 @@ EXPORTERS = ("dynamo", "legacy")
 # "auto" exports with both torch.onnx paths and keeps the graph with fewer nodes (then smaller file).
 DEFAULT_EXPORTER = "auto"
 EXPORTER_KEY = "kwsdeploy.exporter"
-FRONTEND_STATE = "state.frontend.samples"
 _FORBIDDEN_OPS = {"Loop", "Scan", "If", "SequenceAt", "SequenceConstruct", "SequenceEmpty", "SequenceErase",
                   "SequenceInsert", "SequenceLength", "SequenceMap", "SplitToSequence", "ConcatFromSequence"}
 _BATCH = "batch"
@@ -66,8 +66,8 @@ class FrontendOffline(nn.Module):
 
 
 def frontend_state_spec(frontend: nn.Module, feature_config) -> StateSpec:
-    """The frontend's sample cache: the last (win_length - hop_length) samples."""
-    samples = int(getattr(frontend, "cache_samples", feature_config.win_length - feature_config.hop_length))
+    """The frontend's sample cache: the last (n_fft - hop_length) samples, as the step frontends keep."""
+    samples = int(getattr(frontend, "cache_samples", feature_config.n_fft - feature_config.hop_length))
     return StateSpec(FRONTEND_STATE, (samples,))
 
 

@@ -65,11 +65,46 @@ class FrontendStreamSpec:
         }
 
 
-class StreamingMFCC(nn.Module):
+class _SampleCacheFrontend(nn.Module):
+    """Framing shared by the step frontends: each call prepends the cached last `n_fft - hop` samples
+    to `hop * k` new samples and computes the k frames that end in the new samples."""
+
+    def __init__(self, config: FeatureConfig) -> None:
+        super().__init__()
+        self.mfcc = MFCC(config)
+        self.config = config
+        self.hop = config.hop_length
+        self.cache_samples = config.n_fft - config.hop_length
+
+    def init_state(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
+        """The zero cache, as a one-tensor tuple (the frontend's only state)."""
+        return (torch.zeros(batch, self.cache_samples, dtype=self.mfcc.dft_kernel.dtype),)
+
+    def frames_of(self, samples: torch.Tensor) -> torch.Tensor:
+        """The frames of cache + packet samples [B, cache + hop*k] (subclasses choose MFCC or dB mel)."""
+        raise NotImplementedError
+
+    def forward(self, audio: torch.Tensor, cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not is_exporting():
+            name = type(self).__name__
+            if audio.dim() != 2 or audio.shape[-1] == 0 or audio.shape[-1] % self.hop:
+                raise ValueError(
+                    f"{name} expects audio [B, {self.hop}*k] (k >= 1), got shape {tuple(audio.shape)}; "
+                    f"cut packets into multiples of the hop ({self.hop} samples)."
+                )
+            if cache.shape != (audio.shape[0], self.cache_samples):
+                raise ValueError(
+                    f"{name}: cache must have shape [B, {self.cache_samples}] matching the audio batch, got "
+                    f"{tuple(cache.shape)}; start from init_state(batch)."
+                )
+        buf = torch.cat([cache.to(audio.dtype), audio], dim=-1)
+        return self.frames_of(buf), buf[:, -self.cache_samples :]
+
+
+class StreamingMFCC(_SampleCacheFrontend):
     """Step form of `MFCC`: audio [B, hop*k] + cache [B, n_fft - hop] -> (frames [B, n_mfcc, k], new cache)."""
 
     def __init__(self, config: FeatureConfig | None = None) -> None:
-        super().__init__()
         config = config or FeatureConfig.deployable()
         if not config.causal:
             raise ValueError(
@@ -77,10 +112,7 @@ class StreamingMFCC(nn.Module):
                 f"log_floor={config.log_floor!r}, whose clamp depends on the whole clip. Use "
                 f"FeatureConfig.deployable() (and a model trained with it), or stream in windowed mode."
             )
-        self.mfcc = MFCC(config)
-        self.config = config
-        self.hop = config.hop_length
-        self.cache_samples = config.n_fft - config.hop_length
+        super().__init__(config)
         self.stream_spec = FrontendStreamSpec(
             hop_samples=self.hop,
             cache_samples=self.cache_samples,
@@ -90,22 +122,15 @@ class StreamingMFCC(nn.Module):
             feature_config=config,
         )
 
-    def init_state(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
-        """The zero cache, as a one-tensor tuple in `stream_spec.states` order."""
-        return (torch.zeros(batch, self.cache_samples, dtype=self.mfcc.dft_kernel.dtype),)
+    def frames_of(self, samples: torch.Tensor) -> torch.Tensor:
+        """MFCC frames (fixed floor) of the cached + new samples."""
+        return self.mfcc(samples)
 
-    def forward(self, audio: torch.Tensor, cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if not is_exporting():
-            if audio.dim() != 2 or audio.shape[-1] == 0 or audio.shape[-1] % self.hop:
-                raise ValueError(
-                    f"StreamingMFCC expects audio [B, {self.hop}*k] (k >= 1), got shape {tuple(audio.shape)}; "
-                    f"cut packets into multiples of the hop ({self.hop} samples)."
-                )
-            if cache.shape != (audio.shape[0], self.cache_samples):
-                raise ValueError(
-                    f"Cache must have shape [B, {self.cache_samples}] matching the audio batch, got "
-                    f"{tuple(cache.shape)}; start from init_state(batch)."
-                )
-        buf = torch.cat([cache.to(audio.dtype), audio], dim=-1)
-        frames = self.mfcc(buf)
-        return frames, buf[:, -self.cache_samples :]
+
+class StreamingLogMel(_SampleCacheFrontend):
+    """Step frontend of unclamped dB-mel frames (for `ReferenceWindowedStream`): the framing and cache
+    of `StreamingMFCC`, without the floor and DCT, which need the whole window."""
+
+    def frames_of(self, samples: torch.Tensor) -> torch.Tensor:
+        """Unclamped dB mel frames [B, n_mels, k] of the cached + new samples."""
+        return self.mfcc.log_mel_db(samples)

@@ -11,26 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kwsdeploy.features import MFCC
-from kwsdeploy.streaming.frontend import StreamingMFCC
-
-
-class StreamingLogMel(nn.Module):
-    """Step frontend of unclamped dB-mel frames (for `ReferenceWindowedStream`): same framing and
-    cache as `StreamingMFCC`, without the floor and DCT, which need the whole window."""
-
-    def __init__(self, config) -> None:
-        super().__init__()
-        self.mfcc = MFCC(config)
-        self.cache_samples = config.n_fft - config.hop_length
-        self.hop = config.hop_length
-
-    def init_state(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
-        return (torch.zeros(batch, self.cache_samples),)
-
-    def forward(self, audio: torch.Tensor, cache: torch.Tensor):
-        buf = torch.cat([cache, audio], dim=-1)
-        return self.mfcc.log_mel_db(buf), buf[:, -self.cache_samples :]
+from kwsdeploy.streaming.frontend import StreamingLogMel, StreamingMFCC
 
 
 def make_frontend(step_model: nn.Module) -> nn.Module:
