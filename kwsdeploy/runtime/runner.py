@@ -14,9 +14,8 @@ from typing import Sequence
 import numpy as np
 import onnxruntime as ort
 
-STATE_PREFIX = "state."
-NEW_STATE_PREFIX = "new_state."
-LOGITS = "logits"
+from kwsdeploy.streaming.spec import LOGITS, NEW_STATE_PREFIX, STATE_PREFIX  # torch-free names
+
 _ORT_TO_NUMPY = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
@@ -53,8 +52,12 @@ def make_session(
 
 def split_packets(x: np.ndarray, packet: int) -> list[np.ndarray]:
     """Cut the last axis of `x` into consecutive packets of `packet` (a trailing partial packet is dropped)."""
-    n = x.shape[-1] // packet
-    return [np.ascontiguousarray(x[..., i * packet:(i + 1) * packet]) for i in range(n)]
+    return [np.ascontiguousarray(p) for p in _packet_views(x, packet)]
+
+
+def _packet_views(x: np.ndarray, packet: int) -> list[np.ndarray]:
+    """`split_packets` without the copies: views of `x`, for a consumer that copies anyway."""
+    return [x[..., i * packet:(i + 1) * packet] for i in range(x.shape[-1] // packet)]
 
 
 class StepSession:
@@ -101,8 +104,9 @@ class StepSession:
             self._sets.append(vals)
             self._arrays.append(arrs)
         self._in_val, self._in_arr = self._alloc(self.input_shape, self.input_dtype)
-        logits_shape = self._concrete(outputs[LOGITS].shape)
-        self._out_val, self._out_arr = self._alloc(logits_shape, _ORT_TO_NUMPY[outputs[LOGITS].type])
+        self._out_shape = self._concrete(outputs[LOGITS].shape)
+        self._out_dtype = _ORT_TO_NUMPY[outputs[LOGITS].type]
+        self._out_val, self._out_arr = self._alloc(self._out_shape, self._out_dtype)
         self._bindings = [self._bind(src, dst) for src, dst in ((0, 1), (1, 0))]
         self._cur = 0
         self.reset()
@@ -148,6 +152,11 @@ class StepSession:
 
     def step(self, packet: np.ndarray) -> np.ndarray:
         """Feed one packet [batch, ...] (batch 1 may drop the batch axis); returns logits [batch, classes]."""
+        out = self._step(packet)
+        return out.copy() if out is self._out_arr else out
+
+    def _step(self, packet: np.ndarray) -> np.ndarray:
+        """`step` returning the bound logits buffer itself on CPU (overwritten by the next step)."""
         x = np.asarray(packet, dtype=self.input_dtype)
         if x.ndim == len(self.input_shape) - 1 and self.batch == 1:
             x = x[None]
@@ -162,7 +171,7 @@ class StepSession:
             self._in_val.update_inplace(np.ascontiguousarray(x))
         self.session.run_with_iobinding(self._bindings[self._cur])
         self._cur ^= 1
-        return self._out_arr.copy() if self._out_arr is not None else self._out_val.numpy()
+        return self._out_arr if self._out_arr is not None else self._out_val.numpy()
 
     def state(self) -> dict[str, np.ndarray]:
         """A copy of the current state (for inspection and tests)."""
@@ -175,7 +184,11 @@ class StepSession:
         """Stream a whole input [batch, ..., T] packet by packet; logits per packet [P, batch, classes]."""
         if reset:
             self.reset()
-        return np.stack([self.step(p) for p in split_packets(np.asarray(x), self.input_shape[-1])])
+        packets = _packet_views(np.asarray(x), self.input_shape[-1])
+        out = np.empty((len(packets), *self._out_shape), dtype=self._out_dtype)
+        for i, p in enumerate(packets):
+            out[i] = self._step(p)  # written straight from the bound output buffer
+        return out
 
 
 class StreamRunner:
