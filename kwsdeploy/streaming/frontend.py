@@ -18,13 +18,13 @@ from torch import nn
 
 from kwsdeploy.config import FeatureConfig
 from kwsdeploy.features import MFCC, is_exporting
-from kwsdeploy.streaming.spec import AUDIO, FEATURES, StateSpec
+from kwsdeploy.streaming.spec import AUDIO, FEATURES, StateNames, StateSpec
 
 FRONTEND_STATE = "state.frontend.samples"
 
 
 @dataclass(frozen=True)
-class FrontendStreamSpec:
+class FrontendStreamSpec(StateNames):
     """How the streaming frontend steps: `hop_samples` per frame, one sample-cache state.
 
     delay_frames: leading frames computed partly from the zero cache (stream frame j + delay_frames
@@ -40,19 +40,12 @@ class FrontendStreamSpec:
     input_name: str = AUDIO
     output_name: str = FEATURES
 
-    @property
-    def state_names(self) -> list[str]:
-        return [s.name for s in self.states]
-
-    @property
-    def new_state_names(self) -> list[str]:
-        return [s.output_name for s in self.states]
-
     def packet_samples(self, frames: int) -> int:
         """Audio samples per call that yield `frames` feature frames."""
         return self.hop_samples * int(frames)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
         return {
             "hop_samples": self.hop_samples,
             "cache_samples": self.cache_samples,

@@ -36,18 +36,37 @@ class StateSpec:
 
     @property
     def output_name(self) -> str:
+        """The graph output carrying this state's update: `new_state.<layer>.<kind>`."""
         return NEW_STATE_PREFIX + self.name[len(STATE_PREFIX):]
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (manifest form)."""
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "StateSpec":
+        """Inverse of `to_dict`."""
         return cls(name=d["name"], shape=tuple(d["shape"]), dtype=d.get("dtype", "float32"))
 
 
+class StateNames:
+    """`state_names` / `new_state_names` of a spec with a `states` tuple of StateSpecs (graph I/O order)."""
+
+    states: tuple[StateSpec, ...]
+
+    @property
+    def state_names(self) -> list[str]:
+        """Input names of the states, in order."""
+        return [s.name for s in self.states]
+
+    @property
+    def new_state_names(self) -> list[str]:
+        """Output names of the updated states, in order."""
+        return [s.output_name for s in self.states]
+
+
 @dataclass(frozen=True)
-class StreamSpec:
+class StreamSpec(StateNames):
     """How a step model streams.
 
     mode: "exact" (a true recurrent step) or "windowed" (ring buffer of the last window + recompute).
@@ -66,20 +85,13 @@ class StreamSpec:
     feature_config: FeatureConfig = field(default_factory=FeatureConfig)
 
     @property
-    def state_names(self) -> list[str]:
-        return [s.name for s in self.states]
-
-    @property
-    def new_state_names(self) -> list[str]:
-        return [s.output_name for s in self.states]
-
-    @property
     def warmup_packets(self) -> int:
         """Packets to feed from the zero state before the logits describe one full window."""
         frames = self.window_frames + self.delay_frames
         return -(-frames // self.packet_frames)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (manifest form)."""
         return {
             "mode": self.mode,
             "packet_frames": self.packet_frames,
@@ -93,6 +105,7 @@ class StreamSpec:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "StreamSpec":
+        """Inverse of `to_dict`."""
         return cls(
             mode=d["mode"],
             packet_frames=int(d["packet_frames"]),
