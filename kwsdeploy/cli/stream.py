@@ -28,7 +28,26 @@ def _detector(labels, hop_seconds: float, threshold: float, smoothing: float, re
                            refractory_seconds=refractory)
 
 
-class TorchSource:
+class _Source:
+    """What `detect` needs from a source: labels, the stream spec, a description and a note."""
+
+    labels: list[str]
+    spec: object  # kwsdeploy.streaming.spec.StreamSpec
+    describe: str
+    note: str = ""
+
+    @property
+    def hop_seconds(self) -> float:
+        """Seconds of audio per step call (one packet of frames)."""
+        fc = self.spec.feature_config
+        return self.spec.packet_frames * fc.hop_length / fc.sample_rate
+
+    def logits(self, audio: np.ndarray) -> np.ndarray:
+        """Logits [packets, classes] of a mono recording streamed from the zero state."""
+        raise NotImplementedError
+
+
+class TorchSource(_Source):
     """Logits of a recording from a checkpoint's torch step form (exact or windowed)."""
 
     def __init__(self, checkpoint: Optional[Path], model: Optional[str], mode: Optional[str],
@@ -52,12 +71,8 @@ class TorchSource:
         self.spec = self.step.stream_spec
         self.describe = f"{ck.card['model']} ({self.spec.mode}, torch)"
 
-    @property
-    def hop_seconds(self) -> float:
-        fc = self.spec.feature_config
-        return self.spec.packet_frames * fc.hop_length / fc.sample_rate
-
     def logits(self, audio: np.ndarray) -> np.ndarray:
+        """The torch stream pipeline (step frontend + step model) over the recording."""
         from kwsdeploy.streaming.pipeline import stream_logits
 
         return stream_logits(self.step, audio)[1]
@@ -68,12 +83,13 @@ PACKET_HELP = ("Frames per step call: windowed hop (default 10) or a multiple of
 
 
 def _is_exact(model) -> bool:
+    """Whether the model's card streams in exact mode."""
     from kwsdeploy.models.registry import get_card
 
     return get_card(model.model_name).streaming == "exact"
 
 
-class BundleSource:
+class BundleSource(_Source):
     """Logits of a recording from an exported bundle through the ONNX Runtime runner."""
 
     def __init__(self, bundle: Path) -> None:
@@ -82,15 +98,10 @@ class BundleSource:
         self.runner = StreamRunner(bundle)
         self.labels = self.runner.labels
         self.spec = self.runner.spec
-        self.note = ""
         self.describe = f"{self.runner.manifest.model.get('name', '?')} ({self.spec.mode}, onnxruntime)"
 
-    @property
-    def hop_seconds(self) -> float:
-        fc = self.spec.feature_config
-        return self.spec.packet_frames * fc.hop_length / fc.sample_rate
-
     def logits(self, audio: np.ndarray) -> np.ndarray:
+        """Audio (a --frontend bundle) or offline MFCC of [zero cache + audio] through the step graph."""
         fc = self.spec.feature_config
         if self.runner.input_name == "audio":
             x = audio[None].astype(np.float32)
@@ -107,7 +118,8 @@ class BundleSource:
         return self.runner.run(x)[:, 0]
 
 
-def _source(checkpoint, bundle, model, mode, hop_frames):
+def _source(checkpoint, bundle, model, mode, hop_frames) -> _Source:
+    """The one source the options name: a bundle, else a checkpoint (or a model's demo checkpoint)."""
     if bundle is not None:
         if checkpoint is not None or model is not None:
             raise ValueError("--bundle excludes --checkpoint and --model; pass one source.")
@@ -122,6 +134,7 @@ def detect(source, audio: np.ndarray, threshold: float, smoothing: float, refrac
 
 
 def register(app: typer.Typer) -> None:
+    """Add `stream` and `eval-stream` to the CLI."""
     source_opts = dict(
         checkpoint=typer.Option(None, "--checkpoint", help="kwsdeploy checkpoint (torch step form)."),
         bundle=typer.Option(None, "--bundle", help="Exported bundle directory (ONNX Runtime, torch-free runner)."),
@@ -157,7 +170,7 @@ def register(app: typer.Typer) -> None:
         for note in (src.note, *info.notes):
             if note:
                 typer.echo(f"note: {note}", err=True)
-        typer.echo(f"{wav.name}: {len(audio) / 16000:.2f} s through {src.describe}, hop {src.hop_seconds * 1000:.0f} ms")
+        typer.echo(f"{wav.name}: {len(audio) / src.spec.feature_config.sample_rate:.2f} s through {src.describe}, hop {src.hop_seconds * 1000:.0f} ms")
         for e in events:
             typer.echo(f"  {e.time:8.2f} s  {e.label:<12} p={e.score:.2f}")
         if not events:
