@@ -47,22 +47,27 @@ class FeatureConfig:
 
     @property
     def causal(self) -> bool:
+        """True for the fixed floor: each frame depends only on its own samples, so it streams."""
         return self.log_floor == "fixed"
 
     @property
     def clip_frames(self) -> int:
+        """Frames of one clip (98 for 1 s at the defaults)."""
         return self.frames(self.clip_samples)
 
     def frames(self, samples: int) -> int:
-        if samples < self.win_length:
+        """Frames the MFCC makes of `samples` samples: n_fft-sample windows every hop, no centring."""
+        if samples < self.n_fft:
             return 0
-        return 1 + (samples - self.win_length) // self.hop_length
+        return 1 + (samples - self.n_fft) // self.hop_length
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (checkpoint cards and bundle manifests)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "FeatureConfig":
+        """Inverse of `to_dict`; an unknown field or floor mode is a one-line ValueError."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:

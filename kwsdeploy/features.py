@@ -89,6 +89,7 @@ def is_exporting() -> bool:
 
 
 def _validate(config: FeatureConfig) -> None:
+    """One-line ValueError for a config the MFCC cannot compute."""
     if config.log_floor not in ("fixed", "clip_top_db"):
         raise ValueError(f"log_floor must be 'fixed' or 'clip_top_db', got {config.log_floor!r}.")
     if not 0 < config.win_length <= config.n_fft:
@@ -123,9 +124,7 @@ class MFCC(nn.Module):
 
     def frames(self, samples: int) -> int:
         """Frames produced for `samples` input samples (no centring)."""
-        if samples < self.config.n_fft:
-            return 0
-        return 1 + (samples - self.config.n_fft) // self.config.hop_length
+        return self.config.frames(samples)
 
     def power_spectrum(self, wave: torch.Tensor) -> torch.Tensor:
         """[B, samples] -> power spectrum [B, n_fft // 2 + 1, frames] (conv1d with the DFT basis)."""
@@ -151,11 +150,13 @@ class MFCC(nn.Module):
         return torch.matmul(self.dct, db)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        """MFCC [B, n_mfcc, frames] of [B, samples] ([n_mfcc, frames] of [samples])."""
         if wave.dim() == 1:
             return self.forward(wave.unsqueeze(0)).squeeze(0)
         return self.from_log_mel_db(self.log_mel_db(wave))
 
     def _as_batch(self, wave: torch.Tensor) -> torch.Tensor:
+        """[samples] -> [1, samples]; a one-line error for other ranks or less than one window."""
         if wave.dim() == 1:
             wave = wave.unsqueeze(0)
         if wave.dim() != 2:
