@@ -32,10 +32,12 @@ class AudioInfo:
 
     @property
     def duration_s(self) -> float:
+        """Length of the file in seconds at its original rate."""
         return self.frames / float(self.original_rate) if self.original_rate else 0.0
 
 
-def _read(path: Path) -> tuple[np.ndarray, int, str]:
+def _read(path: Path) -> tuple[np.ndarray, int]:
+    """(float32 [frames, channels], rate) of a sound file; int PCM scaled by 1/32768."""
     import soundfile as sf
 
     try:
@@ -52,7 +54,7 @@ def _read(path: Path) -> tuple[np.ndarray, int, str]:
         ) from None
     if dtype == "int16":
         data = data.astype(np.float32) / np.float32(32768.0)
-    return np.asarray(data, dtype=np.float32), int(rate), subtype
+    return np.asarray(data, dtype=np.float32), int(rate)
 
 
 def load_audio(path: PathLike, sample_rate: int = 16000) -> tuple[np.ndarray, AudioInfo]:
@@ -64,7 +66,7 @@ def load_audio(path: PathLike, sample_rate: int = 16000) -> tuple[np.ndarray, Au
         raise AudioError(f"Expected an audio file but {p} is a directory. Give the path of a .wav file.")
     if p.stat().st_size == 0:
         raise AudioError(f"Audio file {p} is empty (0 bytes). Re-record or re-export it.")
-    data, rate, _ = _read(p)
+    data, rate = _read(p)
     frames, channels = data.shape
     if frames == 0:
         raise AudioError(f"Audio file {p} holds no samples (zero-length audio). Give a clip with speech in it.")
