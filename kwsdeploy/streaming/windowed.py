@@ -8,10 +8,11 @@ import torch
 from torch import nn
 
 from kwsdeploy.config import FeatureConfig
+from kwsdeploy.streaming.layers import StepModule
 from kwsdeploy.streaming.spec import StateSpec, StreamSpec
 
 
-class WindowedStream(nn.Module):
+class WindowedStream(StepModule):
     """Step form `logits, new_window = f(features_packet, window)` around an offline model."""
 
     def __init__(
@@ -37,16 +38,13 @@ class WindowedStream(nn.Module):
             feature_config=feature_config or FeatureConfig.deployable(n_mfcc),
         )
 
-    def init_state(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
-        return tuple(torch.zeros((batch, *s.shape)) for s in self.stream_spec.states)
-
     def forward(self, features: torch.Tensor, window: torch.Tensor):
         hop = features.shape[-1]
         window = torch.cat([window[..., hop:], features], dim=-1)
         return self.model(window.unsqueeze(1)), window
 
 
-class ReferenceWindowedStream(nn.Module):
+class ReferenceWindowedStream(StepModule):
     """Windowed streaming for models trained on the reference frontend (top_db relative to the clip).
 
     The clip-relative clamp needs the whole window, so the step takes unclamped dB-mel frames
@@ -76,9 +74,6 @@ class ReferenceWindowedStream(nn.Module):
             states=(StateSpec("state.window.log_mel", (feature_config.n_mels, window_frames)),),
             feature_config=feature_config,
         )
-
-    def init_state(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
-        return tuple(torch.zeros((batch, *s.shape)) for s in self.stream_spec.states)
 
     def forward(self, log_mel: torch.Tensor, window: torch.Tensor):
         # The window is kept relative to the amin floor (10*log10(amin) dB), so the zero state of the
