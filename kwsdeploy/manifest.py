@@ -80,10 +80,12 @@ class TensorInfo:
         object.__setattr__(self, "shape", tuple(self.shape))
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TensorInfo":
+        """Inverse of `to_dict`; unknown or missing fields are a ManifestError."""
         d = _strict_fields(cls, d, "tensor")
         return cls(name=d["name"], shape=tuple(d["shape"]), dtype=d.get("dtype", "float32"))
 
@@ -120,6 +122,7 @@ class ModelFile:
         object.__setattr__(self, "op_histogram", dict(self.op_histogram))
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (op histogram sorted by op)."""
         d = dataclasses.asdict(self)
         d["inputs"] = [t.to_dict() for t in self.inputs]
         d["outputs"] = [t.to_dict() for t in self.outputs]
@@ -128,6 +131,7 @@ class ModelFile:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ModelFile":
+        """Inverse of `to_dict`; unknown or missing fields are a ManifestError."""
         d = _strict_fields(cls, d, f"file {d.get('path', '?')!r}")
         d["inputs"] = tuple(TensorInfo.from_dict(t) for t in d["inputs"])
         d["outputs"] = tuple(TensorInfo.from_dict(t) for t in d["outputs"])
@@ -195,6 +199,7 @@ class Manifest:
 
     # -- (de)serialisation ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict, as written to manifest.json."""
         return {
             "schema_version": self.schema_version,
             "kwsdeploy_version": self.kwsdeploy_version,
@@ -214,10 +219,12 @@ class Manifest:
         }
 
     def to_json(self) -> str:
+        """The manifest.json text."""
         return json.dumps(self.to_dict(), indent=1) + "\n"
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Manifest":
+        """Parse a manifest dict: a newer schema raises SchemaTooNewError, anything malformed ManifestError."""
         if not isinstance(data, Mapping):
             raise ManifestError("manifest.json is not a JSON object; re-export the bundle.")
         version = data.get("schema_version")
@@ -243,6 +250,7 @@ class Manifest:
 
     @classmethod
     def from_json(cls, text: str) -> "Manifest":
+        """Parse manifest.json text (see `from_dict`)."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -97,6 +97,8 @@ def run_demo(out: Path, models: list[str], clips: int, con) -> list[dict]:
 
 
 def register(app: typer.Typer) -> None:
+    """Add `demo` to the CLI."""
+
     @app.command("demo")
     def demo_cmd(
         out: Path = typer.Option(Path("kwsdeploy-demo"), "--out", "-o", help="Where bundles and the summary go."),

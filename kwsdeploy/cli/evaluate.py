@@ -93,6 +93,8 @@ class _Remapped:
 
 
 def register(app: typer.Typer) -> None:
+    """Add `eval` to the CLI."""
+
     @app.command("eval")
     def eval_cmd(
         checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="Checkpoint directory."),

@@ -98,6 +98,8 @@ def print_summary(result, console) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    """Add `export` to the CLI."""
+
     @app.command("export")
     def export_cmd(
         model: str = typer.Option(..., "--model", "-m", help="Registry name (see 'kwsdeploy models')."),

@@ -57,6 +57,8 @@ def _fmt_int(n) -> str:
 
 
 def register(app: typer.Typer) -> None:
+    """Add `models` (the zoo table) to the CLI."""
+
     @app.command("models")
     def models_cmd(
         as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),

@@ -187,6 +187,8 @@ def predict_files(checkpoint: str, files: Sequence[Path]) -> list[dict[str, Any]
 
 
 def register(app: typer.Typer) -> None:
+    """Add `import-reference` and `predict` to the CLI."""
+
     @app.command("import-reference")
     def import_reference_cmd(
         weights: Path = typer.Argument(..., help="The reference's best.pt (a plain state dict)."),

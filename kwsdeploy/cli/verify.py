@@ -12,6 +12,8 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
+    """Add `verify` to the CLI."""
+
     @app.command("verify")
     def verify_cmd(
         bundle: Path = typer.Argument(..., help="A bundle directory written by 'kwsdeploy export'."),

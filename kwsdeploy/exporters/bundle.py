@@ -70,6 +70,7 @@ class SummaryRow:
 
 @dataclass
 class ExportResult:
+    """A written bundle: its directory, manifest and summary rows."""
     path: Path
     manifest: Manifest
     rows: list[SummaryRow] = field(default_factory=list)
@@ -112,12 +113,14 @@ def _clip_frames(features: np.ndarray, frames: int) -> np.ndarray:
 
 def model_info(model: nn.Module, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The manifest's model card: registry facts when the model has a card, plus `extra`."""
+    from kwsdeploy.models.registry import count_params
+
     info: dict[str, Any] = {
         "name": getattr(model, "model_name", type(model).__name__),
         "family": getattr(model, "family", ""),
         "num_classes": int(getattr(model, "num_classes", 0)) or None,
         "n_mfcc": int(getattr(model, "n_mfcc", 40)),
-        "params": int(sum(p.numel() for p in model.parameters())),
+        "params": count_params(model),
     }
     try:
         from kwsdeploy.models.registry import get_card

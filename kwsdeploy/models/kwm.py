@@ -184,6 +184,7 @@ class KeywordMamba(nn.Module):
         return h
 
     def final_norm(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """The final add + norm: norm_f(residual + hidden), in the hidden states' dtype."""
         return self.norm_f(residual + self.drop_path(hidden)).to(hidden.dtype)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -43,6 +43,7 @@ class ModelCard:
         object.__setattr__(self, "config", MappingProxyType(dict(self.config)))
 
     def build(self, num_classes: int = 12, n_mfcc: int | None = None, **overrides: Any):
+        """Build the model and stamp it with family, model_name, num_classes and n_mfcc."""
         cfg = {**self.config, **overrides}
         model = self.builder(num_classes=num_classes, n_mfcc=self.n_mfcc if n_mfcc is None else n_mfcc, **cfg)
         # Every built model knows its card: streaming, export and reference loading dispatch on it.
@@ -64,6 +65,7 @@ def normalize(name: str) -> str:
 
 
 def register(card: ModelCard) -> ModelCard:
+    """Add a card (and its aliases); a name or alias registered twice is a ValueError."""
     key = normalize(card.name)
     if key in _CARDS and _CARDS[key] is not card:
         raise ValueError(f"Model name {card.name!r} is registered twice.")
@@ -95,10 +97,13 @@ def list_cards() -> list[ModelCard]:
 
 
 def names() -> list[str]:
+    """Every registered model name, in `list_cards` order."""
     return [c.name for c in list_cards()]
 
 
 class UnknownModelError(KeyError):
+    """An unknown model name (a KeyError whose message reads as a plain sentence)."""
+
     def __str__(self) -> str:  # KeyError quotes its message; we want the plain sentence
         return str(self.args[0])
 
@@ -125,4 +130,5 @@ def create(name: str, num_classes: int = 12, n_mfcc: int = 40, **overrides: Any)
 
 
 def count_params(model) -> int:
+    """Number of parameters (trainable or not) of a model."""
     return sum(p.numel() for p in model.parameters())

@@ -56,6 +56,7 @@ class FileCheck:
 
     @property
     def ok(self) -> bool:
+        """Whether the golden parity error is within the file's tolerance."""
         return bool(self.max_abs <= self.atol)
 
 

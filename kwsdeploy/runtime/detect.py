@@ -30,6 +30,7 @@ class Detection:
     score: float
 
     def to_dict(self) -> dict:
+        """JSON-ready dict of the event."""
         return {"label": self.label, "index": self.index, "time": self.time, "score": self.score}
 
 

@@ -215,10 +215,12 @@ class StreamRunner:
 
     @property
     def batch(self) -> int:
+        """Independent streams per call."""
         return self.session.batch
 
     @property
     def input_name(self) -> str:
+        """The step graph's data input: 'features' or 'audio' (a --frontend bundle)."""
         return self.session.input_name
 
     @property

@@ -19,6 +19,7 @@ _CONVERTERS: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_converter(family: str, fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register `fn(model, **options) -> step module` as the exact converter of `family`."""
     _CONVERTERS[family] = fn
     return fn
 

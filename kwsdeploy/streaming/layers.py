@@ -178,6 +178,7 @@ class StreamMeanPool(nn.Module):
 
     @property
     def state_spec(self) -> StateSpec | None:
+        """[C, window - 1] output history, or None for a 1-frame window."""
         if self.window == 1:
             return None
         return StateSpec(f"state.{self.name}.pool", (self.channels, self.window - 1))

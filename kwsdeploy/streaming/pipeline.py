@@ -33,6 +33,7 @@ class TorchStreamPipeline:
 
     @property
     def hop_seconds(self) -> float:
+        """Seconds of audio per step call."""
         return self.packet_samples / self.spec.feature_config.sample_rate
 
     def reset(self) -> None:

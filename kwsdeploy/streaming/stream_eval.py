@@ -19,6 +19,7 @@ FILLER_LABELS = ("_silence_", "_unknown_")
 
 @dataclass(frozen=True)
 class Event:
+    """One keyword spoken in a long recording: its label and where it lies (seconds)."""
     label: str
     start: float  # seconds
     end: float
@@ -26,6 +27,7 @@ class Event:
 
 @dataclass
 class StreamScore:
+    """Detection scores of one source on a long recording."""
     keyword_events: int
     detected: int
     missed: int
@@ -37,6 +39,7 @@ class StreamScore:
     per_label_recall: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
+        """JSON-ready dict of every score."""
         return asdict(self)
 
 
