@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
-import numpy as np
 import pytest
 import torch
 
@@ -13,19 +10,7 @@ from kwsdeploy.streaming.convert import to_streaming
 from kwsdeploy.streaming.layers import stream_clip
 from kwsdeploy.tolerances import ONNX_PARITY_ATOL, STEP_PARITY_ATOL
 
-
-def randomize_batchnorm(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Random affine and running statistics in every BatchNorm, so that folding is really tested."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                c = m.num_features
-                m.running_mean.copy_(0.5 * torch.randn(c, generator=gen))
-                m.running_var.copy_(0.5 + 1.5 * torch.rand(c, generator=gen))
-                m.weight.copy_(1 + 0.3 * torch.randn(c, generator=gen))
-                m.bias.copy_(0.3 * torch.randn(c, generator=gen))
-    return model.eval()
+from .step_checks import onnx_step_error, randomize_batchnorm
 
 
 @pytest.mark.parametrize("name", ["tcresnet8-causal", "tcresnet14-causal"])
@@ -90,22 +75,9 @@ def test_packet_must_be_a_multiple_of_the_stride():
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter is fast; dynamo also works
 def test_step_exports_to_onnx_and_matches():
-    import onnxruntime as ort
-
     model = randomize_batchnorm(create("tcresnet8-causal"), seed=1)
     step = to_streaming(model)
     spec = step.stream_spec
-    x = torch.randn(1, 40, spec.packet_frames)
-    state = [torch.randn_like(s) for s in step.init_state(1)]
-    buf = io.BytesIO()
-    torch.onnx.export(
-        step, (x, *state), buf, input_names=["features", *spec.state_names],
-        output_names=["logits", *spec.new_state_names], dynamo=False, opset_version=17,
-    )
-    sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    sess, err = onnx_step_error(step, batch=1)
     assert [i.name for i in sess.get_inputs()] == ["features", *spec.state_names]
-    outs = sess.run(None, {"features": x.numpy(), **{n: s.numpy() for n, s in zip(spec.state_names, state)}})
-    with torch.no_grad():
-        ref = step(x, *state)
-    err = max(float(np.abs(o - r.numpy()).max()) for o, r in zip(outs, ref))
     assert err < ONNX_PARITY_ATOL, err
