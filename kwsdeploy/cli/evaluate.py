@@ -19,7 +19,7 @@ def folder_clips(folder: Path, labels: list[str], feature_config) -> tuple[list,
     from kwsdeploy.audio import fit_clip, load_audio
 
     if not folder.is_dir():
-        raise UserError(f"--folder {folder} is not a directory.")
+        raise UserError(f"--folder {folder} is not a directory; pass a folder with one subfolder of audio files per label.")
     subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not subdirs:
         raise UserError(f"{folder} has no subfolders; put each label's audio files in a folder named after the label.")

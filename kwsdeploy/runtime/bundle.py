@@ -80,7 +80,9 @@ def run_golden(
         _check_metadata(session, bundle.manifest, mf.path)
         got = session.run(["logits"], {session.get_inputs()[0].name: x})[0]
     if got.shape != expected.shape:
-        raise ManifestError(f"{mf.path}: golden logits have shape {expected.shape}, the graph gave {got.shape}.")
+        raise ManifestError(
+            f"{mf.path}: golden logits have shape {expected.shape}, the graph gave {got.shape}; re-export the bundle."
+        )
     err = float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64)))) if got.size else 0.0
     return FileCheck(mf.path, err, mf.parity_atol, int(got.shape[0]) if mf.mode == "step" else 1)
 

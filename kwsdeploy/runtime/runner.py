@@ -89,7 +89,7 @@ class StepSession:
             raise ValueError(f"a step graph must output {LOGITS!r}; outputs are {list(outputs)}.")
         for name in self.state_names:
             if NEW_STATE_PREFIX + name[len(STATE_PREFIX):] not in outputs:
-                raise ValueError(f"state input {name!r} has no matching new_state output.")
+                raise ValueError(f"state input {name!r} has no matching new_state output; this is not a kwsdeploy step graph (re-export it).")
         state_meta = {i.name: i for i in inputs if i.name in self.state_names}
         # Two state sets (ping-pong) + the input packet + logits, all allocated once.
         self._sets: list[list[ort.OrtValue]] = []

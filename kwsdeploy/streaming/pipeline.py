@@ -49,7 +49,10 @@ class TorchStreamPipeline:
         if audio.ndim == 1:
             audio = audio[None]
         if audio.shape[0] != self.batch:
-            raise ValueError(f"Audio batch {audio.shape[0]} does not match the pipeline's batch {self.batch}.")
+            raise ValueError(
+                f"Audio batch {audio.shape[0]} does not match the pipeline's batch {self.batch}; "
+                f"pass [{self.batch}, samples] or build the pipeline with batch={audio.shape[0]}."
+            )
         buf = np.concatenate([self.pending, audio], axis=1)
         n = buf.shape[1] // self.packet_samples
         out = []
