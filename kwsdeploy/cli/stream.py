@@ -39,8 +39,10 @@ class _Source:
     @property
     def hop_seconds(self) -> float:
         """Seconds of audio per step call (one packet of frames)."""
+        from kwsdeploy.runtime.detect import hop_seconds_for
+
         fc = self.spec.feature_config
-        return self.spec.packet_frames * fc.hop_length / fc.sample_rate
+        return hop_seconds_for(self.spec.packet_frames, fc.hop_length, fc.sample_rate)
 
     def logits(self, audio: np.ndarray) -> np.ndarray:
         """Logits [packets, classes] of a mono recording streamed from the zero state."""
