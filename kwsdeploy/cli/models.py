@@ -12,6 +12,8 @@ def model_rows(measure: bool = True) -> list[dict]:
     import torch
 
     from kwsdeploy.models import registry
+    from kwsdeploy.models.macs import macs_per_clip
+    from kwsdeploy.streaming.costs import step_costs
 
     torch.set_num_threads(1)  # tiny forwards: more threads only thrash on a busy machine
     rows = []
@@ -30,23 +32,14 @@ def model_rows(measure: bool = True) -> list[dict]:
         if measure:
             model = card.build(num_classes=12)
             row["params"] = registry.count_params(model)
-            try:
-                from kwsdeploy.models.macs import macs_per_clip
-
-                row["macs_per_clip"] = macs_per_clip(model, card.n_mfcc)
-            except ImportError:
-                row["macs_per_clip"] = None
-            try:
-                from kwsdeploy.streaming.costs import step_costs
-
-                row.update(step_costs(card, model))
-            except ImportError:
-                pass
+            row["macs_per_clip"] = macs_per_clip(model, card.n_mfcc)
+            row.update(step_costs(card, model))
         rows.append(row)
     return rows
 
 
 def _fmt_int(n) -> str:
+    """A count as '1.52 M' / '65.1 K' / '980', or '-' when unknown."""
     if n is None:
         return "-"
     if n >= 1e6:
