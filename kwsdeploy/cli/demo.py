@@ -55,8 +55,9 @@ def run_demo(out: Path, models: list[str], clips: int, con) -> list[dict]:
     from kwsdeploy.cli.stream import _noise
 
     recording, events = build_long_recording(pairs, noise=_noise(corpus), seed=0)
+    recording_s = len(recording) / 16000  # the corpus and the long recording are 16 kHz
     con.print(f"demo corpus: {corpus.name} ({len(test)} test clips of a speaker no training step saw); "
-              f"stream: {len(recording) / 16000:.0f} s of {len(pairs)} test clips joined by noise gaps")
+              f"stream: {recording_s:.0f} s of {len(pairs)} test clips joined by noise gaps")
     rows = []
     for name in models:
         t0 = time.perf_counter()
@@ -78,17 +79,17 @@ def run_demo(out: Path, models: list[str], clips: int, con) -> list[dict]:
         t1 = time.perf_counter()
         found = detect(src, recording, THRESHOLD, SMOOTHING_S, REFRACTORY_S)
         stream_s = time.perf_counter() - t1
-        score = score_detections([(e.label, e.time) for e in found], events, len(recording) / 16000)
+        score = score_detections([(e.label, e.time) for e in found], events, recording_s)
         shown = ", ".join(f"{e.label}@{e.time:.1f}s" for e in found[:6])
         truth = ", ".join(f"{e.label}@{e.start:.1f}s" for e in events[:6])
         con.print(f"  streamed through ONNX Runtime ({src.hop_seconds * 1000:.0f} ms hop, "
-                  f"{stream_s / (len(recording) / 16000) * 1000:.2f} ms compute per s of audio)")
+                  f"{stream_s / recording_s * 1000:.2f} ms compute per s of audio)")
         con.print(f"  heard: {shown} ...\n  truth: {truth} ...")
         rows.append({
             "model": name, "params": count_params(ck.model), "test_accuracy": metrics["accuracy"],
             "stream_accuracy": score.accuracy, "false_alarms_per_hour": score.false_alarms_per_hour,
             "onnx_nodes": row.nodes, "onnx_kib": row.size_bytes / 1024, "parity_max_abs": row.parity_max_abs,
-            "hop_ms": src.hop_seconds * 1000, "rtf": stream_s / (len(recording) / 16000),
+            "hop_ms": src.hop_seconds * 1000, "rtf": stream_s / recording_s,
             "seconds": time.perf_counter() - t0,
         })
     return rows
