@@ -220,6 +220,12 @@ class StepModule(nn.Module):
         return tuple(torch.zeros((batch, *s.shape), dtype=getattr(torch, s.dtype)) for s in self.stream_spec.states)
 
 
+def require_causal(model: nn.Module, which: str) -> None:
+    """One-line ValueError unless `model` is a causal configuration (`which` names one, e.g. for the message)."""
+    if not getattr(model, "causal", False):
+        raise ValueError(f"Only a causal {which} has an exact step form; stream others windowed.")
+
+
 def exact_stream_spec(
     packet: int,
     window_frames: int,

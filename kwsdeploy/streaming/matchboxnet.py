@@ -21,6 +21,7 @@ from kwsdeploy.streaming.layers import (
     StreamMeanPool,
     collect_state_specs,
     exact_stream_spec,
+    require_causal,
     resolve_packet_frames,
     step_layer,
 )
@@ -47,8 +48,7 @@ class MatchboxNetStep(StepModule):
         feature_config: FeatureConfig | None = None,
     ) -> None:
         super().__init__()
-        if not getattr(model, "causal", False):
-            raise ValueError("Only a causal MatchboxNet ('matchboxnet-causal') has an exact step form; stream others windowed.")
+        require_causal(model, "MatchboxNet ('matchboxnet-causal')")
         model = model.eval()
         packet = resolve_packet_frames(packet_frames, 1, getattr(model, "model_name", "MatchboxNet"))
         blocks = []

@@ -24,6 +24,7 @@ from kwsdeploy.streaming.layers import (
     collect_state_specs,
     conv_output_frames,
     exact_stream_spec,
+    require_causal,
     resolve_packet_frames,
     step_layer,
 )
@@ -50,8 +51,7 @@ class TCResNetStep(StepModule):
         feature_config: FeatureConfig | None = None,
     ) -> None:
         super().__init__()
-        if not getattr(model, "causal", False):
-            raise ValueError("Only a causal TC-ResNet (e.g. 'tcresnet8-causal') has an exact step form; stream others windowed.")
+        require_causal(model, "TC-ResNet (e.g. 'tcresnet8-causal')")
         model = model.eval()
         stride = model.time_stride
         packet = resolve_packet_frames(packet_frames, stride, getattr(model, "model_name", "TC-ResNet"))
