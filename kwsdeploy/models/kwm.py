@@ -8,7 +8,9 @@ fp32, a bidirectional Mamba mixer, final RMSNorm and a classifier on the class t
 
 Causal KWM (ours): the same blocks with a unidirectional mixer, no class token, no absolute
 positions (an absolute pos_embed cannot stream past 98 frames; the causal conv and the SSM state
-carry position), and the classifier on the current (last) frame. It streams step by step.
+carry position), and the classifier at the current step: by default on the mean of the per-frame
+outputs over the last second (`readout="mean"`, streamed with a sliding window of per-frame
+logits), or on the last frame alone (`readout="last"`). It streams step by step.
 """
 
 from __future__ import annotations
@@ -98,7 +100,8 @@ class MambaBlock(nn.Module):
 
 class KeywordMamba(nn.Module):
     """[B, 1, n_mfcc, 98] -> [B, num_classes]. `causal=False`: the reference KWM/KWMT;
-    `causal=True`: unidirectional, no class token or positions, classifier on the last frame."""
+    `causal=True`: unidirectional, no class token or positions; `readout` "mean" (the per-frame
+    logits averaged over the frames, i.e. the last second when streaming) or "last" (last frame)."""
 
     def __init__(
         self,
@@ -115,9 +118,15 @@ class KeywordMamba(nn.Module):
         drop_path_rate: float = 0.1,
         drop_rate: float = 0.0,
         norm_eps: float = 1e-5,
+        readout: str = "last",
     ) -> None:
         super().__init__()
+        if readout not in ("last", "mean"):
+            raise ValueError(f"readout must be 'last' or 'mean', got {readout!r}.")
+        if readout == "mean" and not causal:
+            raise ValueError("readout='mean' is for the causal Keyword Mamba; the reference reads its class token.")
         self.causal = causal
+        self.readout = readout
         self.frames = frames
         self.embed_dim = embed_dim
         self.cls_position = frames // 2
@@ -196,10 +205,14 @@ class KeywordMamba(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.forward_features(x)
-        return self.head(h[:, self.cls_position] if not self.causal else h[:, -1])
+        if not self.causal:
+            return self.head(h[:, self.cls_position])
+        # head is linear: head(mean of h) == mean of the per-frame logits, which a stream keeps in a window
+        return self.head(h.mean(dim=1) if self.readout == "mean" else h[:, -1])
 
     def forward_sequence(self, x: torch.Tensor) -> torch.Tensor:
-        """Causal model only: the logits after every frame [B, T, num_classes] (what streaming emits)."""
+        """Causal model only: the per-frame logits [B, T, num_classes] (before any window mean): what a
+        `readout="last"` stream emits after every frame."""
         if not self.causal:
             raise RuntimeError("forward_sequence() is defined for the causal Keyword Mamba only.")
         return self.head(self.forward_features(x))
@@ -246,8 +259,11 @@ _BIDIR_NOTES = (
 )
 _CAUSAL_NOTES = (
     "Ours: unidirectional Mamba mixer, no class token and no absolute pos_embed (it could not stream "
-    "past 98 frames; the causal conv and the SSM state carry position), classifier on the current frame. "
-    "Streams exactly: one step per 10 ms frame (state per layer: conv [2D, 3], ssm [2D, 16]), or "
+    "past 98 frames; the causal conv and the SSM state carry position); at every step the classifier reads "
+    "the mean of the per-frame outputs over the last second (readout='mean'; a last-frame readout, "
+    "readout='last', barely trains on centred 1 s clips, whose word ends ~0.3 s before the last frame). "
+    "Streams exactly: one step per 10 ms frame (state per layer: conv [2D, 3], ssm [2D, 16], plus a "
+    "window of the last 97 per-frame logits), or "
     "packet_frames=N (N frames per call; chunk_frames is an alias). Reset policy: the state is reset to zero at the start "
     "of a stream only; it is a fading memory (|exp(dt*A)| < 1 per frame) and stays bounded on long "
     "streams (tested on 60,000 frames), so no periodic reset is needed; a runtime may also reset "
@@ -292,13 +308,13 @@ for _name, _dim, _depth, _params, _macs, _aliases in _CAUSAL:
             name=_name,
             family="kwm",
             builder=_build,
-            config=dict(embed_dim=_dim, depth=_depth, ffn=False, causal=True),
+            config=dict(embed_dim=_dim, depth=_depth, ffn=False, causal=True, readout="mean"),
             n_mfcc=40,
             expected_params=_params,
             expected_macs=_macs,
             streaming="exact",
             reference="kwsdeploy (causal variant of Keyword Mamba)",
-            description=f"Causal Keyword Mamba, D={_dim}, depth {_depth}, unidirectional, classifier on the last frame",
+            description=f"Causal Keyword Mamba, D={_dim}, depth {_depth}, unidirectional, classifier on the last second's mean",
             notes=_CAUSAL_NOTES,
             aliases=_aliases,
         )

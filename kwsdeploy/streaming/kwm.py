@@ -2,7 +2,9 @@
 
 State per layer i: `state.layer<i>.conv` [d_inner, d_conv-1] (the last d_conv-1 inputs of the
 causal depthwise conv) and `state.layer<i>.ssm` [d_inner, d_state]. The block's residual stream
-is per frame, so it needs no state. `packet_frames=1` (default) runs one frame per call with no
+is per frame, so it needs no state. With `readout="mean"` (the causal cards' default) one more
+state, `state.logits.pool` [classes, 97], keeps the last second's per-frame logits, whose mean
+is the output (a sliding window, exact from the zero state once a second has been fed). `packet_frames=1` (default) runs one frame per call with no
 loop; `packet_frames=k` runs k frames per call, carrying both states across calls, and returns the
 logits of the packet's last frame (only that frame goes through the final norm and head). The
 chunk's scan (`chunk_mix`) is unrolled over the k frames: the graph for a fixed k is straight-line
@@ -22,7 +24,7 @@ from torch import nn
 from kwsdeploy.config import FeatureConfig
 from kwsdeploy.models.mamba_mixer import causal_depthwise_conv
 from kwsdeploy.streaming.convert import register_converter
-from kwsdeploy.streaming.layers import exact_stream_spec, resolve_packet_frames
+from kwsdeploy.streaming.layers import StreamMeanPool, exact_stream_spec, resolve_packet_frames
 from kwsdeploy.streaming.spec import StateSpec
 
 
@@ -57,6 +59,13 @@ class CausalKwmStream(nn.Module):
         for i, layer in enumerate(model.layers):
             conv_shape, ssm_shape = layer.mixer.state_shapes()
             states += [StateSpec(f"state.layer{i}.conv", conv_shape), StateSpec(f"state.layer{i}.ssm", ssm_shape)]
+        num_classes = int(model.head.out_features)
+        self.pool = (
+            StreamMeanPool(num_classes, int(model.frames), name="logits")
+            if getattr(model, "readout", "last") == "mean" else None
+        )
+        if self.pool is not None:
+            states.append(self.pool.state_spec)
         self.stream_spec = exact_stream_spec(
             packet, int(model.frames), n_mfcc, int(model.head.out_features), states, feature_config
         )
@@ -78,6 +87,15 @@ class CausalKwmStream(nn.Module):
         return int(self.model.extra_macs(frames))
 
     def forward(self, features: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.pool is not None:  # every frame's logits go into the window; its mean is the output
+            if self.packet_frames == 1:
+                frame_logits, new_state = self.step(features[:, :, 0], state[:-1])
+                frame_logits = frame_logits.unsqueeze(-1)
+            else:
+                frame_logits, new_state = self.chunk(features, state[:-1])
+                frame_logits = frame_logits.transpose(1, 2)
+            logits, window = self.pool(frame_logits, state[-1])
+            return (logits, *new_state, window)
         if self.packet_frames == 1:
             logits, new_state = self.step(features[:, :, 0], state)
         else:
@@ -88,7 +106,8 @@ class CausalKwmStream(nn.Module):
     def step(
         self, frame: torch.Tensor, state: tuple[torch.Tensor, ...]
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """One frame [B, n_mfcc] -> (logits [B, classes], new state): the unrolled recurrence."""
+        """One frame [B, n_mfcc] -> (that frame's logits [B, classes], new layer state): the unrolled
+        recurrence (`state`: the layers' states only, without the readout window)."""
         model = self.model
         hidden, residual = model.patch_embed(frame), None
         new_state: list[torch.Tensor] = []

@@ -239,7 +239,7 @@ def test_any_number_of_classes(classes):
 
 def test_causal_model_is_causal_and_its_last_step_is_the_offline_output():
     torch.manual_seed(0)
-    model = create("kwm").eval()
+    model = create("kwm", readout="last").eval()
     assert model.model_name == "kwm-causal-64-4" and count_params(model) == 134_284
     x = torch.randn(2, 1, 40, 98)
     late = x.clone()
@@ -250,6 +250,17 @@ def test_causal_model_is_causal_and_its_last_step_is_the_offline_output():
     assert torch.equal(seq[:, :60], seq_late[:, :60])  # frames after t never change step t
     assert (seq[:, 60:] - seq_late[:, 60:]).abs().max().item() > 1e-4
     assert not hasattr(model, "pos_embed") and not hasattr(model, "cls_token")
+
+
+def test_causal_cards_read_the_mean_of_the_per_frame_logits():
+    torch.manual_seed(0)
+    model = create("kwm").eval()
+    assert model.readout == "mean"
+    x = torch.randn(2, 1, 40, 98)
+    with torch.no_grad():
+        assert (model(x) - model.forward_sequence(x).mean(1)).abs().max().item() < 1e-6
+    with pytest.raises(ValueError, match="readout"):
+        create("kwm-64-12", readout="mean")
 
 
 def test_extra_macs_bring_hooked_counts_to_the_reference_figures():

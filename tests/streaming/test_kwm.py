@@ -42,7 +42,7 @@ def _step_all(stream: CausalKwmStream, features: torch.Tensor) -> tuple[torch.Te
 @pytest.mark.parametrize("batch", [1, 3])
 def test_step_logits_equal_the_parallel_forward_at_every_step(batch):
     torch.manual_seed(0)
-    model = _randomised(create("kwm"))
+    model = _randomised(create("kwm", readout="last"))  # per-frame logits, no window mean
     x = torch.randn(batch, 40, 98, generator=torch.Generator().manual_seed(batch))
     with torch.no_grad():
         want = model.forward_sequence(x[:, None])  # [B, 98, classes]
@@ -66,7 +66,7 @@ def test_step_form_with_ffn_blocks_equals_the_parallel_forward():
 @pytest.mark.parametrize("chunk", [7, 49])
 def test_chunked_step_equals_the_per_frame_step(chunk):
     torch.manual_seed(0)
-    model = _randomised(create("kwm"))
+    model = _randomised(create("kwm", readout="last"))
     x = torch.randn(2, 40, 98)
     per_frame, state_1 = _step_all(to_streaming(model), x)
     chunked, state_n = _step_all(to_streaming(model, packet_frames=chunk), x)
@@ -78,6 +78,28 @@ def test_chunked_step_equals_the_per_frame_step(chunk):
     with torch.no_grad():
         all_logits, _ = stream.chunk(x[..., :chunk], stream.init_state(2))
     assert (all_logits - per_frame[:, :chunk]).abs().max().item() <= tolerances.STEP_PARITY_ATOL
+
+
+@pytest.mark.parametrize("packet", [1, 7])
+def test_mean_readout_streams_the_last_second_mean_at_every_step(packet):
+    """The causal cards' readout: at step t the output is the mean of the per-frame logits of the
+    last 98 frames (zeros before the stream's start), so after one second it is the offline output."""
+    torch.manual_seed(0)
+    model = _randomised(create("kwm"))
+    assert model.readout == "mean"
+    x = torch.randn(2, 40, 196, generator=torch.Generator().manual_seed(5))
+    stream = to_streaming(model, packet_frames=packet)
+    assert stream.stream_spec.states[-1].name == "state.logits.pool"
+    assert stream.stream_spec.states[-1].shape == (12, 97)
+    got, _ = _step_all(stream, x)  # [B, 196 / packet, classes]
+    with torch.no_grad():
+        frame_logits = model.forward_sequence(x[:, None])  # [B, 196, classes]
+        padded = torch.cat([torch.zeros(2, 97, 12), frame_logits], dim=1)
+        want = torch.stack([padded[:, t : t + 98].mean(1) for t in range(packet - 1, 196, packet)], 1)
+        offline = model(x[:, None, :, :98])
+    assert (got - want).abs().max().item() <= tolerances.STEP_PARITY_ATOL
+    # after exactly one second from the zero state: the offline model on that second
+    assert (got[:, 98 // packet - 1] - offline).abs().max().item() <= tolerances.STEP_PARITY_ATOL
 
 
 @pytest.mark.parametrize("length", [1, 2, 13])
@@ -103,8 +125,10 @@ def test_stream_spec_names_and_shapes():
     spec = stream.stream_spec
     assert (spec.mode, spec.packet_frames, spec.delay_frames, spec.window_frames) == ("exact", 1, 0, 98)
     assert (spec.n_mfcc, spec.num_classes) == (40, 12)
-    assert spec.state_names == [f"state.layer{i}.{k}" for i in range(4) for k in ("conv", "ssm")]
-    assert [s.shape for s in spec.states] == [(128, 3), (128, 16)] * 4
+    assert spec.state_names == [f"state.layer{i}.{k}" for i in range(4) for k in ("conv", "ssm")] + [
+        "state.logits.pool"
+    ]
+    assert [s.shape for s in spec.states] == [(128, 3), (128, 16)] * 4 + [(12, 97)]
     assert spec.new_state_names[1] == "new_state.layer0.ssm"
     assert spec.feature_config.causal
     state = stream.init_state(3)
@@ -192,5 +216,5 @@ def test_state_stays_finite_and_bounded_over_ten_minutes(reference_dir):
     # And the stream is still exact after all that: a reset reproduces the offline logits of a clip.
     clip = features[..., :98]
     with torch.no_grad():
-        again = stream.chunk(clip, stream.init_state(1))[0][:, -1]
+        again = stream.chunk(clip, stream.init_state(1)[:-1])[0].mean(1)  # mean readout over the second
         assert (again - model(clip[:, None])).abs().max().item() <= tolerances.STEP_PARITY_ATOL
