@@ -31,7 +31,7 @@ def shipped_demo_models() -> list[str]:
     return names
 
 
-def run_demo(out: Path, models: list[str], clips: int, con) -> list[dict]:
+def run_demo(out: Path, models: list[str], clips: int, con, exporter: str = "legacy") -> list[dict]:
     """Evaluate, export, verify and stream each model; returns one summary row per model."""
     import numpy as np
 
@@ -70,6 +70,7 @@ def run_demo(out: Path, models: list[str], clips: int, con) -> list[dict]:
             feature_config=ck.feature_config, parity=parity_clips(ck.feature_config), modes=("step",),
             frontend=True, checkpoint={"source": "demo", "weights_sha256": ck.card.get("weights_sha256", "")},
             accuracy={"test_accuracy": metrics["accuracy"], "test_split": "demo corpus test (unseen speaker)"},
+            exporter=exporter,
         )
         row = result.rows[0]
         verify_bundle(result.path)  # raises on the first failed check
@@ -103,6 +104,10 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("kwsdeploy-demo"), "--out", "-o", help="Where bundles and the summary go."),
         models: Optional[str] = typer.Option(None, "--models", help="Comma list (default: every shipped demo checkpoint)."),
         clips: int = typer.Option(40, "--clips", help="Test clips in the streamed recording (0 = all)."),
+        exporter: str = typer.Option(
+            "legacy", "--exporter",
+            help="torch.onnx path: legacy (fast; the smaller graph for most demo models), dynamo, or auto (both, keep the smaller).",
+        ),
     ) -> None:
         """Run the whole pipeline on the embedded corpus: evaluate, export, verify, stream."""
         from rich.table import Table
@@ -119,7 +124,7 @@ def register(app: typer.Typer) -> None:
             names = [get_card(m.strip()).name for m in models.split(",")] if models else shipped_demo_models()
             if not names:
                 raise ValueError("No demo checkpoint is shipped with this install; train one with 'kwsdeploy train --preset demo'.")
-            rows = run_demo(out, names, clips, con)
+            rows = run_demo(out, names, clips, con, exporter)
         table = Table(title="kwsdeploy demo: real speech, unseen speaker, step form through ONNX Runtime")
         for col in ("model", "params", "test acc", "stream acc", "FA / h", "hop", "nodes", "KiB", "parity", "RTF"):
             table.add_column(col, justify="left" if col == "model" else "right")
