@@ -110,3 +110,22 @@ def test_bad_level_options_are_one_line_errors(demo):
     with pytest.raises(ValueError, match="gain_db must be >= 0"):
         TrainConfig(gain_db=-3)
     assert A.parse_snr_range("10") == (10.0, 10.0) and TrainConfig(noise_snr_db=[5, 30]).noise_snr_db == (5.0, 30.0)
+
+
+def test_cli_level_options_reach_the_run_config(demo, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from kwsdeploy.cli.main import app
+
+    runner = CliRunner()
+    base = ["train", "--preset", "reference", "--model", "tcresnet8", "--data", str(demo), "--device", "cpu",
+            "--epochs", "1", "--batch-size", "64", "--threads", "1", "--no-progress", "--json", "--stop-after", "1"]
+    bad = runner.invoke(app, base + ["--out", str(tmp_path / "bad"), "--noise-snr-db", "30,5"])
+    assert bad.exit_code != 0 and "LO <= HI" in bad.output and "Traceback" not in bad.output
+    r = runner.invoke(app, base + ["--out", str(tmp_path / "run"), "--no-augment", "--gain-db", "6",
+                                   "--noise-snr-db", "5,30"])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (cfg["gain_db"], cfg["noise_snr_db"], cfg["augment"], cfg["preset"]) == (6.0, [5.0, 30.0], False, "reference")
