@@ -26,7 +26,7 @@ declare -A OVERRIDES=(
   [tcresnet8-causal]="--epochs 60 --no-augment"
   [bcresnet1-causal]="--epochs 80 --no-augment"
   [matchboxnet-causal]="--epochs 40 --no-augment"
-  [kwm-causal-64-4]="--epochs 40 --no-augment --batch-size 16 --lr 2e-3 --grad-clip 1.0"
+  [kwm-causal-64-4]="--epochs 40 --no-augment --lr 3e-3"
   [convmixer]="--epochs 15 --no-augment"
 )
 ORDER=(tcresnet8-causal kwm-causal-64-4 bcresnet1-causal matchboxnet-causal convmixer)
