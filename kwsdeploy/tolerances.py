@@ -19,3 +19,9 @@ ONNX_FP16_PARITY_ATOL = 5e-2       # fp16 graph vs torch fp32 step form
 # INT8 (Step 6)
 INT8_MAX_ACCURACY_DROP = 0.02      # allowed top-1 drop of the INT8 bundle on the calibration report
 INT8_MIN_SQNR_DB = 20.0
+
+# Export with the MFCC frontend inside the graph (fp32). A float32 STFT written as a matmul leaves
+# mel bands 60+ dB below a frame's peak with relative rounding errors near 0.1; torch and ONNX
+# Runtime sum in different orders, so such bands differ by tenths of a dB and a trained model's
+# logits by up to a few 1e-4 (bcresnet1-causal demo checkpoint: 6.5e-4, without the frontend 1.9e-6).
+ONNX_FRONTEND_PARITY_ATOL = 2e-3

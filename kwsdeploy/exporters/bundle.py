@@ -245,7 +245,12 @@ def build_bundle(
             ox.check_graph(proto)
             got = run(proto.SerializeToString(), x)
             err = float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64))))
-            atol = tolerances.ONNX_PARITY_ATOL if precision == "fp32" else tolerances.ONNX_FP16_PARITY_ATOL
+            if precision != "fp32":
+                atol = tolerances.ONNX_FP16_PARITY_ATOL
+            elif frontend:  # float32 STFT rounding in quiet mel bands (see tolerances)
+                atol = tolerances.ONNX_FRONTEND_PARITY_ATOL
+            else:
+                atol = tolerances.ONNX_PARITY_ATOL
             name = FILE_NAMES[(mode, precision)]
             if not err <= atol:  # also catches NaN
                 raise ParityError(
