@@ -28,6 +28,10 @@ def register(app: typer.Typer) -> None:
         warmup_epochs: Optional[float] = typer.Option(None, "--warmup-epochs"),
         label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing"),
         augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Waveform augmentation."),
+        stream_context: Optional[float] = typer.Option(
+            None, "--stream-context",
+            help="Seconds of another clip before each training clip, loss on the last second (causal KWM: "
+                 "learns to stream without resets; 0: off)."),
         gain_db: Optional[float] = typer.Option(
             None, "--gain-db", help="Random gain U(-G, +G) dB per training clip (0: off; applies with --no-augment too)."),
         noise_snr_db: Optional[str] = typer.Option(
@@ -80,7 +84,7 @@ def register(app: typer.Typer) -> None:
             cfg = cfg.with_overrides(
                 model=model, epochs=epochs, batch_size=batch_size, lr=lr, min_lr=min_lr, weight_decay=weight_decay,
                 warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, augment=augment,
-                spec_augment=spec_augment, gain_db=gain_db, noise_snr_db=snr, features=features, n_mfcc=n_mfcc, model_config=mc, seed=seed,
+                spec_augment=spec_augment, stream_context_s=stream_context, gain_db=gain_db, noise_snr_db=snr, features=features, n_mfcc=n_mfcc, model_config=mc, seed=seed,
                 device=device, amp=amp, num_workers=num_workers, grad_clip=grad_clip,
                 threads=threads,
             )

@@ -102,6 +102,11 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
         model = create(cfg.model, num_classes=len(self.labels), n_mfcc=self.feature_config.n_mfcc, **cfg.model_config)
+        if cfg.stream_context_s > 0 and getattr(model, "readout", None) != "mean":
+            raise ValueError(
+                f"--stream-context needs a recurrent model whose output is the mean of its per-frame logits "
+                f"(the kwm-causal-* cards); {cfg.model} has none."
+            )
         model.to(self.device)
         mfcc = MFCC(self.feature_config).to(self.device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -136,12 +141,19 @@ class Trainer:
                 wave = wave.to(self.device, non_blocking=True).float()
                 target = target.to(self.device, non_blocking=True).long()
                 with torch.no_grad():
+                    context = int(cfg.stream_context_s * self.feature_config.sample_rate)
+                    if context:  # the tail of another clip of the batch comes first, as in a stream
+                        wave = torch.cat([torch.roll(wave, 1, dims=0)[:, -context:], wave], dim=1)
                     feats = mfcc(wave)
                     if cfg.spec_augment:
                         feats = self._spec_augment(feats, gen)
                 with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                     enabled=self.amp_dtype is not None):
-                    logits = model(feats.unsqueeze(1))
+                    if context:
+                        frames = self.feature_config.clip_frames
+                        logits = model.forward_sequence(feats.unsqueeze(1))[:, -frames:].mean(1)
+                    else:
+                        logits = model(feats.unsqueeze(1))
                 loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"Loss became {loss.item()} at epoch {epoch + 1}; lower --lr.")
