@@ -29,7 +29,7 @@ declare -A OVERRIDES=(
   [tcresnet8-causal]="--epochs 60 --no-augment"
   [bcresnet1-causal]="--epochs 80 --no-augment"
   [matchboxnet-causal]="--epochs 40 --no-augment --gain-db 12 --noise-snr-db 5,30"
-  [kwm-causal-64-4]="--epochs 40 --no-augment --lr 3e-3"
+  [kwm-causal-64-4]="--epochs 40 --no-augment --lr 3e-3 --stream-context 1.0"
   [convmixer]="--epochs 15 --no-augment"
 )
 ORDER=(tcresnet8-causal kwm-causal-64-4 bcresnet1-causal matchboxnet-causal convmixer)
