@@ -44,14 +44,22 @@ def pad_and_crop(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return padded[off: off + n]
 
 
+def _noise_cut(n: int, noises: Sequence[np.ndarray], rng: np.random.Generator) -> np.ndarray | None:
+    """With p 0.8, a random `n`-sample cut of a random noise (int16 array) as float32; else None.
+
+    Shared by both noise modes, with the same random draws in the same order."""
+    if not noises or rng.random() >= NOISE_PROB:
+        return None
+    noise = noises[int(rng.integers(0, len(noises)))]
+    off = int(rng.integers(0, max(len(noise) - n, 0) + 1))
+    return fix_length(noise[off: off + n].astype(np.float32) / np.float32(32768.0), n)
+
+
 def add_noise(x: np.ndarray, noises: Sequence[np.ndarray], rng: np.random.Generator) -> np.ndarray:
     """With p 0.8, add a random 1 s cut of a random noise (int16 array) at volume U(0, 0.1)."""
-    if not noises or rng.random() >= NOISE_PROB:
+    seg = _noise_cut(len(x), noises, rng)
+    if seg is None:
         return x
-    noise = noises[int(rng.integers(0, len(noises)))]
-    n = len(x)
-    off = int(rng.integers(0, max(len(noise) - n, 0) + 1))
-    seg = fix_length(noise[off: off + n].astype(np.float32) / np.float32(32768.0), n)
     volume = np.float32(rng.uniform(0.0, NOISE_VOLUME))
     return np.clip(x + volume * seg, -1.0, 1.0)
 
@@ -70,12 +78,9 @@ def add_noise_snr(
     The clip's power is its mean square over the whole clip; a silent clip or a silent cut gets no
     noise (nothing to be relative to).
     """
-    if not noises or rng.random() >= NOISE_PROB:
+    seg = _noise_cut(len(x), noises, rng)
+    if seg is None:
         return x
-    noise = noises[int(rng.integers(0, len(noises)))]
-    n = len(x)
-    off = int(rng.integers(0, max(len(noise) - n, 0) + 1))
-    seg = fix_length(noise[off: off + n].astype(np.float32) / np.float32(32768.0), n)
     snr = rng.uniform(*snr_db)
     p_signal = float(np.mean(np.square(x, dtype=np.float64)))
     p_noise = float(np.mean(np.square(seg, dtype=np.float64)))
