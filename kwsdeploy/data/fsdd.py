@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from kwsdeploy.data.prepared import CLIP_SAMPLES, SAMPLE_RATE, dumps_json, replace_dir
+from kwsdeploy.data.prepared import CLIP_SAMPLES, SAMPLE_RATE, dumps_json, fresh_temp_dir, replace_dir
 
 log = logging.getLogger("kwsdeploy.data")
 
@@ -131,11 +131,7 @@ def prepare_fsdd(
         raise ValueError("a speaker cannot be in both the validation and the test split.")
     recs = find_recordings(fsdd_root, speakers)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp = fresh_temp_dir(out)
     try:
         lists: dict[str, list[str]] = {"valid": [], "test": []}
         for i, (path, digit, speaker, idx) in enumerate(recs):

@@ -46,11 +46,7 @@ def write_prepared(
 ) -> Path:
     """Write a prepared directory atomically (temp dir + rename), replacing an older one."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp = fresh_temp_dir(out)
     try:
         (tmp / "labels.json").write_text(dumps_json(list(labels)), encoding="utf-8")
         (tmp / "prepared.json").write_text(dumps_json({"format": FORMAT_VERSION, **meta}), encoding="utf-8")
@@ -66,6 +62,16 @@ def write_prepared(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def fresh_temp_dir(out: Path) -> Path:
+    """An empty hidden sibling of `out` to build it in before `replace_dir` (a stale one is removed)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    return tmp
 
 
 def replace_dir(tmp: Path, out: Path) -> None:
