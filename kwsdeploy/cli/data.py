@@ -109,6 +109,51 @@ def prepare_fsdd_cmd(
     typer.echo(f"next: kwsdeploy data prepare-gsc --data-root {path} --keywords zero,one,two,three,four,five,six,seven,eight,nine")
 
 
+def _count_bar(description: str):
+    """A (callback(done, total), close) pair drawing a rich bar that counts items."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    bar = Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=Console(stderr=True), transient=True)
+    task = bar.add_task(description, total=None)
+    bar.start()
+    return (lambda done, total: bar.update(task, completed=done, total=total)), bar.stop
+
+
+@data_app.command("synth")
+def synth_cmd(
+    words: Optional[str] = typer.Option(None, "--words", help="Comma-separated words to say, e.g. zero,one,...,nine."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where to write the GSC-layout tree (training only)."),
+    voices: str = typer.Option("train", "--voices", help="'train' (every installed training voice) or a comma list: en-us+f3,flite:slt,festival:kal_diphone."),
+    per_voice: int = typer.Option(1, "--per-voice", help="Clips of each word per voice (each its own speed, pitch, level)."),
+    unknown_per_voice: int = typer.Option(2, "--unknown-per-voice", help="_unknown_ clips per voice (hard negatives, sentence cuts)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the speed/pitch/level draws."),
+    list_voices: bool = typer.Option(False, "--list-voices", help="Print the installed voices and their split (JSON) and exit."),
+    log: bool = typer.Option(False, "--log", help="Log each step."),
+) -> None:
+    """SYNTHETIC speakers (espeak-ng, flite, festival) saying --words, as a GSC-layout tree for training only."""
+    _setup_logging(log)
+    from kwsdeploy.data import synth
+
+    if list_voices:
+        typer.echo(synth.voices_json())
+        return
+    with user_errors():
+        if not words or out is None:
+            raise ValueError("give --words (e.g. zero,one,two) and --out DIR, or --list-voices.")
+        update, close = _count_bar("synthetic speech")
+        try:
+            path = synth.synth_tree(words.split(","), out, voices, per_voice, unknown_per_voice, seed, progress=update)
+        finally:
+            close()
+    import json
+
+    meta = json.loads((path / "kwsdeploy_corpus.json").read_text())
+    typer.echo(f"wrote {path}: {sum(meta['clips'].values())} SYNTHETIC clips from {len(meta['voices'])} voices "
+               "(training only)")
+
+
 def register(app: typer.Typer) -> None:
     """Add the `data` command group."""
     app.add_typer(data_app, name="data")

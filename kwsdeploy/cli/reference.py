@@ -15,6 +15,7 @@ from typing import Any, Optional, Sequence
 import typer
 
 from kwsdeploy.cli.common import UserError, user_errors
+from kwsdeploy.cli.evaluate import PLACEMENT_HELP, check_placement
 
 
 def read_reference_state_dict(path: Path) -> dict:
@@ -156,28 +157,32 @@ def import_reference(model_name: str, weights: Path, out: Path, labels: Optional
     return json.loads((path / "card.json").read_text())
 
 
-def predict_files(checkpoint: str, files: Sequence[Path]) -> list[dict[str, Any]]:
+def predict_files(checkpoint: str, files: Sequence[Path], placement: str = "auto") -> list[dict[str, Any]]:
     """Per file: top label, probabilities (by label), raw logits (in label order) and what was done to the audio."""
     import torch
 
-    from kwsdeploy.audio import fit_clip, load_audio
+    from kwsdeploy.audio import load_audio
+    from kwsdeploy.placement import placed, placement_note, resolve_placement
     from kwsdeploy.features import MFCC
     from kwsdeploy.train.checkpoint import load_checkpoint
 
     ck = load_checkpoint(checkpoint)
     fc = ck.feature_config
+    import numpy as np
+
+    placement = resolve_placement(placement, ck.card)
     waves, notes = [], []
     for f in files:
         x, info = load_audio(f, fc.sample_rate)
         n = list(info.notes)
-        if len(x) != fc.clip_samples:
-            verb = "padded with zeros" if len(x) < fc.clip_samples else "cut"
-            n.append(f"{verb} from {len(x)} to {fc.clip_samples} samples ({fc.clip_samples / fc.sample_rate:g} s)")
-        waves.append(fit_clip(x, fc.clip_samples))
+        wave = placed(x, fc.clip_samples, placement)
+        if len(x) != len(wave) or not np.array_equal(x, wave):  # say what was done, if anything
+            n.append(f"{len(x) / fc.sample_rate:.2f} s; "
+                     + placement_note([len(x)], fc.clip_samples, placement, fc.sample_rate))
+        waves.append(wave)
         notes.append(n)
     if not waves:
         return []
-    import numpy as np
 
     with torch.no_grad():
         feats = MFCC(fc)(torch.from_numpy(np.stack(waves)))
@@ -215,16 +220,18 @@ def register(app: typer.Typer) -> None:
         checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="Checkpoint directory."),
         model: Optional[str] = typer.Option(None, "--model", "-m", help="Use this model's shipped demo checkpoint."),
         as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {file, label, probabilities, logits}."),
+        placement: str = typer.Option("auto", "--placement", help=PLACEMENT_HELP),
     ) -> None:
-        """Top label, probabilities and raw logits of each file (padded or cut to 1 s, like the reference)."""
+        """Top label, probabilities and raw logits of each file (placed in 1 s as the training clips were)."""
         with user_errors():
+            check_placement(placement)
             if (checkpoint is None) == (model is None):
                 raise UserError("Give exactly one of --checkpoint CKPT or --model NAME (a shipped demo checkpoint).")
             if model is not None:
                 from kwsdeploy.train.checkpoint import demo_checkpoint_path
 
                 checkpoint = str(demo_checkpoint_path(model))
-            results = predict_files(checkpoint, files)
+            results = predict_files(checkpoint, files, placement)
         if as_json:
             typer.echo(json.dumps(results, indent=1))
             return

@@ -56,7 +56,7 @@ def test_predict_converts_stereo_8k_and_says_so(kwm_ckpt, reference_dir, tmp_pat
     r = runner.invoke(app, ["predict", "--checkpoint", str(kwm_ckpt), str(path)])
     assert r.exit_code == 0, r.output
     assert "averaged 2 channels to mono" in r.stdout and "8000 Hz -> 16000 Hz" in r.stdout
-    assert "padded with zeros from 12000 to 16000 samples" in r.stdout
+    assert "0.75 s; 1 clip(s) zero-padded at the end or cut to 1 s" in r.stdout
 
 
 def test_tampered_weights_and_wrong_card_are_refused(kwm_ckpt, reference_dir, tmp_path):
