@@ -129,6 +129,7 @@ def synth_cmd(
     per_voice: int = typer.Option(1, "--per-voice", help="Clips of each word per voice (each its own speed, pitch, level)."),
     unknown_per_voice: int = typer.Option(2, "--unknown-per-voice", help="_unknown_ clips per voice (hard negatives, sentence cuts)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the speed/pitch/level draws."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a tree that kwsdeploy wrote at --out."),
     list_voices: bool = typer.Option(False, "--list-voices", help="Print the installed voices and their split (JSON) and exit."),
     log: bool = typer.Option(False, "--log", help="Log each step."),
 ) -> None:
@@ -144,11 +145,10 @@ def synth_cmd(
             raise ValueError("give --words (e.g. zero,one,two) and --out DIR, or --list-voices.")
         update, close = _count_bar("synthetic speech")
         try:
-            path = synth.synth_tree(words.split(","), out, voices, per_voice, unknown_per_voice, seed, progress=update)
+            path = synth.synth_tree(words.split(","), out, voices, per_voice, unknown_per_voice, seed, progress=update,
+                                     overwrite=overwrite)
         finally:
             close()
-    import json
-
     meta = json.loads((path / "kwsdeploy_corpus.json").read_text())
     typer.echo(f"wrote {path}: {sum(meta['clips'].values())} SYNTHETIC clips from {len(meta['voices'])} voices "
                "(training only)")
