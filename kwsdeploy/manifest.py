@@ -157,6 +157,9 @@ class Manifest:
     kwsdeploy_version: str = ""
     export_seconds: float = 0.0
     schema_version: int = SCHEMA_VERSION
+    # threshold, smoothing, refractory, min gap (runtime.detect.DetectionSettings.to_dict()); written by
+    # `kwsdeploy tune`, outside identity_sha256 and the file hashes, so tuning leaves the graphs valid.
+    detection: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(self.labels))
@@ -216,6 +219,7 @@ class Manifest:
             "accuracy": dict(self.accuracy) if self.accuracy is not None else None,
             "calibration": dict(self.calibration) if self.calibration is not None else None,
             "export_seconds": self.export_seconds,
+            **({"detection": dict(self.detection)} if self.detection is not None else {}),
         }
 
     def to_json(self) -> str:

@@ -12,20 +12,37 @@ import typer
 
 from kwsdeploy.cli.common import user_errors
 
-# Detection defaults shared by `stream`, `eval-stream` and `demo`. A 1 s window keeps a word in
-# view for up to a second after it ends, so the refractory period is a little longer than that.
+# Detection defaults shared by `stream`, `eval-stream` and `demo` (a bundle tuned by `kwsdeploy tune`
+# carries its own). A 1 s window keeps a word in view for up to a second after it ends, so one keyword's
+# refractory period is a little longer than that; across keywords only a short gap, so that digits
+# said about a second apart are all heard.
 THRESHOLD = 0.7
 SMOOTHING_S = 0.2
 REFRACTORY_S = 1.2
+MIN_GAP_S = 0.5
 DEFAULT_HOP_FRAMES = 10  # windowed streams recompute the last second every 100 ms
 
 
-def _detector(labels, hop_seconds: float, threshold: float, smoothing: float, refractory: float):
-    from kwsdeploy.runtime.detect import KeywordDetector
+def _settings(threshold: float, smoothing: float, refractory: float, min_gap: float = MIN_GAP_S):
+    from kwsdeploy.runtime.detect import DetectionSettings
 
-    packets = max(1, int(round(smoothing / hop_seconds)))
-    return KeywordDetector(labels, hop_seconds, smoothing_packets=packets, threshold=threshold,
-                           refractory_seconds=refractory)
+    return DetectionSettings(threshold=threshold, smoothing_seconds=smoothing, refractory_seconds=refractory,
+                             min_gap_seconds=min_gap)
+
+
+def resolve_settings(source, threshold: Optional[float], smoothing: Optional[float], refractory: Optional[float],
+                     min_gap: Optional[float]):
+    """Options given on the command line, else the bundle manifest's tuned settings, else the defaults."""
+    from kwsdeploy.runtime.detect import DetectionSettings
+
+    base = getattr(source, "detection", None) or DetectionSettings(THRESHOLD, SMOOTHING_S, REFRACTORY_S, MIN_GAP_S)
+    given = {k: v for k, v in (("threshold", threshold), ("smoothing_seconds", smoothing),
+                               ("refractory_seconds", refractory), ("min_gap_seconds", min_gap)) if v is not None}
+    if not given:
+        return base
+    import dataclasses
+
+    return dataclasses.replace(base, tuned=None, **given)
 
 
 class _Source:
@@ -101,6 +118,9 @@ class BundleSource(_Source):
         self.labels = self.runner.labels
         self.spec = self.runner.spec
         self.describe = f"{self.runner.manifest.model.get('name', '?')} ({self.spec.mode}, onnxruntime)"
+        from kwsdeploy.runtime.tuning import bundle_detection
+
+        self.detection = bundle_detection(self.runner.manifest)
 
     def logits(self, audio: np.ndarray) -> np.ndarray:
         """Audio (a --frontend bundle) or offline MFCC of [zero cache + audio] through the step graph."""
@@ -129,14 +149,24 @@ def _source(checkpoint, bundle, model, mode, hop_frames) -> _Source:
     return TorchSource(checkpoint, model, mode, hop_frames)
 
 
-def detect(source, audio: np.ndarray, threshold: float, smoothing: float, refractory: float):
-    """Stream `audio` through `source` and return the keyword events."""
-    det = _detector(source.labels, source.hop_seconds, threshold, smoothing, refractory)
+def detect(source, audio: np.ndarray, threshold: float, smoothing: float, refractory: float,
+           min_gap: float = MIN_GAP_S, settings=None):
+    """Stream `audio` through `source` and return the keyword events (`settings` overrides the numbers)."""
+    settings = settings or _settings(threshold, smoothing, refractory, min_gap)
+    det = settings.detector(source.labels, source.hop_seconds)
     return det.update(source.logits(audio)) if len(audio) else []
 
 
 def register(app: typer.Typer) -> None:
     """Add `stream` and `eval-stream` to the CLI."""
+    detector_opts = dict(
+        threshold=typer.Option(None, "--threshold", help=f"Smoothed probability that fires an event (default: the "
+                               f"bundle's tuned one, else {THRESHOLD})."),
+        smoothing=typer.Option(None, "--smoothing", help=f"Posterior smoothing window, seconds (default {SMOOTHING_S})."),
+        refractory=typer.Option(None, "--refractory", help=f"Seconds after a keyword's event in which that keyword does "
+                                f"not fire again (default {REFRACTORY_S})."),
+        min_gap=typer.Option(None, "--min-gap", help=f"Seconds after any event in which no keyword fires (default {MIN_GAP_S})."),
+    )
     source_opts = dict(
         checkpoint=typer.Option(None, "--checkpoint", help="kwsdeploy checkpoint (torch step form)."),
         bundle=typer.Option(None, "--bundle", help="Exported bundle directory (ONNX Runtime, torch-free runner)."),
@@ -151,9 +181,10 @@ def register(app: typer.Typer) -> None:
         model: Optional[str] = source_opts["model"],
         mode: Optional[str] = typer.Option(None, "--mode", help="exact | windowed (default: the model card's)."),
         hop_frames: Optional[int] = typer.Option(None, "--packet-frames", "--hop-frames", help=PACKET_HELP),
-        threshold: float = typer.Option(THRESHOLD, "--threshold", help="Smoothed probability that fires an event."),
-        smoothing: float = typer.Option(SMOOTHING_S, "--smoothing", help="Posterior smoothing window, seconds."),
-        refractory: float = typer.Option(REFRACTORY_S, "--refractory", help="Seconds after an event in which none fires."),
+        threshold: Optional[float] = detector_opts["threshold"],
+        smoothing: Optional[float] = detector_opts["smoothing"],
+        refractory: Optional[float] = detector_opts["refractory"],
+        min_gap: Optional[float] = detector_opts["min_gap"],
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ) -> None:
         """Keyword events (label, time, score) in a recording, streamed packet by packet."""
@@ -162,17 +193,21 @@ def register(app: typer.Typer) -> None:
         with user_errors():
             src = _source(checkpoint, bundle, model, mode, hop_frames)
             audio, info = load_audio(wav, src.spec.feature_config.sample_rate)
-            events = detect(src, audio, threshold, smoothing, refractory)
+            settings = resolve_settings(src, threshold, smoothing, refractory, min_gap)
+            events = detect(src, audio, 0, 0, 0, settings=settings)
         if as_json:
             typer.echo(json.dumps({
                 "file": str(wav), "source": src.describe, "seconds": len(audio) / src.spec.feature_config.sample_rate,
+                "detection": settings.to_dict(),
                 "notes": [n for n in (src.note, *info.notes) if n], "detections": [e.to_dict() for e in events],
             }, indent=1))
             return
         for note in (src.note, *info.notes):
             if note:
                 typer.echo(f"note: {note}", err=True)
-        typer.echo(f"{wav.name}: {len(audio) / src.spec.feature_config.sample_rate:.2f} s through {src.describe}, hop {src.hop_seconds * 1000:.0f} ms")
+        typer.echo(f"{wav.name}: {len(audio) / src.spec.feature_config.sample_rate:.2f} s through {src.describe}, "
+                   f"hop {src.hop_seconds * 1000:.0f} ms, threshold {settings.threshold:g}"
+                   + (" (tuned, from the manifest)" if settings.tuned else ""))
         for e in events:
             typer.echo(f"  {e.time:8.2f} s  {e.label:<12} p={e.score:.2f}")
         if not events:
@@ -188,16 +223,36 @@ def register(app: typer.Typer) -> None:
         modes: str = typer.Option("card", "--modes", help="Comma list of exact,windowed (torch sources); 'card' = the card's mode."),
         hop_frames: Optional[int] = typer.Option(None, "--packet-frames", "--hop-frames", help=PACKET_HELP),
         clips: int = typer.Option(0, "--clips", help="Clips to join (0 = the whole split)."),
-        threshold: float = typer.Option(THRESHOLD, "--threshold"),
-        smoothing: float = typer.Option(SMOOTHING_S, "--smoothing"),
-        refractory: float = typer.Option(REFRACTORY_S, "--refractory"),
+        threshold: Optional[float] = detector_opts["threshold"],
+        smoothing: Optional[float] = detector_opts["smoothing"],
+        refractory: Optional[float] = detector_opts["refractory"],
+        min_gap: Optional[float] = detector_opts["min_gap"],
         seed: int = typer.Option(0, "--seed"),
+        recording: str = typer.Option(
+            "clips", "--recording", help="clips (test clips joined by noise gaps) or a comma list of keywords "
+            "(the split's keywords between held-out synthetic speech and noise parts) and digits (the split's "
+            "digits with 0.5 s pauses): these two report the DET curve."),
+        speech_set: str = typer.Option("test", "--speech-set", help="Held-out TTS half for --recording keywords: test | tune."),
+        speech_minutes: float = typer.Option(32.0, "--speech-minutes", help="Minutes of non-keyword speech (keywords recording)."),
+        target: Optional[float] = typer.Option(None, "--target-fa-per-hour", help="Report the threshold meeting this budget."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Write det.json (and det-<recording>.png with matplotlib) here."),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
-        """Detection accuracy and false alarms per hour on one long recording of test clips and noise gaps."""
+        """Detection on a long recording: accuracy and false alarms per hour, or (keywords, digits) the DET curve."""
+        if recording != "clips":
+            from kwsdeploy.cli._detection import eval_detection_cmd
+
+            with user_errors():
+                src = _source(checkpoint, bundle, model, None if modes == "card" else modes, hop_frames)
+                settings = resolve_settings(src, threshold, smoothing, refractory, min_gap)
+                result = eval_detection_cmd(src, settings, recording, data, split, speech_set, speech_minutes,
+                                            seed, target, out)
+            if as_json:
+                typer.echo(json.dumps(result, indent=1))
+            return
         with user_errors():
             rows = evaluate_stream(checkpoint, bundle, model, data, split, modes, hop_frames, clips,
-                                   threshold, smoothing, refractory, seed)
+                                   threshold, smoothing, refractory, seed, min_gap)
         if as_json:
             typer.echo(json.dumps(rows, indent=1))
             return
@@ -215,7 +270,7 @@ def register(app: typer.Typer) -> None:
 
 
 def evaluate_stream(checkpoint, bundle, model, data, split, modes, hop_frames, clips, threshold, smoothing,
-                    refractory, seed) -> list[dict]:
+                    refractory, seed, min_gap=None) -> list[dict]:
     """Build the long recording once and score every requested source/mode on it."""
     from kwsdeploy.data.dataset import KwsDataset
     from kwsdeploy.data.prepared import load_labels
@@ -243,7 +298,8 @@ def evaluate_stream(checkpoint, bundle, model, data, split, modes, hop_frames, c
             sources.append(_source(checkpoint, None, model, mode, hop_frames))
     rows = []
     for src in sources:
-        events_found = detect(src, audio, threshold, smoothing, refractory)
+        settings = resolve_settings(src, threshold, smoothing, refractory, min_gap)
+        events_found = detect(src, audio, 0, 0, 0, settings=settings)
         score = score_detections([(e.label, e.time) for e in events_found], events, len(audio) / 16000)
         rows.append({"source": src.describe, "hop_ms": round(src.hop_seconds * 1000, 3), **score.to_dict()})
     return rows

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -141,3 +141,48 @@ class KeywordDetector:
             return None
         self._last_event_packet = self._last_by_label[best] = self._packets
         return Detection(self.labels[best], best, self.time, score)
+
+
+@dataclass(frozen=True)
+class DetectionSettings:
+    """Threshold, smoothing, per-keyword refractory and cross-keyword gap: the manifest's `detection`."""
+
+    threshold: float = 0.7
+    smoothing_seconds: float = 0.2
+    refractory_seconds: float = 1.2
+    min_gap_seconds: float = 0.5
+    tuned: Mapping[str, Any] | None = None  # how they were chosen (target, recording, measured rates)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError(f"detection threshold is a probability in (0, 1], got {self.threshold}.")
+        for name in ("smoothing_seconds", "refractory_seconds", "min_gap_seconds"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"detection {name} must be >= 0, got {getattr(self, name)}.")
+
+    def smoothing_packets(self, hop_seconds: float) -> int:
+        """Packets averaged by the detector (at least one)."""
+        return max(1, int(round(self.smoothing_seconds / hop_seconds)))
+
+    def detector(self, labels: Sequence[str], hop_seconds: float, **kwargs: Any) -> "KeywordDetector":
+        """A `KeywordDetector` with these settings."""
+        return KeywordDetector(labels, hop_seconds, smoothing_packets=self.smoothing_packets(hop_seconds),
+                               threshold=self.threshold, refractory_seconds=self.refractory_seconds,
+                               min_gap_seconds=self.min_gap_seconds, **kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (the manifest's `detection` section)."""
+        d = {"threshold": self.threshold, "smoothing_seconds": self.smoothing_seconds,
+             "refractory_seconds": self.refractory_seconds, "min_gap_seconds": self.min_gap_seconds}
+        if self.tuned is not None:
+            d["tuned"] = dict(self.tuned)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "DetectionSettings":
+        """Inverse of `to_dict`; an unknown field is a ValueError naming it."""
+        known = {"threshold", "smoothing_seconds", "refractory_seconds", "min_gap_seconds", "tuned"}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"detection settings: unknown field(s) {unknown}; is the bundle from a newer kwsdeploy?")
+        return cls(**{k: (float(v) if k != "tuned" else v) for k, v in d.items()})

@@ -153,7 +153,7 @@ def curve_to_json(curve: Sequence[DetPoint]) -> list[dict]:
 
 
 def plot_det(curves: Mapping[str, Sequence[DetPoint]], path, title: str = "") -> object:
-    """A DET PNG (false reject rate vs false alarms per hour, one line per curve); None without matplotlib."""
+    """A DET PNG (false reject rate vs false alarms per hour; the first curve in black); None without matplotlib."""
     try:
         import matplotlib
 
@@ -165,10 +165,12 @@ def plot_det(curves: Mapping[str, Sequence[DetPoint]], path, title: str = "") ->
     from pathlib import Path
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for name, curve in curves.items():
+    colours = plt.get_cmap("tab10")
+    for i, (name, curve) in enumerate(curves.items()):
         pts = sorted(curve, key=lambda p: p.false_alarms_per_hour)
+        style = dict(color="black", linewidth=2.2) if i == 0 else dict(color=colours((i - 1) % 10), linewidth=0.9)
         ax.plot([max(p.false_alarms_per_hour, 0.1) for p in pts], [100 * p.false_reject_rate for p in pts],
-                marker=".", label=name)
+                marker=".", label=name, **style)
     ax.set_xscale("log")
     ax.set_xlabel("false alarms per hour (0 drawn at 0.1)")
     ax.set_ylabel("false reject rate (%)")
