@@ -142,7 +142,7 @@ def register(app: typer.Typer) -> None:
             out_dir = out or Path("exports") / m.model_name
             try:
                 result = export_bundle(
-                    out_dir, overwrite=overwrite, model=m, labels=labels, feature_config=fcfg,
+                    out_dir, overwrite=overwrite, inputs=[("--checkpoint", checkpoint)], model=m, labels=labels, feature_config=fcfg,
                     parity=parity_clips(fcfg), modes=modes, frontend=frontend, fp16=fp16, hop_frames=hop_frames,
                     checkpoint=info, accuracy=accuracy, exporter=exporter,
                 )
