@@ -30,6 +30,7 @@ def bundle(tmp_path_factory):
                             "--exporter", "legacy"])
     assert r.exit_code == 0, r.output
     assert "model.onnx" in r.output and "parity on:" in r.output
+    assert "TensorRT 10.3 parser check: model.onnx OK" in r.output  # every export runs the check
     return out
 
 
