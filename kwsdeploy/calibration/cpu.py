@@ -75,24 +75,24 @@ def time_graphs(graphs: Mapping[str, bytes], batches: Sequence[int] = TIMING_BAT
                 rounds: int = 7, threads: int = 1) -> dict[str, Timing]:
     """Seconds per step of each graph at each batch size: the graphs interleaved round by round (side by
     side), the fastest round kept (on a shared machine the minimum is the least disturbed figure)."""
-    from kwsdeploy.runtime.runner import StepSession
+    from kwsdeploy.runtime.ort import OrtStepRunner as StepSession
 
     out: dict[str, dict[int, list[float]]] = {n: {b: [] for b in batches} for n in graphs}
     for b in batches:
         sessions = {n: StepSession(g, batch=b, threads=threads) for n, g in graphs.items()}
-        packets = {n: np.zeros(s.input_shape, dtype=s.input_dtype) for n, s in sessions.items()}
+        packets = {n: np.zeros(s.packet_shape, dtype=s.input_dtype) for n, s in sessions.items()}
         steps = {}
         for n, s in sessions.items():
-            s.step(packets[n])
+            s._step_impl(packets[n])
             t0 = time.perf_counter()
             for _ in range(3):
-                s.step(packets[n])
+                s._step_impl(packets[n])
             steps[n] = max(3, int(round_seconds / max((time.perf_counter() - t0) / 3, 1e-6)))
         for _ in range(rounds):
             for n, s in sessions.items():
                 t0 = time.perf_counter()
                 for _ in range(steps[n]):
-                    s.step(packets[n])
+                    s._step_impl(packets[n])
                 out[n][b].append((time.perf_counter() - t0) / steps[n])
     return {n: Timing(n, {b: float(np.min(v)) for b, v in d.items()}) for n, d in out.items()}
 

@@ -16,7 +16,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from kwsdeploy.streaming.spec import AUDIO, FEATURES, NEW_STATE_PREFIX, STATE_PREFIX
+from kwsdeploy.contract import AUDIO, FEATURES, NEW_STATE_PREFIX, STATE_PREFIX
 
 DEFAULT_CLIPS = 64
 DEFAULT_STREAMS = 8

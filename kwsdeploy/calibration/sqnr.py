@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from kwsdeploy.streaming.spec import LOGITS
+from kwsdeploy.contract import LOGITS
 
 
 def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:

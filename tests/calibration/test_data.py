@@ -33,7 +33,7 @@ def test_tuples_hold_every_input_and_are_independent_copies(tc_graph, tc_calib):
 
 
 def test_states_are_those_of_the_stream_from_zero_and_across_clip_boundaries(tc_graph, tc_calib):
-    from kwsdeploy.runtime.runner import StepSession
+    from kwsdeploy.runtime.ort import OrtStepRunner as StepSession
 
     proto, ck = tc_graph
     calib = tc_calib

@@ -31,7 +31,7 @@ def kwm_int8(kwm_graph, kwm_calib):
 
 def _last_logits(proto, audio, fc):
     from kwsdeploy.calibration.data import stream_inputs
-    from kwsdeploy.runtime.runner import StepSession
+    from kwsdeploy.runtime.ort import OrtStepRunner as StepSession
 
     s = StepSession(proto.SerializeToString(), batch=len(audio), threads=1)
     return s.run(stream_inputs(audio, s.input_name, fc))[-1]
