@@ -78,7 +78,7 @@ class ExportResult:
 # -- torch reference --------------------------------------------------------------------------
 def torch_stream(step: nn.Module, init_state: Sequence[torch.Tensor], x: np.ndarray, packet: int) -> np.ndarray:
     """Run a torch step module over `x` [B, ..., T] packet by packet: logits [packets, B, classes]."""
-    from kwsdeploy.runtime.runner import split_packets
+    from kwsdeploy.runtime.base import split_packets
 
     state = tuple(init_state)
     out = []
@@ -90,16 +90,15 @@ def torch_stream(step: nn.Module, init_state: Sequence[torch.Tensor], x: np.ndar
 
 
 def _ort_stream(proto_bytes: bytes, x: np.ndarray) -> np.ndarray:
-    from kwsdeploy.runtime.runner import StepSession
+    from kwsdeploy.runtime.ort import OrtStepRunner
 
-    return StepSession(proto_bytes, batch=x.shape[0], threads=1).run(x)
+    return OrtStepRunner(proto_bytes, batch=x.shape[0], threads=1).run(x)
 
 
 def _ort_offline(proto_bytes: bytes, x: np.ndarray) -> np.ndarray:
-    from kwsdeploy.runtime.runner import make_session
+    from kwsdeploy.runtime.ort import make_session, run_offline
 
-    sess = make_session(proto_bytes, threads=1)
-    return sess.run(["logits"], {sess.get_inputs()[0].name: x})[0]
+    return run_offline(make_session(proto_bytes, threads=1), x)
 
 
 def _clip_frames(features: np.ndarray, frames: int) -> np.ndarray:
