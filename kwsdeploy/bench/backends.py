@@ -1,9 +1,10 @@
 """The runtime axis: how each runtime runs a subject, or the one-line reason it cannot here.
 
-Every runtime gives a runner with `reset()` and `step(batch_input) -> logits [B, classes]` (state
-carried inside). ONNX Runtime rows go through kwsdeploy.runtime's runner (IO binding, ping-pong
-state); precisions come from graph passes (fp16 here, INT8 from the calibration package when it
-exists); TensorRT from kwsdeploy.runtime's TensorRT runner when it exists and a GPU is there.
+Every runtime gives a kwsdeploy.runtime `StepRunner` (the one runner contract: template `step()`
+with packet checks and per-call timing, state carried inside): ONNX Runtime's `OrtStepRunner`, the
+TensorRT backend registered in `kwsdeploy.runtime.runners.BACKENDS` when there is one, and torch
+eager wrapped in the same contract. Precisions are graph passes: fp16 (`to_fp16`), int8 (the
+calibration package's dynamic U8S8 cpu candidate).
 """
 
 from __future__ import annotations
@@ -39,21 +40,11 @@ def expand(runtimes: list[str], precisions: list[str]) -> list[tuple[str, str]]:
 
 
 # -- graphs per precision --------------------------------------------------------------------------
-def _int8_pass():
-    """The INT8 graph pass of this build's precision table, or Unavailable."""
-    for module, attr in (("kwsdeploy.exporters.precisions", "PRECISIONS"), ("kwsdeploy.calibration.recipes", "RECIPES")):
-        try:
-            table = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError):
-            continue
-        for name in ("int8-cpu", "int8"):
-            if name in table:
-                return table[name]
-    raise Unavailable("no INT8 recipe in this build (Step 6)")
+INT8_VARIANT = "dynamic-u8s8-rr"  # the calibration package's cpu candidate that needs no calibration data
 
 
 def graph_for(subject, precision: str):
-    """The subject's ONNX graph in `precision`."""
+    """The subject's ONNX graph in `precision` (int8: ONNX Runtime dynamic U8S8 MatMuls, 7-bit weights)."""
     proto = subject.onnx_fp32()
     if precision == "fp32":
         return proto
@@ -61,9 +52,15 @@ def graph_for(subject, precision: str):
         from kwsdeploy.exporters.onnx import to_fp16
 
         return to_fp16(proto)  # fp16 arithmetic (frontend included), fp32 I/O
-    entry = _int8_pass()
-    fn = getattr(entry, "apply", None) or getattr(entry, "graph_pass", None) or entry
-    return fn(proto)
+    try:
+        from kwsdeploy.calibration.cpu import build_candidate
+        from kwsdeploy.calibration.qdq import name_nodes
+    except ImportError:
+        raise Unavailable("no INT8 recipe in this build (Step 6)") from None
+    q = build_candidate(INT8_VARIANT, name_nodes(proto), None)
+    if not any(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul", "ConvInteger") for n in q.graph.node):
+        raise Unavailable(f"INT8 ({INT8_VARIANT}) quantizes no layer of this graph")
+    return q
 
 
 def weight_bytes(proto) -> int:
@@ -79,72 +76,75 @@ def weight_bytes(proto) -> int:
 
 
 # -- runners ---------------------------------------------------------------------------------------
-class TorchRunner:
-    """The torch module eager, state carried between calls."""
+def torch_runner(subject, batch: int, device: str):
+    """The torch module eager as a kwsdeploy.runtime StepRunner (same template step(), same timing)."""
+    import torch
 
-    def __init__(self, subject, batch: int, device: str) -> None:
-        import torch
+    from kwsdeploy.runtime.base import StepRunner
 
-        self.torch = torch
-        self.subject, self.batch, self.device = subject, batch, device
-        self.module = subject.module.to(device).eval()
-        self.reset()
+    class TorchStepRunner(StepRunner):
+        def __init__(self) -> None:
+            self.module = subject.module.to(device).eval()
+            x = subject.packets(np.zeros(16000, dtype=np.float32), 1)[0]
+            shape = (batch, *x.shape[1:])
+            self._init = lambda: tuple(t.to(device) for t in subject.init_state(batch))
+            self._state = self._init()
+            with torch.inference_mode():
+                out = self._forward(np.zeros(shape, dtype=np.float32))
+            self._state = self._init()
+            super().__init__(batch=batch, input_name=subject.input_kind, packet_shape=shape, input_dtype=np.float32,
+                             logits_shape=out.shape, labels=subject.labels)
 
-    def reset(self) -> None:
-        self.state = tuple(t.to(self.device) for t in self.subject.init_state(self.batch))
-
-    def step(self, x: np.ndarray) -> np.ndarray:
-        torch = self.torch
-        with torch.inference_mode():
-            out = self.module(torch.from_numpy(x).to(self.device), *self.state)
+        def _forward(self, x: np.ndarray) -> np.ndarray:
+            out = self.module(torch.from_numpy(x).to(device), *self._state)
             if isinstance(out, (tuple, list)):
                 logits, *state = out
-                self.state = tuple(state)
+                self._state = tuple(state)
             else:
                 logits = out
-            if self.device != "cpu":
+            if device != "cpu":
                 torch.cuda.synchronize()
             return logits.cpu().numpy()
 
-    def close(self) -> None:
-        self.module.to("cpu")
+        def _step_impl(self, x: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return self._forward(x)
+
+        def _reset_impl(self, stream) -> None:
+            if stream is None:
+                self._state = self._init()
+            else:
+                for t in self._state:
+                    t[stream] = 0
+
+        def _state_impl(self) -> dict:
+            return {f"state.{i}": t.cpu().numpy().copy() for i, t in enumerate(self._state)}
+
+    return TorchStepRunner()
 
 
-class OrtRunner:
-    """kwsdeploy.runtime's ONNX Runtime step session on a graph file."""
+def ort_runner(path: Path, batch: int, threads: int, device: str):
+    """kwsdeploy.runtime's ONNX Runtime StepRunner (IO binding, ping-pong state)."""
+    from kwsdeploy.runtime.ort import OrtStepRunner
 
-    def __init__(self, path: Path, batch: int, threads: int, device: str) -> None:
-        from kwsdeploy.runtime.runner import StepSession
-
-        providers = ["CUDAExecutionProvider"] if device == "cuda" else None
-        self.session = StepSession(path, batch=batch, providers=providers, threads=threads)
-
-    def reset(self) -> None:
-        self.session.reset()
-
-    def step(self, x: np.ndarray) -> np.ndarray:
-        return self.session.step(x)
-
-    def close(self) -> None:
-        self.session = None
+    providers = ["CUDAExecutionProvider"] if device == "cuda" else None
+    return OrtStepRunner(path, batch=batch, providers=providers, threads=threads)
 
 
-def _tensorrt_runner(path: Path, batch: int, threads: int, device: str):
+def tensorrt_runner(path: Path, batch: int, threads: int, device: str):
+    """The TensorRT StepRunner registered in kwsdeploy.runtime.runners.BACKENDS, when this build has one."""
     if device != "cuda":
         raise Unavailable("TensorRT needs --device cuda")
     try:
         import tensorrt  # noqa: F401
     except ImportError:
         raise Unavailable("tensorrt is not installed (pip install 'kwsdeploy[trt]')") from None
-    for module in ("kwsdeploy.runtime.tensorrt", "kwsdeploy.runtime.trt"):
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue
-        cls = getattr(mod, "TensorRTRunner", None) or getattr(mod, "TrtRunner", None)
-        if cls is not None:
-            return cls.from_onnx(path, batch=batch) if hasattr(cls, "from_onnx") else cls(path, batch=batch)
-    raise Unavailable("no TensorRT runner in this build (Step 7)")
+    from kwsdeploy.runtime.runners import BACKENDS
+
+    if "tensorrt" not in BACKENDS:
+        raise Unavailable("no TensorRT runner in this build (Step 7)")
+    module, cls = BACKENDS["tensorrt"]
+    return getattr(importlib.import_module(module), cls)(path, batch=batch, threads=threads)
 
 
 def check_device(runtime: str, device: str) -> None:
@@ -175,7 +175,7 @@ def make_runner(runtime: str, precision: str, subject, batch: int, threads: int,
             if t.data_ptr() not in seen:
                 seen.add(t.data_ptr())
                 wbytes += t.numel() * t.element_size()
-        return TorchRunner(subject, batch, device), {"file_bytes": None, "nodes": None, "weight_bytes": wbytes}
+        return torch_runner(subject, batch, device), {"file_bytes": None, "nodes": None, "weight_bytes": wbytes}
     from kwsdeploy.exporters.simplify import node_count
 
     proto = graph_for(subject, precision)
@@ -187,9 +187,9 @@ def make_runner(runtime: str, precision: str, subject, batch: int, threads: int,
         tmp.replace(path)
     facts = {"file_bytes": path.stat().st_size, "nodes": node_count(proto), "weight_bytes": weight_bytes(proto)}
     if runtime == "ort":
-        return OrtRunner(path, batch, threads, device), facts
+        return ort_runner(path, batch, threads, device), facts
     if runtime == "tensorrt":
-        return _tensorrt_runner(path, batch, threads, device), facts
+        return tensorrt_runner(path, batch, threads, device), facts
     raise Unavailable(f"unknown runtime {runtime!r}")
 
 
