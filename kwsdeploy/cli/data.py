@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Optional
@@ -59,6 +60,7 @@ def prepare_gsc_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed for the unknown/silence draws and rebalancing."),
     no_download: bool = typer.Option(False, "--no-download", help="Never download; fail if no tree or archive is found."),
     log: bool = typer.Option(False, "--log", help="Log each step (the reference's --log)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a prepared folder already at the output path."),
 ) -> None:
     """Prepare train/valid/test jsonl, labels.json and stats.json from Speech Commands (or a GSC-layout tree)."""
     _setup_logging(log)
@@ -73,7 +75,7 @@ def prepare_gsc_cmd(
         bar = _LazyBar("speech commands") if not no_download else None
         try:
             path = prepare_gsc(data_root, data_version, class_split, rebalance, kw, archive, source, out, seed,
-                               allow_download=not no_download, progress=bar)
+                               allow_download=not no_download, progress=bar, overwrite=overwrite)
         finally:
             if bar is not None:
                 bar.close()
@@ -85,6 +87,11 @@ def prepare_fsdd_cmd(
     fsdd_root: Path = typer.Option(..., "--fsdd-root", "--fsdd_root", help="The Free Spoken Digit Dataset folder (with recordings/)."),
     out: Path = typer.Option(Path("data/fsdd_gsc"), "--out", help="Where to write the GSC-layout tree."),
     seed: int = typer.Option(0, "--seed", help="Seed of the synthetic background noise."),
+    extra_speakers: str = typer.Option(
+        "refuse", "--extra-speakers",
+        help="Speakers beyond george, jackson, nicolas, theo, yweweler (the full FSDD adds lucas): "
+             "refuse (default), train (add them to the training split) or skip."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a tree that prepare-fsdd wrote at --out."),
     log: bool = typer.Option(False, "--log", help="Log each step."),
 ) -> None:
     """FSDD (8 kHz digits) -> a GSC-layout tree: 16 kHz 1 s clips zero..nine, lists by speaker, synthetic noise."""
@@ -92,10 +99,59 @@ def prepare_fsdd_cmd(
     from kwsdeploy.data.fsdd import TEST_SPEAKERS, VALID_SPEAKERS, prepare_fsdd
 
     with user_errors():
-        path = prepare_fsdd(fsdd_root, out, seed=seed)
+        path = prepare_fsdd(fsdd_root, out, seed=seed, overwrite=overwrite, extra_speakers=extra_speakers)
+    corpus = json.loads((path / "kwsdeploy_corpus.json").read_text(encoding="utf-8"))
+    typer.echo(f"training speakers: {', '.join(corpus['speakers']['train'])}")
+    for speaker, n in corpus.get("skipped_speakers", {}).items():
+        typer.echo(f"skipped (--extra-speakers skip): {n} clips of {speaker}")
     typer.echo(f"wrote {path} (validation: {', '.join(VALID_SPEAKERS)}; test: {', '.join(TEST_SPEAKERS)}; "
                "_background_noise_ is synthetic)")
     typer.echo(f"next: kwsdeploy data prepare-gsc --data-root {path} --keywords zero,one,two,three,four,five,six,seven,eight,nine")
+
+
+def _count_bar(description: str):
+    """A (callback(done, total), close) pair drawing a rich bar that counts items."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    bar = Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=Console(stderr=True), transient=True)
+    task = bar.add_task(description, total=None)
+    bar.start()
+    return (lambda done, total: bar.update(task, completed=done, total=total)), bar.stop
+
+
+@data_app.command("synth")
+def synth_cmd(
+    words: Optional[str] = typer.Option(None, "--words", help="Comma-separated words to say, e.g. zero,one,...,nine."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where to write the GSC-layout tree (training only)."),
+    voices: str = typer.Option("train", "--voices", help="'train' (every installed training voice) or a comma list: en-us+f3,flite:slt,festival:kal_diphone."),
+    per_voice: int = typer.Option(1, "--per-voice", help="Clips of each word per voice (each its own speed, pitch, level)."),
+    unknown_per_voice: int = typer.Option(2, "--unknown-per-voice", help="_unknown_ clips per voice (hard negatives, sentence cuts)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the speed/pitch/level draws."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a tree that kwsdeploy wrote at --out."),
+    list_voices: bool = typer.Option(False, "--list-voices", help="Print the installed voices and their split (JSON) and exit."),
+    log: bool = typer.Option(False, "--log", help="Log each step."),
+) -> None:
+    """SYNTHETIC speakers (espeak-ng, flite, festival) saying --words, as a GSC-layout tree for training only."""
+    _setup_logging(log)
+    from kwsdeploy.data import synth
+
+    if list_voices:
+        typer.echo(synth.voices_json())
+        return
+    with user_errors():
+        if not words or out is None:
+            raise ValueError("give --words (e.g. zero,one,two) and --out DIR, or --list-voices.")
+        update, close = _count_bar("synthetic speech")
+        try:
+            path = synth.synth_tree(words.split(","), out, voices, per_voice, unknown_per_voice, seed, progress=update,
+                                     overwrite=overwrite)
+        finally:
+            close()
+    meta = json.loads((path / "kwsdeploy_corpus.json").read_text())
+    typer.echo(f"wrote {path}: {sum(meta['clips'].values())} SYNTHETIC clips from {len(meta['voices'])} voices "
+               "(training only)")
 
 
 def register(app: typer.Typer) -> None:

@@ -12,11 +12,24 @@ import typer
 from kwsdeploy.cli.common import UserError, user_errors
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+PLACEMENT_HELP = ("How a clip fills the 1 s window: centre = as the training clips were made (quiet edges "
+                  "trimmed, word centred, a long clip's loudest second); pad = zero-pad at the end, cut after 1 s "
+                  "(the reference's); auto = pad for imported reference checkpoints, else centre.")
 
 
-def folder_clips(folder: Path, labels: list[str], feature_config) -> tuple[list, list[int], list[str]]:
-    """Waveforms (1 s at the model's rate), label indices and notes from label-named subfolders."""
-    from kwsdeploy.audio import fit_clip, load_audio
+def check_placement(placement: str) -> None:
+    """A one-line UserError for an unknown --placement."""
+    from kwsdeploy.placement import PLACEMENTS
+
+    if placement not in PLACEMENTS:
+        raise UserError(f"--placement {placement!r} is not one of {', '.join(PLACEMENTS)}.")
+
+
+def folder_clips(folder: Path, labels: list[str], feature_config, placement: str = "centre"
+                 ) -> tuple[list, list[int], list[str]]:
+    """Waveforms (1 s at the model's rate, placed as `placement` says), label indices and notes."""
+    from kwsdeploy.audio import load_audio
+    from kwsdeploy.placement import placed, placement_note
 
     if not folder.is_dir():
         raise UserError(f"--folder {folder} is not a directory; pass a folder with one subfolder of audio files per label.")
@@ -28,25 +41,25 @@ def folder_clips(folder: Path, labels: list[str], feature_config) -> tuple[list,
         raise UserError(f"{folder} has label folder(s) {unknown} that the model does not know; "
                         f"its labels are: {', '.join(labels)}.")
     waves, targets, notes = [], [], []
-    resampled = cut = 0
+    resampled = 0
+    lengths = []
     for sub in subdirs:
         for f in sorted(p for p in sub.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):
             x, info = load_audio(f, feature_config.sample_rate)
             resampled += info.original_rate != feature_config.sample_rate
-            cut += len(x) > feature_config.clip_samples
-            waves.append(fit_clip(x, feature_config.clip_samples))
+            lengths.append(len(x))
+            waves.append(placed(x, feature_config.clip_samples, placement))
             targets.append(labels.index(sub.name))
     if not waves:
         raise UserError(f"{folder} holds no audio files ({', '.join(AUDIO_SUFFIXES)}) in its label folders.")
     if resampled:
         notes.append(f"{resampled} file(s) resampled to {feature_config.sample_rate} Hz")
-    if cut:
-        notes.append(f"{cut} file(s) longer than 1 s were cut (shorter ones are zero-padded)")
+    notes.append(placement_note(lengths, feature_config.clip_samples, placement, feature_config.sample_rate))
     return waves, targets, notes
 
 
 def evaluate_checkpoint(checkpoint: str, data: Optional[Path], split: str, folder: Optional[Path],
-                        batch_size: int = 256, device: str = "cpu") -> dict[str, Any]:
+                        batch_size: int = 256, device: str = "cpu", placement: str = "auto") -> dict[str, Any]:
     """Metrics of a checkpoint on a prepared split or a folder; the model's labels define the classes."""
     import numpy as np
 
@@ -56,10 +69,13 @@ def evaluate_checkpoint(checkpoint: str, data: Optional[Path], split: str, folde
     ck = load_checkpoint(checkpoint)
     source: dict[str, Any]
     if folder is not None:
-        waves, targets, notes = folder_clips(folder, ck.labels, ck.feature_config)
+        from kwsdeploy.placement import resolve_placement
+
+        placement = resolve_placement(placement, ck.card)
+        waves, targets, notes = folder_clips(folder, ck.labels, ck.feature_config, placement)
         logits = predict_logits(ck.model, ck.feature_config, np.stack(waves), batch_size, device)
         metrics = classification_metrics(targets, logits.argmax(1).numpy(), ck.labels)
-        source = {"folder": str(folder), "notes": notes}
+        source = {"folder": str(folder), "notes": notes, "placement": placement}
     else:
         from kwsdeploy.data.dataset import KwsDataset, load_labels
 
@@ -108,6 +124,7 @@ def register(app: typer.Typer) -> None:
             None, "--plot", help="Write the confusion matrix PNG here (needs matplotlib)."),
         batch_size: int = typer.Option(256, "--batch-size"),
         device: str = typer.Option("cpu", "--device"),
+        placement: str = typer.Option("auto", "--placement", help=PLACEMENT_HELP),
     ) -> None:
         """Accuracy, macro F1, per-class recall and confusion matrix of a checkpoint."""
         from kwsdeploy.train.evaluate import format_report, plot_confusion
@@ -121,7 +138,8 @@ def register(app: typer.Typer) -> None:
                 from kwsdeploy.train.checkpoint import demo_checkpoint_path
 
                 checkpoint = str(demo_checkpoint_path(model))
-            metrics = evaluate_checkpoint(checkpoint, data, split, folder, batch_size, device)
+            check_placement(placement)
+            metrics = evaluate_checkpoint(checkpoint, data, split, folder, batch_size, device, placement)
             png = None
             if plot is not None:
                 png = plot_confusion(metrics, plot, title=f"{metrics['model']}: {metrics['accuracy']:.2%} top-1")

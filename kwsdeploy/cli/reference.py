@@ -15,6 +15,7 @@ from typing import Any, Optional, Sequence
 import typer
 
 from kwsdeploy.cli.common import UserError, user_errors
+from kwsdeploy.cli.evaluate import PLACEMENT_HELP, check_placement
 
 
 def read_reference_state_dict(path: Path) -> dict:
@@ -109,8 +110,12 @@ def looks_like(state: dict, exclude: str, num_classes: Sequence[int]) -> str | N
     return None
 
 
-def import_reference(model_name: str, weights: Path, out: Path, labels: Optional[str] = None) -> dict[str, Any]:
-    """Turn a reference best.pt into a kwsdeploy checkpoint at `out`; returns its card."""
+def import_reference(model_name: str, weights: Path, out: Path, labels: Optional[str] = None,
+                     overwrite: bool = False) -> dict[str, Any]:
+    """Turn a reference best.pt into a kwsdeploy checkpoint at `out`; returns its card.
+
+    An existing checkpoint at `out` is replaced only with `overwrite`; anything else there never is."""
+    from kwsdeploy.atomic import CHECKPOINT, check_output_dir
     from kwsdeploy.config import FeatureConfig
     from kwsdeploy.labels import default_order_name, reference_labels
     from kwsdeploy.models.reference_weights import ReferenceWeightsError, load_reference_weights
@@ -118,6 +123,7 @@ def import_reference(model_name: str, weights: Path, out: Path, labels: Optional
     from kwsdeploy.train.checkpoint import save_checkpoint, sha256_file
 
     card = get_card(model_name)
+    check_output_dir(Path(out), CHECKPOINT, overwrite, [("WEIGHTS", Path(weights))])
     state = read_reference_state_dict(Path(weights))
     explicit = None
     if labels and labels.strip().lower() not in ("gsc12", "gsc30", "gsc35"):
@@ -147,32 +153,36 @@ def import_reference(model_name: str, weights: Path, out: Path, labels: Optional
                 "file_sha256": sha256_file(Path(weights)), "label_order": order,
                 "frontend": "FeatureConfig.reference(): torchaudio MFCC, top_db 80 relative to each clip's maximum"}
     path = save_checkpoint(out, model, names, fc, model_config={}, training=training, metrics={},
-                           imported_from="reference")
+                           imported_from="reference", overwrite=overwrite)
     return json.loads((path / "card.json").read_text())
 
 
-def predict_files(checkpoint: str, files: Sequence[Path]) -> list[dict[str, Any]]:
+def predict_files(checkpoint: str, files: Sequence[Path], placement: str = "auto") -> list[dict[str, Any]]:
     """Per file: top label, probabilities (by label), raw logits (in label order) and what was done to the audio."""
     import torch
 
-    from kwsdeploy.audio import fit_clip, load_audio
+    from kwsdeploy.audio import load_audio
+    from kwsdeploy.placement import placed, placement_note, resolve_placement
     from kwsdeploy.features import MFCC
     from kwsdeploy.train.checkpoint import load_checkpoint
 
     ck = load_checkpoint(checkpoint)
     fc = ck.feature_config
+    import numpy as np
+
+    placement = resolve_placement(placement, ck.card)
     waves, notes = [], []
     for f in files:
         x, info = load_audio(f, fc.sample_rate)
         n = list(info.notes)
-        if len(x) != fc.clip_samples:
-            verb = "padded with zeros" if len(x) < fc.clip_samples else "cut"
-            n.append(f"{verb} from {len(x)} to {fc.clip_samples} samples ({fc.clip_samples / fc.sample_rate:g} s)")
-        waves.append(fit_clip(x, fc.clip_samples))
+        wave = placed(x, fc.clip_samples, placement)
+        if len(x) != len(wave) or not np.array_equal(x, wave):  # say what was done, if anything
+            n.append(f"{len(x) / fc.sample_rate:.2f} s; "
+                     + placement_note([len(x)], fc.clip_samples, placement, fc.sample_rate))
+        waves.append(wave)
         notes.append(n)
     if not waves:
         return []
-    import numpy as np
 
     with torch.no_grad():
         feats = MFCC(fc)(torch.from_numpy(np.stack(waves)))
@@ -196,10 +206,11 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", "-o", help="Checkpoint directory to write."),
         labels: Optional[str] = typer.Option(
             None, "--labels", help="gsc12 | gsc30 | gsc35 | w1,w2,... (default: from the number of classes)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace a checkpoint already at --out."),
     ) -> None:
         """Bring a model trained with TorchKWS/KWM into kwsdeploy (reference frontend and label order)."""
         with user_errors():
-            card = import_reference(model, weights, out, labels)
+            card = import_reference(model, weights, out, labels, overwrite=overwrite)
         typer.echo(f"imported {weights} as '{card['model']}' ({card['num_classes']} classes, label order "
                    f"{card['training']['label_order']}, reference frontend) -> {out}")
 
@@ -209,16 +220,18 @@ def register(app: typer.Typer) -> None:
         checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="Checkpoint directory."),
         model: Optional[str] = typer.Option(None, "--model", "-m", help="Use this model's shipped demo checkpoint."),
         as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {file, label, probabilities, logits}."),
+        placement: str = typer.Option("auto", "--placement", help=PLACEMENT_HELP),
     ) -> None:
-        """Top label, probabilities and raw logits of each file (padded or cut to 1 s, like the reference)."""
+        """Top label, probabilities and raw logits of each file (placed in 1 s as the training clips were)."""
         with user_errors():
+            check_placement(placement)
             if (checkpoint is None) == (model is None):
                 raise UserError("Give exactly one of --checkpoint CKPT or --model NAME (a shipped demo checkpoint).")
             if model is not None:
                 from kwsdeploy.train.checkpoint import demo_checkpoint_path
 
                 checkpoint = str(demo_checkpoint_path(model))
-            results = predict_files(checkpoint, files)
+            results = predict_files(checkpoint, files, placement)
         if as_json:
             typer.echo(json.dumps(results, indent=1))
             return

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from kwsdeploy.atomic import PREPARED, check_output_dir
 from kwsdeploy.data import download as dl
 from kwsdeploy.data.archive import extract_archive
 from kwsdeploy.data.prepared import CLIP_SAMPLES, SAMPLE_RATE, count_stats, write_prepared
@@ -69,8 +70,28 @@ def resolve_tree(
             archive = dl.download(info.url, archive, info.size, info.sha256, opener=opener, progress=progress)
         else:
             dl.verify_file(archive, info.size, info.sha256)
+    else:
+        check_release(Path(archive), version)
     log.info("extracting %s to %s", archive, target)
     return extract_archive(Path(archive), target)
+
+
+def check_release(archive: Path, version: int) -> None:
+    """An --archive named or sized like an official release is held to that release's size and sha256;
+    any other archive is only checked whole (its compressed stream's CRC) when extracted."""
+    if not archive.is_file():
+        raise FileNotFoundError(f"archive {archive} not found: check the path given with --archive.")
+    size = archive.stat().st_size
+    for v, info in dl.GSC_ARCHIVES.items():
+        if archive.name == info.filename or size == info.size:
+            if v != version:
+                raise ValueError(f"--archive {archive} is the GSC v{v} release but --data-version is {version}: "
+                                 f"pass --data-version {v}.")
+            log.info("checking %s against the published size and sha256 of GSC v%d", archive, v)
+            dl.verify_file(archive, info.size, info.sha256)
+            return
+    log.warning("%s is not an official GSC release archive: no published sha256 to check it against "
+                "(its compressed stream is still checked whole before use)", archive)
 
 
 def output_name(corpus: str, class_split: str, labels: list[str], keywords: Optional[list[str]], rebalance: bool) -> str:
@@ -112,8 +133,12 @@ def prepare_gsc(
     opener=None,
     progress=None,
     check_headers: bool = True,
+    overwrite: bool = False,
 ) -> Path:
-    """Prepare train/valid/test jsonl + labels.json + stats.json for a GSC-layout tree; returns the folder."""
+    """Prepare train/valid/test jsonl + labels.json + stats.json for a GSC-layout tree; returns the folder.
+
+    The folder may lie inside the tree or the data root (the default does), never equal to or
+    around them; an older prepared folder there is replaced only with `overwrite`."""
     if class_split not in ("all", "sub"):
         raise ValueError(f"--class-split must be 'all' or 'sub', got '{class_split}'.")
     if keywords is not None:
@@ -125,6 +150,9 @@ def prepare_gsc(
     elif class_split == "sub":
         keywords = list(COMMANDS)
     data_root = Path(data_root)
+    inputs = [("--data-root", data_root), ("--source", source), ("--archive", archive)]
+    if out is not None:  # before any download or extraction
+        check_output_dir(Path(out), PREPARED, overwrite, inputs, allow_inside=True)
     tree_dir = resolve_tree(data_root, data_version, source, archive, allow_download, opener, progress)
     log.info("scanning %s", tree_dir)
     tree = scan_tree(tree_dir, check_headers=check_headers)
@@ -132,6 +160,8 @@ def prepare_gsc(
     corpus = _corpus_name(tree_dir, data_version)
     split_name = "keywords" if keywords is not None and class_split != "sub" else class_split
     out = Path(out) if out is not None else data_root / output_name(corpus, class_split, labels, keywords, rebalance)
+    inputs.append(("GSC tree", tree_dir))
+    check_output_dir(out, PREPARED, overwrite, inputs, allow_inside=True)
     meta = {
         "corpus": corpus,
         "audio_root": _rel(data_root, out),
@@ -148,6 +178,6 @@ def prepare_gsc(
         "unknown_share": UNKNOWN_SHARE if keywords is not None else None,
     }
     stats = count_stats(labels, splits)
-    write_prepared(out, labels, splits, meta, stats)
+    write_prepared(out, labels, splits, meta, stats, overwrite=overwrite, inputs=inputs, allow_inside=True)
     log.info("prepared %s: %s", out, {s: stats[s]["total"] for s in stats})
     return out

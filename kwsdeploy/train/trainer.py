@@ -20,6 +20,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+
+from kwsdeploy.atomic import ArtifactKind
 import torch.nn.functional as F
 
 from kwsdeploy.config import FeatureConfig
@@ -27,11 +29,11 @@ from kwsdeploy.train.checkpoint import TrainState, load_checkpoint, save_checkpo
 from kwsdeploy.train.distributed import (
     World, default_micro_batch, init_world, passes, plan_epoch, sync_gradients, train_loader,
 )  # fmt: skip
-from kwsdeploy.train.throughput import WaitTimer, epoch_throughput, throughput_line
 from kwsdeploy.train.evaluate import evaluate_dataset, plot_confusion, plot_curves
 from kwsdeploy.train.presets import TrainConfig
 from kwsdeploy.train.resume import pack_train_state, unpack_train_state
 from kwsdeploy.train.schedule import WarmupCosine
+from kwsdeploy.train.throughput import WaitTimer, epoch_throughput, throughput_line
 
 
 @dataclass
@@ -207,6 +209,9 @@ class Trainer:
         best_dir, last_dir, metrics_path = out / "best", out / "last", out / "metrics.jsonl"
         model, mfcc, optimizer, scheduler, scaler = self._build()
         start_epoch, best_acc, best_epoch, history = 0, None, None, []
+        if resume and not (last_dir / "card.json").is_file():  # killed before its first epoch ended
+            self.log(f"{out} has no finished epoch to resume: starting it again from epoch 1")
+            resume = False
         if resume:
             loaded = load_checkpoint(last_dir)
             model.load_state_dict(loaded.model.state_dict(), strict=True)
@@ -260,9 +265,15 @@ class Trainer:
 def _start_run_dir(out: Path, cfg: TrainConfig) -> None:
     """A new run: refuse a directory that holds one, then write config.json."""
     out.mkdir(parents=True, exist_ok=True)
-    if (out / "last").exists() or (out / "metrics.jsonl").exists():
+    if (out / "last").exists() or _read_jsonl(out / "metrics.jsonl"):
         raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out.")
+    if any(out.iterdir()) and not RUN.holds(out):
+        raise ValueError(f"--out {out} is a non-empty directory that is not a kwsdeploy run (no config.json "
+                         "written by 'kwsdeploy train'): choose a new or empty --out.")
     _write_atomic(out / "config.json", json.dumps(cfg.to_dict(), indent=1) + "\n")
+
+
+RUN = ArtifactKind("training run", "config.json", lambda d: isinstance(d, dict) and {"model", "epochs", "lr"} <= set(d))
 
 
 def train(cfg: TrainConfig, data_dir: str | os.PathLike, out_dir: str | os.PathLike, resume: bool = False,

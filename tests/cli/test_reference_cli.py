@@ -56,7 +56,7 @@ def test_predict_converts_stereo_8k_and_says_so(kwm_ckpt, reference_dir, tmp_pat
     r = runner.invoke(app, ["predict", "--checkpoint", str(kwm_ckpt), str(path)])
     assert r.exit_code == 0, r.output
     assert "averaged 2 channels to mono" in r.stdout and "8000 Hz -> 16000 Hz" in r.stdout
-    assert "padded with zeros from 12000 to 16000 samples" in r.stdout
+    assert "0.75 s; 1 clip(s) zero-padded at the end or cut to 1 s" in r.stdout
 
 
 def test_tampered_weights_and_wrong_card_are_refused(kwm_ckpt, reference_dir, tmp_path):
@@ -104,3 +104,22 @@ def test_label_list_must_match_the_class_count(reference_dir, tmp_path):
     assert r.exit_code == 0, r.output
     card = json.loads((tmp_path / "o" / "card.json").read_text())
     assert card["labels"][0] == "w0" and card["training"]["label_order"] == "custom"
+
+
+def test_import_reference_never_replaces_a_checkpoint_without_overwrite(kwm_ckpt, reference_dir, tmp_path):
+    import shutil
+
+    out = tmp_path / "ck"
+    shutil.copytree(kwm_ckpt, out)
+    card = (out / "card.json").read_bytes()
+    args = ["import-reference", "--model", "kwm-64-12", str(reference_dir / "kwm-64-12.pt"), "--out", str(out)]
+    r = runner.invoke(app, args)
+    assert r.exit_code != 0 and "--overwrite" in r.output
+    assert (out / "card.json").read_bytes() == card
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "a.txt").write_text("keep")
+    r = runner.invoke(app, args[:-1] + [str(foreign), "--overwrite"])
+    assert r.exit_code != 0 and "not a kwsdeploy checkpoint" in r.output and (foreign / "a.txt").read_text() == "keep"
+    assert runner.invoke(app, args + ["--overwrite"]).exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck", "mine"]

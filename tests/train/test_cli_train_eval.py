@@ -60,13 +60,13 @@ def test_eval_on_a_folder_any_rate_and_length_agrees_with_predict(run_dir, refer
     shutil.copy(wavs[0], tmp_path / "f" / "zero" / "a.wav")
     shutil.copy(wavs[1], tmp_path / "f" / "one" / "b.wav")
     x, _ = sf.read(wavs[1], dtype="float32")
-    long8k = np.concatenate([x[::2], x[::2], x[::2]])  # 1.5 s at 8 kHz: resampled, then cut to 1 s
+    long8k = np.concatenate([x[::2], x[::2], x[::2]])  # 1.5 s at 8 kHz: resampled, then placed in 1 s
     sf.write(tmp_path / "f" / "one" / "c.wav", long8k, 8000, subtype="PCM_16")
     r = runner.invoke(app, ["eval", "--checkpoint", str(out / "best"), "--folder", str(tmp_path / "f"), "--json"])
     assert r.exit_code == 0, r.output
     m = json.loads(r.stdout)
     assert m["n"] == 3 and m["per_class"]["one"]["support"] == 2 and m["per_class"]["zero"]["support"] == 1
-    assert any("resampled" in n for n in m["notes"]) and any("cut" in n for n in m["notes"])
+    assert any("resampled" in n for n in m["notes"]) and any("; 1 longer than 1 s" in n for n in m["notes"])
     files = [tmp_path / "f" / "one" / "b.wav", tmp_path / "f" / "one" / "c.wav", tmp_path / "f" / "zero" / "a.wav"]
     p = json.loads(runner.invoke(app, ["predict", "--checkpoint", str(out / "best"), "--json",
                                        *map(str, files)]).stdout)

@@ -1,0 +1,552 @@
+"""Synthetic speakers from offline text-to-speech (espeak-ng, flite, festival): all of it SYNTHETIC speech.
+
+Public API (torch-free): `parse_voice` / `Voice`, `installed_voices`, `voice_split`, `train_voices`,
+`held_out_voices`, `render(text, voice, speed, pitch) -> float32 16 kHz`, the sentence sets
+`TRAIN_SENTENCES` / `HELD_OUT_SENTENCES` and `HARD_NEGATIVES`. `synth_tree` (behind `kwsdeploy data
+synth`) writes a GSC-layout tree of keyword clips and `_unknown_` material, for training only.
+
+Voice names: `espeak-ng:<base>[+<variant>]` (a bare `en-us+f3` means espeak-ng), `flite:<voice>`,
+`festival:<voice>`. The split is fixed by rule, never by what happens to be installed:
+- an espeak-ng voice is HELD OUT when its base is in `HELD_OUT_ESPEAK_BASES` or its variant is in
+  `HELD_OUT_ESPEAK_VARIANTS` (so training never hears a held-out accent nor a held-out timbre);
+- flite `rms` is held out; the other flite voices and festival's are TRAIN.
+Held-out voices and `HELD_OUT_SENTENCES` are never used by any training step: they make the unseen
+false-alarm test speech. No sentence holds a digit word or a homophone of one (to, too, for, won,
+ate, ...), so any detection in them is a false alarm.
+
+`pitch` scales pitch and formants together (the waveform is read as if sampled `pitch` times
+faster, then resampled; a vocal-tract-like shift); `speed` scales the tempo (the engine's own
+rate, compensated for the pitch step). Rendering is deterministic for the same text, voice,
+speed and pitch.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from kwsdeploy.atomic import CORPUS_TREE, writing_dir
+from kwsdeploy.data.prepared import CLIP_SAMPLES, SAMPLE_RATE, dumps_json
+
+log = logging.getLogger("kwsdeploy.data")
+
+ENGINES = ("espeak-ng", "flite", "festival")
+ESPEAK_BASES = ("en", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-029",
+                "en-gb-x-gbcwmd", "en-us-nyc")
+HELD_OUT_ESPEAK_BASES = ("en-gb-x-gbcwmd", "en-us-nyc")
+HELD_OUT_ESPEAK_VARIANTS = ("Andrea", "Annie", "belinda", "boris", "Denis", "edward2", "f4", "Gene2", "grandma",
+                            "iven3", "klatt4", "linda", "m4", "Marco", "michel", "quincy", "robosoft4", "steph2",
+                            "travis", "victor")
+FLITE_VOICES = ("kal", "kal16", "awb", "slt", "rms")  # awb_time is limited-domain (it only says times)
+HELD_OUT_FLITE = ("rms",)
+FESTIVAL_VOICES = ("kal_diphone",)
+HELD_OUT_FESTIVAL: tuple[str, ...] = ()
+ESPEAK_WPM = 175  # espeak-ng's default rate, speed 1.0
+
+SPEED_RANGE = (0.8, 1.25)  # synth_tree's draws per clip
+PITCH_RANGE = (0.86, 1.18)
+ESPEAK_PITCH_RANGE = (25, 75)  # espeak-ng -p (0-99, default 50): base pitch on top of the shift
+PEAK_DBFS_RANGE = (-32.0, -3.0)  # level of each written clip (FSDD speakers peak near -23 dBFS)
+TRIM_DB = 40.0  # a word is trimmed where its 10 ms frames fall this far below the loudest frame
+TRIM_MARGIN_S = 0.03
+
+HOMOPHONES = ("zero", "one", "won", "two", "to", "too", "three", "four", "for", "fore", "five", "six", "seven",
+              "eight", "ate", "nine", "ten", "oh")  # never in a sentence (a digit spotter may rightly fire)
+
+# Words that sound near the digits (never a digit or its homophone): _unknown_ material.
+HARD_NEGATIVES = ("none", "nun", "wonder", "want", "wine", "tree", "true", "tooth", "tune", "free", "through",
+                  "fork", "fort", "forty", "fourteen", "fife", "fine", "hive", "dive", "sticks", "sick", "sex",
+                  "fix", "sixty", "sixteen", "seventy", "seventeen", "heaven", "oven", "eighteen", "eighty",
+                  "weight", "late", "nein", "night", "mine", "line", "nice", "hero", "zebra", "cereal", "arrow",
+                  "eleven", "twelve", "twenty", "thirty", "hundred", "thousand", "sun", "done", "shoe", "noon")
+
+TRAIN_SENTENCES = (
+    "the old man walked slowly across the bridge",
+    "please close the window before it starts raining",
+    "she bought fresh bread at the market this morning",
+    "the children played in the garden after school",
+    "we drove along the coast and watched the waves",
+    "turn left at the church and keep going straight",
+    "the meeting has been moved until next week",
+    "my brother lives in a small house near the river",
+    "can you pass me the salt and the pepper",
+    "the train was late because of the snow",
+    "a cold wind blew across the empty field",
+    "he forgot his umbrella on the bus again",
+    "the library opens at noon on sundays",
+    "they painted the kitchen a pale shade of green",
+    "the doctor said it was nothing serious",
+    "our neighbours keep chickens in their back yard",
+    "the coffee in this place is really good",
+    "i think we should leave a little earlier",
+    "the lights went out during the storm last night",
+    "she plays the violin in the city orchestra",
+    "put the books back on the shelf when you are done",
+    "the museum was full of tourists and students",
+    "i could not find my keys anywhere this morning",
+    "the cat is sleeping on the warm blanket",
+    "he has been learning spanish with an online course",
+    "the soup needs a little more salt",
+    "we watched a film about a lost explorer",
+    "the airport was crowded with holiday travellers",
+    "the teacher asked everyone a difficult question",
+    "a small boat drifted slowly down the canal",
+    "let us meet outside the station entrance",
+    "the garden looks lovely in the spring",
+    "my phone battery is almost empty",
+    "the baker opens his shop very early",
+    "there is a strange noise coming from the engine",
+    "the weather should be better tomorrow",
+    "he wrote a long letter by hand",
+    "the dog barked at the postman again",
+    "the hotel room had a view of the mountains",
+    "she laughed at the silly joke",
+    "the concert was cancelled at the last minute",
+    "we need milk, butter and a bag of apples",
+    "the road was closed because of an accident",
+    "i usually walk through the park on my way home",
+    "the new bridge will open next summer",
+    "he fixed the bicycle with an old spanner",
+    "the children built a castle in the sand",
+    "that restaurant serves wonderful fish",
+    "the computer keeps crashing when i open the file",
+    "she wore a bright yellow raincoat",
+    "the farmer planted potatoes and onions",
+    "the bus stop is just around the corner",
+    "this jacket is much warmer than it looks",
+    "a flock of birds flew over the lake",
+    "the exam results will be published on friday",
+    "i would like a cup of tea with milk",
+    "the lift is out of order again",
+    "they moved here from a village in the north",
+    "the gardener cut the grass and trimmed the hedge",
+    "the kettle is boiling in the kitchen",
+    "we stayed at a cottage by the sea",
+    "the film starts in a few minutes",
+    "my grandmother makes the best apple pie",
+    "the street market sells fruit and flowers",
+    "the pilot announced a short delay",
+    "the office is closed on public holidays",
+    "he always reads the newspaper at breakfast",
+    "the river flooded the lower part of the town",
+    "could you speak a little more slowly please",
+    "the painting hangs above the fireplace",
+    "the shop assistant was very helpful",
+    "we ran out of petrol on the motorway",
+    "the candles flickered in the dark room",
+    "she is studying chemistry at the university",
+    "the footpath follows the edge of the forest",
+    "the waiter brought us the menu",
+    "it was a quiet afternoon in the village",
+    "the parcel arrived while we were out",
+    "he keeps his tools in a wooden box",
+    "the stars were very bright above the hills",
+)
+
+HELD_OUT_SENTENCES = (
+    "the harbour was busy with fishing boats at dawn",
+    "my sister is training as a nurse in the capital",
+    "a thick fog covered the valley all morning",
+    "the carpenter measured the door twice",
+    "the radio played softly while we cooked dinner",
+    "the wind carried the smell of smoke over the roofs",
+    "his car broke down just outside the tunnel",
+    "the mayor opened the new swimming pool",
+    "the printer has run out of paper",
+    "she keeps a diary in a locked drawer",
+    "the orchestra tuned their instruments quietly",
+    "the path up the hill is steep and muddy",
+    "we planted roses along the garden wall",
+    "the guide told us the history of the castle",
+    "the glass vase shattered on the stone floor",
+    "he spent the evening repairing the fence",
+    "the lake froze over during the cold spell",
+    "our flight was diverted because of the weather",
+    "the baby finally fell asleep after lunch",
+    "the market square fills up on saturdays",
+    "the students protested outside the town hall",
+    "a gentle rain fell on the dusty road",
+    "she found an old photograph in the attic",
+    "the shepherd counted his sheep at sunset",
+    "the soup was thin and rather bland",
+    "the post office is beside the bank",
+    "he whistled a cheerful tune while working",
+    "the ferry crossed the bay in calm water",
+    "the bakery smells of cinnamon and sugar",
+    "the old clock in the hall has stopped",
+    "the hikers rested beside a mountain stream",
+    "please remember your passport and your tickets",
+    "the bees were busy among the lavender",
+    "the kitchen floor needs a good scrub",
+    "they celebrated their anniversary in paris",
+    "the mechanic changed the oil and the filter",
+    "a fox crossed the lane in front of us",
+    "the museum guard watched us closely",
+    "my uncle grows tomatoes in a greenhouse",
+    "the theatre was packed on the opening night",
+    "the snow melted quickly in the sunshine",
+    "the librarian found the book we wanted",
+    "the puppy chewed through the garden hose",
+    "the lecture covered the causes of the war",
+    "the surgeon washed her hands carefully",
+    "the wooden bench by the pond is broken",
+    "we picked blackberries along the hedgerow",
+    "the crowd cheered as the runners passed",
+    "the castle walls were covered in ivy",
+    "the shopkeeper locked up and went home",
+    "the violinist bowed and left the stage",
+    "heavy traffic slowed us down on the ring road",
+    "the owl hooted from the top of the barn",
+    "she painted a portrait of her grandfather",
+    "the cheese shop has a huge selection",
+    "the committee approved the new plans",
+    "the lighthouse beam swept across the water",
+    "the goats climbed onto the roof of the shed",
+    "the chef tasted the sauce and frowned",
+    "we got lost in the narrow streets of the old town",
+)
+
+
+class SynthError(ValueError):
+    """An unknown or unavailable voice, or a text-to-speech engine that failed or is missing."""
+
+
+@dataclass(frozen=True, order=True)
+class Voice:
+    """A synthetic voice: engine and the engine's voice name (espeak-ng: `base` or `base+variant`)."""
+
+    engine: str
+    name: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.engine}:{self.name}"
+
+    @property
+    def speaker(self) -> str:
+        """A file-name-safe speaker id for GSC-layout trees (no '_')."""
+        short = {"espeak-ng": "esp", "flite": "flite", "festival": "fest"}[self.engine]
+        return "syn-" + short + "-" + re.sub(r"[^A-Za-z0-9]+", "-", self.name).strip("-")
+
+    def __str__(self) -> str:
+        return self.id
+
+
+def _engine_binary(engine: str) -> str:
+    return {"espeak-ng": "espeak-ng", "flite": "flite", "festival": "text2wave"}[engine]
+
+
+def _require_engine(engine: str) -> str:
+    binary = _engine_binary(engine)
+    path = shutil.which(binary)
+    if path is None:
+        pkg = {"espeak-ng": "espeak-ng", "flite": "flite", "festival": "festival"}[engine]
+        raise SynthError(f"{binary} is not installed: install it (Debian: apt-get install {pkg}) to use {engine} voices.")
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def espeak_variants() -> tuple[str, ...]:
+    """The installed espeak-ng voice variants (names usable after '+'), sorted; () without espeak-ng."""
+    if shutil.which("espeak-ng") is None:
+        return ()
+    out = subprocess.run(["espeak-ng", "--voices=variant"], capture_output=True, text=True, check=False).stdout
+    lines = out.splitlines()
+    if not lines or "File" not in lines[0]:
+        return ()
+    col = lines[0].index("File")
+    names = set()
+    for line in lines[1:]:
+        field = line[col:].split("  ")[0].strip()
+        if field.startswith("!v/"):
+            name = field[3:]
+            if re.fullmatch(r"[A-Za-z0-9_-]+", name):
+                names.add(name)
+    return tuple(sorted(names, key=str.lower))
+
+
+@functools.lru_cache(maxsize=None)
+def _flite_installed() -> tuple[str, ...]:
+    if shutil.which("flite") is None:
+        return ()
+    out = subprocess.run(["flite", "-lv"], capture_output=True, text=True, check=False).stdout
+    listed = out.split(":", 1)[-1].split()
+    return tuple(v for v in FLITE_VOICES if v in listed)
+
+
+@functools.lru_cache(maxsize=None)
+def _festival_installed() -> tuple[str, ...]:
+    if shutil.which("text2wave") is None:
+        return ()
+    roots = [Path("/usr/share/festival/voices"), Path("/usr/lib/festival/voices")]
+    found = {d.name for r in roots if r.is_dir() for d in r.glob("*/*") if d.is_dir()}
+    return tuple(v for v in FESTIVAL_VOICES if v in found)
+
+
+def parse_voice(spec: str) -> Voice:
+    """'espeak-ng:en-us+f3' / 'en-us+f3' / 'flite:slt' / 'festival:kal_diphone' -> Voice (checked installed)."""
+    text = spec.strip()
+    engine, _, name = text.partition(":") if ":" in text else ("espeak-ng", "", text)
+    engine = {"espeak": "espeak-ng", "espeakng": "espeak-ng", "text2wave": "festival"}.get(engine, engine)
+    hint = "run 'kwsdeploy data synth --list-voices' for the installed ones."
+    if engine not in ENGINES:
+        raise SynthError(f"unknown voice '{spec}': the engine must be one of {', '.join(ENGINES)}; {hint}")
+    _require_engine(engine)
+    if engine == "espeak-ng":
+        base, _, variant = name.partition("+")
+        if base not in ESPEAK_BASES or (variant and variant not in espeak_variants()):
+            raise SynthError(f"unknown voice '{spec}': espeak-ng voices are <base>[+<variant>] with base one of "
+                             f"{', '.join(ESPEAK_BASES)} and an installed variant; {hint}")
+    elif engine == "flite" and name not in _flite_installed():
+        raise SynthError(f"unknown voice '{spec}': flite voices here are {', '.join(_flite_installed())}; {hint}")
+    elif engine == "festival" and name not in _festival_installed():
+        raise SynthError(f"unknown voice '{spec}': festival voices here are "
+                         f"{', '.join(_festival_installed()) or 'none'}; {hint}")
+    return Voice(engine, name)
+
+
+def voice_split(voice: Voice) -> str:
+    """'train' or 'held_out', by the fixed rule of the module docstring."""
+    if voice.engine == "espeak-ng":
+        base, _, variant = voice.name.partition("+")
+        held = base in HELD_OUT_ESPEAK_BASES or variant in HELD_OUT_ESPEAK_VARIANTS
+    elif voice.engine == "flite":
+        held = voice.name in HELD_OUT_FLITE
+    else:
+        held = voice.name in HELD_OUT_FESTIVAL
+    return "held_out" if held else "train"
+
+
+def installed_voices() -> list[Voice]:
+    """Every usable voice on this machine (engines that are missing contribute none), sorted."""
+    voices = []
+    if shutil.which("espeak-ng"):
+        for base in ESPEAK_BASES:
+            voices.append(Voice("espeak-ng", base))
+            voices.extend(Voice("espeak-ng", f"{base}+{v}") for v in espeak_variants())
+    voices += [Voice("flite", v) for v in _flite_installed()]
+    voices += [Voice("festival", v) for v in _festival_installed()]
+    return sorted(voices)
+
+
+def train_voices() -> list[Voice]:
+    """Installed voices that training may use."""
+    return [v for v in installed_voices() if voice_split(v) == "train"]
+
+
+def held_out_voices() -> list[Voice]:
+    """Installed voices that no training step uses (for unseen test speech)."""
+    return [v for v in installed_voices() if voice_split(v) == "held_out"]
+
+
+def _read_wav(path: Path) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    x, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    return x.mean(axis=1), int(rate)
+
+
+def _run_engine(text: str, voice: Voice, native_speed: float, espeak_pitch: int, wav: Path) -> None:
+    binary = _require_engine(voice.engine)
+    if voice.engine == "espeak-ng":
+        wpm = int(round(ESPEAK_WPM * native_speed))
+        cmd = [binary, "-v", voice.name, "-s", str(wpm), "-p", str(int(espeak_pitch)), "-w", str(wav), text]
+        stdin = None
+    elif voice.engine == "flite":
+        cmd = [binary, "-voice", voice.name, "--setf", f"duration_stretch={1.0 / native_speed:.4f}",
+               "-t", text, "-o", str(wav)]
+        stdin = None
+    else:
+        stretch = f"(Parameter.set 'Duration_Stretch {1.0 / native_speed:.4f})"
+        cmd = [binary, "-eval", f"(voice_{voice.name})", "-eval", stretch, "-o", str(wav)]
+        stdin = text
+    proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, check=False)
+    if proc.returncode != 0 or not wav.is_file() or wav.stat().st_size <= 44:
+        detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SynthError(f"{voice.engine} failed to say {text!r} with voice {voice.name} ({detail}).")
+
+
+def render(text: str, voice: "Voice | str", speed: float = 1.0, pitch: float = 1.0,
+           espeak_pitch: int = 50, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """SYNTHETIC speech: `text` said by `voice` as float32 mono at `rate` Hz (the engine's own level).
+
+    `speed` > 1 is faster; `pitch` > 1 raises pitch and formants together; `espeak_pitch` is
+    espeak-ng's base pitch (0-99), ignored by the other engines.
+    """
+    import soxr
+
+    v = parse_voice(voice) if isinstance(voice, str) else voice
+    if not text.strip():
+        raise SynthError("nothing to say: the text is empty.")
+    if not (0.3 <= speed <= 3.0 and 0.5 <= pitch <= 2.0):
+        raise SynthError(f"speed must be in 0.3..3 and pitch in 0.5..2, got speed {speed}, pitch {pitch}.")
+    with tempfile.TemporaryDirectory(prefix="kws-synth-") as tmp:
+        wav = Path(tmp) / "say.wav"
+        _run_engine(text, v, speed / pitch, espeak_pitch, wav)
+        x, native = _read_wav(wav)
+    y = soxr.resample(x.astype(np.float32), native * pitch, rate, quality="HQ")
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def trim_word(x: np.ndarray, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Cut leading/trailing silence: keep the 10 ms frames within TRIM_DB of the loudest, plus a margin."""
+    hop = rate // 100
+    n = len(x) // hop
+    if n == 0:
+        return x
+    energy = np.square(x[: n * hop].astype(np.float64)).reshape(n, hop).mean(axis=1)
+    loud = np.flatnonzero(energy >= energy.max() * 10.0 ** (-TRIM_DB / 10.0))
+    margin = int(TRIM_MARGIN_S * rate)
+    start = max(0, loud[0] * hop - margin)
+    end = min(len(x), (loud[-1] + 1) * hop + margin)
+    return x[start:end]
+
+
+def set_peak(x: np.ndarray, peak_dbfs: float) -> np.ndarray:
+    """Scale so the largest |sample| is at `peak_dbfs` dB full scale (silence stays silence)."""
+    peak = float(np.max(np.abs(x))) if len(x) else 0.0
+    if peak <= 0:
+        return x.astype(np.float32)
+    return (x * np.float32(10.0 ** (peak_dbfs / 20.0) / peak)).astype(np.float32)
+
+
+def _draw(rng: np.random.Generator) -> dict:
+    return {"speed": float(rng.uniform(*SPEED_RANGE)), "pitch": float(rng.uniform(*PITCH_RANGE)),
+            "espeak_pitch": int(rng.integers(ESPEAK_PITCH_RANGE[0], ESPEAK_PITCH_RANGE[1] + 1)),
+            "peak_dbfs": float(rng.uniform(*PEAK_DBFS_RANGE))}
+
+
+def _sentence_cut(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random 1 s window of a (trimmed) sentence; a short one is centred."""
+    from kwsdeploy.data.fsdd import centre_clip
+
+    if len(x) <= CLIP_SAMPLES:
+        return centre_clip(x)
+    off = int(rng.integers(0, len(x) - CLIP_SAMPLES + 1))
+    return x[off: off + CLIP_SAMPLES].copy()
+
+
+def resolve_voices(spec: "str | Sequence[str] | None") -> list[Voice]:
+    """`None` / 'train': every installed training voice; else a comma list (or sequence) of voice names.
+
+    A held-out voice is refused (it must stay unseen); an unknown one too."""
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "train"):
+        voices = train_voices()
+        if not voices:
+            raise SynthError("no text-to-speech engine is installed: install espeak-ng, flite or festival "
+                             "(Debian: apt-get install espeak-ng flite festival).")
+        return voices
+    names = [s for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    if not names:
+        raise SynthError("--voices is empty: give 'train' or a comma-separated list such as en-us+f3,flite:slt.")
+    voices = []
+    for name in names:
+        v = parse_voice(name)
+        if voice_split(v) != "train":
+            raise SynthError(f"voice '{v.id}' is held out (kwsdeploy.data.synth): it makes unseen test speech and "
+                             "never trains; choose a training voice.")
+        if v not in voices:
+            voices.append(v)
+    return voices
+
+
+def synth_tree(
+    words: Sequence[str],
+    out: Path,
+    voices: "str | Sequence[str] | None" = None,
+    per_voice: int = 1,
+    unknown_per_voice: int = 2,
+    seed: int = 0,
+    progress: Optional[Callable[[int, int], None]] = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a GSC-layout tree of SYNTHETIC speech (training only) to `out` (temp dir + swap; an older
+    tree is replaced only with `overwrite`, anything else at `out` never).
+
+    Per voice: `per_voice` clips of each word (trimmed, centred in 1 s), and `unknown_per_voice`
+    `_unknown_` clips (a hard negative from HARD_NEGATIVES or a 1 s cut of a TRAIN_SENTENCES
+    sentence, half each), each with its own speed, pitch and level drawn from (seed, voice, clip).
+    """
+    import soundfile as sf
+
+    from kwsdeploy.data.fsdd import centre_clip, to_int16
+
+    words = [w.strip() for w in words if w.strip()]
+    if not words or len(set(words)) != len(words):
+        raise SynthError("--words must be a comma-separated list of distinct words, e.g. zero,one,two.")
+    bad = [w for w in words if not re.fullmatch(r"[a-z][a-z' -]*", w)]
+    if bad:
+        raise SynthError(f"word '{bad[0]}' is not plain lower-case text: give words as they are spoken, e.g. 'seven'.")
+    if per_voice < 1 or unknown_per_voice < 0:
+        raise SynthError("--per-voice must be >= 1 and --unknown-per-voice >= 0.")
+    vs = resolve_voices(voices)
+    negatives = [w for w in HARD_NEGATIVES if w not in words]
+    jobs = []  # (voice index, voice, folder, text, kind, n)
+    for vi, v in enumerate(vs):
+        for w in words:
+            jobs += [(vi, v, w, w, "word", n) for n in range(per_voice)]
+        jobs += [(vi, v, None, None, "unknown", n) for n in range(unknown_per_voice)]
+    out = Path(out)
+    counts: dict[str, int] = {}
+    with writing_dir(out, CORPUS_TREE, overwrite) as tmp:
+        for i, (vi, v, folder, text, kind, n) in enumerate(jobs):
+            rng = np.random.default_rng([seed, _voice_key(v), 0 if kind == "word" else 1,
+                                         words.index(text) if kind == "word" else 0, n])
+            if kind == "unknown":
+                if rng.random() < 0.5:
+                    text = negatives[int(rng.integers(0, len(negatives)))]
+                    folder = text
+                else:
+                    text = TRAIN_SENTENCES[int(rng.integers(0, len(TRAIN_SENTENCES)))]
+                    folder = "sentences"
+            d = _draw(rng)
+            x = render(text, v, d["speed"], d["pitch"], d["espeak_pitch"])
+            x = trim_word(x)
+            clip = _sentence_cut(x, rng) if folder == "sentences" else centre_clip(x)
+            clip = set_peak(clip, d["peak_dbfs"])
+            (tmp / folder).mkdir(exist_ok=True)
+            idx = n if kind == "word" else f"u{n}"
+            sf.write(str(tmp / folder / f"{v.speaker}_nohash_{idx}.wav"), to_int16(clip), SAMPLE_RATE,
+                     subtype="PCM_16")
+            counts[folder] = counts.get(folder, 0) + 1
+            if progress:
+                progress(i + 1, len(jobs))
+        (tmp / "validation_list.txt").write_text("")
+        (tmp / "testing_list.txt").write_text("")
+        (tmp / "kwsdeploy_corpus.json").write_text(dumps_json({
+            "name": "synth", "source": "SYNTHETIC speech (espeak-ng, flite, festival), training only",
+            "synthetic": ["everything"], "words": list(words), "voices": [v.id for v in vs],
+            "per_voice": per_voice, "unknown_per_voice": unknown_per_voice, "seed": seed, "clips": counts,
+            "ranges": {"speed": SPEED_RANGE, "pitch": PITCH_RANGE, "espeak_pitch": ESPEAK_PITCH_RANGE,
+                       "peak_dbfs": PEAK_DBFS_RANGE},
+        }))
+        (tmp / "README.md").write_text(
+            "SYNTHETIC speech (not recordings), made by `kwsdeploy data synth` with offline text-to-speech\n"
+            f"(espeak-ng, flite, festival): {len(vs)} training voices, words {', '.join(words)}; other folders\n"
+            "(hard negatives, `sentences`) become `_unknown_` when prepared with --keywords. Every clip is\n"
+            "16 kHz, 1 s, with its own speed, pitch and level. Training only: both list files are empty, and\n"
+            "no held-out voice or sentence of kwsdeploy.data.synth is used.\n")
+    log.info("wrote %d synthetic clips (%d voices) to %s", len(jobs), len(vs), out)
+    return out
+
+
+def _voice_key(v: Voice) -> int:
+    """A stable integer per voice (seeds must not depend on which other voices are installed)."""
+    import zlib
+
+    return zlib.crc32(v.id.encode())
+
+
+def voices_json() -> str:
+    """The installed voices and their split, as JSON text (for `--list-voices`)."""
+    return json.dumps([{"voice": v.id, "split": voice_split(v)} for v in installed_voices()], indent=1)
