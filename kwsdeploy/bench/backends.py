@@ -3,8 +3,9 @@
 Every runtime gives a kwsdeploy.runtime `StepRunner` (the one runner contract: template `step()`
 with packet checks and per-call timing, state carried inside): ONNX Runtime's `OrtStepRunner`, the
 TensorRT backend registered in `kwsdeploy.runtime.runners.BACKENDS` when there is one, and torch
-eager wrapped in the same contract. Precisions are graph passes: fp16 (`to_fp16`), int8 (the
-calibration package's dynamic U8S8 cpu candidate).
+eager wrapped in the same contract. Precisions are the precision table's graph passes
+(`kwsdeploy.precisions`; fp16, and INT8 recipes as they are added), plus 'int8': the calibration
+package's calibration-free dynamic U8S8 cpu candidate.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Any
 import numpy as np
 
 RUNTIMES = ("torch", "ort", "ort-int8", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 class Unavailable(RuntimeError):
@@ -31,8 +31,8 @@ def expand(runtimes: list[str], precisions: list[str]) -> list[tuple[str, str]]:
         if rt not in RUNTIMES:
             raise ValueError(f"Unknown runtime {rt!r}; choose from {', '.join(RUNTIMES)}.")
         for p in (["int8"] if rt == "ort-int8" else precisions):
-            if p not in PRECISIONS:
-                raise ValueError(f"Unknown precision {p!r}; choose from {', '.join(PRECISIONS)}.")
+            if p not in known_precisions():
+                raise ValueError(f"Unknown precision {p!r}; choose from {', '.join(known_precisions())}.")
             pair = ("ort", "int8") if rt == "ort-int8" else (rt, p)
             if pair not in pairs:
                 pairs.append(pair)
@@ -43,24 +43,43 @@ def expand(runtimes: list[str], precisions: list[str]) -> list[tuple[str, str]]:
 INT8_VARIANT = "dynamic-u8s8-rr"  # the calibration package's cpu candidate that needs no calibration data
 
 
-def graph_for(subject, precision: str):
-    """The subject's ONNX graph in `precision` (int8: ONNX Runtime dynamic U8S8 MatMuls, 7-bit weights)."""
-    proto = subject.onnx_fp32()
-    if precision == "fp32":
-        return proto
-    if precision == "fp16":
-        from kwsdeploy.exporters.onnx import to_fp16
+def known_precisions() -> tuple[str, ...]:
+    """fp32, fp16, int8 (a calibration-free INT8 graph) and every entry of this build's precision table."""
+    from kwsdeploy.precisions import PRECISIONS
 
-        return to_fp16(proto)  # fp16 arithmetic (frontend included), fp32 I/O
+    return tuple(dict.fromkeys(("fp32", "fp16", "int8", *PRECISIONS)))
+
+
+def _dynamic_int8(core):
     try:
         from kwsdeploy.calibration.cpu import build_candidate
         from kwsdeploy.calibration.qdq import name_nodes
     except ImportError:
         raise Unavailable("no INT8 recipe in this build (Step 6)") from None
-    q = build_candidate(INT8_VARIANT, name_nodes(proto), None)
+    q = build_candidate(INT8_VARIANT, name_nodes(core), None)
     if not any(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul", "ConvInteger") for n in q.graph.node):
         raise Unavailable(f"INT8 ({INT8_VARIANT}) quantizes no layer of this graph")
     return q
+
+
+def graph_for(subject, precision: str):
+    """The subject's ONNX graph in `precision`: the precision table's graph pass on the model graph
+    (kwsdeploy.precisions), the frontend kept fp32 in front as bundles do. 'int8' is ONNX Runtime's
+    dynamic U8S8 MatMuls with 7-bit weights (the calibration package's calibration-free cpu candidate)."""
+    from kwsdeploy.precisions import PRECISIONS, PassContext
+
+    if precision == "fp32":
+        return subject.onnx_graph()
+    if precision == "int8":
+        return subject.onnx_graph(_dynamic_int8)
+    if precision not in PRECISIONS:
+        raise Unavailable(f"no precision {precision!r} in this build (known: {', '.join(known_precisions())})")
+    entry = PRECISIONS[precision]
+    if entry.needs_calibration:
+        raise Unavailable(f"{precision} needs calibration data; export a bundle with it and time that (or use int8)")
+    fn = entry.pass_fn()
+    ctx = PassContext(mode=subject.key.mode if subject.key.mode == "offline" else "step", frontend=subject.key.frontend)
+    return subject.onnx_graph(lambda core: fn(core, ctx))
 
 
 def weight_bytes(proto) -> int:

@@ -53,11 +53,21 @@ class Subject:
     def stateful(self) -> bool:
         return self.key.mode != "offline"
 
-    def onnx_fp32(self):
-        """The fp32 ONNX graph (exported on first use, then cached)."""
-        if "fp32" not in self._onnx:
-            self._onnx["fp32"] = _export(self)
-        return self._onnx["fp32"]
+    def onnx_parts(self):
+        """(fp32 model graph, fp32 frontend graph or None), exported on first use, then cached."""
+        if "parts" not in self._onnx:
+            self._onnx["parts"] = _export(self)
+        return self._onnx["parts"]
+
+    def onnx_graph(self, model_pass=None):
+        """The whole graph: `model_pass` (a precision's graph pass) applied to the model graph, the
+        frontend (fp32, as bundles keep it) attached in front."""
+        from kwsdeploy.exporters.onnx import attach_frontend
+
+        core, front = self.onnx_parts()
+        if model_pass is not None:
+            core = model_pass(core)
+        return attach_frontend(front, core) if front is not None else core
 
     def packets(self, audio: np.ndarray, count: int) -> list[np.ndarray]:
         """`count` consecutive per-stream inputs cut from `audio` (cycled): the same audio for every runtime."""
@@ -148,18 +158,20 @@ def prepare(key: SubjectKey, exporter: str = "legacy") -> Subject:
 
 
 def _export(s: Subject):
-    """The subject's fp32 graph through the project's exporters (legacy path by default: fast)."""
+    """(model graph, frontend graph or None) through the project's exporters (legacy path by default: fast)."""
     from kwsdeploy.exporters import onnx as ox
     from kwsdeploy.features import MFCC
 
+    fc = s.feature_config
     if s.key.mode == "offline":
-        mfcc = MFCC(s.feature_config).eval() if s.key.frontend else None
         model = s.module.model if s.key.frontend else s.module
-        return ox.export_offline(model, mfcc, clip_frames=s.feature_config.clip_frames,
-                                 clip_samples=s.feature_config.clip_samples, exporter=s.exporter)
-    if s.key.frontend:
-        return ox.export_step(s.module.smodel, frontend=s.module.frontend, exporter=s.exporter)
-    return ox.export_step(s.module, exporter=s.exporter)
+        core = ox.export_offline(model, clip_frames=fc.clip_frames, clip_samples=fc.clip_samples, exporter=s.exporter)
+        front = ox.export_frontend_offline(MFCC(fc).eval(), fc.clip_samples, exporter=s.exporter) if s.key.frontend else None
+        return core, front
+    smodel = s.module.smodel if s.key.frontend else s.module
+    core = ox.export_step(smodel, exporter=s.exporter)
+    front = ox.export_frontend_step(s.module.frontend, smodel.stream_spec, exporter=s.exporter) if s.key.frontend else None
+    return core, front
 
 
 def _packets(s: Subject, audio: np.ndarray, count: int) -> list[np.ndarray]:
