@@ -167,14 +167,15 @@ def recover(out: Path, kind: Optional[ArtifactKind] = None) -> list[str]:
             os.rename(path, out)
             done.append(f"restored {out} from {path.name}, left aside by an interrupted replacement")
         else:
-            _remove(path)
+            remove_path(path)
             done.append(f"removed {path.name}, left by an interrupted kwsdeploy run (pid {pid})")
     for line in done:
         log.warning(line)
     return done
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
+    """Delete a file, link or directory tree (quietly: it is a leftover of ours)."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
@@ -238,7 +239,7 @@ def replace_dir(tmp: Path, out: Path) -> None:
             if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not os.path.lexists(out):
                 raise
     if _exchange(tmp, out):
-        _remove(tmp)  # now holds the old tree
+        remove_path(tmp)  # now holds the old tree
         return
     old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{os.getpid()}-", dir=out.parent))
     os.rmdir(old)
@@ -250,7 +251,7 @@ def replace_dir(tmp: Path, out: Path) -> None:
         if not os.path.lexists(out):
             os.rename(old, out)
         raise
-    _remove(old)
+    remove_path(old)
 
 
 @contextlib.contextmanager
@@ -269,7 +270,7 @@ def writing_dir(out: Path, kind: ArtifactKind, overwrite: bool = False,
         replace_dir(tmp, out)
     finally:
         if os.path.lexists(tmp):
-            _remove(tmp)
+            remove_path(tmp)
 
 
 def write_file(path: Path, data: bytes | str, overwrite: bool = True, option: str = "--out") -> Path:

@@ -116,8 +116,8 @@ _KILL = textwrap.dedent("""
         atomic._exchange = lambda a, b: False
         atomic._between_renames = lambda: os._exit(9)  # killed between the two renames
     else:
-        real = atomic._remove
-        atomic._remove = lambda p: os._exit(9)  # killed right after the exchange, before the cleanup
+        real = atomic.remove_path
+        atomic.remove_path = lambda p: os._exit(9)  # killed right after the exchange, before the cleanup
     with atomic.writing_dir(Path(sys.argv[1]), kind, overwrite=True) as tmp:
         (tmp / "thing.json").write_text(json.dumps({"kind": "thing"}))
         (tmp / "payload.txt").write_text("new")

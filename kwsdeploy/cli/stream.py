@@ -11,55 +11,45 @@ import numpy as np
 import typer
 
 from kwsdeploy.cli.common import user_errors
+from kwsdeploy.contract import DEFAULT_DETECTION, DetectionSettings, StreamSpec, samples_to_seconds
 
-# Detection defaults shared by `stream`, `eval-stream` and `demo` (a bundle tuned by `kwsdeploy tune`
-# carries its own). A 1 s window keeps a word in view for up to a second after it ends, so one keyword's
-# refractory period is a little longer than that; across keywords only a short gap, so that digits
-# said about a second apart are all heard.
-THRESHOLD = 0.7
-SMOOTHING_S = 0.2
-REFRACTORY_S = 1.2
-MIN_GAP_S = 0.5
+# Detection defaults shared by `stream`, `eval-stream` and `demo` (kwsdeploy.contract.DetectionSettings; a
+# bundle tuned by `kwsdeploy tune` carries its own).
+THRESHOLD = DEFAULT_DETECTION.threshold
+SMOOTHING_S = DEFAULT_DETECTION.smoothing_seconds
+REFRACTORY_S = DEFAULT_DETECTION.refractory_seconds
+MIN_GAP_S = DEFAULT_DETECTION.min_gap_seconds
 DEFAULT_HOP_FRAMES = 10  # windowed streams recompute the last second every 100 ms
 
 
-def _settings(threshold: float, smoothing: float, refractory: float, min_gap: float = MIN_GAP_S):
-    from kwsdeploy.runtime.detect import DetectionSettings
-
+def _settings(threshold: float, smoothing: float, refractory: float, min_gap: float = MIN_GAP_S) -> DetectionSettings:
     return DetectionSettings(threshold=threshold, smoothing_seconds=smoothing, refractory_seconds=refractory,
                              min_gap_seconds=min_gap)
 
 
 def resolve_settings(source, threshold: Optional[float], smoothing: Optional[float], refractory: Optional[float],
-                     min_gap: Optional[float]):
-    """Options given on the command line, else the bundle manifest's tuned settings, else the defaults."""
-    from kwsdeploy.runtime.detect import DetectionSettings
-
-    base = getattr(source, "detection", None) or DetectionSettings(THRESHOLD, SMOOTHING_S, REFRACTORY_S, MIN_GAP_S)
-    given = {k: v for k, v in (("threshold", threshold), ("smoothing_seconds", smoothing),
-                               ("refractory_seconds", refractory), ("min_gap_seconds", min_gap)) if v is not None}
-    if not given:
-        return base
+                     min_gap: Optional[float]) -> DetectionSettings:
+    """Options given on the command line, else the bundle manifest's settings, else the defaults."""
     import dataclasses
 
-    return dataclasses.replace(base, tuned=None, **given)
+    base = getattr(source, "detection", None) or DEFAULT_DETECTION
+    given = {k: v for k, v in (("threshold", threshold), ("smoothing_seconds", smoothing),
+                               ("refractory_seconds", refractory), ("min_gap_seconds", min_gap)) if v is not None}
+    return dataclasses.replace(base, tuned=None, **given) if given else base
 
 
 class _Source:
     """What `detect` needs from a source: labels, the stream spec, a description and a note."""
 
     labels: list[str]
-    spec: object  # kwsdeploy.streaming.spec.StreamSpec
+    spec: StreamSpec
     describe: str
     note: str = ""
 
     @property
     def hop_seconds(self) -> float:
         """Seconds of audio per step call (one packet of frames)."""
-        from kwsdeploy.runtime.detect import hop_seconds_for
-
-        fc = self.spec.feature_config
-        return hop_seconds_for(self.spec.packet_frames, fc.hop_length, fc.sample_rate)
+        return self.spec.hop_seconds
 
     def logits(self, audio: np.ndarray) -> np.ndarray:
         """Logits [packets, classes] of a mono recording streamed from the zero state."""
@@ -112,9 +102,9 @@ class BundleSource(_Source):
     """Logits of a recording from an exported bundle through the ONNX Runtime runner."""
 
     def __init__(self, bundle: Path) -> None:
-        from kwsdeploy.runtime.runner import StreamRunner
+        from kwsdeploy.runtime.runners import open_runner
 
-        self.runner = StreamRunner(bundle)
+        self.runner = open_runner(bundle)
         self.labels = self.runner.labels
         self.spec = self.runner.spec
         self.describe = f"{self.runner.manifest.model.get('name', '?')} ({self.spec.mode}, onnxruntime)"
@@ -152,8 +142,10 @@ def _source(checkpoint, bundle, model, mode, hop_frames) -> _Source:
 def detect(source, audio: np.ndarray, threshold: float, smoothing: float, refractory: float,
            min_gap: float = MIN_GAP_S, settings=None):
     """Stream `audio` through `source` and return the keyword events (`settings` overrides the numbers)."""
+    from kwsdeploy.runtime.detect import KeywordDetector
+
     settings = settings or _settings(threshold, smoothing, refractory, min_gap)
-    det = settings.detector(source.labels, source.hop_seconds)
+    det = KeywordDetector.from_settings(source.labels, source.hop_seconds, settings)
     return det.update(source.logits(audio)) if len(audio) else []
 
 
@@ -197,7 +189,7 @@ def register(app: typer.Typer) -> None:
             events = detect(src, audio, 0, 0, 0, settings=settings)
         if as_json:
             typer.echo(json.dumps({
-                "file": str(wav), "source": src.describe, "seconds": len(audio) / src.spec.feature_config.sample_rate,
+                "file": str(wav), "source": src.describe, "seconds": samples_to_seconds(len(audio), src.spec.feature_config),
                 "detection": settings.to_dict(),
                 "notes": [n for n in (src.note, *info.notes) if n], "detections": [e.to_dict() for e in events],
             }, indent=1))
@@ -205,7 +197,7 @@ def register(app: typer.Typer) -> None:
         for note in (src.note, *info.notes):
             if note:
                 typer.echo(f"note: {note}", err=True)
-        typer.echo(f"{wav.name}: {len(audio) / src.spec.feature_config.sample_rate:.2f} s through {src.describe}, "
+        typer.echo(f"{wav.name}: {samples_to_seconds(len(audio), src.spec.feature_config):.2f} s through {src.describe}, "
                    f"hop {src.hop_seconds * 1000:.0f} ms, threshold {settings.threshold:g}"
                    + (" (tuned, from the manifest)" if settings.tuned else ""))
         for e in events:
@@ -300,7 +292,7 @@ def evaluate_stream(checkpoint, bundle, model, data, split, modes, hop_frames, c
     for src in sources:
         settings = resolve_settings(src, threshold, smoothing, refractory, min_gap)
         events_found = detect(src, audio, 0, 0, 0, settings=settings)
-        score = score_detections([(e.label, e.time) for e in events_found], events, len(audio) / 16000)
+        score = score_detections([(e.label, e.time) for e in events_found], events, samples_to_seconds(len(audio)))
         rows.append({"source": src.describe, "hop_ms": round(src.hop_seconds * 1000, 3), **score.to_dict()})
     return rows
 

@@ -70,8 +70,28 @@ def resolve_tree(
             archive = dl.download(info.url, archive, info.size, info.sha256, opener=opener, progress=progress)
         else:
             dl.verify_file(archive, info.size, info.sha256)
+    else:
+        check_release(Path(archive), version)
     log.info("extracting %s to %s", archive, target)
     return extract_archive(Path(archive), target)
+
+
+def check_release(archive: Path, version: int) -> None:
+    """An --archive named or sized like an official release is held to that release's size and sha256;
+    any other archive is only checked whole (its compressed stream's CRC) when extracted."""
+    if not archive.is_file():
+        raise FileNotFoundError(f"archive {archive} not found: check the path given with --archive.")
+    size = archive.stat().st_size
+    for v, info in dl.GSC_ARCHIVES.items():
+        if archive.name == info.filename or size == info.size:
+            if v != version:
+                raise ValueError(f"--archive {archive} is the GSC v{v} release but --data-version is {version}: "
+                                 f"pass --data-version {v}.")
+            log.info("checking %s against the published size and sha256 of GSC v%d", archive, v)
+            dl.verify_file(archive, info.size, info.sha256)
+            return
+    log.warning("%s is not an official GSC release archive: no published sha256 to check it against "
+                "(its compressed stream is still checked whole before use)", archive)
 
 
 def output_name(corpus: str, class_split: str, labels: list[str], keywords: Optional[list[str]], rebalance: bool) -> str:

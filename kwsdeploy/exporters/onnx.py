@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from kwsdeploy.streaming.frontend import FRONTEND_STATE
-from kwsdeploy.streaming.spec import AUDIO, FEATURES, LOGITS, StateSpec
+from kwsdeploy.contract import AUDIO, CLIP_FRAMES, DEFAULT_FEATURES, FEATURES, LOGITS, StateSpec
 
 DEFAULT_OPSET = 18
 EXPORTERS = ("dynamo", "legacy")
@@ -204,8 +204,8 @@ def export_frontend_step(
 def export_offline(
     model: nn.Module,
     mfcc: nn.Module | None = None,
-    clip_frames: int = 98,
-    clip_samples: int = 16000,
+    clip_frames: int = CLIP_FRAMES,
+    clip_samples: int = DEFAULT_FEATURES.clip_samples,
     opset: int = DEFAULT_OPSET,
     exporter: str = DEFAULT_EXPORTER,
     example_batch: int = 2,
@@ -220,7 +220,7 @@ def export_offline(
 
 
 def export_frontend_offline(
-    mfcc: nn.Module, clip_samples: int = 16000, opset: int = DEFAULT_OPSET, exporter: str = DEFAULT_EXPORTER,
+    mfcc: nn.Module, clip_samples: int = DEFAULT_FEATURES.clip_samples, opset: int = DEFAULT_OPSET, exporter: str = DEFAULT_EXPORTER,
     example_batch: int = 2,
 ) -> onnx.ModelProto:
     """The offline MFCC's graph: `audio` [B, samples] -> `features` [B, 1, n_mfcc, frames]."""
@@ -326,6 +326,11 @@ def io_info(proto: onnx.ModelProto) -> tuple[list[dict], list[dict]]:
 
 # -- fp16 -----------------------------------------------------------------------------------
 _F32, _F16 = TensorProto.FLOAT, TensorProto.FLOAT16
+
+
+def fp16_pass(proto: onnx.ModelProto, ctx: object = None) -> onnx.ModelProto:
+    """The fp16 entry of the precision table (`kwsdeploy.precisions`): `to_fp16`."""
+    return to_fp16(proto)
 
 
 def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:

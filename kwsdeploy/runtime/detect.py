@@ -15,9 +15,12 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from kwsdeploy.contract import DetectionSettings
 
 DEFAULT_IGNORE = ("_silence_", "_unknown_")
 
@@ -34,11 +37,6 @@ class Detection:
     def to_dict(self) -> dict:
         """JSON-ready dict of the event."""
         return {"label": self.label, "index": self.index, "time": self.time, "score": self.score}
-
-
-def hop_seconds_for(packet_frames: int, hop_length: int = 160, sample_rate: int = 16000) -> float:
-    """Seconds of audio per step call: packet_frames feature hops."""
-    return packet_frames * hop_length / sample_rate
 
 
 def packets_for(seconds: float, hop_seconds: float) -> int:
@@ -93,6 +91,14 @@ class KeywordDetector:
         self.time_offset = float(time_offset)
         self.reset()
 
+    @classmethod
+    def from_settings(cls, labels: Sequence[str], hop_seconds: float, settings: "DetectionSettings",
+                      **kwargs: Any) -> "KeywordDetector":
+        """A detector with a bundle's (or the default) `kwsdeploy.contract.DetectionSettings`."""
+        return cls(labels, hop_seconds, smoothing_packets=settings.smoothing_packets(hop_seconds),
+                   threshold=settings.threshold, refractory_seconds=settings.refractory_seconds,
+                   min_gap_seconds=settings.min_gap_seconds, **kwargs)
+
     def reset(self) -> None:
         """Forget the history: the next packet is the first of a new stream."""
         self._history: deque[np.ndarray] = deque(maxlen=self.smoothing_packets)
@@ -142,47 +148,3 @@ class KeywordDetector:
         self._last_event_packet = self._last_by_label[best] = self._packets
         return Detection(self.labels[best], best, self.time, score)
 
-
-@dataclass(frozen=True)
-class DetectionSettings:
-    """Threshold, smoothing, per-keyword refractory and cross-keyword gap: the manifest's `detection`."""
-
-    threshold: float = 0.7
-    smoothing_seconds: float = 0.2
-    refractory_seconds: float = 1.2
-    min_gap_seconds: float = 0.5
-    tuned: Mapping[str, Any] | None = None  # how they were chosen (target, recording, measured rates)
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.threshold <= 1.0:
-            raise ValueError(f"detection threshold is a probability in (0, 1], got {self.threshold}.")
-        for name in ("smoothing_seconds", "refractory_seconds", "min_gap_seconds"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"detection {name} must be >= 0, got {getattr(self, name)}.")
-
-    def smoothing_packets(self, hop_seconds: float) -> int:
-        """Packets averaged by the detector (at least one)."""
-        return max(1, int(round(self.smoothing_seconds / hop_seconds)))
-
-    def detector(self, labels: Sequence[str], hop_seconds: float, **kwargs: Any) -> "KeywordDetector":
-        """A `KeywordDetector` with these settings."""
-        return KeywordDetector(labels, hop_seconds, smoothing_packets=self.smoothing_packets(hop_seconds),
-                               threshold=self.threshold, refractory_seconds=self.refractory_seconds,
-                               min_gap_seconds=self.min_gap_seconds, **kwargs)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (the manifest's `detection` section)."""
-        d = {"threshold": self.threshold, "smoothing_seconds": self.smoothing_seconds,
-             "refractory_seconds": self.refractory_seconds, "min_gap_seconds": self.min_gap_seconds}
-        if self.tuned is not None:
-            d["tuned"] = dict(self.tuned)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "DetectionSettings":
-        """Inverse of `to_dict`; an unknown field is a ValueError naming it."""
-        known = {"threshold", "smoothing_seconds", "refractory_seconds", "min_gap_seconds", "tuned"}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"detection settings: unknown field(s) {unknown}; is the bundle from a newer kwsdeploy?")
-        return cls(**{k: (float(v) if k != "tuned" else v) for k, v in d.items()})

@@ -6,13 +6,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from kwsdeploy.contract import DetectionSettings
 from kwsdeploy.manifest import MANIFEST_NAME, Manifest
-from kwsdeploy.runtime.detect import DetectionSettings
 
 
-def bundle_detection(manifest: Manifest) -> DetectionSettings | None:
-    """The manifest's detection settings, or None when the bundle was never tuned."""
-    return DetectionSettings.from_dict(manifest.detection) if manifest.detection is not None else None
+def bundle_detection(manifest: Manifest) -> DetectionSettings:
+    """The manifest's detection settings (the defaults when it has none; `tuned` says if tuned)."""
+    return manifest.detection_settings
 
 
 def write_detection(bundle_dir: str | Path, settings: DetectionSettings) -> Manifest:
@@ -21,6 +21,6 @@ def write_detection(bundle_dir: str | Path, settings: DetectionSettings) -> Mani
     from kwsdeploy.runtime.bundle import load_bundle
 
     bundle = load_bundle(bundle_dir, check_hashes=True)
-    manifest = dataclasses.replace(bundle.manifest, detection=settings.to_dict())
+    manifest = dataclasses.replace(bundle.manifest, detection=settings)
     write_file(Path(bundle_dir) / MANIFEST_NAME, manifest.to_json())
     return load_bundle(bundle_dir, check_hashes=True).manifest

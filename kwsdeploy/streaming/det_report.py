@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from kwsdeploy.runtime.detect import DetectionSettings
+from kwsdeploy.contract import DetectionSettings
 from kwsdeploy.streaming.det import curve_to_json, det_curve, detections, operating_point, score_stream, summary
 from kwsdeploy.streaming.recording import Part, score_parts
 

@@ -19,8 +19,8 @@ from kwsdeploy.cli.stream import BundleSource, resolve_settings
 from kwsdeploy.data.fsdd import synth_noise
 from kwsdeploy.manifest import Manifest
 from kwsdeploy.placement import trim_edges
-from kwsdeploy.runtime.bundle import verify_bundle
-from kwsdeploy.runtime.detect import DetectionSettings
+from kwsdeploy.runtime.verify import verify_bundle
+from kwsdeploy.contract import DetectionSettings
 from kwsdeploy.runtime.tuning import bundle_detection, write_detection
 from kwsdeploy.streaming.det_report import report
 from kwsdeploy.streaming.recording import keyword_recording
@@ -100,4 +100,4 @@ def test_tune_writes_a_threshold_that_meets_the_target(bundle, tmp_path):
     assert bundle_detection(Manifest.read(tuned)).threshold == got["threshold"]
     verify_bundle(tuned)
     bad = runner.invoke(app, ["tune", "--bundle", str(tuned), "--target-fa-per-hour", "-1"])
-    assert bad.exit_code == 1 and "--target-fa-per-hour must be >= 0" in bad.output
+    assert bad.exit_code == 2 and "--target-fa-per-hour must be >= 0" in bad.output
