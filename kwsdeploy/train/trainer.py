@@ -242,7 +242,7 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out_dir: str | os.PathL
         cfg = TrainConfig.from_dict(json.loads(saved.read_text())).with_overrides(**keep)
     labels = load_labels(data_dir)
     train_set = KwsDataset(data_dir, "train", augment=cfg.augment, seed=cfg.seed, gain_db=cfg.gain_db,
-                           noise_snr_db=cfg.noise_snr_db)
+                           noise_snr_db=cfg.noise_snr_db, speaker=cfg.speaker_augment())
     valid_set = _optional_split(KwsDataset, data_dir, "valid")
     summary = {"dir": Path(data_dir).name, "labels": labels, "train_clips": len(train_set),
                "valid_clips": len(valid_set) if valid_set is not None else 0}
