@@ -58,6 +58,13 @@ def feature_config_for(cfg: TrainConfig) -> FeatureConfig:
     return FeatureConfig.reference(n_mfcc) if cfg.features == "reference" else FeatureConfig.deployable(n_mfcc)
 
 
+def _streams_in_context(model) -> bool:
+    """Whether `model` can be trained with --stream-context (a causal step model with forward_window)."""
+    if not getattr(model, "causal", False) or not hasattr(model, "forward_window"):
+        return False
+    return getattr(model, "readout", "mean") == "mean"
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
@@ -102,10 +109,10 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
         model = create(cfg.model, num_classes=len(self.labels), n_mfcc=self.feature_config.n_mfcc, **cfg.model_config)
-        if cfg.stream_context_s > 0 and getattr(model, "readout", None) != "mean":
+        if cfg.stream_context_s > 0 and not _streams_in_context(model):
             raise ValueError(
-                f"--stream-context needs a recurrent model whose output is the mean of its per-frame logits "
-                f"(the kwm-causal-* cards); {cfg.model} has none."
+                f"--stream-context needs a causal model with an exact step form (tcresnet8-causal, "
+                f"bcresnet1-causal, matchboxnet-causal, kwm-causal-* with readout 'mean'); {cfg.model} is not one."
             )
         model.to(self.device)
         mfcc = MFCC(self.feature_config).to(self.device)
@@ -125,6 +132,12 @@ class Trainer:
 
         return spec_augment(feats, gen)
 
+    def _context_samples(self, model) -> int:
+        """--stream-context in samples, rounded to whole packets of the step form (hop x time stride),
+        so the clip's frames meet the pooling window as they do in a stream."""
+        unit = self.feature_config.hop_length * int(getattr(model, "time_stride", 1))
+        return int(round(self.cfg.stream_context_s * self.feature_config.sample_rate / unit)) * unit
+
     # -- one epoch -----------------------------------------------------------------------------
     def _train_epoch(self, epoch, model, mfcc, optimizer, scheduler, scaler) -> dict[str, float]:
         cfg = self.cfg
@@ -141,7 +154,7 @@ class Trainer:
                 wave = wave.to(self.device, non_blocking=True).float()
                 target = target.to(self.device, non_blocking=True).long()
                 with torch.no_grad():
-                    context = int(cfg.stream_context_s * self.feature_config.sample_rate)
+                    context = self._context_samples(model)
                     if context:  # the tail of another clip of the batch comes first, as in a stream
                         wave = torch.cat([torch.roll(wave, 1, dims=0)[:, -context:], wave], dim=1)
                     feats = mfcc(wave)
@@ -150,8 +163,7 @@ class Trainer:
                 with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                     enabled=self.amp_dtype is not None):
                     if context:
-                        frames = self.feature_config.clip_frames
-                        logits = model.forward_sequence(feats.unsqueeze(1))[:, -frames:].mean(1)
+                        logits = model.forward_window(feats.unsqueeze(1), self.feature_config.clip_frames)
                     else:
                         logits = model(feats.unsqueeze(1))
                 loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
