@@ -3,7 +3,7 @@
 
 For every model that streams exactly (plus the windowed form of each, and the reference windowed
 models) with random-init weights: export the step graph with kwsdeploy's exporter into a temp
-dir, time it with ONNX Runtime (kwsdeploy.runtime's StepSession, IO binding, 1 intra-op thread by
+dir, time it with ONNX Runtime (kwsdeploy.runtime's OrtStepRunner, IO binding, 1 intra-op thread by
 default) and the torch step module beside it, and write benchmarks/results/step_latency_cpu.{json,md}.
 
     python benchmarks/bench_step_latency.py [--models NAMES|all-exact] [--repeats N] [--threads 1] [--out DIR]
@@ -196,7 +196,7 @@ def bench_model(name: str, mode: str, args: argparse.Namespace, bandwidth: float
 
     from kwsdeploy.exporters.simplify import node_count, op_histogram
     from kwsdeploy.models.registry import create, get_card
-    from kwsdeploy.runtime.runner import StepSession
+    from kwsdeploy.runtime.ort import OrtStepRunner
     from kwsdeploy.streaming.convert import to_streaming
     from kwsdeploy.streaming.costs import step_costs
 
@@ -241,7 +241,7 @@ def bench_model(name: str, mode: str, args: argparse.Namespace, bandwidth: float
         export_s = time.perf_counter() - t0
         path = tmp / f"{card.name}-{mode}.onnx"
         path.write_bytes(proto.SerializeToString())
-        sess = StepSession(path, batch=1, threads=args.threads)
+        sess = OrtStepRunner(path, batch=1, threads=args.threads)
         # Same packets from the zero state through both: a cheap check that the timed graph is the model.
         holder["state"] = smodel.init_state(1)
         ref = [torch_step(i).numpy() for i in range(3)]
@@ -292,7 +292,7 @@ def to_markdown(result: dict[str, Any]) -> str:
         "",
         f"Threads: {s['threads']} (torch and ORT intra-op). Up to {s['repeats']} timed calls per row "
         f"(at most ~{s['max_seconds']} s each, after 3 warm-up calls), batch 1, random feature packets, "
-        "state carried between calls. ORT rows use kwsdeploy.runtime's StepSession (IO binding, "
+        "state carried between calls. ORT rows use kwsdeploy.runtime's OrtStepRunner (IO binding, "
         "ping-pong state). Memory bandwidth "
         f"{s['bandwidth_gb_s']:.1f} GB/s, measured once by a {s['bandwidth_megabytes']} MB numpy copy "
         "(read + write bytes, best of 7); bound = weight bytes / that bandwidth, the time to stream the "

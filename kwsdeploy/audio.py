@@ -110,6 +110,8 @@ def save_wav_atomic(path: PathLike, x: np.ndarray, sample_rate: int) -> Path:
     """Write float waveform `x` ([samples] or [samples, channels]) as 16-bit PCM WAV via temp + rename."""
     import soundfile as sf
 
+    from kwsdeploy.atomic import umask
+
     p = Path(path)
     arr = np.asarray(x, dtype=np.float32)
     if arr.ndim not in (1, 2) or arr.shape[0] == 0:
@@ -119,6 +121,7 @@ def save_wav_atomic(path: PathLike, x: np.ndarray, sample_rate: int) -> Path:
     os.close(fd)
     try:
         sf.write(tmp, np.clip(arr, -1.0, 32767.0 / 32768.0), int(sample_rate), subtype="PCM_16", format="WAV")
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp made it 0600
         os.replace(tmp, p)
     except BaseException:
         try:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from kwsdeploy.config import FeatureConfig
-from kwsdeploy.streaming.spec import StreamSpec
+from kwsdeploy.contract import StreamSpec
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"

@@ -17,8 +17,17 @@ ONNX_PARITY_ATOL = 1e-4            # ONNX Runtime step graph vs torch step form,
 ONNX_FP16_PARITY_ATOL = 5e-2       # fp16 graph vs torch fp32 step form
 
 # INT8 (Step 6)
-INT8_MAX_ACCURACY_DROP = 0.02      # allowed top-1 drop of the INT8 bundle on the calibration report
-INT8_MIN_SQNR_DB = 20.0
+INT8_MAX_ACCURACY_DROP = 0.02      # allowed top-1 drop of an INT8 graph vs fp32 (tests, small real-speech split)
+# Selective precision: a layer whose isolated SQNR (INT8 vs fp32 on the calibration stream) is under
+# this stays float. The first layer on raw MFCC (c0 dwarfs the other coefficients under a per-tensor
+# activation scale) measures ~23 dB on the demo checkpoints and costs tcresnet8-causal 1.8 points of
+# top-1 when quantized; the other layers measure 26-60 dB.
+INT8_MIN_SQNR_DB = 25.0
+# Logits of a cpu-recipe candidate (calibration stream, state fed from fp32) must reach this.
+INT8_CPU_MIN_LOGITS_SQNR_DB = 25.0
+# The cpu recipe ships an INT8 variant only when it is at least this much faster than fp32 at every
+# measured batch size (a margin over timing noise: never slower than fp32).
+INT8_CPU_MIN_SPEEDUP = 1.05
 
 # Export with the MFCC frontend inside the graph (fp32). A float32 STFT written as a matmul leaves
 # mel bands 60+ dB below a frame's peak with relative rounding errors near 0.1; torch and ONNX

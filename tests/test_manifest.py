@@ -17,7 +17,7 @@ from kwsdeploy.manifest import (
     TensorInfo,
     sha256_bytes,
 )
-from kwsdeploy.streaming.spec import StateSpec, StreamSpec
+from kwsdeploy.contract import StateSpec, StreamSpec
 
 
 def _manifest(**kw) -> Manifest:

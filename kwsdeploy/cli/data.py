@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Optional
@@ -63,6 +64,7 @@ def prepare_gsc_cmd(
     unknown_share: float = typer.Option(0.1, "--unknown-share", help="_unknown_ clips drawn from the non-keyword words, as a share of the speech clips of each split."),
     no_download: bool = typer.Option(False, "--no-download", help="Never download; fail if no tree or archive is found."),
     log: bool = typer.Option(False, "--log", help="Log each step (the reference's --log)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a prepared folder already at the output path."),
 ) -> None:
     """Prepare train/valid/test jsonl, labels.json and stats.json from Speech Commands (or a GSC-layout tree)."""
     _setup_logging(log)
@@ -77,8 +79,8 @@ def prepare_gsc_cmd(
         bar = _LazyBar("speech commands") if not no_download else None
         try:
             path = prepare_gsc(data_root, data_version, class_split, rebalance, kw, archive, source, out, seed,
-                               allow_download=not no_download, progress=bar, extra_train=extra_train or None,
-                               negatives=negatives, unknown_share=unknown_share)
+                               allow_download=not no_download, progress=bar, overwrite=overwrite,
+                               extra_train=extra_train or None, negatives=negatives, unknown_share=unknown_share)
         finally:
             if bar is not None:
                 bar.close()
@@ -90,6 +92,11 @@ def prepare_fsdd_cmd(
     fsdd_root: Path = typer.Option(..., "--fsdd-root", "--fsdd_root", help="The Free Spoken Digit Dataset folder (with recordings/)."),
     out: Path = typer.Option(Path("data/fsdd_gsc"), "--out", help="Where to write the GSC-layout tree."),
     seed: int = typer.Option(0, "--seed", help="Seed of the synthetic background noise."),
+    extra_speakers: str = typer.Option(
+        "refuse", "--extra-speakers",
+        help="Speakers beyond george, jackson, nicolas, theo, yweweler (the full FSDD adds lucas): "
+             "refuse (default), train (add them to the training split) or skip."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a tree that prepare-fsdd wrote at --out."),
     log: bool = typer.Option(False, "--log", help="Log each step."),
 ) -> None:
     """FSDD (8 kHz digits) -> a GSC-layout tree: 16 kHz 1 s clips zero..nine, lists by speaker, synthetic noise."""
@@ -97,7 +104,11 @@ def prepare_fsdd_cmd(
     from kwsdeploy.data.fsdd import TEST_SPEAKERS, VALID_SPEAKERS, prepare_fsdd
 
     with user_errors():
-        path = prepare_fsdd(fsdd_root, out, seed=seed)
+        path = prepare_fsdd(fsdd_root, out, seed=seed, overwrite=overwrite, extra_speakers=extra_speakers)
+    corpus = json.loads((path / "kwsdeploy_corpus.json").read_text(encoding="utf-8"))
+    typer.echo(f"training speakers: {', '.join(corpus['speakers']['train'])}")
+    for speaker, n in corpus.get("skipped_speakers", {}).items():
+        typer.echo(f"skipped (--extra-speakers skip): {n} clips of {speaker}")
     typer.echo(f"wrote {path} (validation: {', '.join(VALID_SPEAKERS)}; test: {', '.join(TEST_SPEAKERS)}; "
                "_background_noise_ is synthetic)")
     typer.echo(f"next: kwsdeploy data prepare-gsc --data-root {path} --keywords zero,one,two,three,four,five,six,seven,eight,nine")
@@ -123,6 +134,7 @@ def synth_cmd(
     per_voice: int = typer.Option(1, "--per-voice", help="Clips of each word per voice (each its own speed, pitch, level)."),
     unknown_per_voice: int = typer.Option(2, "--unknown-per-voice", help="_unknown_ clips per voice (hard negatives, sentence cuts)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the speed/pitch/level draws."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a tree that kwsdeploy wrote at --out."),
     list_voices: bool = typer.Option(False, "--list-voices", help="Print the installed voices and their split (JSON) and exit."),
     log: bool = typer.Option(False, "--log", help="Log each step."),
 ) -> None:
@@ -138,11 +150,10 @@ def synth_cmd(
             raise ValueError("give --words (e.g. zero,one,two) and --out DIR, or --list-voices.")
         update, close = _count_bar("synthetic speech")
         try:
-            path = synth.synth_tree(words.split(","), out, voices, per_voice, unknown_per_voice, seed, progress=update)
+            path = synth.synth_tree(words.split(","), out, voices, per_voice, unknown_per_voice, seed, progress=update,
+                                     overwrite=overwrite)
         finally:
             close()
-    import json
-
     meta = json.loads((path / "kwsdeploy_corpus.json").read_text())
     typer.echo(f"wrote {path}: {sum(meta['clips'].values())} SYNTHETIC clips from {len(meta['voices'])} voices "
                "(training only)")

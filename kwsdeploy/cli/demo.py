@@ -42,7 +42,8 @@ def run_demo(out: Path, models: list[str], clips: int, con, exporter: str = "leg
     from kwsdeploy.data.prepared import load_labels
     from kwsdeploy.exporters.bundle import export_bundle
     from kwsdeploy.models.registry import count_params
-    from kwsdeploy.runtime.bundle import verify_bundle
+    from kwsdeploy.contract import samples_to_seconds
+    from kwsdeploy.runtime.verify import verify_bundle
     from kwsdeploy.streaming.stream_eval import build_long_recording, score_detections
     from kwsdeploy.train.checkpoint import demo_checkpoint_path, load_checkpoint
     from kwsdeploy.train.evaluate import evaluate_dataset
@@ -55,7 +56,7 @@ def run_demo(out: Path, models: list[str], clips: int, con, exporter: str = "leg
     from kwsdeploy.cli.stream import _noise
 
     recording, events = build_long_recording(pairs, noise=_noise(corpus), seed=0)
-    recording_s = len(recording) / 16000  # the corpus and the long recording are 16 kHz
+    recording_s = samples_to_seconds(len(recording))  # the corpus and the long recording are 16 kHz
     con.print(f"demo corpus: {corpus.name} ({len(test)} test clips of a speaker no training step saw); "
               f"stream: {recording_s:.0f} s of {len(pairs)} test clips joined by noise gaps")
     rows = []

@@ -142,10 +142,25 @@ def register(app: typer.Typer) -> None:
             out_dir = out or Path("exports") / m.model_name
             try:
                 result = export_bundle(
-                    out_dir, overwrite=overwrite, model=m, labels=labels, feature_config=fcfg,
+                    out_dir, overwrite=overwrite, inputs=[("--checkpoint", checkpoint)], model=m, labels=labels, feature_config=fcfg,
                     parity=parity_clips(fcfg), modes=modes, frontend=frontend, fp16=fp16, hop_frames=hop_frames,
                     checkpoint=info, accuracy=accuracy, exporter=exporter,
                 )
             except (ParityError, ExportError) as exc:
                 raise UserError(str(exc)) from None
         print_summary(result, con)
+        print_trt_check(result.path, con)
+
+
+def print_trt_check(bundle_dir: Path, console) -> None:
+    """The TensorRT parser check of every exported graph for the oldest target (a warning, not an error)."""
+    from kwsdeploy.trt.compat import check_path
+    from kwsdeploy.trt.versions import DEFAULT_CHECK
+
+    for r in check_path(bundle_dir, [DEFAULT_CHECK]):
+        if r.ok:
+            console.print(f"TensorRT {r.version} parser check: {r.file} OK")
+            continue
+        console.print(f"[yellow]warning: TensorRT {r.version} would refuse {r.file}:[/yellow]", highlight=False)
+        for f in r.findings:
+            console.print(f"  {f.line()}", highlight=False, markup=False)

@@ -110,8 +110,12 @@ def looks_like(state: dict, exclude: str, num_classes: Sequence[int]) -> str | N
     return None
 
 
-def import_reference(model_name: str, weights: Path, out: Path, labels: Optional[str] = None) -> dict[str, Any]:
-    """Turn a reference best.pt into a kwsdeploy checkpoint at `out`; returns its card."""
+def import_reference(model_name: str, weights: Path, out: Path, labels: Optional[str] = None,
+                     overwrite: bool = False) -> dict[str, Any]:
+    """Turn a reference best.pt into a kwsdeploy checkpoint at `out`; returns its card.
+
+    An existing checkpoint at `out` is replaced only with `overwrite`; anything else there never is."""
+    from kwsdeploy.atomic import CHECKPOINT, check_output_dir
     from kwsdeploy.config import FeatureConfig
     from kwsdeploy.labels import default_order_name, reference_labels
     from kwsdeploy.models.reference_weights import ReferenceWeightsError, load_reference_weights
@@ -119,6 +123,7 @@ def import_reference(model_name: str, weights: Path, out: Path, labels: Optional
     from kwsdeploy.train.checkpoint import save_checkpoint, sha256_file
 
     card = get_card(model_name)
+    check_output_dir(Path(out), CHECKPOINT, overwrite, [("WEIGHTS", Path(weights))])
     state = read_reference_state_dict(Path(weights))
     explicit = None
     if labels and labels.strip().lower() not in ("gsc12", "gsc30", "gsc35"):
@@ -148,7 +153,7 @@ def import_reference(model_name: str, weights: Path, out: Path, labels: Optional
                 "file_sha256": sha256_file(Path(weights)), "label_order": order,
                 "frontend": "FeatureConfig.reference(): torchaudio MFCC, top_db 80 relative to each clip's maximum"}
     path = save_checkpoint(out, model, names, fc, model_config={}, training=training, metrics={},
-                           imported_from="reference")
+                           imported_from="reference", overwrite=overwrite)
     return json.loads((path / "card.json").read_text())
 
 
@@ -201,10 +206,11 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", "-o", help="Checkpoint directory to write."),
         labels: Optional[str] = typer.Option(
             None, "--labels", help="gsc12 | gsc30 | gsc35 | w1,w2,... (default: from the number of classes)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace a checkpoint already at --out."),
     ) -> None:
         """Bring a model trained with TorchKWS/KWM into kwsdeploy (reference frontend and label order)."""
         with user_errors():
-            card = import_reference(model, weights, out, labels)
+            card = import_reference(model, weights, out, labels, overwrite=overwrite)
         typer.echo(f"imported {weights} as '{card['model']}' ({card['num_classes']} classes, label order "
                    f"{card['training']['label_order']}, reference frontend) -> {out}")
 

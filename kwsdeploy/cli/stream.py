@@ -11,6 +11,7 @@ import numpy as np
 import typer
 
 from kwsdeploy.cli.common import user_errors
+from kwsdeploy.contract import StreamSpec, samples_to_seconds
 
 # Detection defaults shared by `stream`, `eval-stream` and `demo`. A 1 s window keeps a word in
 # view for up to a second after it ends, so the refractory period is a little longer than that.
@@ -32,17 +33,14 @@ class _Source:
     """What `detect` needs from a source: labels, the stream spec, a description and a note."""
 
     labels: list[str]
-    spec: object  # kwsdeploy.streaming.spec.StreamSpec
+    spec: StreamSpec
     describe: str
     note: str = ""
 
     @property
     def hop_seconds(self) -> float:
         """Seconds of audio per step call (one packet of frames)."""
-        from kwsdeploy.runtime.detect import hop_seconds_for
-
-        fc = self.spec.feature_config
-        return hop_seconds_for(self.spec.packet_frames, fc.hop_length, fc.sample_rate)
+        return self.spec.hop_seconds
 
     def logits(self, audio: np.ndarray) -> np.ndarray:
         """Logits [packets, classes] of a mono recording streamed from the zero state."""
@@ -95,9 +93,9 @@ class BundleSource(_Source):
     """Logits of a recording from an exported bundle through the ONNX Runtime runner."""
 
     def __init__(self, bundle: Path) -> None:
-        from kwsdeploy.runtime.runner import StreamRunner
+        from kwsdeploy.runtime.runners import open_runner
 
-        self.runner = StreamRunner(bundle)
+        self.runner = open_runner(bundle)
         self.labels = self.runner.labels
         self.spec = self.runner.spec
         self.describe = f"{self.runner.manifest.model.get('name', '?')} ({self.spec.mode}, onnxruntime)"
@@ -165,14 +163,14 @@ def register(app: typer.Typer) -> None:
             events = detect(src, audio, threshold, smoothing, refractory)
         if as_json:
             typer.echo(json.dumps({
-                "file": str(wav), "source": src.describe, "seconds": len(audio) / src.spec.feature_config.sample_rate,
+                "file": str(wav), "source": src.describe, "seconds": samples_to_seconds(len(audio), src.spec.feature_config),
                 "notes": [n for n in (src.note, *info.notes) if n], "detections": [e.to_dict() for e in events],
             }, indent=1))
             return
         for note in (src.note, *info.notes):
             if note:
                 typer.echo(f"note: {note}", err=True)
-        typer.echo(f"{wav.name}: {len(audio) / src.spec.feature_config.sample_rate:.2f} s through {src.describe}, hop {src.hop_seconds * 1000:.0f} ms")
+        typer.echo(f"{wav.name}: {samples_to_seconds(len(audio), src.spec.feature_config):.2f} s through {src.describe}, hop {src.hop_seconds * 1000:.0f} ms")
         for e in events:
             typer.echo(f"  {e.time:8.2f} s  {e.label:<12} p={e.score:.2f}")
         if not events:
@@ -244,7 +242,7 @@ def evaluate_stream(checkpoint, bundle, model, data, split, modes, hop_frames, c
     rows = []
     for src in sources:
         events_found = detect(src, audio, threshold, smoothing, refractory)
-        score = score_detections([(e.label, e.time) for e in events_found], events, len(audio) / 16000)
+        score = score_detections([(e.label, e.time) for e in events_found], events, samples_to_seconds(len(audio)))
         rows.append({"source": src.describe, "hop_ms": round(src.hop_seconds * 1000, 3), **score.to_dict()})
     return rows
 

@@ -25,7 +25,8 @@ def register(app: typer.Typer) -> None:
         from kwsdeploy.cli.common import user_errors
 
         with user_errors():
-            from kwsdeploy.runtime.bundle import load_bundle, verify_bundle
+            from kwsdeploy.runtime.bundle import load_bundle
+            from kwsdeploy.runtime.verify import verify_bundle
 
             checks = verify_bundle(bundle, providers=provider or None)
             manifest = load_bundle(bundle, check_hashes=False).manifest

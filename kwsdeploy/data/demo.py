@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from kwsdeploy.data.fsdd import ATTRIBUTION, DIGITS, NOISE_KINDS, TEST_SPEAKERS, VALID_SPEAKERS, find_recordings, fsdd_clip, synth_noise
-from kwsdeploy.data.prepared import SAMPLE_RATE, dumps_json, replace_dir
+from kwsdeploy.atomic import PREPARED, writing_dir
+from kwsdeploy.data.prepared import SAMPLE_RATE, dumps_json
 
 CLIPS_PER_SPEAKER = {"train": 16, "valid": 8, "test": 10}  # per digit; ~3.9 MB in all
 NOISE_SECONDS = 3.0
@@ -51,11 +52,7 @@ def build_demo_corpus(fsdd_root: Path, out: Path, seed: int = 0) -> Path:
             mine = [r for r in recs if r[1] == digit and r[2] == speaker]
             n = CLIPS_PER_SPEAKER[_split_of(speaker)]
             chosen += [mine[i] for i in sorted(rng.permutation(len(mine))[:n])]
-    tmp = out.with_name(f".{out.name}.build")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with writing_dir(out, PREPARED, overwrite=True, inputs=[("fsdd_root", Path(fsdd_root))]) as tmp:
         lists: dict[str, list[str]] = {"valid": [], "test": []}
         for path, digit, speaker, idx in chosen:
             rel = f"{DIGITS[digit]}/{speaker}_nohash_{idx}.flac"
@@ -87,10 +84,6 @@ def build_demo_corpus(fsdd_root: Path, out: Path, seed: int = 0) -> Path:
             "as 1 s 16 kHz FLAC.\nSynthetic: `_background_noise_/` (white, pink, brown noise and hum, seed "
             f"{seed}); the `_silence_` class is cut from it.\nRebuild: `python -m kwsdeploy.data.demo <fsdd_root>`.\n\n"
             + ATTRIBUTION)
-        replace_dir(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -9,16 +9,15 @@ testing = jackson, training = george, nicolas, yweweler. Synthetic (not recorded
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-import shutil
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from kwsdeploy.data.prepared import CLIP_SAMPLES, SAMPLE_RATE, dumps_json, fresh_temp_dir, replace_dir
+from kwsdeploy.atomic import CORPUS_TREE, writing_dir
+from kwsdeploy.data.prepared import CLIP_SAMPLES, SAMPLE_RATE, dumps_json
 
 log = logging.getLogger("kwsdeploy.data")
 
@@ -30,6 +29,7 @@ NOISE_KINDS = ("white", "pink", "brown", "hum")
 NOISE_SECONDS = 60
 NOISE_RMS = 0.1
 NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
+EXTRA_SPEAKERS = ("refuse", "train", "skip")  # what prepare-fsdd does with speakers beyond SPEAKERS
 ATTRIBUTION = (
     "Speech: Free Spoken Digit Dataset (FSDD) by Zohar Jackson, César Souza, Jason Flaks, Yuxin Pan,\n"
     "Hereman Nicolas and Adhish Thite (github.com/Jakobovski/free-spoken-digit-dataset), licensed\n"
@@ -94,12 +94,28 @@ def synth_noise(kind: str, seconds: float = NOISE_SECONDS, seed: int = 0, rate: 
     return to_int16(np.clip(y, -0.99, 0.99))
 
 
-def find_recordings(fsdd_root: Path, speakers: Sequence[str] = SPEAKERS) -> list[tuple[Path, int, str, int]]:
-    """(path, digit, speaker, index) of every FSDD recording of `speakers`, sorted."""
+def recordings_dir(fsdd_root: Path) -> Path:
+    """The folder holding the .wav files: `<root>/recordings` when present, else the root."""
     fsdd_root = Path(fsdd_root)
     rec = fsdd_root / "recordings" if (fsdd_root / "recordings").is_dir() else fsdd_root
     if not rec.is_dir():
         raise FsddError(f"{fsdd_root} is not a directory: pass the FSDD folder (with recordings/) as --fsdd-root.")
+    return rec
+
+
+def speaker_counts(fsdd_root: Path) -> dict[str, int]:
+    """Clips per speaker of every `<digit>_<speaker>_<n>.wav` in the FSDD folder."""
+    counts: dict[str, int] = {}
+    for p in recordings_dir(fsdd_root).glob("*.wav"):
+        m = NAME.match(p.name)
+        if m:
+            counts[m.group(2)] = counts.get(m.group(2), 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def find_recordings(fsdd_root: Path, speakers: Sequence[str] = SPEAKERS) -> list[tuple[Path, int, str, int]]:
+    """(path, digit, speaker, index) of every FSDD recording of `speakers`, sorted."""
+    rec = recordings_dir(fsdd_root)
     out = []
     for p in sorted(rec.glob("*.wav")):
         m = NAME.match(p.name)
@@ -114,6 +130,22 @@ def find_recordings(fsdd_root: Path, speakers: Sequence[str] = SPEAKERS) -> list
     return sorted(out, key=lambda r: (r[1], r[2], r[3]))
 
 
+def extra_speakers_of(fsdd_root: Path, speakers: Sequence[str], policy: str) -> tuple[list[str], dict[str, int]]:
+    """(speakers to train on besides `speakers`, clips skipped per speaker) under `policy`
+    (refuse | train | skip); `refuse` raises naming the speakers and the two choices."""
+    if policy not in EXTRA_SPEAKERS:
+        raise FsddError(f"--extra-speakers must be one of {', '.join(EXTRA_SPEAKERS)}, got {policy!r}.")
+    extra = {s: n for s, n in speaker_counts(fsdd_root).items() if s not in speakers}
+    if not extra:
+        return [], {}
+    if policy == "refuse":
+        listed = ", ".join(f"{s} ({n} clips)" for s, n in extra.items())
+        raise FsddError(f"{recordings_dir(fsdd_root)} has recordings of speaker(s) {listed} beyond the five that "
+                        "kwsdeploy's splits name: pass --extra-speakers train to add them to the training split, "
+                        "or --extra-speakers skip to leave them out.")
+    return (sorted(extra), {}) if policy == "train" else ([], extra)
+
+
 def prepare_fsdd(
     fsdd_root: Path,
     out: Path,
@@ -123,16 +155,23 @@ def prepare_fsdd(
     noise_seconds: float = NOISE_SECONDS,
     seed: int = 0,
     progress=None,
+    overwrite: bool = False,
+    extra_speakers: str = "refuse",
 ) -> Path:
-    """Write the GSC-layout tree of FSDD to `out` (temp dir + rename); returns `out`."""
+    """Write the GSC-layout tree of FSDD to `out` (temp dir + swap); returns `out`.
+
+    An existing tree at `out` is replaced only with `overwrite` and only when prepare-fsdd wrote it;
+    `out` equal to, inside or around `fsdd_root` is refused. Speakers beyond `speakers` are handled
+    by `extra_speakers` (refuse, train or skip; never dropped silently)."""
     import soundfile as sf
 
     if set(valid_speakers) & set(test_speakers):
         raise ValueError("a speaker cannot be in both the validation and the test split.")
-    recs = find_recordings(fsdd_root, speakers)
     out = Path(out)
-    tmp = fresh_temp_dir(out)
-    try:
+    with writing_dir(out, CORPUS_TREE, overwrite, [("--fsdd-root", Path(fsdd_root))]) as tmp:
+        added, skipped = extra_speakers_of(fsdd_root, speakers, extra_speakers)
+        speakers = tuple(speakers) + tuple(added)
+        recs = find_recordings(fsdd_root, speakers)
         lists: dict[str, list[str]] = {"valid": [], "test": []}
         for i, (path, digit, speaker, idx) in enumerate(recs):
             rel = f"{DIGITS[digit]}/{speaker}_nohash_{idx}.wav"
@@ -159,6 +198,7 @@ def prepare_fsdd(
             "name": "fsdd", "source": "Free Spoken Digit Dataset", "licence": "CC BY-SA 4.0",
             "speakers": {"train": train, "valid": sorted(valid_speakers), "test": sorted(test_speakers)},
             "clips": len(recs), "synthetic": ["_background_noise_"], "seed": seed,
+            "skipped_speakers": skipped,
         }))
         (tmp / "LICENSE").write_text(ATTRIBUTION)
         (tmp / "README.md").write_text(
@@ -166,9 +206,5 @@ def prepare_fsdd(
             f"prepare-fsdd`. Words zero..nine; splits by speaker: train {', '.join(train)}; validation\n"
             f"{', '.join(valid_speakers)}; test {', '.join(test_speakers)}. Speech is real (recorded);\n"
             "_background_noise_/ is synthetic (see its README).\n\n" + ATTRIBUTION)
-        replace_dir(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     log.info("wrote %d FSDD clips to %s", len(recs), out)
     return out

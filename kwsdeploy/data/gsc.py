@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+from kwsdeploy.atomic import PREPARED, check_output_dir
 from kwsdeploy.data import download as dl
 from kwsdeploy.data.archive import extract_archive
 from kwsdeploy.data.prepared import CLIP_SAMPLES, SAMPLE_RATE, count_stats, write_prepared
@@ -72,8 +73,28 @@ def resolve_tree(
             archive = dl.download(info.url, archive, info.size, info.sha256, opener=opener, progress=progress)
         else:
             dl.verify_file(archive, info.size, info.sha256)
+    else:
+        check_release(Path(archive), version)
     log.info("extracting %s to %s", archive, target)
     return extract_archive(Path(archive), target)
+
+
+def check_release(archive: Path, version: int) -> None:
+    """An --archive named or sized like an official release is held to that release's size and sha256;
+    any other archive is only checked whole (its compressed stream's CRC) when extracted."""
+    if not archive.is_file():
+        raise FileNotFoundError(f"archive {archive} not found: check the path given with --archive.")
+    size = archive.stat().st_size
+    for v, info in dl.GSC_ARCHIVES.items():
+        if archive.name == info.filename or size == info.size:
+            if v != version:
+                raise ValueError(f"--archive {archive} is the GSC v{v} release but --data-version is {version}: "
+                                 f"pass --data-version {v}.")
+            log.info("checking %s against the published size and sha256 of GSC v%d", archive, v)
+            dl.verify_file(archive, info.size, info.sha256)
+            return
+    log.warning("%s is not an official GSC release archive: no published sha256 to check it against "
+                "(its compressed stream is still checked whole before use)", archive)
 
 
 def output_name(corpus: str, class_split: str, labels: list[str], keywords: Optional[list[str]], rebalance: bool) -> str:
@@ -115,12 +136,15 @@ def prepare_gsc(
     opener=None,
     progress=None,
     check_headers: bool = True,
+    overwrite: bool = False,
     extra_train: Optional[list[Path]] = None,
     negatives: Optional[Path] = None,
     unknown_share: float = UNKNOWN_SHARE,
 ) -> Path:
     """Prepare train/valid/test jsonl + labels.json + stats.json for a GSC-layout tree; returns the folder.
 
+    The folder may lie inside the tree or the data root (the default does), never equal to or
+    around them; an older prepared folder there is replaced only with `overwrite`.
     `extra_train`: more GSC-layout trees (e.g. `kwsdeploy data synth`) whose every clip trains;
     `negatives`: a folder of the user's own non-keyword recordings (any rate, any length), cut into
     1 s clips that all join `_unknown_` in train (stored in the prepared folder, `negatives/`);
@@ -136,6 +160,9 @@ def prepare_gsc(
     elif class_split == "sub":
         keywords = list(COMMANDS)
     data_root = Path(data_root)
+    inputs = [("--data-root", data_root), ("--source", source), ("--archive", archive)]
+    if out is not None:  # before any download or extraction
+        check_output_dir(Path(out), PREPARED, overwrite, inputs, allow_inside=True)
     tree_dir = resolve_tree(data_root, data_version, source, archive, allow_download, opener, progress)
     log.info("scanning %s", tree_dir)
     tree = scan_tree(tree_dir, check_headers=check_headers)
@@ -149,6 +176,9 @@ def prepare_gsc(
                                negatives=[Path("x")] if negatives is not None else None)
         out = data_root / output_name(corpus, class_split, probe, keywords, rebalance)
     out = Path(out)
+    inputs.append(("GSC tree", tree_dir))
+    inputs += [("--extra-train", Path(t)) for t in extra_train or []] + [("--negatives", negatives)]
+    check_output_dir(out, PREPARED, overwrite, inputs, allow_inside=True)
     with tempfile.TemporaryDirectory(prefix="kws-negatives-") as neg_tmp:
         neg_files: dict[str, Path] = {}
         if negatives is not None:
@@ -160,12 +190,12 @@ def prepare_gsc(
         labels, splits = make_splits(tree, keywords, rel_base=data_root, rebalance=rebalance, seed=seed,
                                      unknown_share=unknown_share, negatives=neg_paths or None)
         _write(out, labels, splits, data_root, tree_dir, tree, corpus, class_split, keywords, rebalance, seed,
-               data_version, unknown_share, extras, negatives, neg_files)
+               data_version, unknown_share, extras, negatives, neg_files, overwrite, inputs)
     return out
 
 
 def _write(out, labels, splits, data_root, tree_dir, tree, corpus, class_split, keywords, rebalance, seed,
-           data_version, unknown_share, extras, negatives, neg_files) -> None:
+           data_version, unknown_share, extras, negatives, neg_files, overwrite, inputs) -> None:
     split_name = "keywords" if keywords is not None and class_split != "sub" else class_split
     meta = {
         "corpus": corpus,
@@ -187,5 +217,6 @@ def _write(out, labels, splits, data_root, tree_dir, tree, corpus, class_split, 
     if negatives is not None:
         meta["negatives"] = {"source": str(negatives), "clips": len(neg_files)}
     stats = count_stats(labels, splits)
-    write_prepared(out, labels, splits, meta, stats, extra_files=neg_files)
+    write_prepared(out, labels, splits, meta, stats, extra_files=neg_files, overwrite=overwrite, inputs=inputs,
+                   allow_inside=True)
     log.info("prepared %s: %s", out, {s: stats[s]["total"] for s in stats})

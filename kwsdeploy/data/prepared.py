@@ -3,16 +3,17 @@
 A prepared directory holds no audio of its own (except the embedded demo corpus): every jsonl
 line names a clip by `path`, relative to `audio_root` (recorded in prepared.json, relative to the
 prepared directory). Silence lines name a noise file plus `offset` (samples) and `gain`.
-Directories are written to a temp sibling and renamed into place, so a reader never sees half.
+Directories are written to a temp sibling and swapped into place, so a reader never sees half.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+from kwsdeploy.atomic import PREPARED, writing_dir
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
@@ -43,11 +44,14 @@ def write_prepared(
     meta: Mapping[str, Any],
     stats: Mapping[str, Any],
     extra_files: Mapping[str, Path] | None = None,
+    overwrite: bool = False,
+    inputs: Iterable[tuple[str, Path | None]] = (),
+    allow_inside: bool = False,
 ) -> Path:
-    """Write a prepared directory atomically (temp dir + rename), replacing an older one."""
+    """Write a prepared directory atomically (temp dir + swap); an older prepared one is replaced
+    only with `overwrite`, anything else at `out` never (see `kwsdeploy.atomic`)."""
     out = Path(out)
-    tmp = fresh_temp_dir(out)
-    try:
+    with writing_dir(out, PREPARED, overwrite, inputs, allow_inside=allow_inside) as tmp:
         (tmp / "labels.json").write_text(dumps_json(list(labels)), encoding="utf-8")
         (tmp / "prepared.json").write_text(dumps_json({"format": FORMAT_VERSION, **meta}), encoding="utf-8")
         (tmp / "stats.json").write_text(dumps_json(stats, sort_keys=False), encoding="utf-8")
@@ -57,34 +61,7 @@ def write_prepared(
             dst = tmp / name
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
-        replace_dir(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
-
-
-def fresh_temp_dir(out: Path) -> Path:
-    """An empty hidden sibling of `out` to build it in before `replace_dir` (a stale one is removed)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    return tmp
-
-
-def replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished directory `tmp` to `out`; an existing `out` is swapped out, then removed."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_jsonl(path: Path) -> list[dict]:

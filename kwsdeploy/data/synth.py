@@ -35,7 +35,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from kwsdeploy.data.prepared import CLIP_SAMPLES, SAMPLE_RATE, dumps_json, fresh_temp_dir, replace_dir
+from kwsdeploy.atomic import CORPUS_TREE, writing_dir
+from kwsdeploy.data.prepared import CLIP_SAMPLES, SAMPLE_RATE, dumps_json
 
 log = logging.getLogger("kwsdeploy.data")
 
@@ -467,8 +468,10 @@ def synth_tree(
     unknown_per_voice: int = 2,
     seed: int = 0,
     progress: Optional[Callable[[int, int], None]] = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Write a GSC-layout tree of SYNTHETIC speech (training only) to `out` (temp dir + rename).
+    """Write a GSC-layout tree of SYNTHETIC speech (training only) to `out` (temp dir + swap; an older
+    tree is replaced only with `overwrite`, anything else at `out` never).
 
     Per voice: `per_voice` clips of each word (trimmed, centred in 1 s), and `unknown_per_voice`
     `_unknown_` clips (a hard negative from HARD_NEGATIVES or a 1 s cut of a TRAIN_SENTENCES
@@ -494,9 +497,8 @@ def synth_tree(
             jobs += [(vi, v, w, w, "word", n) for n in range(per_voice)]
         jobs += [(vi, v, None, None, "unknown", n) for n in range(unknown_per_voice)]
     out = Path(out)
-    tmp = fresh_temp_dir(out)
     counts: dict[str, int] = {}
-    try:
+    with writing_dir(out, CORPUS_TREE, overwrite) as tmp:
         for i, (vi, v, folder, text, kind, n) in enumerate(jobs):
             rng = np.random.default_rng([seed, _voice_key(v), 0 if kind == "word" else 1,
                                          words.index(text) if kind == "word" else 0, n])
@@ -534,10 +536,6 @@ def synth_tree(
             "(hard negatives, `sentences`) become `_unknown_` when prepared with --keywords. Every clip is\n"
             "16 kHz, 1 s, with its own speed, pitch and level. Training only: both list files are empty, and\n"
             "no held-out voice or sentence of kwsdeploy.data.synth is used.\n")
-        replace_dir(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     log.info("wrote %d synthetic clips (%d voices) to %s", len(jobs), len(vs), out)
     return out
 

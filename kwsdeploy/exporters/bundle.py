@@ -9,8 +9,6 @@ import dataclasses
 import datetime
 import io
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ import torch
 from torch import nn
 
 from kwsdeploy import tolerances
+from kwsdeploy.atomic import BUNDLE, check_output_dir, writing_dir
 from kwsdeploy.config import FeatureConfig
 from kwsdeploy.manifest import (
     GOLDEN_NAME,
@@ -79,7 +78,7 @@ class ExportResult:
 # -- torch reference --------------------------------------------------------------------------
 def torch_stream(step: nn.Module, init_state: Sequence[torch.Tensor], x: np.ndarray, packet: int) -> np.ndarray:
     """Run a torch step module over `x` [B, ..., T] packet by packet: logits [packets, B, classes]."""
-    from kwsdeploy.runtime.runner import split_packets
+    from kwsdeploy.runtime.base import split_packets
 
     state = tuple(init_state)
     out = []
@@ -91,16 +90,15 @@ def torch_stream(step: nn.Module, init_state: Sequence[torch.Tensor], x: np.ndar
 
 
 def _ort_stream(proto_bytes: bytes, x: np.ndarray) -> np.ndarray:
-    from kwsdeploy.runtime.runner import StepSession
+    from kwsdeploy.runtime.ort import OrtStepRunner
 
-    return StepSession(proto_bytes, batch=x.shape[0], threads=1).run(x)
+    return OrtStepRunner(proto_bytes, batch=x.shape[0], threads=1).run(x)
 
 
 def _ort_offline(proto_bytes: bytes, x: np.ndarray) -> np.ndarray:
-    from kwsdeploy.runtime.runner import make_session
+    from kwsdeploy.runtime.ort import make_session, run_offline
 
-    sess = make_session(proto_bytes, threads=1)
-    return sess.run(["logits"], {sess.get_inputs()[0].name: x})[0]
+    return run_offline(make_session(proto_bytes, threads=1), x)
 
 
 def _clip_frames(features: np.ndarray, frames: int) -> np.ndarray:
@@ -331,36 +329,27 @@ def _write_file(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def write_bundle(out_dir: str | Path, manifest: Manifest, blobs: Mapping[str, bytes], overwrite: bool = False) -> Path:
-    """Write every file into a temp dir beside `out_dir`, then rename it into place (all or nothing)."""
+def write_bundle(out_dir: str | Path, manifest: Manifest, blobs: Mapping[str, bytes], overwrite: bool = False,
+                 inputs: Sequence[tuple[str, Path | None]] = ()) -> Path:
+    """Write every file into a temp dir beside `out_dir`, then swap it into place (all or nothing).
+
+    An existing bundle is replaced only with `overwrite`; a directory that is not a bundle never is."""
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; pass --overwrite or choose another --out.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    old: Path | None = None
-    try:
+    for name in blobs:
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise ValueError(f"bundle file names must be plain names, got {name!r}.")
+    with writing_dir(out, BUNDLE, overwrite, inputs) as tmp:
         for name, data in blobs.items():
-            if Path(name).name != name:
-                raise ValueError(f"bundle file names must be plain names, got {name!r}.")
             _write_file(tmp / name, data)
         _write_file(tmp / MANIFEST_NAME, manifest.to_json().encode())
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.rename(out, old)
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not out.exists():
-            os.rename(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
     return out
 
 
-def export_bundle(out_dir: str | Path, overwrite: bool = False, **kwargs: Any) -> ExportResult:
-    """`build_bundle(**kwargs)` then `write_bundle`: parity failures raise before anything is written."""
+def export_bundle(out_dir: str | Path, overwrite: bool = False, inputs: Sequence[tuple[str, Path | None]] = (),
+                  **kwargs: Any) -> ExportResult:
+    """`build_bundle(**kwargs)` then `write_bundle`: the output is checked first (no export is wasted on
+    an --out that would be refused), parity failures raise before anything is written."""
+    check_output_dir(Path(out_dir), BUNDLE, overwrite, inputs)
     manifest, blobs, rows = build_bundle(**kwargs)
-    path = write_bundle(out_dir, manifest, blobs, overwrite=overwrite)
+    path = write_bundle(out_dir, manifest, blobs, overwrite=overwrite, inputs=inputs)
     return ExportResult(path=path, manifest=manifest, rows=rows)

@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from kwsdeploy.streaming.frontend import FRONTEND_STATE
-from kwsdeploy.streaming.spec import AUDIO, FEATURES, LOGITS, StateSpec
+from kwsdeploy.contract import AUDIO, CLIP_FRAMES, DEFAULT_FEATURES, FEATURES, LOGITS, StateSpec
 
 DEFAULT_OPSET = 18
 EXPORTERS = ("dynamo", "legacy")
@@ -109,6 +109,10 @@ def _export(
     if proto.functions:
         proto = onnx.inliner.inline_local_functions(proto)
     _name_batch_axis(proto)
+    with torch.no_grad():
+        outs = module(*args)
+    outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+    _static_inner_axes(proto, [tuple(a.shape) for a in args], [tuple(o.shape) for o in outs])
     return proto
 
 
@@ -127,6 +131,20 @@ def _name_batch_axis(proto: onnx.ModelProto) -> None:
         dims = vi.type.tensor_type.shape.dim
         if dims and not dims[0].HasField("dim_value"):
             dims[0].dim_param = _BATCH
+
+
+def _static_inner_axes(proto: onnx.ModelProto, in_shapes: Sequence[tuple], out_shapes: Sequence[tuple]) -> None:
+    """Every axis but the batch gets the example's size where the exporter left a symbol (the legacy
+    path names, e.g., a windowed stream's concatenated state axis): TensorRT profiles and the
+    manifest need static inner axes."""
+    for values, shapes in ((proto.graph.input, in_shapes), (proto.graph.output, out_shapes)):
+        for vi, shape in zip(values, shapes):
+            dims = vi.type.tensor_type.shape.dim
+            if len(dims) != len(shape):
+                continue
+            for d, size in list(zip(dims, shape))[1:]:
+                if not d.HasField("dim_value"):
+                    d.dim_value = int(size)
 
 
 class _FrontendOnly(nn.Module):
@@ -186,8 +204,8 @@ def export_frontend_step(
 def export_offline(
     model: nn.Module,
     mfcc: nn.Module | None = None,
-    clip_frames: int = 98,
-    clip_samples: int = 16000,
+    clip_frames: int = CLIP_FRAMES,
+    clip_samples: int = DEFAULT_FEATURES.clip_samples,
     opset: int = DEFAULT_OPSET,
     exporter: str = DEFAULT_EXPORTER,
     example_batch: int = 2,
@@ -202,7 +220,7 @@ def export_offline(
 
 
 def export_frontend_offline(
-    mfcc: nn.Module, clip_samples: int = 16000, opset: int = DEFAULT_OPSET, exporter: str = DEFAULT_EXPORTER,
+    mfcc: nn.Module, clip_samples: int = DEFAULT_FEATURES.clip_samples, opset: int = DEFAULT_OPSET, exporter: str = DEFAULT_EXPORTER,
     example_batch: int = 2,
 ) -> onnx.ModelProto:
     """The offline MFCC's graph: `audio` [B, samples] -> `features` [B, 1, n_mfcc, frames]."""

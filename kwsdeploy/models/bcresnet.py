@@ -13,16 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kwsdeploy.models._time_conv import time_padding
 from kwsdeploy.models.reference_weights import register_reference_map
 from kwsdeploy.models.registry import ModelCard, register
 
 SUB_BANDS = 5  # SubSpectralNorm sub-bands, as in the reference
-
-
-def time_padding(kernel: int, dilation: int, causal: bool) -> tuple[int, int]:
-    """(left, right) zero frames a time convolution needs: symmetric ('same') or all on the left."""
-    total = (kernel - 1) * dilation
-    return (total, 0) if causal else (total // 2, total - total // 2)
 
 
 class TimePaddedConv2d(nn.Conv2d):

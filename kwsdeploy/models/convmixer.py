@@ -12,10 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kwsdeploy.contract import CLIP_FRAMES
 from kwsdeploy.models.reference_weights import register_reference_map
 from kwsdeploy.models.registry import ModelCard, register
-
-CLIP_FRAMES = 98
 
 
 class SeparableConv1d(nn.Module):

@@ -21,11 +21,12 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from kwsdeploy.contract import CLIP_FRAMES
 from kwsdeploy.models.mamba_mixer import MambaMixer
 from kwsdeploy.models.reference_weights import ReferenceWeightsError, register_reference_map, rename_keys
 from kwsdeploy.models.registry import ModelCard, register
 
-FRAMES = 98  # tokens per 1 s clip
+FRAMES = CLIP_FRAMES  # tokens per 1 s clip
 
 
 class RMSNorm(nn.Module):

@@ -13,10 +13,11 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from kwsdeploy.contract import CLIP_FRAMES
 from kwsdeploy.models.reference_weights import register_reference_map, rename_keys
 from kwsdeploy.models.registry import ModelCard, register
 
-FRAMES = 98  # tokens per 1 s clip (plus the class token)
+FRAMES = CLIP_FRAMES  # tokens per 1 s clip (plus the class token)
 
 
 class SelfAttention(nn.Module):

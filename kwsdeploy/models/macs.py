@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from kwsdeploy.contract import CLIP_FRAMES
+
 
 def _conv_macs(module: nn.Module, inputs: tuple, output: torch.Tensor) -> int:
     per_output = (module.in_channels // module.groups) * math.prod(module.kernel_size)
@@ -167,7 +169,7 @@ def forward_macs(model: nn.Module, *inputs: torch.Tensor, frames: int) -> int:
     return total[0] + (int(extra(frames)) if callable(extra) else 0)
 
 
-def macs_per_clip(model: nn.Module, n_mfcc: int, frames: int = 98) -> int:
+def macs_per_clip(model: nn.Module, n_mfcc: int, frames: int = CLIP_FRAMES) -> int:
     """MACs to classify one clip of `frames` feature frames: input [1, 1, n_mfcc, frames]."""
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")

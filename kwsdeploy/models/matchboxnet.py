@@ -18,9 +18,9 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from kwsdeploy.models._time_conv import TimeConv1d
 from kwsdeploy.models.reference_weights import ReferenceWeightsError, register_reference_map
 from kwsdeploy.models.registry import ModelCard, register
-from kwsdeploy.streaming.layers import TimeConv1d
 
 FAMILY = "matchboxnet"
 BN_EPS = 1e-3

@@ -12,6 +12,7 @@ import difflib
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
@@ -82,9 +83,7 @@ def _discover() -> None:
     global _discovered
     if _discovered:
         return
-    import kwsdeploy.models as pkg
-
-    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+    for info in sorted(pkgutil.iter_modules([str(Path(__file__).parent)]), key=lambda i: i.name):
         if info.name not in _HELPER_MODULES and not info.name.startswith("_"):
             importlib.import_module(f"kwsdeploy.models.{info.name}")
     _discovered = True

@@ -15,9 +15,9 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from kwsdeploy.models._time_conv import TimeConv1d
 from kwsdeploy.models.reference_weights import register_reference_map
 from kwsdeploy.models.registry import ModelCard, register
-from kwsdeploy.streaming.layers import TimeConv1d
 
 FAMILY = "tcresnet"
 STEM_KERNEL = 3

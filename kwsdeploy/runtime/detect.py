@@ -34,11 +34,6 @@ class Detection:
         return {"label": self.label, "index": self.index, "time": self.time, "score": self.score}
 
 
-def hop_seconds_for(packet_frames: int, hop_length: int = 160, sample_rate: int = 16000) -> float:
-    """Seconds of audio per step call: packet_frames feature hops."""
-    return packet_frames * hop_length / sample_rate
-
-
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Numerically stable softmax over the last axis (float64)."""
     z = np.asarray(logits, dtype=np.float64)

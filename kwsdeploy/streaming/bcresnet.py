@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kwsdeploy.config import FeatureConfig
+from kwsdeploy.contract import CLIP_FRAMES
 from kwsdeploy.models.bcresnet import BCResNet, TransitionBlock, frequency_sizes
 from kwsdeploy.streaming.convert import register_converter
 from kwsdeploy.streaming.fold import fold_conv_bn
@@ -26,8 +27,6 @@ from kwsdeploy.streaming.layers import (
     resolve_packet_frames,
 )
 from kwsdeploy.streaming.layers2d import StreamTimeConv2d, subband_scale_shift
-
-CLIP_FRAMES = 98
 
 
 class StepBlock(nn.Module):

@@ -18,7 +18,7 @@ from torch import nn
 
 from kwsdeploy.config import FeatureConfig
 from kwsdeploy.features import MFCC, is_exporting
-from kwsdeploy.streaming.spec import AUDIO, FEATURES, StateNames, StateSpec
+from kwsdeploy.contract import AUDIO, FEATURES, StateNames, StateSpec
 
 FRONTEND_STATE = "state.frontend.samples"
 

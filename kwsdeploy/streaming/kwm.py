@@ -25,7 +25,7 @@ from kwsdeploy.config import FeatureConfig
 from kwsdeploy.models.mamba_mixer import causal_depthwise_conv
 from kwsdeploy.streaming.convert import register_converter
 from kwsdeploy.streaming.layers import StreamMeanPool, exact_stream_spec, resolve_packet_frames
-from kwsdeploy.streaming.spec import StateSpec
+from kwsdeploy.contract import StateSpec
 
 
 class CausalKwmStream(nn.Module):

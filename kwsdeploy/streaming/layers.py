@@ -3,9 +3,8 @@
 Conventions shared by the offline models and their step forms (time is the last axis):
 
 - A conv with kernel ``k`` and dilation ``d`` reads ``r = d * (k - 1)`` frames of context.
-- ``TimeConv1d(causal=False)`` pads ``r // 2`` zeros on each side ('same', the reference's choice).
-  ``TimeConv1d(causal=True)`` pads ``r`` zeros on the left only: output ``t`` of a conv with stride
-  ``s`` reads input frames ``t*s - r .. t*s``, so it never looks ahead.
+- ``TimeConv1d`` (`kwsdeploy.models._time_conv`) pads 'same' (the reference) or causally (left only):
+  output ``t`` of a causal conv with stride ``s`` reads input frames ``t*s - r .. t*s``.
 - ``StreamConv1d`` is the step twin of a causal conv: its state is the last ``r`` input frames
   (zeros at the start reproduce the left padding). A packet of ``P`` frames (``P % s == 0``, and
   every packet starts on a global frame index that is a multiple of ``s``) gives ``P / s`` output
@@ -39,50 +38,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from kwsdeploy.config import FeatureConfig
+from kwsdeploy.models._time_conv import TimeConv1d
 from kwsdeploy.streaming.fold import fold_conv_bn
-from kwsdeploy.streaming.spec import StateSpec, StreamSpec
-
-
-def time_padding(kernel_size: int, dilation: int = 1, causal: bool = False) -> tuple[int, int]:
-    """(left, right) zero padding of a time conv: 'same' is symmetric r//2, causal is (r, 0)."""
-    context = dilation * (kernel_size - 1)
-    return (context, 0) if causal else (context // 2, context // 2)
-
-
-def conv_output_frames(frames: int, kernel_size: int, stride: int = 1, dilation: int = 1, causal: bool = False) -> int:
-    """Frames out of a `TimeConv1d` fed `frames` frames."""
-    left, right = time_padding(kernel_size, dilation, causal)
-    return (frames + left + right - dilation * (kernel_size - 1) - 1) // stride + 1
-
-
-class TimeConv1d(nn.Conv1d):
-    """`nn.Conv1d` over time with 'same' (symmetric, reference) or causal (left-only) zero padding.
-
-    Its state dict is a plain Conv1d's (`weight`, optional `bias`), so checkpoints do not depend on
-    the padding mode: a causal and a 'same' model of one size share every tensor shape.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        stride: int = 1,
-        dilation: int = 1,
-        groups: int = 1,
-        bias: bool = False,
-        causal: bool = False,
-    ) -> None:
-        super().__init__(
-            in_channels, out_channels, kernel_size, stride=stride, dilation=dilation, groups=groups, bias=bias
-        )
-        self.causal = causal
-        self.time_pad = time_padding(kernel_size, dilation, causal)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.time_pad != (0, 0):
-            x = F.pad(x, self.time_pad)
-        return super().forward(x)
+from kwsdeploy.contract import StateSpec, StreamSpec
 
 
 class RingBufferConv(nn.Module):

@@ -16,7 +16,7 @@ from torch import nn
 
 from kwsdeploy.streaming.fold import bn_scale_shift, fold_conv_bn
 from kwsdeploy.streaming.layers import RingBufferConv
-from kwsdeploy.streaming.spec import StateSpec
+from kwsdeploy.contract import StateSpec
 
 
 class StreamTimeConv2d(RingBufferConv):

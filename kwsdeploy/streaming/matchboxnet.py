@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from kwsdeploy.config import FeatureConfig
+from kwsdeploy.contract import CLIP_FRAMES
 from kwsdeploy.models.matchboxnet import MatchboxNet
 from kwsdeploy.streaming.convert import register_converter
 from kwsdeploy.streaming.layers import (
@@ -44,7 +45,7 @@ class MatchboxNetStep(StepModule):
         self,
         model: MatchboxNet,
         packet_frames: int | None = None,
-        clip_frames: int = 98,
+        clip_frames: int = CLIP_FRAMES,
         feature_config: FeatureConfig | None = None,
     ) -> None:
         super().__init__()

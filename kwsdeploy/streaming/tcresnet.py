@@ -15,6 +15,8 @@ import torch
 from torch import nn
 
 from kwsdeploy.config import FeatureConfig
+from kwsdeploy.contract import CLIP_FRAMES
+from kwsdeploy.models._time_conv import conv_output_frames
 from kwsdeploy.models.tcresnet import TCResNet
 from kwsdeploy.streaming.convert import register_converter
 from kwsdeploy.streaming.layers import (
@@ -22,7 +24,6 @@ from kwsdeploy.streaming.layers import (
     StreamConv1d,
     StreamMeanPool,
     collect_state_specs,
-    conv_output_frames,
     exact_stream_spec,
     require_causal,
     resolve_packet_frames,
@@ -47,7 +48,7 @@ class TCResNetStep(StepModule):
         self,
         model: TCResNet,
         packet_frames: int | None = None,
-        clip_frames: int = 98,
+        clip_frames: int = CLIP_FRAMES,
         feature_config: FeatureConfig | None = None,
     ) -> None:
         super().__init__()

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from kwsdeploy.config import FeatureConfig
+from kwsdeploy.contract import CLIP_FRAMES, StateSpec, StreamSpec
 from kwsdeploy.streaming.layers import StepModule
-from kwsdeploy.streaming.spec import StateSpec, StreamSpec
 
 
 class WindowedStream(StepModule):
@@ -19,7 +19,7 @@ class WindowedStream(StepModule):
         self,
         model: nn.Module,
         hop_frames: int = 10,
-        window_frames: int = 98,
+        window_frames: int = CLIP_FRAMES,
         feature_config: FeatureConfig | None = None,
     ) -> None:
         super().__init__()
@@ -53,7 +53,7 @@ class ReferenceWindowedStream(StepModule):
     second of audio.
     """
 
-    def __init__(self, model: nn.Module, feature_config: FeatureConfig, hop_frames: int = 10, window_frames: int = 98):
+    def __init__(self, model: nn.Module, feature_config: FeatureConfig, hop_frames: int = 10, window_frames: int = CLIP_FRAMES):
         super().__init__()
         from kwsdeploy.features import MFCC
 

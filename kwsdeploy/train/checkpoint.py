@@ -12,12 +12,11 @@ import hashlib
 import json
 import os
 import platform
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from kwsdeploy.atomic import CHECKPOINT, OutputError, check_output_dir, writing_dir
 from kwsdeploy.config import FeatureConfig
 
 SCHEMA_VERSION = 1
@@ -76,21 +75,6 @@ def checkpoint_dir(path: str | os.PathLike) -> Path:
     return p
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Move the finished temp directory into place; an older checkpoint there is replaced."""
-    if final.exists():
-        if not (final / CARD_FILE).exists() and any(final.iterdir()):
-            raise CheckpointError(
-                f"{final} exists and is not a kwsdeploy checkpoint; choose another output path."
-            )
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-
-
 def _weights_dict(model) -> dict:
     # safetensors refuses shared storage and non-contiguous tensors: store independent copies.
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
@@ -106,12 +90,14 @@ def save_checkpoint(
     training: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
     train_state: "TrainState | None" = None,
+    overwrite: bool = True,
     **info: Any,
 ) -> Path:
     """Write `model` as a checkpoint directory at `path`, atomically (temp dir + rename).
 
     `model` must come from `kwsdeploy.models.create` (it carries `model_name`, `num_classes`,
-    `n_mfcc`). Extra keyword arguments are stored in the card under their own names.
+    `n_mfcc`). Extra keyword arguments are stored in the card under their own names. An older
+    checkpoint at `path` is replaced only with `overwrite`; anything else there never is.
     """
     from safetensors.torch import save_file
 
@@ -125,10 +111,12 @@ def save_checkpoint(
     if len(set(labels)) != len(labels):
         raise CheckpointError(f"Labels must be unique, got {labels}.")
     final = checkpoint_dir(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
     cfg = dict(model_config if model_config is not None else getattr(model, "model_config_overrides", {}) or {})
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
+        check_output_dir(final, CHECKPOINT, overwrite)
+    except OutputError as exc:
+        raise CheckpointError(str(exc)) from None
+    with writing_dir(final, CHECKPOINT, overwrite) as tmp:
         weights = _weights_dict(model)
         save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "model": name})
         card = {
@@ -153,10 +141,6 @@ def save_checkpoint(
         (tmp / CARD_FILE).write_text(json.dumps(card, indent=1, sort_keys=False) + "\n")
         if train_state is not None:
             train_state.write(tmp)
-        _replace_dir(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 

@@ -18,6 +18,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+
+from kwsdeploy.atomic import ArtifactKind
 import torch.nn.functional as F
 
 from kwsdeploy.config import FeatureConfig
@@ -195,6 +197,9 @@ class Trainer:
         best_dir, last_dir, metrics_path = out / "best", out / "last", out / "metrics.jsonl"
         model, mfcc, optimizer, scheduler, scaler = self._build()
         start_epoch, best_acc, best_epoch, history = 0, None, None, []
+        if resume and not (last_dir / "card.json").is_file():  # killed before its first epoch ended
+            self.log(f"{out} has no finished epoch to resume: starting it again from epoch 1")
+            resume = False
         if resume:
             loaded = load_checkpoint(last_dir)
             model.load_state_dict(loaded.model.state_dict(), strict=True)
@@ -204,8 +209,11 @@ class Trainer:
             self.log(f"resuming {out} at epoch {start_epoch + 1}/{cfg.epochs}")
         else:
             out.mkdir(parents=True, exist_ok=True)
-            if last_dir.exists() or metrics_path.exists():
+            if last_dir.exists() or _read_jsonl(metrics_path):
                 raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out.")
+            if any(out.iterdir()) and not RUN.holds(out):
+                raise ValueError(f"--out {out} is a non-empty directory that is not a kwsdeploy run (no config.json "
+                                 "written by 'kwsdeploy train'): choose a new or empty --out.")
             _write_atomic(out / "config.json", json.dumps(cfg.to_dict(), indent=1) + "\n")
         _write_atomic(metrics_path, "".join(json.dumps(r) + "\n" for r in history))
         end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
@@ -237,6 +245,9 @@ class Trainer:
     def _summary(self, epochs_done: int) -> dict[str, Any]:
         return {"config": self.cfg.to_dict(), "epochs_done": epochs_done, "data": self.data_summary,
                 "device": str(self.device), "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else None}
+
+
+RUN = ArtifactKind("training run", "config.json", lambda d: isinstance(d, dict) and {"model", "epochs", "lr"} <= set(d))
 
 
 def train(cfg: TrainConfig, data_dir: str | os.PathLike, out_dir: str | os.PathLike, resume: bool = False,

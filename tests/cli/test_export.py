@@ -30,6 +30,7 @@ def bundle(tmp_path_factory):
                             "--exporter", "legacy"])
     assert r.exit_code == 0, r.output
     assert "model.onnx" in r.output and "parity on:" in r.output
+    assert "TensorRT 10.3 parser check: model.onnx OK" in r.output  # every export runs the check
     return out
 
 
@@ -52,7 +53,7 @@ def test_verify_names_a_changed_file_in_one_line(bundle, tmp_path):
     data[-10] ^= 0xFF
     (copy / "model.onnx").write_bytes(bytes(data))
     r = runner.invoke(app, ["verify", str(copy)])
-    assert r.exit_code == 1
+    assert r.exit_code == 2
     assert r.output.strip().count("\n") == 0 and "model.onnx: sha256 mismatch" in r.output
 
 
@@ -67,5 +68,19 @@ def test_verify_names_a_changed_file_in_one_line(bundle, tmp_path):
 def test_export_refusals_are_one_line(args, message, tmp_path):
     base = ["export", "--out", str(tmp_path / "x")] + ([] if "--model" in args else ["--model", "tcresnet8-causal"])
     r = runner.invoke(app, base + args)
-    assert r.exit_code == 1 and message in r.output
+    assert r.exit_code == 2 and message in r.output
     assert not (tmp_path / "x").exists()
+
+
+def test_export_overwrite_never_deletes_a_directory_that_is_not_a_bundle(bundle, tmp_path):
+    ckpt = bundle.parent / "ckpt"
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "cat.jpg").write_bytes(b"\xff\xd8 a cat")
+    for out, why in ((foreign, "not a kwsdeploy bundle"), (ckpt, "is the input --checkpoint"),
+                     (bundle.parent, "contains the input --checkpoint")):
+        r = runner.invoke(app, ["export", "--model", "tcresnet8-causal", "--checkpoint", str(ckpt), "--out", str(out),
+                                "--overwrite", "--exporter", "legacy"])
+        assert r.exit_code != 0 and why in r.output, r.output
+    assert (foreign / "cat.jpg").read_bytes() == b"\xff\xd8 a cat" and (ckpt / "card.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]

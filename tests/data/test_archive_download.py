@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import tarfile
@@ -46,7 +47,7 @@ def test_unsafe_members_are_refused_and_nothing_is_written(tmp_path, member, why
     with pytest.raises(UnsafeArchiveError, match=why) as err:
         extract_archive(arc, dest)
     assert str(arc) in str(err.value) and "\n" not in str(err.value)
-    assert not dest.exists() and list((tmp_path / "out").iterdir()) == []
+    assert not dest.exists() and not (tmp_path / "out").exists()  # refused before anything is made
     assert not (tmp_path / "evil.txt").exists()
 
 
@@ -122,3 +123,106 @@ def test_no_network_error_says_what_to_do(tmp_path):
 def test_official_archive_figures():
     assert dl.GSC_ARCHIVES[1].size == 1_489_096_277 and dl.GSC_ARCHIVES[2].size == 2_428_923_189
     assert dl.GSC_ARCHIVES[2].sha256.startswith("af14739e") and dl.GSC_ARCHIVES[1].sha256.startswith("74393542")
+
+
+def _big_tar(path: Path, n: int = 40) -> Path:
+    """A gzip tar of n 8 KiB files of noise (incompressible, so a flipped byte lands in real data)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return _tar(path, [("file", f"yes/{i}.bin", rng.bytes(8192)) for i in range(n)])
+
+
+@pytest.mark.parametrize("at", [0.3, 0.5, 0.8])
+def test_a_gzip_archive_with_flipped_bytes_is_refused_before_anything_is_written(tmp_path, at):
+    arc = _big_tar(tmp_path / "a.tar.gz")
+    data = bytearray(arc.read_bytes())
+    i = int(len(data) * at)
+    data[i: i + 4] = bytes(b ^ 0x5A for b in data[i: i + 4])
+    arc.write_bytes(bytes(data))
+    dest = tmp_path / "out" / "tree"
+    with pytest.raises(UnsafeArchiveError, match="corrupt|truncated") as err:
+        extract_archive(arc, dest)
+    assert "download it again" in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_flipped_crc_alone_is_caught(tmp_path):
+    arc = _big_tar(tmp_path / "a.tar.gz", n=4)
+    data = bytearray(arc.read_bytes())
+    data[-8] ^= 0xFF  # the gzip trailer's CRC32: only a read to the very end sees it
+    arc.write_bytes(bytes(data))
+    with pytest.raises(UnsafeArchiveError, match="corrupt"):
+        extract_archive(arc, tmp_path / "tree")
+    assert not (tmp_path / "tree").exists()
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.99])
+def test_a_truncated_archive_is_named_truncated(tmp_path, keep):
+    arc = _big_tar(tmp_path / "a.tar.gz")
+    data = arc.read_bytes()
+    arc.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(UnsafeArchiveError, match="truncated"):
+        extract_archive(arc, tmp_path / "tree")
+    assert not (tmp_path / "tree").exists()
+
+
+def test_a_truncated_archive_is_one_line_from_the_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from kwsdeploy.cli.main import app
+
+    arc = _big_tar(tmp_path / "a.tar.gz")
+    arc.write_bytes(arc.read_bytes()[:-2000])
+    r = CliRunner().invoke(app, ["data", "prepare-gsc", "--data-root", str(tmp_path / "root"), "--archive", str(arc),
+                                 "--no-download"])
+    assert r.exit_code != 0 and "truncated" in r.output and "Aborted" not in r.output
+    assert r.output.strip().count("\n") == 0, r.output
+
+
+def test_extraction_without_tarfile_filters_is_as_safe(tmp_path, monkeypatch, gsc_tree):
+    """Debian 12's Python 3.11.2: no tarfile.data_filter and no filter= argument."""
+    real = tarfile.TarFile.extractall
+
+    def old_extractall(self, path=".", members=None, *, numeric_owner=False, **kw):
+        assert not kw, f"extractall got {kw}: Python 3.11.2 has no filter="
+        return real(self, path, members, numeric_owner=numeric_owner, filter="fully_trusted")
+
+    monkeypatch.delattr(tarfile, "data_filter")
+    monkeypatch.setattr(tarfile.TarFile, "extractall", old_extractall)
+    info = tarfile.TarInfo("yes/run.sh")
+    payload = b"#!/bin/sh\n"
+    info.size, info.mode = len(payload), 0o4777  # setuid, world-writable
+    arc = tmp_path / "m.tar.gz"
+    with tarfile.open(arc, "w:gz") as tar:
+        tar.addfile(info, io.BytesIO(payload))
+    dest = extract_archive(arc, tmp_path / "tree")
+    assert (dest / "yes" / "run.sh").stat().st_mode & 0o7777 == 0o755
+    bad = _tar(tmp_path / "bad.tar.gz", [("sym", "yes/link", "../../outside")])
+    with pytest.raises(UnsafeArchiveError, match="symbolic link"):
+        extract_archive(bad, tmp_path / "tree2")
+
+
+def test_writing_through_a_link_of_the_archive_is_refused(tmp_path):
+    arc = _tar(tmp_path / "l.tar.gz", [("sym", "yes/d", "."), ("file", "yes/d/x.txt", b"x")])
+    with pytest.raises(UnsafeArchiveError, match="through a link"):
+        extract_archive(arc, tmp_path / "tree")
+    arc = _tar(tmp_path / "l2.tar.gz", [("sym", "a", "yes"), ("sym", "b", "a")])
+    with pytest.raises(UnsafeArchiveError, match="another link"):
+        extract_archive(arc, tmp_path / "tree")
+
+
+def test_an_archive_named_like_the_release_is_held_to_its_sha256(tmp_path, monkeypatch, gsc_tree):
+    arc = tmp_path / "speech_commands_v0.01.tar.gz"
+    with tarfile.open(arc, "w:gz") as tar:
+        for p in sorted(gsc_tree.rglob("*")):
+            tar.add(p, arcname=p.relative_to(gsc_tree).as_posix(), recursive=False)
+    fake = dl.ArchiveInfo("http://x.invalid/a", arc.name, arc.stat().st_size, "0" * 64)
+    monkeypatch.setitem(dl.GSC_ARCHIVES, 1, fake)
+    with pytest.raises(dl.DownloadError, match="sha256"):
+        prepare_gsc(tmp_path / "root", data_version=1, archive=arc, allow_download=False)
+    with pytest.raises(ValueError, match="--data-version 1"):
+        prepare_gsc(tmp_path / "root", data_version=2, archive=arc, allow_download=False)
+    monkeypatch.setitem(dl.GSC_ARCHIVES, 1, dataclasses.replace(fake, sha256=dl.sha256_file(arc)))
+    out = prepare_gsc(tmp_path / "root", data_version=1, class_split="sub", archive=arc, allow_download=False)
+    assert (out / "train.jsonl").is_file()

@@ -88,7 +88,9 @@ def test_rebalance_oversamples_train_to_the_largest_class(tmp_path):
 
 def test_running_twice_gives_byte_identical_outputs(tree_copy):
     first = all_files(prepare_gsc(tree_copy, class_split="sub", rebalance=True, allow_download=False))
-    second = all_files(prepare_gsc(tree_copy, class_split="sub", rebalance=True, allow_download=False))
+    with pytest.raises(ValueError, match="--overwrite"):
+        prepare_gsc(tree_copy, class_split="sub", rebalance=True, allow_download=False)
+    second = all_files(prepare_gsc(tree_copy, class_split="sub", rebalance=True, allow_download=False, overwrite=True))
     assert first == second and len(first) == 6
     leftovers = [p.name for p in tree_copy.iterdir() if p.name.startswith(".")]
     assert leftovers == []

@@ -101,7 +101,7 @@ def test_interrupted_write_leaves_no_bundle_and_no_temp_dir(tmp_path, clip_featu
 def test_existing_bundle_needs_overwrite_and_is_replaced_whole(tmp_path, clip_features):
     kw = dict(smodel=seeded(TinyCausalStep()), parity=ParityData(features=clip_features))
     first = _export(tmp_path, **kw)
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(ValueError, match="--overwrite"):
         _export(tmp_path, **kw)
     (first.path / "stray.txt").write_text("x")
     second = _export(tmp_path, overwrite=True, **kw)

@@ -11,7 +11,7 @@ from kwsdeploy.audio import load_audio
 from kwsdeploy.config import FeatureConfig
 from kwsdeploy.exporters.bundle import ParityData, export_bundle
 from kwsdeploy.models import create, load_reference_weights
-from kwsdeploy.runtime.runner import StreamRunner
+from kwsdeploy.runtime.runners import open_runner
 from kwsdeploy.tolerances import REFERENCE_E2E_REL_ATOL
 
 REF = Path(__file__).resolve().parents[1] / "fixtures" / "reference"
@@ -35,7 +35,7 @@ def test_reference_tcresnet8_bundle_streams_golden_logits(tmp_path):
     )
     assert result.manifest.stream.mode == "windowed"
     assert result.manifest.feature_config.log_floor == "clip_top_db"
-    runner = StreamRunner(result.path, batch=3)
+    runner = open_runner(result.path, batch=3)
     logits = runner.run(audio)  # [packets, batch, classes]; the last window is the whole clip
     assert logits.shape == (10, 3, 12)
     err = np.abs(logits[-1] - golden).max()

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from kwsdeploy.config import FeatureConfig
-from kwsdeploy.streaming.spec import StateSpec, StreamSpec
+from kwsdeploy.contract import StateSpec, StreamSpec
 
 N_MFCC = 40
 CLASSES = 12

@@ -12,7 +12,8 @@ import pytest
 
 from kwsdeploy import tolerances
 from kwsdeploy.manifest import HashMismatchError, ManifestError, SchemaTooNewError
-from kwsdeploy.runtime.bundle import load_bundle, verify_bundle
+from kwsdeploy.runtime.bundle import load_bundle
+from kwsdeploy.runtime.verify import verify_bundle
 
 _spec = importlib.util.spec_from_file_location("tiny_steps", Path(__file__).parents[1] / "exporters" / "tiny_steps.py")
 tiny = importlib.util.module_from_spec(_spec)

@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from kwsdeploy.runtime.detect import Detection, KeywordDetector, hop_seconds_for, softmax
+from kwsdeploy.contract import hop_seconds
+from kwsdeploy.runtime.detect import Detection, KeywordDetector, softmax
 
 LABELS = ["_silence_", "_unknown_", "yes", "no"]
 HOP = 0.1
@@ -89,9 +90,9 @@ def test_batched_update_equals_packet_by_packet_and_reset_restarts_time():
 
 
 def test_time_offset_and_hop_from_packet_frames():
-    assert hop_seconds_for(10) == pytest.approx(0.1)
-    assert hop_seconds_for(8) == pytest.approx(0.08)
-    det = KeywordDetector(LABELS, hop_seconds_for(8), smoothing_packets=1, threshold=0.5, time_offset=-0.5)
+    assert hop_seconds(10) == pytest.approx(0.1)
+    assert hop_seconds(8) == pytest.approx(0.08)
+    det = KeywordDetector(LABELS, hop_seconds(8), smoothing_packets=1, threshold=0.5, time_offset=-0.5)
     assert _times(det.update(_confident("yes", 1))) == [("yes", -0.42)]
 
 

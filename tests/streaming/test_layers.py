@@ -7,13 +7,8 @@ import torch
 from torch import nn
 
 from kwsdeploy.streaming.fold import fold_conv_bn
-from kwsdeploy.streaming.layers import (
-    StreamConv1d,
-    StreamMeanPool,
-    TimeConv1d,
-    conv_output_frames,
-    time_padding,
-)
+from kwsdeploy.models._time_conv import TimeConv1d, conv_output_frames, time_padding
+from kwsdeploy.streaming.layers import StreamConv1d, StreamMeanPool
 from kwsdeploy.tolerances import STEP_PARITY_ATOL
 
 

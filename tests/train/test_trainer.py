@@ -75,3 +75,34 @@ def test_a_run_directory_is_not_overwritten_without_resume(tiny_prepared, tmp_pa
     assert card["metrics"]["test_acc"] == tm["accuracy"] and card["training"]["data"]["test_clips"] == 11
     with pytest.raises(ValueError, match="already holds a run"):
         train(cfg, tiny_prepared, tmp_path / "r", progress=False)
+
+
+def test_a_run_killed_in_its_first_epoch_can_be_restarted_or_resumed(tiny_prepared, tmp_path, monkeypatch):
+    cfg = TrainConfig(model="tcresnet8", epochs=1, batch_size=16, augment=False, device="cpu")
+    real = Trainer._train_epoch
+
+    def killed(self, *a, **k):
+        raise KeyboardInterrupt  # as a kill or a full disk would, before the first checkpoint
+
+    monkeypatch.setattr(Trainer, "_train_epoch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tiny_prepared, tmp_path / "r", progress=False, test=False)
+    assert (tmp_path / "r" / "config.json").is_file() and not (tmp_path / "r" / "last").exists()
+    monkeypatch.setattr(Trainer, "_train_epoch", real)
+    resumed = train(cfg, tiny_prepared, tmp_path / "r", resume=True, progress=False, test=False)
+    assert [r["epoch"] for r in resumed.history] == [1]
+    monkeypatch.setattr(Trainer, "_train_epoch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tiny_prepared, tmp_path / "s", progress=False, test=False)
+    monkeypatch.setattr(Trainer, "_train_epoch", real)
+    restarted = train(cfg, tiny_prepared, tmp_path / "s", progress=False, test=False)
+    assert [r["epoch"] for r in restarted.history] == [1] and (tmp_path / "s" / "last" / "card.json").is_file()
+
+
+def test_training_into_a_foreign_directory_is_refused(tiny_prepared, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "config.json").write_text('{"my": "settings"}')
+    cfg = TrainConfig(model="tcresnet8", epochs=1, batch_size=16, augment=False, device="cpu")
+    with pytest.raises(ValueError, match="not a kwsdeploy run"):
+        train(cfg, tiny_prepared, tmp_path / "mine", progress=False, test=False)
+    assert (tmp_path / "mine" / "config.json").read_text() == '{"my": "settings"}'

@@ -1,10 +1,13 @@
-"""The step contract's description: what a streaming model consumes, keeps and emits (torch-free).
+"""The step contract, torch-free: names, state and stream specs, clip and hop arithmetic.
 
-A streaming model `smodel` exposes `smodel.stream_spec` (a `StreamSpec`), `smodel.init_state(batch)`
-(a tuple of zero tensors in `spec.states` order) and
-`logits, *new_state = smodel(features_packet, *state)` with `features_packet` of shape
-[B, n_mfcc, packet_frames]. Names are stable and shared with ONNX graphs and bundle manifests:
-inputs `features` and `state.<layer>.<kind>`, outputs `logits` and `new_state.<layer>.<kind>`.
+Imported by the manifest, the runtime and the torch step forms alike; imports no torch (a test
+checks it), so a device runner needs only numpy. A streaming model `smodel` exposes
+`smodel.stream_spec` (a `StreamSpec`), `smodel.init_state(batch)` (a tuple of zero tensors in
+`spec.states` order) and `logits, *new_state = smodel(features_packet, *state)` with
+`features_packet` of shape [B, n_mfcc, packet_frames]. Names are stable and shared with ONNX graphs
+and bundle manifests: inputs `features` (or `audio`) and `state.<layer>.<kind>`, outputs `logits`
+and `new_state.<layer>.<kind>` (`new_state_name`). Every frame count and duration derives from a
+`FeatureConfig` (`clip_frames`, `hop_seconds`, `samples_to_seconds`): no module repeats 98 or 16000.
 """
 
 from __future__ import annotations
@@ -20,6 +23,36 @@ LOGITS = "logits"
 STATE_PREFIX = "state."
 NEW_STATE_PREFIX = "new_state."
 
+DEFAULT_FEATURES = FeatureConfig()
+CLIP_FRAMES = DEFAULT_FEATURES.clip_frames  # frames of a 1 s clip at the default frontend (98)
+
+
+def is_state_name(name: str) -> bool:
+    """Whether a graph input name is a state input (`state.<layer>.<kind>`)."""
+    return name.startswith(STATE_PREFIX)
+
+
+def new_state_name(state_name: str) -> str:
+    """The output carrying a state's update: `state.<layer>.<kind>` -> `new_state.<layer>.<kind>`."""
+    if not is_state_name(state_name):
+        raise ValueError(f"State names start with {STATE_PREFIX!r}: got {state_name!r}")
+    return NEW_STATE_PREFIX + state_name[len(STATE_PREFIX):]
+
+
+def hop_seconds(packet_frames: int, feature_config: FeatureConfig = DEFAULT_FEATURES) -> float:
+    """Seconds of audio per step call: `packet_frames` feature hops."""
+    return packet_frames * feature_config.hop_length / feature_config.sample_rate
+
+
+def packet_samples(packet_frames: int, feature_config: FeatureConfig = DEFAULT_FEATURES) -> int:
+    """Audio samples per step call of `packet_frames` frames."""
+    return int(packet_frames) * feature_config.hop_length
+
+
+def samples_to_seconds(samples: int, feature_config: FeatureConfig = DEFAULT_FEATURES) -> float:
+    """Duration of `samples` samples at the frontend's sample rate."""
+    return samples / feature_config.sample_rate
+
 
 @dataclass(frozen=True)
 class StateSpec:
@@ -30,14 +63,14 @@ class StateSpec:
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        if not self.name.startswith(STATE_PREFIX):
+        if not is_state_name(self.name):
             raise ValueError(f"State names start with {STATE_PREFIX!r}: got {self.name!r}")
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
 
     @property
     def output_name(self) -> str:
         """The graph output carrying this state's update: `new_state.<layer>.<kind>`."""
-        return NEW_STATE_PREFIX + self.name[len(STATE_PREFIX):]
+        return new_state_name(self.name)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (manifest form)."""
@@ -72,7 +105,7 @@ class StreamSpec(StateNames):
     mode: "exact" (a true recurrent step) or "windowed" (ring buffer of the last window + recompute).
     packet_frames: feature frames consumed per call (the hop, in frames).
     delay_frames: frames by which outputs lag the offline model's (look-ahead turned into latency).
-    window_frames: frames the logits summarise (98 for a 1 s clip).
+    window_frames: frames the logits summarise (`feature_config.clip_frames` for a 1 s clip).
     """
 
     mode: str
@@ -83,6 +116,16 @@ class StreamSpec(StateNames):
     num_classes: int
     states: tuple[StateSpec, ...] = ()
     feature_config: FeatureConfig = field(default_factory=FeatureConfig)
+
+    @property
+    def hop_seconds(self) -> float:
+        """Seconds of audio per step call."""
+        return hop_seconds(self.packet_frames, self.feature_config)
+
+    @property
+    def packet_samples(self) -> int:
+        """Audio samples per step call (the input of a graph with the frontend inside)."""
+        return packet_samples(self.packet_frames, self.feature_config)
 
     @property
     def warmup_packets(self) -> int:

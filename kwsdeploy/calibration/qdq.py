@@ -1,0 +1,197 @@
+"""Static INT8 Q/DQ quantization of a step (or offline) graph with onnxruntime.quantization.
+
+The `tensorrt` recipe is explicit quantization as TensorRT wants it: signed INT8, symmetric (zero
+point 0 on every Q and DQ), per-channel weight scales on the output-channel axis, per-tensor
+activations, weights stored as int8 initializers feeding a DequantizeLinear, biases float. Only
+Conv/MatMul/Gemm with a constant weight are quantized; what stays float and why is returned:
+the MFCC frontend, activation x activation MatMuls (the Keyword Mamba recurrence: dt x B outer
+product and the C readout), depthwise convolutions (TensorRT on Jetson Orin runs them slower or not
+at all in INT8) and any layer the caller names (selective precision by SQNR).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import onnx
+
+QUANT_OPS = ("Conv", "MatMul", "Gemm")
+METHODS = ("minmax", "percentile", "entropy")
+PERCENTILE = 99.999
+FRONTEND_PREFIX = "frontend/"
+REASON_FRONTEND = "MFCC frontend (float by design)"
+REASON_RECURRENCE = "activation x activation MatMul (recurrence arithmetic, float by design)"
+REASON_DEPTHWISE = "depthwise conv (TensorRT on Jetson Orin: slower or unsupported in INT8)"
+
+
+class QuantizeError(ValueError):
+    """A graph the recipe cannot quantize; the message says what to do."""
+
+
+@dataclass
+class QuantResult:
+    """A quantized graph, which layers were quantized, which stayed float (name -> reason), settings."""
+
+    proto: onnx.ModelProto
+    recipe: str
+    quantized: list[str]
+    float_layers: dict[str, str]
+    settings: dict = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def quiet():
+    """onnxruntime.quantization prints progress to stdout and warnings to the root logger; keep the
+    CLI's output clean."""
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def name_nodes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose every node has a unique, non-empty name (nodes_to_exclude needs names) and one
+    opset entry per domain (a graph merged with its frontend lists the default domain twice)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    versions: dict[str, int] = {}
+    for op in out.opset_import:
+        key = "" if op.domain == "ai.onnx" else op.domain
+        versions[key] = max(versions.get(key, 0), op.version)
+    del out.opset_import[:]
+    out.opset_import.extend(onnx.helper.make_opsetid(d, v) for d, v in versions.items())
+    seen: set[str] = set()
+    for i, node in enumerate(out.graph.node):
+        name = node.name or f"{node.op_type}_{i}"
+        while name in seen:
+            name = f"{name}_{i}"
+        node.name = name
+        seen.add(name)
+    return out
+
+
+def constants(proto: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    """Initializers and Constant-node tensors by name."""
+    out = {i.name: i for i in proto.graph.initializer}
+    for n in proto.graph.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    out[n.output[0]] = a.t
+    return out
+
+
+def _is_depthwise(node: onnx.NodeProto, consts: Mapping[str, onnx.TensorProto]) -> bool:
+    group = next((a.i for a in node.attribute if a.name == "group"), 1)
+    w = consts.get(node.input[1]) if len(node.input) > 1 else None
+    return group > 1 and w is not None and len(w.dims) >= 2 and w.dims[1] == 1 and w.dims[0] >= group
+
+
+def float_layers(proto: onnx.ModelProto, recipe: str = "tensorrt") -> dict[str, str]:
+    """Conv/MatMul/Gemm nodes the recipe keeps float, with the reason (node name -> reason)."""
+    consts = constants(proto)
+    out: dict[str, str] = {}
+    for node in proto.graph.node:
+        if node.op_type not in QUANT_OPS:
+            continue
+        if node.name.startswith(FRONTEND_PREFIX):
+            out[node.name] = REASON_FRONTEND
+        elif len(node.input) < 2 or node.input[1] not in consts:
+            out[node.name] = REASON_RECURRENCE
+        elif recipe == "tensorrt" and node.op_type == "Conv" and _is_depthwise(node, consts):
+            out[node.name] = REASON_DEPTHWISE
+    return out
+
+
+def quantizable_layers(proto: onnx.ModelProto, recipe: str = "tensorrt") -> list[str]:
+    """Conv/MatMul/Gemm node names the recipe quantizes (graph order)."""
+    keep = float_layers(proto, recipe)
+    return [n.name for n in proto.graph.node if n.op_type in QUANT_OPS and n.name not in keep]
+
+
+def _method(method: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    table = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+             "entropy": CalibrationMethod.Entropy}
+    if method not in table:
+        raise QuantizeError(f"--calib-method must be one of {', '.join(METHODS)}, got {method!r}.")
+    return table[method]
+
+
+def quantize_tensorrt(
+    proto: onnx.ModelProto,
+    calib,
+    method: str = "minmax",
+    exclude: Mapping[str, str] | None = None,
+    batch: int = 64,
+) -> QuantResult:
+    """The `tensorrt` recipe on `proto` calibrated on `calib` (a CalibrationSet); `exclude` adds
+    layers kept float (name -> reason)."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    proto = name_nodes(proto)
+    keep = float_layers(proto, "tensorrt")
+    keep.update(exclude or {})
+    todo = [n.name for n in proto.graph.node if n.op_type in QUANT_OPS and n.name not in keep]
+    if not todo:
+        raise QuantizeError("this graph has no Conv/MatMul/Gemm layer with constant weights outside the float set; "
+                            "INT8 would change nothing: export it without --int8.")
+    extra = {
+        "ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False, "MatMulConstBOnly": True,
+        "DedicatedQDQPair": False, "AddQDQPairToWeight": False,
+        "OpTypesToExcludeOutputQuantization": list(QUANT_OPS),  # logits and layer outputs stay float
+    }
+    if method == "percentile":
+        extra["CalibPercentile"] = PERCENTILE
+    calib.check_state_ranges()
+    with tempfile.TemporaryDirectory(prefix="kwsdeploy-int8-") as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(proto, str(src))
+        quantize_static(
+            str(src), str(dst), calib.reader(batch), quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANT_OPS),
+            per_channel=True, reduce_range=False, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            nodes_to_quantize=todo, nodes_to_exclude=sorted(keep), calibrate_method=_method(method),
+            extra_options=extra,
+        )
+        out = onnx.load(str(dst))
+    settings = {
+        "tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "activations": "int8 symmetric per-tensor",
+        "weights": "int8 symmetric per-channel (output-channel axis)", "bias": "float", "method": method,
+        **({"percentile": PERCENTILE} if method == "percentile" else {}),
+    }
+    return QuantResult(out, "tensorrt", todo, dict(sorted(keep.items())), settings)
+
+
+def tensorrt_recipe(proto: onnx.ModelProto, calib, method: str = "minmax", floor_db: float | None = None) -> QuantResult:
+    """`quantize_tensorrt`, then selective precision: layers whose isolated SQNR is under `floor_db`
+    (default tolerances.INT8_MIN_SQNR_DB) are kept float and the graph is quantized again."""
+    from kwsdeploy import tolerances
+    from kwsdeploy.calibration.sqnr import below_floor, layer_sqnr, output_sqnr
+
+    floor = tolerances.INT8_MIN_SQNR_DB if floor_db is None else floor_db
+    proto = name_nodes(proto)
+    with quiet():
+        first = quantize_tensorrt(proto, calib, method)
+        sqnr = layer_sqnr(proto, first.proto, calib, first.quantized)
+        low = below_floor(sqnr, floor)
+        result = first
+        if low and len(low) < len(first.quantized):
+            result = quantize_tensorrt(proto, calib, method, exclude=low)
+        elif low:
+            raise QuantizeError(f"every quantizable layer is under the {floor:g} dB SQNR floor "
+                                f"({', '.join(f'{k}: {v:.1f} dB' for k, v in sqnr.items())}); INT8 would change nothing "
+                                "worth having: calibrate on more representative data or export without --int8.")
+        result.settings.update(
+            layer_sqnr_db={k: round(v, 2) for k, v in sqnr.items()}, sqnr_floor_db=floor,
+            logits_sqnr_db=round(output_sqnr(proto, result.proto, calib), 2),
+        )
+    return result

@@ -1,0 +1,140 @@
+"""Signal-to-quantization-noise ratio of an INT8 graph against its fp32 source on the calibration stream.
+
+`layer_sqnr` isolates each quantized layer: its fp32 input activations (recorded on the calibration
+tuples) go through the layer alone twice, as in the fp32 graph and as in the INT8 graph (input Q/DQ,
+int8 weights), so a layer's figure is its own error, not what earlier layers left. `output_sqnr`
+compares whole-graph logits with the state fed from the fp32 stream (no drift). Layers under
+`tolerances.INT8_MIN_SQNR_DB` are kept float by the recipes (selective precision).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from kwsdeploy.contract import LOGITS
+
+
+def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
+    """10 log10(|ref|^2 / |ref - got|^2); inf when identical, -inf when ref is all zeros and got is not."""
+    ref, got = np.asarray(ref, np.float64), np.asarray(got, np.float64)
+    noise = float(np.sum((ref - got) ** 2))
+    signal = float(np.sum(ref ** 2))
+    if noise == 0.0:
+        return float("inf")
+    if signal == 0.0:
+        return float("-inf")
+    return 10.0 * float(np.log10(signal / noise))
+
+
+def _session(proto: onnx.ModelProto):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = 1, 1, 3
+    return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def _with_outputs(proto: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    have = {o.name for o in out.graph.output}
+    for n in names:
+        if n not in have:
+            out.graph.output.append(helper.make_tensor_value_info(n, TensorProto.FLOAT, None))
+            have.add(n)
+    return out
+
+
+def _constants(g: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
+    return {i.name: i for i in g.initializer}
+
+
+def _float_input(proto: onnx.ModelProto, node: onnx.NodeProto) -> str:
+    """The float tensor behind a layer's data input (through a DequantizeLinear <- QuantizeLinear pair)."""
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    name = node.input[0]
+    for _ in range(2):
+        p = producers.get(name)
+        if p is None or p.op_type not in ("DequantizeLinear", "QuantizeLinear"):
+            break
+        name = p.input[0]
+    return name
+
+
+def _subgraph(proto: onnx.ModelProto, node: onnx.NodeProto, x_name: str) -> onnx.ModelProto:
+    """`node` and everything between it and `x_name` or constants, as a one-input model."""
+    g = proto.graph
+    producers = {o: n for n in g.node for o in n.output}
+    consts = _constants(g)
+    nodes, inits, seen = [], {}, set()
+
+    def visit(t: str) -> None:
+        if not t or t == x_name or t in seen:
+            return
+        seen.add(t)
+        if t in consts:
+            inits[t] = consts[t]
+            return
+        p = producers.get(t)
+        if p is None:
+            raise ValueError(f"{node.name}: tensor {t!r} depends on a graph input other than {x_name!r}")
+        for i in p.input:
+            visit(i)
+        if p not in nodes:
+            nodes.append(p)
+
+    for i in node.input:
+        visit(i)
+    nodes.append(node)
+    graph = helper.make_graph(
+        nodes, "layer", [helper.make_tensor_value_info(x_name, TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, None)], list(inits.values()),
+    )
+    model = helper.make_model(graph, opset_imports=list(proto.opset_import))
+    model.ir_version = proto.ir_version
+    return model
+
+
+def record_tensors(proto: onnx.ModelProto, feeds: Iterable[Mapping[str, np.ndarray]], names: list[str]) -> dict[str, np.ndarray]:
+    """Values of `names` in `proto` over every feed, concatenated on the batch axis."""
+    sess = _session(_with_outputs(proto, names))
+    got: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for feed in feeds:
+        for n, v in zip(names, sess.run(names, dict(feed))):
+            got[n].append(v)
+    return {n: np.concatenate(v, axis=0) for n, v in got.items()}
+
+
+def layer_sqnr(fp32: onnx.ModelProto, q: onnx.ModelProto, calib, layers: list[str], batch: int = 64) -> dict[str, float]:
+    """Isolated SQNR (dB) of each named layer of `q` (node names shared with `fp32`)."""
+    qnodes = {n.name: n for n in q.graph.node}
+    fnodes = {n.name: n for n in fp32.graph.node}
+    todo = [(name, qnodes[name]) for name in layers if name in qnodes]
+    x_names = {name: _float_input(q, node) for name, node in todo}
+    acts = record_tensors(fp32, calib.batches(batch), sorted(set(x_names.values())))
+    out: dict[str, float] = {}
+    for name, node in todo:
+        ref_node = fnodes.get(name)
+        if ref_node is None:
+            continue
+        x = x_names[name]
+        ref = _session(_subgraph(fp32, ref_node, x)).run(None, {x: acts[x]})[0]  # fp32 layer alone
+        got = _session(_subgraph(q, node, x)).run(None, {x: acts[x]})[0]
+        out[name] = sqnr_db(ref, got)
+    return out
+
+
+def output_sqnr(fp32: onnx.ModelProto, q: onnx.ModelProto, calib, batch: int = 64) -> float:
+    """SQNR (dB) of the logits over the calibration tuples (state fed from the fp32 stream)."""
+    a = record_tensors(fp32, calib.batches(batch), [LOGITS])[LOGITS]
+    b = record_tensors(q, calib.batches(batch), [LOGITS])[LOGITS]
+    return sqnr_db(a, b)
+
+
+def below_floor(sqnr: Mapping[str, float], floor: float) -> dict[str, str]:
+    """Layers under the SQNR floor, as float-layer reasons."""
+    return {k: f"SQNR {v:.1f} dB < {floor:g} dB floor" for k, v in sqnr.items() if not v >= floor}

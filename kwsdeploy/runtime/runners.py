@@ -1,0 +1,41 @@
+"""Open a bundle's step graph with a backend: `open_runner(bundle_dir, ...) -> StepRunner`.
+
+`BACKENDS` maps a backend name to the module and class implementing `StepRunner` (imported only
+when asked for, so an optional backend costs nothing until used). A backend class takes
+`(model_path, batch=, providers=, threads=, labels=, spec=, manifest=)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Sequence
+
+from kwsdeploy.runtime.base import StepRunner
+from kwsdeploy.runtime.bundle import load_bundle
+
+BACKENDS = {"onnxruntime": ("kwsdeploy.runtime.ort", "OrtStepRunner")}
+
+
+def open_runner(
+    bundle_dir: str | Path,
+    backend: str = "onnxruntime",
+    precision: str = "fp32",
+    input_kind: str | None = None,
+    batch: int = 1,
+    providers: Sequence[str] | None = None,
+    threads: int | None = None,
+    check_hashes: bool = True,
+) -> StepRunner:
+    """The step runner of a bundle's `precision` file (hashes checked first), with its labels and spec."""
+    if backend not in BACKENDS:
+        raise ValueError(f"Unknown runner backend {backend!r}; choose one of {sorted(BACKENDS)}.")
+    bundle = load_bundle(bundle_dir, check_hashes=check_hashes)
+    manifest = bundle.manifest
+    mf = manifest.file("step", precision, input_kind)
+    module, cls = BACKENDS[backend]
+    runner_cls = getattr(importlib.import_module(module), cls)
+    return runner_cls(
+        bundle.path / mf.path, batch=batch, providers=providers, threads=threads,
+        labels=manifest.labels, spec=manifest.stream, manifest=manifest,
+    )

@@ -1,0 +1,1 @@
+"""TensorRT: parser compatibility check, engine build, trtexec command lines (imports nothing heavy)."""

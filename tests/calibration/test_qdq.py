@@ -1,0 +1,155 @@
+"""The `tensorrt` recipe: signed symmetric Q/DQ that TensorRT accepts, float where it must stay float,
+and an accuracy drop on real speech within its named tolerance."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, numpy_helper
+
+from kwsdeploy import tolerances
+from kwsdeploy.calibration.qdq import (
+    REASON_FRONTEND,
+    REASON_RECURRENCE,
+    QuantizeError,
+    quantize_tensorrt,
+    tensorrt_recipe,
+)
+from kwsdeploy.calibration.validate import QDQError, qdq_problems, validate_tensorrt_qdq
+
+
+@pytest.fixture(scope="module")
+def tc_int8(tc_graph, tc_calib):
+    return tensorrt_recipe(tc_graph[0], tc_calib)
+
+
+@pytest.fixture(scope="module")
+def kwm_int8(kwm_graph, kwm_calib):
+    return tensorrt_recipe(kwm_graph[0], kwm_calib)
+
+
+def _last_logits(proto, audio, fc):
+    from kwsdeploy.calibration.data import stream_inputs
+    from kwsdeploy.runtime.ort import OrtStepRunner as StepSession
+
+    s = StepSession(proto.SerializeToString(), batch=len(audio), threads=1)
+    return s.run(stream_inputs(audio, s.input_name, fc))[-1]
+
+
+def test_every_qdq_is_int8_zero_point_0_and_per_channel_on_the_output_axis(tc_int8, kwm_int8):
+    for r in (tc_int8, kwm_int8):
+        assert validate_tensorrt_qdq(r.proto) > 10
+        g = r.proto.graph
+        inits = {i.name: i for i in g.initializer}
+        weight_dqs = [n for n in g.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+        assert weight_dqs and all(inits[n.input[0]].data_type == TensorProto.INT8 for n in weight_dqs)
+        assert all(numpy_helper.to_array(inits[n.input[1]]).ndim == 1 for n in weight_dqs)  # per-channel
+        for vi in (*g.input, *g.output):  # state stays float at the boundary
+            assert vi.type.tensor_type.elem_type == TensorProto.FLOAT
+
+
+def _plant(proto, what: str) -> onnx.ModelProto:
+    bad = onnx.ModelProto()
+    bad.CopyFrom(proto)
+    g = bad.graph
+    inits = {i.name: i for i in g.initializer}
+    act_q = next(n for n in g.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits)
+    w_dq = next(n for n in g.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+                and numpy_helper.to_array(inits[n.input[1]]).size > 1)
+    if what == "zero_point":
+        zp = inits[act_q.input[2]]
+        zp.CopyFrom(numpy_helper.from_array(np.array(3, np.int8), zp.name))
+    elif what == "uint8":
+        zp = inits[act_q.input[2]]
+        zp.CopyFrom(numpy_helper.from_array(np.array(0, np.uint8), zp.name))
+    elif what == "axis":
+        axis = next(a for a in w_dq.attribute if a.name == "axis") if any(a.name == "axis" for a in w_dq.attribute) else None
+        wrong = 1 if (axis is None or axis.i == 0) else 0
+        del w_dq.attribute[:]
+        w_dq.attribute.append(onnx.helper.make_attribute("axis", wrong))
+    elif what == "per_channel_activation":
+        s = inits[act_q.input[1]]
+        s.CopyFrom(numpy_helper.from_array(np.full(4, numpy_helper.to_array(s), np.float32), s.name))
+    elif what == "no_zero_point":
+        del act_q.input[2]
+    return bad
+
+
+@pytest.mark.parametrize("what, match", [
+    ("zero_point", "is not 0"),
+    ("uint8", "TensorRT needs INT8"),
+    ("axis", "per-channel axis"),
+    ("per_channel_activation", "activations must be per-tensor"),
+    ("no_zero_point", "no zero point"),
+])
+def test_a_planted_wrong_qdq_is_caught(tc_int8, what, match):
+    bad = _plant(tc_int8.proto, what)
+    assert any(match in p for p in qdq_problems(bad)), qdq_problems(bad)
+    with pytest.raises(QDQError, match=match):
+        validate_tensorrt_qdq(bad)
+
+
+def test_kwm_recurrence_stays_float_projections_quantized(kwm_graph, kwm_int8):
+    recurrence = [k for k, v in kwm_int8.float_layers.items() if v == REASON_RECURRENCE]
+    assert len(recurrence) == 8  # dt x B outer product and the C readout, 4 layers
+    g = kwm_int8.proto.graph
+    producers = {o: n for n in g.node for o in n.output}
+    for n in g.node:
+        if n.name in recurrence:  # no DequantizeLinear feeds the recurrence MatMuls
+            assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in n.input)
+    for op in ("Exp", "Softplus"):
+        assert any(n.op_type == op for n in g.node)
+    projections = [q for q in kwm_int8.quantized if "proj" in q]
+    assert len(projections) >= 12  # in_proj, x_proj, dt_proj, out_proj per layer (minus SQNR-kept ones)
+
+
+def test_mfcc_frontend_stays_float():
+    from tests.calibration.conftest import _step_graph, calibrate
+
+    proto, ck = _step_graph("tcresnet8-causal", frontend=True)
+    calib = calibrate(proto, ck, clips=8)
+    assert calib.input_name == "audio" and "state.frontend.samples" in calib.names
+    r = quantize_tensorrt(proto, calib)
+    front = [k for k, v in r.float_layers.items() if v == REASON_FRONTEND]
+    assert front and all(k.startswith("frontend/") for k in front)
+    g = r.proto.graph
+    producers = {o: n for n in g.node for o in n.output}
+    for n in g.node:
+        if n.name.startswith("frontend/"):
+            assert n.op_type not in ("QuantizeLinear", "DequantizeLinear")
+            assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in n.input)
+    validate_tensorrt_qdq(r.proto)
+
+
+def test_selective_precision_keeps_the_low_sqnr_layers_float_and_says_so(tc_int8):
+    sq = tc_int8.settings["layer_sqnr_db"]
+    floor = tolerances.INT8_MIN_SQNR_DB
+    low = {k for k, v in sq.items() if v < floor}
+    assert low and low == {k for k, v in tc_int8.float_layers.items() if "SQNR" in v}
+    assert not low & set(tc_int8.quantized)
+    assert tc_int8.settings["logits_sqnr_db"] > floor
+
+
+def test_a_floor_no_layer_meets_is_refused(tc_graph, tc_calib):
+    with pytest.raises(QuantizeError, match="every quantizable layer is under the 200 dB SQNR floor"):
+        tensorrt_recipe(tc_graph[0], tc_calib, floor_db=200.0)
+
+
+def test_unknown_method_is_refused(tc_graph, tc_calib):
+    with pytest.raises(QuantizeError, match="--calib-method must be one of minmax, percentile, entropy"):
+        quantize_tensorrt(tc_graph[0], tc_calib, method="kl")
+
+
+def test_top1_drop_on_the_unseen_speaker_is_within_tolerance(tc_graph, tc_int8, test_split):
+    audio, y = test_split
+    fc = tc_graph[1].feature_config
+    ref = _last_logits(tc_graph[0], audio, fc).argmax(1)
+    got = _last_logits(tc_int8.proto, audio, fc).argmax(1)
+    drop = float(np.mean(ref == y) - np.mean(got == y))
+    assert drop <= tolerances.INT8_MAX_ACCURACY_DROP
+    assert np.mean(ref == got) >= 0.95
+
+
+def test_tensorrt_weights_shrink_the_file(tc_graph, tc_int8):
+    assert tc_int8.proto.ByteSize() < 0.35 * tc_graph[0].ByteSize()

@@ -1,0 +1,54 @@
+"""SQNR arithmetic, and the `cpu` recipe's choice by measurement (timings injected: no timed tests)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kwsdeploy import tolerances
+from kwsdeploy.calibration.cpu import Timing, cpu_recipe
+from kwsdeploy.calibration.qdq import REASON_RECURRENCE
+from kwsdeploy.calibration.sqnr import below_floor, sqnr_db
+
+
+def test_sqnr_of_known_noise():
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal(100_000)
+    assert sqnr_db(ref, ref + 0.1 * rng.standard_normal(ref.shape)) == pytest.approx(20.0, abs=0.1)
+    assert sqnr_db(ref, ref) == float("inf")
+    assert sqnr_db(np.zeros(3), np.ones(3)) == float("-inf")
+    assert below_floor({"a": 19.0, "b": 31.0, "c": float("nan")}, 20.0) == {
+        "a": "SQNR 19.0 dB < 20 dB floor", "c": "SQNR nan dB < 20 dB floor"}
+
+
+def _timer(speed: dict[str, float]):
+    """Fake timings: each graph's seconds per step = fp32's / speed (batch 1 and 64)."""
+    def timer(graphs):
+        return {n: Timing(n, {1: 1e-3 / speed.get(n, 1.0), 64: 2e-2 / speed.get(n, 1.0)}) for n in graphs}
+    return timer
+
+
+def test_cpu_recipe_ships_the_fastest_int8_variant(kwm_graph, kwm_calib):
+    r = cpu_recipe(kwm_graph[0], kwm_calib, candidates=("dynamic-u8s8-rr", "dynamic-u8s8"),
+                   timer=_timer({"dynamic-u8s8-rr": 2.0, "dynamic-u8s8": 1.5}))
+    assert r.settings["chosen"] == "dynamic-u8s8-rr"
+    ops = {n.op_type for n in r.proto.graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
+    assert r.settings["speed_vs_fp32"]["dynamic-u8s8-rr"] == {"1": 2.0, "64": 2.0}
+    assert r.settings["logits_sqnr_db"]["dynamic-u8s8-rr"] >= tolerances.INT8_CPU_MIN_LOGITS_SQNR_DB
+    assert any("in_proj" in q for q in r.quantized)
+    recurrence = [k for k, v in r.float_layers.items() if v == REASON_RECURRENCE]
+    assert len(recurrence) == 8 and not set(recurrence) & set(r.quantized)
+
+
+def test_cpu_recipe_falls_back_to_fp32_when_nothing_is_faster(tc_graph, tc_calib):
+    r = cpu_recipe(tc_graph[0], tc_calib, candidates=("static-qoperator-u8s8-rr",),
+                   timer=_timer({"static-qoperator-u8s8-rr": 1.02}))  # inside the noise margin
+    assert r.settings["chosen"] == "fp32" and r.quantized == []
+    assert [n.op_type for n in r.proto.graph.node] == [n.op_type for n in tc_graph[0].graph.node]
+
+
+def test_cpu_candidates_under_the_sqnr_floor_are_rejected(kwm_graph, kwm_calib):
+    r = cpu_recipe(kwm_graph[0], kwm_calib, floor_db=500.0, candidates=("dynamic-u8s8",),
+                   timer=_timer({"dynamic-u8s8": 3.0}))
+    assert r.settings["chosen"] == "fp32" and "dynamic-u8s8" in r.settings["rejected"]
