@@ -27,6 +27,7 @@ VTLP_FHI = 4800.0
 EQ_POINTS = 6
 TELEPHONE_BAND = (300.0, 3400.0)
 N_FFT, HOP = 512, 128
+SPEED_STEPS = 200  # speed factors rounded to 1/200, as in augment.change_speed (soxr designs them faster)
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,9 @@ def change_speed(x: np.ndarray, lo: float, hi: float, rng: np.random.Generator) 
     """Resample by a factor U(lo, hi) (rounded to 1/200, soxr HQ), cut or zero-padded to the length."""
     import soxr
 
-    from kwsdeploy.data.augment import SPEED_STEPS, fix_length
-
     steps = int(round(rng.uniform(lo, hi) * SPEED_STEPS))
-    y = soxr.resample(x.astype(np.float32, copy=False), SPEED_STEPS, steps, quality="HQ")
-    return fix_length(np.asarray(y, dtype=np.float32), len(x))
+    y = np.asarray(soxr.resample(x.astype(np.float32, copy=False), SPEED_STEPS, steps, quality="HQ"), np.float32)
+    return y[: len(x)] if len(y) >= len(x) else np.pad(y, (0, len(x) - len(y)))
 
 
 def _stft(x: np.ndarray) -> np.ndarray:
