@@ -112,12 +112,9 @@ def register(app: typer.Typer) -> None:
                 warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, augment=augment,
                 spec_augment=spec_augment, stream_context_s=stream_context, gain_db=gain_db, noise_snr_db=snr, features=features, n_mfcc=n_mfcc, model_config=mc, seed=seed,
                 device=device, amp=amp, num_workers=num_workers, grad_clip=grad_clip,
-<<<<<<< HEAD
-                threads=threads, speed_range=speed_range, vtlp=vtlp, reverb_p=reverb_p, eq_db=eq_db,
-                telephone_p=telephone_p, shift_s=shift,
-=======
                 threads=threads, micro_batch=micro_batch, eval_batch_size=eval_batch_size, compile=compile_model,
->>>>>>> main
+                speed_range=speed_range, vtlp=vtlp, reverb_p=reverb_p, eq_db=eq_db, telephone_p=telephone_p,
+                shift_s=shift,
             )
             if noise_snr_db is not None and noise_snr_db.strip().lower() == "off":
                 import dataclasses
