@@ -126,7 +126,7 @@ def test_engine_build_without_tensorrt_prints_trtexec_and_exits_2(tiny_bundle):
     r11 = CliRunner().invoke(app, ["engine", "build", str(tiny_bundle), "--trt", "11"])
     assert r11.exit_code == 2 and "--noTF32" in r11.stdout and "--stronglyTyped" not in r11.stdout
     bad = CliRunner().invoke(app, ["engine", "build", str(tiny_bundle), "--precision", "int8"])
-    assert bad.exit_code == 1 and "no INT8 Q/DQ step graph" in bad.stderr and not bad.stdout
+    assert bad.exit_code == 2 and "no INT8 Q/DQ step graph" in bad.stderr and not bad.stdout
 
 
 @pytest.mark.skipif(not HAVE_TRT, reason="TensorRT is not installed (it cannot be on this project's CI machines); "
