@@ -22,16 +22,23 @@ from kwsdeploy.trt.buffers import INPUT_KEY, LOGITS_KEY, BufferPlan, IoTensor, b
 from kwsdeploy.trt.lazy import cuda_check, import_cudart, import_tensorrt
 
 
-def find_engine(model_path: str | Path, precision: str, trt_version: str) -> Path | None:
-    """The engine for the installed TensorRT: an .engine path as is; for a bundle's ONNX file,
-    `model.<precision>.trt<version>.engine` beside it when it exists (else None)."""
+def find_engine(model_path: str | Path, precision: str, trt_version: str, manifest: Any = None) -> Path | None:
+    """The engine for the installed TensorRT: an .engine path as is; for a bundle's ONNX file, the
+    manifest's engine entry of that precision built by this TensorRT major.minor, else
+    `model.<precision>.trt<version>.engine` beside it; None when there is none."""
     from kwsdeploy.trt.plan import engine_file_name
+    from kwsdeploy.trt.versions import TrtVersion
 
     path = Path(model_path)
     if path.suffix == ".engine":
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such engine file.")
         return path
+    want = TrtVersion.parse(trt_version)
+    for f in getattr(manifest, "files", ()) or ():
+        if (getattr(f, "format", "onnx") == "engine" and f.mode == "step" and f.precision == precision
+                and TrtVersion.parse(f.engine.tensorrt_version) == want and (path.parent / f.path).is_file()):
+            return path.parent / f.path
     engine = path.with_name(engine_file_name(precision, trt_version))
     return engine if engine.is_file() else None
 
@@ -66,7 +73,7 @@ class TrtStepRunner(StepRunner):
             files = getattr(manifest, "files", ()) or ()
             precision = next((f.precision for f in files if f.path == Path(model_path).name), "fp32")
         self.precision = precision
-        engine = find_engine(model_path, precision, trt.__version__)
+        engine = find_engine(model_path, precision, trt.__version__, manifest)
         self.engine_note = ""
         if engine is not None:
             self.engine_path, data = engine, engine.read_bytes()

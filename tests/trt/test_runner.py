@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -140,13 +142,33 @@ def test_cli_engine_build_with_tensorrt_writes_engine_and_facts(tiny_bundle, tmp
     from kwsdeploy.cli.main import app
     from kwsdeploy.trt import builder
 
+    from kwsdeploy.manifest import Manifest
+    from kwsdeploy.runtime.verify import verify_bundle
+
     cudart = FakeCudart()
-    monkeypatch.setattr(builder, "import_tensorrt", lambda: fake_tensorrt(cudart, "10.16.0.1"))
-    monkeypatch.setattr(builder, "import_cudart", lambda: cudart)
-    out = tmp_path / "m.engine"
+    trt = fake_tensorrt(cudart, "10.16.0.1")
+    for mod in (builder, rtrt):
+        monkeypatch.setattr(mod, "import_tensorrt", lambda: trt)
+        monkeypatch.setattr(mod, "import_cudart", lambda: cudart)
+    out = tmp_path / "m.engine"  # outside the bundle: facts beside it
     r = CliRunner().invoke(app, ["engine", "build", str(tiny_bundle), "--out", str(out), "--max-batch", "2"])
     assert r.exit_code == 0, r.output
     assert r.stdout.startswith(f"{out}: TensorRT 10.16.0.1 fp32 engine for Fake GPU (sm 8.7)")
+    assert "golden parity" in r.stdout and "(atol 0.0001)" in r.stdout
     facts = json.loads((tmp_path / "m.engine.json").read_text())
     assert facts["engine"] == "m.engine" and facts["source"] == "model.onnx" and facts["strongly_typed"] is True
-    assert facts["profile"]["features"] == [[1, 40, 1], [1, 40, 1], [2, 40, 1]]
+    assert facts["profile"]["features"] == [[1, 40, 1], [1, 40, 1], [2, 40, 1]] and facts["parity_max_abs"] < 1e-4
+    # inside the bundle (the default name): a manifest entry of format 'engine' with its facts and hash
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, copy)
+    for stale in copy.glob("*.engine"):
+        stale.unlink()
+    r = CliRunner().invoke(app, ["engine", "build", str(copy)])
+    assert r.exit_code == 0, r.output
+    m = Manifest.read(copy)
+    e = m.file("step", "fp32", format="engine")
+    assert e.path == "model.fp32.trt10.16.engine" and e.engine.tensorrt_version == "10.16.0.1"
+    assert (e.engine.gpu_name, e.engine.compute_capability, e.engine.source) == ("Fake GPU", "8.7", "model.onnx")
+    assert e.parity_max_abs <= e.parity_atol == 1e-4 and e.engine.extra["strongly_typed"] is True
+    m.verify_hashes(copy)
+    assert [c.path for c in verify_bundle(copy)] == ["model.onnx"]  # engines are hash-checked, not run on ORT
