@@ -56,6 +56,9 @@ def choice(*allowed: str) -> Callable[[Optional[str]], Optional[str]]:
 CHECKPOINT = typer.Option(None, "--checkpoint", help="kwsdeploy checkpoint (torch step form).")
 BUNDLE = typer.Option(None, "--bundle", help="Exported bundle directory (ONNX Runtime, torch-free runner).")
 MODEL = typer.Option(None, "--model", "-m", help="Registry name: use its shipped demo checkpoint.")
+BACKEND = typer.Option("auto", "--backend", callback=choice("auto", "onnxruntime", "tensorrt"),
+                       help="Bundle runner: auto (TensorRT when installed and the bundle has its engine, else "
+                            "ONNX Runtime), onnxruntime or tensorrt.")
 MODE = typer.Option(None, "--mode", callback=choice(*STREAM_MODES),
                     help="exact | windowed (default: the model card's; a bundle's is fixed at export).")
 

@@ -136,7 +136,7 @@ def register(app: typer.Typer) -> None:
             try:
                 result = export_bundle(
                     out_dir, overwrite=overwrite, inputs=[("--checkpoint", checkpoint)], model=m, labels=labels, feature_config=fcfg,
-                    parity=parity_clips(fcfg), modes=modes, frontend=frontend, fp16=fp16, hop_frames=hop_frames,
+                    parity=parity_clips(fcfg), modes=modes, frontend=frontend, precisions=("fp32", "fp16") if fp16 else ("fp32",), hop_frames=hop_frames,
                     checkpoint=info, accuracy=accuracy, exporter=exporter,
                 )
             except (ParityError, ExportError) as exc:

@@ -11,22 +11,21 @@ import numpy as np
 import typer
 
 from kwsdeploy.cli.common import user_errors
-from kwsdeploy.contract import StreamSpec, samples_to_seconds
+from kwsdeploy.contract import DEFAULT_DETECTION, DetectionSettings, StreamSpec, samples_to_seconds
 
-# Detection defaults shared by `stream`, `eval-stream` and `demo`. A 1 s window keeps a word in
-# view for up to a second after it ends, so the refractory period is a little longer than that.
-THRESHOLD = 0.7
-SMOOTHING_S = 0.2
-REFRACTORY_S = 1.2
+# Detection defaults shared by `stream`, `eval-stream` and `demo` (kwsdeploy.contract.DetectionSettings).
+THRESHOLD = DEFAULT_DETECTION.threshold
+SMOOTHING_S = DEFAULT_DETECTION.smoothing_seconds
+REFRACTORY_S = DEFAULT_DETECTION.refractory_seconds
 DEFAULT_HOP_FRAMES = 10  # windowed streams recompute the last second every 100 ms
 
 
 def _detector(labels, hop_seconds: float, threshold: float, smoothing: float, refractory: float):
     from kwsdeploy.runtime.detect import KeywordDetector
 
-    packets = max(1, int(round(smoothing / hop_seconds)))
-    return KeywordDetector(labels, hop_seconds, smoothing_packets=packets, threshold=threshold,
-                           refractory_seconds=refractory)
+    settings = DetectionSettings(threshold, smoothing, refractory)
+    return KeywordDetector(labels, hop_seconds, smoothing_packets=settings.smoothing_packets(hop_seconds),
+                           threshold=settings.threshold, refractory_seconds=settings.refractory_seconds)
 
 
 class _Source:
@@ -86,15 +85,17 @@ def _is_exact(model) -> bool:
 
 
 class BundleSource(_Source):
-    """Logits of a recording from an exported bundle through the ONNX Runtime runner."""
+    """Logits of a recording from an exported bundle through a step runner (ONNX Runtime, or TensorRT
+    when it is installed and the bundle holds an engine for it)."""
 
-    def __init__(self, bundle: Path) -> None:
-        from kwsdeploy.runtime.runners import open_runner
+    def __init__(self, bundle: Path, backend: str = "auto") -> None:
+        from kwsdeploy.runtime.runners import open_runner, resolve_backend
 
-        self.runner = open_runner(bundle)
+        backend = resolve_backend(bundle, backend)
+        self.runner = open_runner(bundle, backend=backend)
         self.labels = self.runner.labels
         self.spec = self.runner.spec
-        self.describe = f"{self.runner.manifest.model.get('name', '?')} ({self.spec.mode}, onnxruntime)"
+        self.describe = f"{self.runner.manifest.model.get('name', '?')} ({self.spec.mode}, {backend})"
 
     def logits(self, audio: np.ndarray) -> np.ndarray:
         """Audio (a --frontend bundle) or offline MFCC of [zero cache + audio] through the step graph."""
@@ -114,13 +115,13 @@ class BundleSource(_Source):
         return self.runner.run(x)[:, 0]
 
 
-def _source(checkpoint, bundle, model, mode, hop_frames) -> _Source:
+def _source(checkpoint, bundle, model, mode, hop_frames, backend: str = "auto") -> _Source:
     """The one source the options name: a bundle, else a checkpoint (or a model's demo checkpoint)."""
     from kwsdeploy.cli._options import check_bundle_fixed, check_source
 
     check_source(checkpoint, bundle, model)
     if bundle is not None:
-        src = BundleSource(bundle)
+        src = BundleSource(bundle, backend)
         check_bundle_fixed(src.spec, mode, hop_frames)
         return src
     return TorchSource(checkpoint, model, mode, hop_frames)
@@ -144,6 +145,7 @@ def register(app: typer.Typer) -> None:
         checkpoint: Optional[Path] = opt.CHECKPOINT,
         bundle: Optional[Path] = opt.BUNDLE,
         model: Optional[str] = opt.MODEL,
+        backend: str = opt.BACKEND,
         mode: Optional[str] = opt.MODE,
         hop_frames: Optional[int] = opt.PACKET_FRAMES,
         threshold: float = det["threshold"],
@@ -155,7 +157,7 @@ def register(app: typer.Typer) -> None:
         from kwsdeploy.audio import load_audio
 
         with user_errors():
-            src = _source(checkpoint, bundle, model, mode, hop_frames)
+            src = _source(checkpoint, bundle, model, mode, hop_frames, backend)
             audio, info = load_audio(wav, src.spec.feature_config.sample_rate)
             events = detect(src, audio, threshold, smoothing, refractory)
         if as_json:
@@ -178,6 +180,7 @@ def register(app: typer.Typer) -> None:
         checkpoint: Optional[Path] = opt.CHECKPOINT,
         bundle: Optional[Path] = opt.BUNDLE,
         model: Optional[str] = opt.MODEL,
+        backend: str = opt.BACKEND,
         data: Optional[Path] = typer.Option(None, "--data", help="Prepared directory (default: the demo corpus)."),
         split: str = typer.Option("test", "--split"),
         modes: str = typer.Option("card", "--modes", help="Comma list of exact,windowed (torch sources); 'card' = the card's mode."),
@@ -192,7 +195,7 @@ def register(app: typer.Typer) -> None:
         """Detection accuracy and false alarms per hour on one long recording of test clips and noise gaps."""
         with user_errors():
             rows = evaluate_stream(checkpoint, bundle, model, data, split, modes, hop_frames, clips,
-                                   threshold, smoothing, refractory, seed)
+                                   threshold, smoothing, refractory, seed, backend=backend)
         if as_json:
             typer.echo(json.dumps(rows, indent=1))
             return
@@ -210,7 +213,7 @@ def register(app: typer.Typer) -> None:
 
 
 def evaluate_stream(checkpoint, bundle, model, data, split, modes, hop_frames, clips, threshold, smoothing,
-                    refractory, seed) -> list[dict]:
+                    refractory, seed, backend: str = "auto") -> list[dict]:
     """Build the long recording once and score every requested source/mode on it."""
     from kwsdeploy.cli._options import check_source
 
@@ -240,7 +243,7 @@ def evaluate_stream(checkpoint, bundle, model, data, split, modes, hop_frames, c
 
             raise ContradictionError(f"--modes {modes} applies to torch sources; a bundle streams in the mode it "
                                      "was exported in: drop --modes.")
-        sources.append(_source(None, bundle, None, None, hop_frames))
+        sources.append(_source(None, bundle, None, None, hop_frames, backend))
     else:
         for mode in (None,) if modes == "card" else [m.strip() for m in modes.split(",")]:
             sources.append(_source(checkpoint, None, model, mode, hop_frames))
