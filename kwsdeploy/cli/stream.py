@@ -87,10 +87,6 @@ class TorchSource(_Source):
         return stream_logits(self.step, audio)[1]
 
 
-PACKET_HELP = ("Frames per step call: windowed hop (default 10) or a multiple of an exact step form's "
-               "natural packet (default: natural).")
-
-
 def _is_exact(model) -> bool:
     """Whether the model's card streams in exact mode."""
     from kwsdeploy.models.registry import get_card
@@ -99,15 +95,17 @@ def _is_exact(model) -> bool:
 
 
 class BundleSource(_Source):
-    """Logits of a recording from an exported bundle through the ONNX Runtime runner."""
+    """Logits of a recording from an exported bundle through a step runner (ONNX Runtime, or TensorRT
+    when it is installed and the bundle holds an engine for it)."""
 
-    def __init__(self, bundle: Path) -> None:
-        from kwsdeploy.runtime.runners import open_runner
+    def __init__(self, bundle: Path, backend: str = "auto") -> None:
+        from kwsdeploy.runtime.runners import open_runner, resolve_backend
 
-        self.runner = open_runner(bundle)
+        backend = resolve_backend(bundle, backend)
+        self.runner = open_runner(bundle, backend=backend)
         self.labels = self.runner.labels
         self.spec = self.runner.spec
-        self.describe = f"{self.runner.manifest.model.get('name', '?')} ({self.spec.mode}, onnxruntime)"
+        self.describe = f"{self.runner.manifest.model.get('name', '?')} ({self.spec.mode}, {backend})"
         from kwsdeploy.runtime.tuning import bundle_detection
 
         self.detection = bundle_detection(self.runner.manifest)
@@ -130,12 +128,15 @@ class BundleSource(_Source):
         return self.runner.run(x)[:, 0]
 
 
-def _source(checkpoint, bundle, model, mode, hop_frames) -> _Source:
+def _source(checkpoint, bundle, model, mode, hop_frames, backend: str = "auto") -> _Source:
     """The one source the options name: a bundle, else a checkpoint (or a model's demo checkpoint)."""
+    from kwsdeploy.cli._options import check_bundle_fixed, check_source
+
+    check_source(checkpoint, bundle, model)
     if bundle is not None:
-        if checkpoint is not None or model is not None:
-            raise ValueError("--bundle excludes --checkpoint and --model; pass one source.")
-        return BundleSource(bundle)
+        src = BundleSource(bundle, backend)
+        check_bundle_fixed(src.spec, mode, hop_frames)
+        return src
     return TorchSource(checkpoint, model, mode, hop_frames)
 
 
@@ -151,39 +152,30 @@ def detect(source, audio: np.ndarray, threshold: float, smoothing: float, refrac
 
 def register(app: typer.Typer) -> None:
     """Add `stream` and `eval-stream` to the CLI."""
-    detector_opts = dict(
-        threshold=typer.Option(None, "--threshold", help=f"Smoothed probability that fires an event (default: the "
-                               f"bundle's tuned one, else {THRESHOLD})."),
-        smoothing=typer.Option(None, "--smoothing", help=f"Posterior smoothing window, seconds (default {SMOOTHING_S})."),
-        refractory=typer.Option(None, "--refractory", help=f"Seconds after a keyword's event in which that keyword does "
-                                f"not fire again (default {REFRACTORY_S})."),
-        min_gap=typer.Option(None, "--min-gap", help=f"Seconds after any event in which no keyword fires (default {MIN_GAP_S})."),
-    )
-    source_opts = dict(
-        checkpoint=typer.Option(None, "--checkpoint", help="kwsdeploy checkpoint (torch step form)."),
-        bundle=typer.Option(None, "--bundle", help="Exported bundle directory (ONNX Runtime, torch-free runner)."),
-        model=typer.Option(None, "--model", "-m", help="Registry name: use its shipped demo checkpoint."),
-    )
+    from kwsdeploy.cli import _options as opt
+
+    det = opt.detector_options(THRESHOLD, SMOOTHING_S, REFRACTORY_S, MIN_GAP_S)
 
     @app.command("stream")
     def stream_cmd(
         wav: Path = typer.Argument(..., help="Recording to listen to (any rate; stereo is averaged)."),
-        checkpoint: Optional[Path] = source_opts["checkpoint"],
-        bundle: Optional[Path] = source_opts["bundle"],
-        model: Optional[str] = source_opts["model"],
-        mode: Optional[str] = typer.Option(None, "--mode", help="exact | windowed (default: the model card's)."),
-        hop_frames: Optional[int] = typer.Option(None, "--packet-frames", "--hop-frames", help=PACKET_HELP),
-        threshold: Optional[float] = detector_opts["threshold"],
-        smoothing: Optional[float] = detector_opts["smoothing"],
-        refractory: Optional[float] = detector_opts["refractory"],
-        min_gap: Optional[float] = detector_opts["min_gap"],
+        checkpoint: Optional[Path] = opt.CHECKPOINT,
+        bundle: Optional[Path] = opt.BUNDLE,
+        model: Optional[str] = opt.MODEL,
+        backend: str = opt.BACKEND,
+        mode: Optional[str] = opt.MODE,
+        hop_frames: Optional[int] = opt.PACKET_FRAMES,
+        threshold: Optional[float] = det["threshold"],
+        smoothing: Optional[float] = det["smoothing"],
+        refractory: Optional[float] = det["refractory"],
+        min_gap: Optional[float] = det["min_gap"],
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ) -> None:
         """Keyword events (label, time, score) in a recording, streamed packet by packet."""
         from kwsdeploy.audio import load_audio
 
         with user_errors():
-            src = _source(checkpoint, bundle, model, mode, hop_frames)
+            src = _source(checkpoint, bundle, model, mode, hop_frames, backend)
             audio, info = load_audio(wav, src.spec.feature_config.sample_rate)
             settings = resolve_settings(src, threshold, smoothing, refractory, min_gap)
             events = detect(src, audio, 0, 0, 0, settings=settings)
@@ -207,26 +199,29 @@ def register(app: typer.Typer) -> None:
 
     @app.command("eval-stream")
     def eval_stream_cmd(
-        checkpoint: Optional[Path] = source_opts["checkpoint"],
-        bundle: Optional[Path] = source_opts["bundle"],
-        model: Optional[str] = source_opts["model"],
+        checkpoint: Optional[Path] = opt.CHECKPOINT,
+        bundle: Optional[Path] = opt.BUNDLE,
+        model: Optional[str] = opt.MODEL,
+        backend: str = opt.BACKEND,
         data: Optional[Path] = typer.Option(None, "--data", help="Prepared directory (default: the demo corpus)."),
         split: str = typer.Option("test", "--split"),
         modes: str = typer.Option("card", "--modes", help="Comma list of exact,windowed (torch sources); 'card' = the card's mode."),
-        hop_frames: Optional[int] = typer.Option(None, "--packet-frames", "--hop-frames", help=PACKET_HELP),
-        clips: int = typer.Option(0, "--clips", help="Clips to join (0 = the whole split)."),
-        threshold: Optional[float] = detector_opts["threshold"],
-        smoothing: Optional[float] = detector_opts["smoothing"],
-        refractory: Optional[float] = detector_opts["refractory"],
-        min_gap: Optional[float] = detector_opts["min_gap"],
-        seed: int = typer.Option(0, "--seed"),
+        hop_frames: Optional[int] = opt.PACKET_FRAMES,
+        clips: int = typer.Option(0, "--clips", min=0, help="Clips to join (0 = the whole split)."),
+        threshold: Optional[float] = det["threshold"],
+        smoothing: Optional[float] = det["smoothing"],
+        refractory: Optional[float] = det["refractory"],
+        min_gap: Optional[float] = det["min_gap"],
+        seed: int = typer.Option(0, "--seed", min=0),
         recording: str = typer.Option(
             "clips", "--recording", help="clips (test clips joined by noise gaps) or a comma list of keywords "
             "(the split's keywords between held-out synthetic speech and noise parts) and digits (the split's "
             "digits with 0.5 s pauses): these two report the DET curve."),
         speech_set: str = typer.Option("test", "--speech-set", help="Held-out TTS half for --recording keywords: test | tune."),
-        speech_minutes: float = typer.Option(32.0, "--speech-minutes", help="Minutes of non-keyword speech (keywords recording)."),
-        target: Optional[float] = typer.Option(None, "--target-fa-per-hour", help="Report the threshold meeting this budget."),
+        speech_minutes: float = typer.Option(32.0, "--speech-minutes", callback=opt.finite(0.0, 600.0, lo_open=True),
+                                             help="Minutes of non-keyword speech (keywords recording)."),
+        target: Optional[float] = typer.Option(None, "--target-fa-per-hour", callback=opt.finite(0.0),
+                                               help="Report the threshold meeting this budget."),
         out: Optional[Path] = typer.Option(None, "--out", help="Write det.json (and det-<recording>.png with matplotlib) here."),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
@@ -235,7 +230,7 @@ def register(app: typer.Typer) -> None:
             from kwsdeploy.cli._detection import eval_detection_cmd
 
             with user_errors():
-                src = _source(checkpoint, bundle, model, None if modes == "card" else modes, hop_frames)
+                src = _source(checkpoint, bundle, model, None if modes == "card" else modes, hop_frames, backend)
                 settings = resolve_settings(src, threshold, smoothing, refractory, min_gap)
                 result = eval_detection_cmd(src, settings, recording, data, split, speech_set, speech_minutes,
                                             seed, target, out)
@@ -244,7 +239,7 @@ def register(app: typer.Typer) -> None:
             return
         with user_errors():
             rows = evaluate_stream(checkpoint, bundle, model, data, split, modes, hop_frames, clips,
-                                   threshold, smoothing, refractory, seed, min_gap)
+                                   threshold, smoothing, refractory, seed, backend=backend, min_gap=min_gap)
         if as_json:
             typer.echo(json.dumps(rows, indent=1))
             return
@@ -262,8 +257,11 @@ def register(app: typer.Typer) -> None:
 
 
 def evaluate_stream(checkpoint, bundle, model, data, split, modes, hop_frames, clips, threshold, smoothing,
-                    refractory, seed, min_gap=None) -> list[dict]:
+                    refractory, seed, backend: str = "auto", min_gap=None) -> list[dict]:
     """Build the long recording once and score every requested source/mode on it."""
+    from kwsdeploy.cli._options import check_source
+
+    check_source(checkpoint, bundle, model)  # before the recording is built
     from kwsdeploy.data.dataset import KwsDataset
     from kwsdeploy.data.prepared import load_labels
     from kwsdeploy.streaming.stream_eval import build_long_recording, score_detections
@@ -284,7 +282,12 @@ def evaluate_stream(checkpoint, bundle, model, data, split, modes, hop_frames, c
     audio, events = build_long_recording(pairs, noise=noise, seed=seed)
     sources = []
     if bundle is not None:
-        sources.append(_source(None, bundle, None, None, hop_frames))
+        if modes != "card":
+            from kwsdeploy.cli._options import ContradictionError
+
+            raise ContradictionError(f"--modes {modes} applies to torch sources; a bundle streams in the mode it "
+                                     "was exported in: drop --modes.")
+        sources.append(_source(None, bundle, None, None, hop_frames, backend))
     else:
         for mode in (None,) if modes == "card" else [m.strip() for m in modes.split(",")]:
             sources.append(_source(checkpoint, None, model, mode, hop_frames))
