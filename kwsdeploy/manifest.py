@@ -23,7 +23,7 @@ GOLDEN_NAME = "golden.npz"
 # Key of the manifest identity hash in every ONNX file's metadata_props.
 ONNX_METADATA_KEY = "kwsdeploy.manifest_sha256"
 MODES = ("step", "offline")
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8-tensorrt", "int8-cpu")
 INPUT_KINDS = ("features", "audio")
 
 
@@ -96,7 +96,7 @@ class ModelFile:
 
     path: str  # file name inside the bundle
     mode: str  # "step" | "offline"
-    precision: str  # "fp32" | "fp16" (graph arithmetic; see io_dtype for inputs/outputs)
+    precision: str  # "fp32" | "fp16" | "int8-tensorrt" | "int8-cpu" (graph arithmetic; see io_dtype for I/O)
     input_kind: str  # "features" | "audio" (MFCC frontend inside the graph)
     opset: int
     inputs: tuple[TensorInfo, ...]

@@ -115,6 +115,9 @@ def register(app: typer.Typer) -> None:
     def eval_cmd(
         checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="Checkpoint directory."),
         model: Optional[str] = typer.Option(None, "--model", "-m", help="Use this model's shipped demo checkpoint."),
+        bundle: Optional[Path] = typer.Option(
+            None, "--bundle", help="Exported bundle: evaluate its graph of --precision through ONNX Runtime."),
+        precision: str = typer.Option("fp32", "--precision", help="With --bundle: fp32, fp16, int8-tensorrt or int8-cpu."),
         data: Optional[Path] = typer.Option(None, "--data", help="Prepared directory."),
         split: str = typer.Option("test", "--split", help="train | valid | test (with --data)."),
         folder: Optional[Path] = typer.Option(
@@ -130,8 +133,9 @@ def register(app: typer.Typer) -> None:
         from kwsdeploy.train.evaluate import format_report, plot_confusion
 
         with user_errors():
-            if (checkpoint is None) == (model is None):
-                raise UserError("Give exactly one of --checkpoint CKPT or --model NAME (a shipped demo checkpoint).")
+            if sum(x is not None for x in (checkpoint, model, bundle)) != 1:
+                raise UserError("Give exactly one of --checkpoint CKPT, --model NAME (a shipped demo checkpoint) "
+                                "or --bundle DIR.")
             if (data is None) == (folder is None):
                 raise UserError("Give exactly one of --data PREPARED_DIR or --folder DIR.")
             if model is not None:
@@ -139,7 +143,12 @@ def register(app: typer.Typer) -> None:
 
                 checkpoint = str(demo_checkpoint_path(model))
             check_placement(placement)
-            metrics = evaluate_checkpoint(checkpoint, data, split, folder, batch_size, device, placement)
+            if bundle is not None:
+                from kwsdeploy.cli._eval_bundle import evaluate_bundle
+
+                metrics = evaluate_bundle(bundle, precision, data, split, folder, placement)
+            else:
+                metrics = evaluate_checkpoint(checkpoint, data, split, folder, batch_size, device, placement)
             png = None
             if plot is not None:
                 png = plot_confusion(metrics, plot, title=f"{metrics['model']}: {metrics['accuracy']:.2%} top-1")
@@ -155,6 +164,13 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"{metrics['model']} ({metrics['checkpoint']}) on {where}")
         for note in metrics.get("notes", []):
             typer.echo(f"note: {note}")
+        if "precision" in metrics:
+            agree = metrics.get("agreement_with_fp32")
+            stream = metrics.get("stream")
+            typer.echo(f"precision {metrics['precision']} ({metrics['file']}, ONNX Runtime step runner)"
+                       + (f"; agrees with fp32 on {agree:.1%} of clips" if agree is not None else "")
+                       + (f"; stream detection {stream['accuracy']:.1%}, {stream['false_alarms_per_hour']:.0f} FA/h"
+                          if stream else ""))
         typer.echo(format_report(metrics))
         if png is not None:
             typer.echo(f"confusion matrix: {png}")
