@@ -96,5 +96,5 @@ def test_predict_gives_one_answer_for_a_real_word_at_any_offset(tmp_path):
 def test_unknown_placement_is_a_one_line_error():
     r = runner.invoke(app, ["predict", "--model", "tcresnet8-causal", "--placement", "middle",
                             str(FIXTURES / "fsdd" / "5_jackson_20.wav")])
-    assert r.exit_code == 1
+    assert r.exit_code == 2
     assert "--placement 'middle' is not one of auto, centre, pad" in r.output

@@ -35,32 +35,41 @@ def _root(
     version: Optional[bool] = typer.Option(
         None, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error instead of one line."),
 ) -> None:
     """kwsdeploy: what does it cost to hear one more 10 ms of audio, and what did we lose to get there?"""
+    from kwsdeploy.cli.common import DEBUG
+
+    DEBUG["on"] = debug
 
 
 def _register_all() -> None:
     import kwsdeploy.cli as pkg
 
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
-        if info.name in ("main", "common") or info.name.startswith("_"):
+        if info.name in ("main", "common") or info.name.startswith("_"):  # helpers, not command groups
             continue
         module = importlib.import_module(f"kwsdeploy.cli.{info.name}")
         module.register(app)
+    from kwsdeploy.cli.common import guard_app
+
+    guard_app(app)
 
 
 _register_all()
 
 
 def main() -> None:
-    """Console entry point: known errors print one line and exit 1; no tracebacks for user errors."""
-    from kwsdeploy.cli.common import UserError
+    """Console entry point: every error is one line with exit status 2 (see `kwsdeploy.cli.common`)."""
+    from kwsdeploy.cli.common import EXIT_USER, describe, debug_on
 
     try:
         app(standalone_mode=True)
-    except UserError as exc:  # raised by commands for bad input
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-        sys.exit(1)
+    except Exception as exc:  # outside any command (e.g. while building the app)
+        if debug_on():
+            raise
+        typer.secho(f"error: {describe(exc)}", err=True, fg=typer.colors.RED)
+        sys.exit(EXIT_USER)
 
 
 if __name__ == "__main__":

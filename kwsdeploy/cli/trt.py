@@ -1,4 +1,4 @@
-"""`kwsdeploy check-trt` (static TensorRT parser compatibility of a bundle's graphs)."""
+"""`kwsdeploy check-trt` (static TensorRT parser compatibility of a bundle's graphs) and `kwsdeploy engine build`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from kwsdeploy.cli.common import user_errors
 
 
 def register(app: typer.Typer) -> None:
-    """Add `check-trt` to the CLI."""
+    """Add `check-trt` and `engine build` to the CLI."""
+    register_engine(app)
 
     @app.command("check-trt")
     def check_trt_cmd(
@@ -37,3 +38,62 @@ def register(app: typer.Typer) -> None:
                     typer.echo(f"  {f.line()}")
         if not all(r.ok for r in results):
             raise typer.Exit(1)
+
+
+def trtexec_line(bundle: Path, precision: str, version: str, max_batch: int, opt_batch, workspace: int,
+                 timing_cache, out) -> tuple[str, object]:
+    """The trtexec command building the engine this command would build (and the plan it follows)."""
+    from kwsdeploy.manifest import Manifest
+    from kwsdeploy.trt import plan as tp
+
+    manifest = Manifest.read(bundle)
+    plan = tp.build_plan(manifest, precision, version)
+    mf = next(f for f in manifest.files if f.path == plan.onnx)
+    shapes = tp.profile_shapes(mf.inputs, max_batch, opt_batch)
+    engine = str(out) if out else str(bundle / tp.engine_file_name(precision, version))
+    cache = str(timing_cache) if timing_cache else str(bundle / tp.TIMING_CACHE_NAME)
+    argv = tp.trtexec_build_command(plan, shapes, str(bundle / plan.onnx), engine, cache, workspace)
+    return tp.format_command(argv), plan
+
+
+def register_engine(app: typer.Typer) -> None:
+    """Add `engine build` to the CLI."""
+    from kwsdeploy.trt.plan import DEFAULT_WORKSPACE_MB
+
+    engine = typer.Typer(help="TensorRT engines of a bundle's step graph.", no_args_is_help=True)
+    app.add_typer(engine, name="engine")
+
+    @engine.command("build")
+    def build_cmd(
+        bundle: Path = typer.Argument(..., help="Bundle directory written by 'kwsdeploy export'."),
+        precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 (fp16 graph or FP16 flag) or int8 (Q/DQ graph)."),
+        max_batch: int = typer.Option(1, "--max-batch", help="Largest batch (independent streams) the engine takes."),
+        opt_batch: Optional[int] = typer.Option(None, "--opt-batch", help="Batch TensorRT tunes for (default 1)."),
+        workspace: int = typer.Option(DEFAULT_WORKSPACE_MB, "--workspace", help="Builder workspace limit, MB."),
+        timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="Timing cache file (read if present, then updated)."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Engine file (default BUNDLE/model.<precision>.trt<version>.engine)."),
+        trt: str = typer.Option("10.3", "--trt", help="Without TensorRT: the version the printed trtexec command targets."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing engine file."),
+    ) -> None:
+        """Build a TensorRT engine here, or, without TensorRT, print the trtexec command that builds it on the device."""
+        from kwsdeploy.trt.builder import TensorRTMissing, build_engine, import_tensorrt
+
+        with user_errors():
+            try:
+                import_tensorrt()
+            except TensorRTMissing as exc:
+                line, plan = trtexec_line(bundle, precision, trt, max_batch, opt_batch, workspace, timing_cache, out)
+                typer.echo(line)
+                for note in plan.notes:
+                    typer.echo(f"note: {note}", err=True)
+                typer.secho(f"error: {exc} Run the trtexec command above on the device (TensorRT {plan.version}).",
+                            err=True, fg=typer.colors.RED)
+                raise typer.Exit(2) from None
+            from kwsdeploy.trt.record import record_engine
+
+            result = build_engine(bundle, precision, max_batch, opt_batch, workspace, timing_cache, out,
+                                  overwrite=overwrite)
+            record_engine(bundle, result.engine, result.facts)
+        f = result.facts
+        typer.echo(f"{result.engine}: TensorRT {f['tensorrt']} {f['precision']} engine for {f['gpu']} "
+                   f"(sm {f['compute_capability']}), {f['size'] / 1024:.0f} KiB, built in {f['build_seconds']:.1f} s")

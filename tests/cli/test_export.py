@@ -53,7 +53,7 @@ def test_verify_names_a_changed_file_in_one_line(bundle, tmp_path):
     data[-10] ^= 0xFF
     (copy / "model.onnx").write_bytes(bytes(data))
     r = runner.invoke(app, ["verify", str(copy)])
-    assert r.exit_code == 1
+    assert r.exit_code == 2
     assert r.output.strip().count("\n") == 0 and "model.onnx: sha256 mismatch" in r.output
 
 
@@ -68,7 +68,7 @@ def test_verify_names_a_changed_file_in_one_line(bundle, tmp_path):
 def test_export_refusals_are_one_line(args, message, tmp_path):
     base = ["export", "--out", str(tmp_path / "x")] + ([] if "--model" in args else ["--model", "tcresnet8-causal"])
     r = runner.invoke(app, base + args)
-    assert r.exit_code == 1 and message in r.output
+    assert r.exit_code == 2 and message in r.output
     assert not (tmp_path / "x").exists()
 
 

@@ -69,21 +69,21 @@ def test_tampered_weights_and_wrong_card_are_refused(kwm_ckpt, reference_dir, tm
     data[-3] ^= 0x01
     (bad / "model.safetensors").write_bytes(bytes(data))
     r = runner.invoke(app, ["predict", "--checkpoint", str(bad), wav])
-    assert r.exit_code == 1 and "does not match its card" in r.output and len(r.output.strip().splitlines()) == 1
+    assert r.exit_code == 2 and "does not match its card" in r.output and len(r.output.strip().splitlines()) == 1
     wrong = tmp_path / "wrong"
     shutil.copytree(kwm_ckpt, wrong)
     card = json.loads((wrong / "card.json").read_text())
     card["model"] = "kwm-128-12"
     (wrong / "card.json").write_text(json.dumps(card))
     r = runner.invoke(app, ["predict", "--checkpoint", str(wrong), wav])
-    assert r.exit_code == 1 and "cls_token" in r.output and "(1, 1, 128)" in r.output
+    assert r.exit_code == 2 and "cls_token" in r.output and "(1, 1, 128)" in r.output
 
 
 def test_pickle_with_code_is_refused_in_one_line(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"w": torch.zeros(2), "obj": argparse.Namespace(a=1)}, path)
     r = runner.invoke(app, ["import-reference", "--model", "tcresnet8", str(path), "--out", str(tmp_path / "o")])
-    assert r.exit_code == 1
+    assert r.exit_code == 2
     assert r.output.strip().startswith("error: Refusing") and len(r.output.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
 
@@ -91,14 +91,14 @@ def test_pickle_with_code_is_refused_in_one_line(tmp_path):
 def test_wrong_model_state_dict_is_refused_naming_the_model_it_looks_like(reference_dir, tmp_path):
     r = runner.invoke(app, ["import-reference", "--model", "bcresnet2", str(reference_dir / "bcresnet1.pt"),
                             "--out", str(tmp_path / "o")])
-    assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1
     assert "not a 'bcresnet2' state dict" in r.output and "looks like a 'bcresnet1'" in r.output
 
 
 def test_label_list_must_match_the_class_count(reference_dir, tmp_path):
     r = runner.invoke(app, ["import-reference", "--model", "tcresnet8", str(reference_dir / "tcresnet8.pt"),
                             "--labels", "a,b,c", "--out", str(tmp_path / "o")])
-    assert r.exit_code == 1 and "3 labels but the model has 12 outputs" in r.output
+    assert r.exit_code == 2 and "3 labels but the model has 12 outputs" in r.output
     r = runner.invoke(app, ["import-reference", "--model", "tcresnet8", str(reference_dir / "tcresnet8.pt"),
                             "--labels", ",".join(f"w{i}" for i in range(12)), "--out", str(tmp_path / "o")])
     assert r.exit_code == 0, r.output

@@ -94,9 +94,9 @@ def test_stream_cli_json_lists_events_with_times(sequence, bundle, tmp_path):
 
 def test_stream_cli_errors_are_one_line(tmp_path):
     r = runner.invoke(app, ["stream", str(tmp_path / "missing.wav"), "--model", MODEL])
-    assert r.exit_code == 1 and "missing.wav" in r.output and r.output.count("\n") <= 2
+    assert r.exit_code == 2 and "missing.wav" in r.output and r.output.count("\n") <= 2
     r = runner.invoke(app, ["stream", str(tmp_path / "x.wav")])
-    assert r.exit_code == 1 and "--checkpoint" in r.output
+    assert r.exit_code == 2 and "--checkpoint" in r.output
 
 
 def test_eval_stream_compares_step_and_windowed(tmp_path):

