@@ -111,7 +111,14 @@ def _stamped(proto: onnx.ModelProto, source: onnx.ModelProto, precision: str) ->
     return proto
 
 
-def int8_pass(manifest: Manifest, blobs: Mapping[str, bytes], options: Int8Options, progress=None) -> Int8Files:
+def calibration_clips(options: Int8Options, labels, feature_config) -> CalibrationClips:
+    """The clips `options` names (refusals happen here, before any export work)."""
+    return load_calibration_clips(options.calib_data, labels, feature_config.sample_rate,
+                                  feature_config.clip_samples, options.clips, options.seed)
+
+
+def int8_pass(manifest: Manifest, blobs: Mapping[str, bytes], options: Int8Options, progress=None,
+              clips: CalibrationClips | None = None) -> Int8Files:
     """INT8 graphs for every fp32 file of the bundle, one per target recipe (validated, parity-gated)."""
     import collections
 
@@ -120,8 +127,7 @@ def int8_pass(manifest: Manifest, blobs: Mapping[str, bytes], options: Int8Optio
 
     say = progress or (lambda msg: None)
     fc = manifest.feature_config
-    clips = load_calibration_clips(options.calib_data, manifest.labels, fc.sample_rate, fc.clip_samples,
-                                   options.clips, options.seed)
+    clips = clips if clips is not None else calibration_clips(options, manifest.labels, fc)
     with np.load(io.BytesIO(blobs[GOLDEN_NAME]), allow_pickle=False) as z:
         golden = {k: z[k] for k in z.files}
     out = Int8Files()
@@ -167,7 +173,7 @@ def int8_pass(manifest: Manifest, blobs: Mapping[str, bytes], options: Int8Optio
 
 
 def apply_int8(manifest: Manifest, blobs: Mapping[str, bytes], options: Int8Options, eval_data=None,
-               detection=None, progress=None) -> tuple[Manifest, dict[str, bytes], Int8Files, dict | None]:
+               detection=None, progress=None, clips: CalibrationClips | None = None) -> tuple[Manifest, dict[str, bytes], Int8Files, dict | None]:
     """`int8_pass`, then the accuracy report (when `eval_data` is given) in the manifest and as report.md;
     hashes and sizes recomputed. Returns (manifest, every blob, the INT8 files, the report)."""
     import dataclasses
@@ -175,7 +181,7 @@ def apply_int8(manifest: Manifest, blobs: Mapping[str, bytes], options: Int8Opti
     from kwsdeploy.calibration.report import REPORT_NAME, precision_report, report_markdown
     from kwsdeploy.manifest import sha256_bytes
 
-    added = int8_pass(manifest, blobs, options, progress)
+    added = int8_pass(manifest, blobs, options, progress, clips)
     all_blobs = {**blobs, **added.blobs}
     manifest = dataclasses.replace(manifest, files=(*manifest.files, *added.files), calibration=added.calibration)
     report = None

@@ -41,7 +41,7 @@ class Detection:
 
 
 def held_out_data(prepared: Path, labels: Sequence[str], split: str = "test", stream_clips: int = STREAM_CLIPS,
-                  noise: np.ndarray | None = None, seed: int = 0) -> EvalData:
+                  noise: np.ndarray | None = None, seed: int = 0, name: str | None = None) -> EvalData:
     """A prepared split's clips with targets in the model's label order, plus the eval-stream recording."""
     from kwsdeploy.calibration.data import CalibrationError
     from kwsdeploy.data.dataset import KwsDataset
@@ -58,7 +58,7 @@ def held_out_data(prepared: Path, labels: Sequence[str], split: str = "test", st
     targets = np.array([list(labels).index(data_labels[t]) for t in ds.targets])
     order = np.random.default_rng(seed).permutation(len(ds))[: stream_clips or len(ds)]
     recording, events = build_long_recording([(audio[i], labels[targets[i]]) for i in order], noise=noise, seed=seed)
-    return EvalData(audio, targets, f"{prepared} [{split}], {len(ds)} clips", recording, tuple(events),
+    return EvalData(audio, targets, f"{name or prepared} [{split}], {len(ds)} clips", recording, tuple(events),
                     f"{len(order)} {split} clips joined by noise gaps (seed {seed})")
 
 
@@ -140,7 +140,7 @@ def precision_report(manifest, blobs: Mapping[str, bytes], data: EvalData, detec
         rec = recipes.get(f.path, {})
         row.update(file=f.path, precision=f.precision, bytes=len(blobs[f.path]),
                    size_vs_fp32=round(len(blobs[f.path]) / fp32_bytes, 4) if fp32_bytes else None,
-                   nodes=f.nodes, recipe=rec.get("settings", {}).get("chosen", rec.get("recipe", "")),
+                   nodes=f.nodes, recipe=_recipe(rec),
                    float_layers=rec.get("float_layers", {}), quantized_layers=len(rec.get("quantized_layers", [])))
         row.pop("predictions")
         rows.append(row)
@@ -151,6 +151,13 @@ def precision_report(manifest, blobs: Mapping[str, bytes], data: EvalData, detec
         "calibration": {k: v for k, v in (calibration or {}).items() if k != "files"},
         "rows": rows,
     }
+
+
+def _recipe(rec: Mapping[str, Any]) -> str:
+    """'tensorrt', or 'cpu: <variant chosen by measurement>' ('cpu: fp32' when no INT8 variant was faster)."""
+    if rec.get("recipe") == "cpu":
+        return f"cpu: {rec.get('settings', {}).get('chosen', '?')}"
+    return str(rec.get("recipe", ""))
 
 
 def _pct(x) -> str:

@@ -13,14 +13,15 @@ def eval_data_for(manifest, calib_data: Optional[Path], con):
     from kwsdeploy.calibration.report import held_out_data
     from kwsdeploy.cli.stream import _noise
 
+    name = None
     if calib_data is not None and (Path(calib_data) / "labels.json").is_file():
         prepared = Path(calib_data)
     else:
         from kwsdeploy.data.demo import demo_corpus_dir
 
-        prepared = Path(demo_corpus_dir())
+        prepared, name = Path(demo_corpus_dir()), "demo corpus"
     try:
-        return held_out_data(prepared, manifest.labels, noise=_noise(prepared))
+        return held_out_data(prepared, manifest.labels, noise=_noise(prepared), name=name)
     except (CalibrationError, FileNotFoundError, ValueError) as exc:
         con.print(f"[yellow]no accuracy report: {exc}[/yellow]")
         return None
@@ -39,15 +40,16 @@ def export_int8(out_dir: Path, overwrite: bool, inputs, options, build_kwargs: d
     import dataclasses
 
     from kwsdeploy.atomic import BUNDLE, check_output_dir
-    from kwsdeploy.calibration.passes import apply_int8
+    from kwsdeploy.calibration.passes import apply_int8, calibration_clips
     from kwsdeploy.exporters.bundle import ExportResult, SummaryRow, build_bundle, write_bundle
 
     check_output_dir(Path(out_dir), BUNDLE, overwrite, inputs)
+    clips = calibration_clips(options, build_kwargs["labels"], build_kwargs["feature_config"])
     manifest, blobs, rows = build_bundle(**{**build_kwargs, "fp16": True})  # fp16 is a row of the report
     with con.status("INT8: calibrating, quantizing, evaluating ...") as status:
         manifest, blobs, added, report = apply_int8(
             manifest, blobs, options, eval_data_for(manifest, options.calib_data, con), detection_defaults(),
-            progress=lambda msg: status.update(f"INT8: {msg}"))
+            progress=lambda msg: status.update(f"INT8: {msg}"), clips=clips)
     for mf in added.files:
         rows.append(SummaryRow(mf.path, len(blobs[mf.path]), mf.opset, [t.name for t in mf.inputs],
                                [t.name for t in mf.outputs], mf.nodes, mf.parity_max_abs, mf.parity_atol, 0.0))

@@ -94,6 +94,57 @@ def evaluate_checkpoint(checkpoint: str, data: Optional[Path], split: str, folde
     return metrics
 
 
+def evaluate_bundle(bundle: Path, precision: str, data: Optional[Path], split: str, folder: Optional[Path],
+                    placement: str) -> dict[str, Any]:
+    """`eval --bundle DIR --precision P`: top-1, macro F1, per-class recall and confusion of one file of
+    a bundle through the ONNX Runtime runner (each clip streamed from the zero state, as a device runs
+    it); agreement with the bundle's fp32 file; with --data and a step graph, stream detection on the
+    split's clips joined by noise."""
+    import numpy as np
+
+    from kwsdeploy.calibration.report import EvalData, evaluate_file, held_out_data
+    from kwsdeploy.cli._export_int8 import detection_defaults
+    from kwsdeploy.manifest import PRECISIONS
+    from kwsdeploy.runtime.bundle import load_bundle
+    from kwsdeploy.train.evaluate import classification_metrics
+
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
+    b = load_bundle(bundle)
+    m = b.manifest
+    mode = "step" if any(f.mode == "step" for f in m.files) else "offline"
+    mf = m.file(mode, precision)
+    labels = list(m.labels)
+    notes: list[str] = []
+    if folder is not None:
+        from kwsdeploy.placement import resolve_placement
+
+        placement = resolve_placement(placement, dict(m.checkpoint))
+        waves, targets, notes = folder_clips(folder, labels, m.feature_config, placement)
+        ev = EvalData(np.stack(waves).astype(np.float32), np.array(targets), str(folder))
+        source: dict[str, Any] = {"folder": str(folder), "placement": placement}
+    else:
+        from kwsdeploy.cli.stream import _noise
+
+        ev = held_out_data(Path(data), labels, split, noise=_noise(Path(data)))
+        source = {"data": str(data), "split": split}
+    ref = None
+    if precision != "fp32" and any(f.mode == mode and f.precision == "fp32" for f in m.files):
+        fp32 = m.file(mode, "fp32")
+        ref = evaluate_file(b.path / fp32.path, mode, fp32.input_kind, EvalData(ev.audio, ev.targets, ev.source),
+                            labels, m.feature_config)["predictions"]
+    row = evaluate_file(b.path / mf.path, mode, mf.input_kind, ev, labels, m.feature_config, m.stream,
+                        detection_defaults(), np.array(ref) if ref is not None else None)
+    metrics = classification_metrics(ev.targets.tolist(), row["predictions"], labels)
+    metrics.update(model=m.model.get("name", "?"), checkpoint=str(b.path / mf.path), bundle=str(b.path),
+                   precision=precision, file=mf.path, mode=mode, notes=notes, **source)
+    if "agreement_with_fp32" in row:
+        metrics["agreement_with_fp32"] = row["agreement_with_fp32"]
+    if "stream" in row:
+        metrics["stream"] = row["stream"]
+    return metrics
+
+
 class _Remapped:
     """A dataset whose label indices are translated into the model's label order."""
 
@@ -144,8 +195,6 @@ def register(app: typer.Typer) -> None:
                 checkpoint = str(demo_checkpoint_path(model))
             check_placement(placement)
             if bundle is not None:
-                from kwsdeploy.cli._eval_bundle import evaluate_bundle
-
                 metrics = evaluate_bundle(bundle, precision, data, split, folder, placement)
             else:
                 metrics = evaluate_checkpoint(checkpoint, data, split, folder, batch_size, device, placement)
