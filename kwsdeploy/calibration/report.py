@@ -15,6 +15,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from kwsdeploy.contract import DetectionSettings
+
 REPORT_NAME = "report.md"
 STREAM_CLIPS = 40
 
@@ -29,15 +31,6 @@ class EvalData:
     recording: np.ndarray | None = None
     events: tuple = ()
     recording_source: str = ""
-
-
-@dataclass(frozen=True)
-class Detection:
-    """Detection settings of the stream evaluation (the CLI's defaults)."""
-
-    threshold: float
-    smoothing_s: float
-    refractory_s: float
 
 
 def held_out_data(prepared: Path, labels: Sequence[str], split: str = "test", stream_clips: int = STREAM_CLIPS,
@@ -87,7 +80,7 @@ def clip_logits(model: bytes | str | Path, mode: str, input_kind: str, audio: np
 
 
 def stream_score(model: bytes | str | Path, input_kind: str, data: EvalData, labels: Sequence[str], spec,
-                 detection: Detection) -> dict[str, Any]:
+                 detection: DetectionSettings) -> dict[str, Any]:
     """Detection accuracy and false alarms per hour of a step graph on the data's long recording."""
     from kwsdeploy.contract import samples_to_seconds
     from kwsdeploy.runtime.detect import KeywordDetector
@@ -98,8 +91,8 @@ def stream_score(model: bytes | str | Path, input_kind: str, data: EvalData, lab
     x = _feature_input(data.recording[None], input_kind, "step", fc)
     logits = OrtStepRunner(model, batch=1, threads=1).run(x)[:, 0]
     hop = spec.hop_seconds
-    det = KeywordDetector(labels, hop, smoothing_packets=max(1, int(round(detection.smoothing_s / hop))),
-                          threshold=detection.threshold, refractory_seconds=detection.refractory_s)
+    det = KeywordDetector(labels, hop, smoothing_packets=max(1, int(round(detection.smoothing_seconds / hop))),
+                          threshold=detection.threshold, refractory_seconds=detection.refractory_seconds)
     found = det.update(logits)
     score = score_detections([(e.label, e.time) for e in found], list(data.events),
                              samples_to_seconds(len(data.recording), fc))
@@ -108,7 +101,7 @@ def stream_score(model: bytes | str | Path, input_kind: str, data: EvalData, lab
 
 
 def evaluate_file(model: bytes | str | Path, mode: str, input_kind: str, data: EvalData, labels: Sequence[str],
-                  feature_config, spec=None, detection: Detection | None = None,
+                  feature_config, spec=None, detection: DetectionSettings | None = None,
                   reference: np.ndarray | None = None) -> dict[str, Any]:
     """Clip metrics (and agreement with `reference` predictions, and stream scores for a step graph)."""
     from kwsdeploy.train.evaluate import classification_metrics
@@ -124,7 +117,7 @@ def evaluate_file(model: bytes | str | Path, mode: str, input_kind: str, data: E
     return row
 
 
-def precision_report(manifest, blobs: Mapping[str, bytes], data: EvalData, detection: Detection,
+def precision_report(manifest, blobs: Mapping[str, bytes], data: EvalData, detection: DetectionSettings,
                      calibration: Mapping[str, Any] | None = None, mode: str = "step") -> dict[str, Any]:
     """One row per file of `mode` (fp32 first): accuracy, agreement, stream, size, float layers."""
     files = sorted((f for f in manifest.files if f.mode == mode), key=lambda f: f.precision != "fp32")
@@ -146,8 +139,7 @@ def precision_report(manifest, blobs: Mapping[str, bytes], data: EvalData, detec
         rows.append(row)
     return {
         "data": data.source, "stream_recording": data.recording_source, "mode": mode,
-        "detection": {"threshold": detection.threshold, "smoothing_s": detection.smoothing_s,
-                      "refractory_s": detection.refractory_s},
+        "detection": detection.to_dict(),
         "calibration": {k: v for k, v in (calibration or {}).items() if k != "files"},
         "rows": rows,
     }
@@ -171,7 +163,7 @@ def report_markdown(manifest, report: Mapping[str, Any]) -> str:
              f"Held-out clips: {report['data']} (each streamed from the zero state through the ONNX Runtime "
              "step runner; the last packet's logits decide).",
              f"Stream: {report['stream_recording']}; threshold {report['detection']['threshold']}, smoothing "
-             f"{report['detection']['smoothing_s']} s, refractory {report['detection']['refractory_s']} s.", "",
+             f"{report['detection']['smoothing_seconds']} s, refractory {report['detection']['refractory_seconds']} s.", "",
              "| file | precision | recipe | top-1 | macro F1 | agrees with fp32 | stream acc. | FA / h | bytes | vs fp32 | float layers |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:

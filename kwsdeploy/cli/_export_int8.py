@@ -27,36 +27,27 @@ def eval_data_for(manifest, calib_data: Optional[Path], con):
         return None
 
 
-def detection_defaults():
-    """The detection settings `stream`/`eval-stream` use."""
-    from kwsdeploy.calibration.report import Detection
-    from kwsdeploy.cli.stream import REFRACTORY_S, SMOOTHING_S, THRESHOLD
-
-    return Detection(THRESHOLD, SMOOTHING_S, REFRACTORY_S)
-
-
 def export_int8(out_dir: Path, overwrite: bool, inputs, options, build_kwargs: dict[str, Any], con):
-    """build_bundle + the INT8 pass + the report, then write_bundle; returns the ExportResult."""
-    import dataclasses
-
+    """build_bundle with fp32, fp16 and the INT8 precisions of `options` (calibrated on real speech),
+    then the accuracy report, then write_bundle; returns (ExportResult, report)."""
     from kwsdeploy.atomic import BUNDLE, check_output_dir
-    from kwsdeploy.calibration.passes import apply_int8, calibration_clips
-    from kwsdeploy.exporters.bundle import ExportResult, SummaryRow, build_bundle, write_bundle
+    from kwsdeploy.calibration.passes import PRECISION_OF_TARGET, CalibrationSource, add_report, calibration_clips
+    from kwsdeploy.exporters.bundle import ExportResult, build_bundle, write_bundle
 
     check_output_dir(Path(out_dir), BUNDLE, overwrite, inputs)
-    clips = calibration_clips(options, build_kwargs["labels"], build_kwargs["feature_config"])
-    manifest, blobs, rows = build_bundle(**{**build_kwargs, "fp16": True})  # fp16 is a row of the report
-    with con.status("INT8: calibrating, quantizing, evaluating ...") as status:
-        manifest, blobs, added, report = apply_int8(
-            manifest, blobs, options, eval_data_for(manifest, options.calib_data, con), detection_defaults(),
-            progress=lambda msg: status.update(f"INT8: {msg}"), clips=clips)
-    for mf in added.files:
-        rows.append(SummaryRow(mf.path, len(blobs[mf.path]), mf.opset, [t.name for t in mf.inputs],
-                               [t.name for t in mf.outputs], mf.nodes, mf.parity_max_abs, mf.parity_atol, 0.0))
-    for row in rows:
-        row.size_bytes = len(blobs[row.file])
+    fc = build_kwargs["feature_config"]
+    clips = calibration_clips(options, build_kwargs["labels"], fc)  # refusals before any export work
+    precisions = ("fp32", "fp16", *(PRECISION_OF_TARGET[t] for t in options.targets))  # fp16: a report row
+    with con.status("INT8: exporting ...") as status:
+        source = CalibrationSource(clips, fc, options.method, progress=lambda msg: status.update(f"INT8: {msg}"))
+        manifest, blobs, rows = build_bundle(**{**build_kwargs, "precisions": precisions}, calibration_data=source)
+        report = None
+        data = eval_data_for(manifest, options.calib_data, con)
+        if data is not None:
+            status.update(f"INT8: accuracy report on {data.source}")
+            manifest, blobs, report = add_report(manifest, blobs, data, manifest.detection_settings)
     path = write_bundle(out_dir, manifest, blobs, overwrite=overwrite, inputs=inputs)
-    return dataclasses.replace(ExportResult(path=path, manifest=manifest, rows=rows)), report
+    return ExportResult(path=path, manifest=manifest, rows=rows), report
 
 
 def print_report(report, con) -> None:

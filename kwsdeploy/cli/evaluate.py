@@ -103,7 +103,6 @@ def evaluate_bundle(bundle: Path, precision: str, data: Optional[Path], split: s
     import numpy as np
 
     from kwsdeploy.calibration.report import EvalData, evaluate_file, held_out_data
-    from kwsdeploy.cli._export_int8 import detection_defaults
     from kwsdeploy.manifest import PRECISIONS
     from kwsdeploy.runtime.bundle import load_bundle
     from kwsdeploy.train.evaluate import classification_metrics
@@ -134,7 +133,7 @@ def evaluate_bundle(bundle: Path, precision: str, data: Optional[Path], split: s
         ref = evaluate_file(b.path / fp32.path, mode, fp32.input_kind, EvalData(ev.audio, ev.targets, ev.source),
                             labels, m.feature_config)["predictions"]
     row = evaluate_file(b.path / mf.path, mode, mf.input_kind, ev, labels, m.feature_config, m.stream,
-                        detection_defaults(), np.array(ref) if ref is not None else None)
+                        m.detection_settings, np.array(ref) if ref is not None else None)
     metrics = classification_metrics(ev.targets.tolist(), row["predictions"], labels)
     metrics.update(model=m.model.get("name", "?"), checkpoint=str(b.path / mf.path), bundle=str(b.path),
                    precision=precision, file=mf.path, mode=mode, notes=notes, **source)

@@ -151,8 +151,8 @@ def register(app: typer.Typer) -> None:
             out_dir = out or Path("exports") / m.model_name
             inputs = [("--checkpoint", checkpoint), ("--calib-data", calib_data)]
             build = dict(model=m, labels=labels, feature_config=fcfg, parity=parity_clips(fcfg), modes=modes,
-                         frontend=frontend, fp16=fp16, hop_frames=hop_frames, checkpoint=info, accuracy=accuracy,
-                         exporter=exporter)
+                         frontend=frontend, precisions=("fp32", "fp16") if fp16 else ("fp32",), hop_frames=hop_frames,
+                         checkpoint=info, accuracy=accuracy, exporter=exporter)
             report = None
             try:
                 if int8_options is not None:

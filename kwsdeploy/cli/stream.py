@@ -11,22 +11,21 @@ import numpy as np
 import typer
 
 from kwsdeploy.cli.common import user_errors
-from kwsdeploy.contract import StreamSpec, samples_to_seconds
+from kwsdeploy.contract import DEFAULT_DETECTION, DetectionSettings, StreamSpec, samples_to_seconds
 
-# Detection defaults shared by `stream`, `eval-stream` and `demo`. A 1 s window keeps a word in
-# view for up to a second after it ends, so the refractory period is a little longer than that.
-THRESHOLD = 0.7
-SMOOTHING_S = 0.2
-REFRACTORY_S = 1.2
+# Detection defaults shared by `stream`, `eval-stream` and `demo` (kwsdeploy.contract.DetectionSettings).
+THRESHOLD = DEFAULT_DETECTION.threshold
+SMOOTHING_S = DEFAULT_DETECTION.smoothing_seconds
+REFRACTORY_S = DEFAULT_DETECTION.refractory_seconds
 DEFAULT_HOP_FRAMES = 10  # windowed streams recompute the last second every 100 ms
 
 
 def _detector(labels, hop_seconds: float, threshold: float, smoothing: float, refractory: float):
     from kwsdeploy.runtime.detect import KeywordDetector
 
-    packets = max(1, int(round(smoothing / hop_seconds)))
-    return KeywordDetector(labels, hop_seconds, smoothing_packets=packets, threshold=threshold,
-                           refractory_seconds=refractory)
+    settings = DetectionSettings(threshold, smoothing, refractory)
+    return KeywordDetector(labels, hop_seconds, smoothing_packets=settings.smoothing_packets(hop_seconds),
+                           threshold=settings.threshold, refractory_seconds=settings.refractory_seconds)
 
 
 class _Source:

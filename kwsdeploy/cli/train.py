@@ -47,7 +47,17 @@ def register(app: typer.Typer) -> None:
         seed: Optional[int] = typer.Option(None, "--seed"),
         device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N."),
         amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA."),
-        num_workers: Optional[int] = typer.Option(None, "--num-workers"),
+        num_workers: Optional[int] = typer.Option(
+            None, "--num-workers", help="DataLoader worker processes per rank (augmentation does not depend on it)."),
+        nproc: int = typer.Option(
+            1, "--nproc", help="Ranks on this node: re-runs the command under torchrun (DDP; gloo on CPU, NCCL on "
+                               "CUDA). Several nodes: torchrun --nnodes ... -m kwsdeploy train ..."),
+        micro_batch: Optional[int] = typer.Option(
+            None, "--micro-batch",
+            help="Clips per rank per forward pass (default: --batch-size / ranks); smaller accumulates gradients, "
+                 "the global batch stays --batch-size."),
+        eval_batch_size: Optional[int] = typer.Option(None, "--eval-batch-size", help="Clips per validation batch."),
+        compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
         grad_clip: Optional[float] = typer.Option(None, "--grad-clip"),
         threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
@@ -60,6 +70,8 @@ def register(app: typer.Typer) -> None:
         from kwsdeploy.train.trainer import train
 
         with user_errors():
+            if nproc != 1:
+                _launch(nproc)
             cfg = get_preset(preset)
             mc = None
             if model_config is not None:
@@ -86,7 +98,7 @@ def register(app: typer.Typer) -> None:
                 warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, augment=augment,
                 spec_augment=spec_augment, stream_context_s=stream_context, gain_db=gain_db, noise_snr_db=snr, features=features, n_mfcc=n_mfcc, model_config=mc, seed=seed,
                 device=device, amp=amp, num_workers=num_workers, grad_clip=grad_clip,
-                threads=threads,
+                threads=threads, micro_batch=micro_batch, eval_batch_size=eval_batch_size, compile=compile_model,
             )
             if noise_snr_db is not None and noise_snr_db.strip().lower() == "off":
                 import dataclasses
@@ -102,6 +114,8 @@ def register(app: typer.Typer) -> None:
             log = (lambda s: typer.echo(s, err=True)) if not as_json else None
             result = train(cfg, data, out, resume=resume, progress=progress and not as_json,
                            stop_after=stop_after, log=log)
+        if result.rank != 0:  # under torchrun, rank 0 reports
+            return
         summary = {
             "out": str(result.out_dir), "best": str(result.best_dir), "last": str(result.last_dir),
             "best_epoch": result.best_epoch, "best_valid_acc": result.best_valid_acc,
@@ -115,3 +129,19 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(summary, indent=1))
         else:
             typer.echo(f"best checkpoint (epoch {result.best_epoch}): {result.best_dir}; last: {result.last_dir}")
+
+
+def _launch(nproc: int) -> None:
+    """`--nproc N`: run this very command under torchrun with N ranks, then exit with its status."""
+    import sys
+
+    from kwsdeploy.train.launch import inside_torchrun, relaunch
+
+    if nproc < 1:
+        raise UserError(f"--nproc must be >= 1, got {nproc}.")
+    if inside_torchrun():
+        raise UserError("--nproc starts torchrun itself; under torchrun leave it out (torchrun sets the ranks).")
+    args = sys.argv[1:]
+    if "train" not in args or not any(a == "--nproc" or a.startswith("--nproc=") for a in args):
+        raise UserError("--nproc re-runs the command line; run 'kwsdeploy train ... --nproc N' from a shell.")
+    raise typer.Exit(relaunch(nproc, args))

@@ -164,11 +164,18 @@ def spec_augment(features, generator: Optional["torch.Generator"] = None):  # no
     `features` is [B, F, T] or [B, 1, F, T] (any device); returns a masked copy. Mask positions
     come from `generator` (a CPU torch.Generator), so a seeded generator repeats them.
     """
-    import torch
-
     if features.dim() not in (3, 4):
         raise ValueError(f"spec_augment expects [B, F, T] or [B, 1, F, T] features, got shape {tuple(features.shape)}.")
-    b, f, t = features.shape[0], features.shape[-2], features.shape[-1]
+    keep = spec_augment_keep(features.shape[0], features.shape[-2], features.shape[-1], generator)
+    if features.dim() == 4:
+        keep = keep.unsqueeze(1)
+    return features.masked_fill(~keep.to(features.device), 0.0)
+
+
+def spec_augment_keep(b: int, f: int, t: int, generator: Optional["torch.Generator"] = None):  # noqa: F821
+    """The [B, F, T] bool mask (True: kept) that `spec_augment` applies, drawn in the same order, so a
+    trainer can draw it for a whole global batch and give each rank its rows."""
+    import torch
 
     def masks(count: int, max_width: int, size: int) -> "torch.Tensor":
         width = torch.randint(0, max_width + 1, (b, count), generator=generator)
@@ -180,7 +187,4 @@ def spec_augment(features, generator: Optional["torch.Generator"] = None):  # no
 
     time_hit = masks(TIME_MASKS, TIME_MASK_MAX, t)
     freq_hit = masks(FREQ_MASKS, FREQ_MASK_MAX, f)
-    keep = ~(freq_hit.unsqueeze(-1) | time_hit.unsqueeze(-2))  # [B, F, T]
-    if features.dim() == 4:
-        keep = keep.unsqueeze(1)
-    return features.masked_fill(~keep.to(features.device), 0.0)
+    return ~(freq_hit.unsqueeze(-1) | time_hit.unsqueeze(-2))

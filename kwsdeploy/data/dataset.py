@@ -135,6 +135,20 @@ class KwsDataset:
             raise
         return np.load(path, mmap_mode="r")
 
+    def __getstate__(self) -> dict:
+        """Pickled for spawned DataLoader workers: a disk cache travels as its path and is mapped
+        again there (pickling the memmap itself would copy the whole array into every worker)."""
+        state = dict(self.__dict__)
+        if isinstance(self.clips, np.memmap) and self.clips.filename:
+            state["clips"] = ("__mmap__", str(self.clips.filename))
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        clips = state.get("clips")
+        if isinstance(clips, tuple) and clips[0] == "__mmap__":
+            state["clips"] = np.load(clips[1], mmap_mode="r")
+        self.__dict__.update(state)
+
     def noises(self) -> list[np.ndarray]:
         """The background-noise recordings (int16) that augmentation mixes in."""
         if self._noises is None:

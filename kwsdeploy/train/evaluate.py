@@ -148,27 +148,40 @@ def predict_logits(model, feature_config, waveforms, batch_size: int = 256, devi
 
 
 def evaluate_dataset(model, feature_config, dataset, labels: Sequence[str], batch_size: int = 256,
-                     device: str = "cpu") -> dict[str, Any]:
-    """Metrics (plus mean cross-entropy `loss`) of `model` over every clip of `dataset`."""
+                     device: str = "cpu", world=None, num_workers: int = 0) -> dict[str, Any]:
+    """Metrics (plus mean cross-entropy `loss`) of `model` over every clip of `dataset`.
+
+    With a `world` of several ranks, rank r evaluates batches r, r+W, ... of the same batches one
+    process would make, and every rank gets the metrics of the whole split: each clip exactly once,
+    the loss summed in batch order, so the numbers equal one process's exactly."""
     import torch
     import torch.nn.functional as F
     from torch.utils.data import DataLoader
 
     from kwsdeploy.features import MFCC
+    from kwsdeploy.train.distributed import shard_batches
 
     mfcc = MFCC(feature_config).to(device)
     model = model.to(device).eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=False)
-    preds, trues, loss_sum = [], [], 0.0
+    n = len(dataset)
+    batches = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+    rank, size = (world.rank, world.size) if world is not None else (0, 1)
+    mine = shard_batches(len(batches), rank, size)
+    loader = DataLoader(dataset, batch_sampler=[batches[b] for b in mine], num_workers=num_workers)
+    parts = []  # (batch number, predictions, truths, summed loss)
     with torch.no_grad():
-        for wave, target in loader:
+        for b, (wave, target) in zip(mine, loader):
             wave, target = wave.to(device), target.to(device)
             logits = model(mfcc(wave).unsqueeze(1)).float()
-            loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
-            preds.append(logits.argmax(1).cpu())
-            trues.append(target.cpu())
-    y_pred = torch.cat(preds).numpy() if preds else np.zeros(0, np.int64)
-    y_true = torch.cat(trues).numpy() if trues else np.zeros(0, np.int64)
+            loss = float(F.cross_entropy(logits, target, reduction="sum"))
+            parts.append((b, logits.argmax(1).cpu().numpy(), target.cpu().numpy(), loss))
+    if size > 1:
+        parts = sorted((p for rank_parts in world.gather(parts) for p in rank_parts), key=lambda p: p[0])
+    loss_sum = 0.0
+    for p in parts:
+        loss_sum += p[3]
+    y_pred = np.concatenate([p[1] for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)
+    y_true = np.concatenate([p[2] for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)
     metrics = classification_metrics(y_true, y_pred, labels)
     metrics["loss"] = loss_sum / max(1, len(y_true))
     return metrics

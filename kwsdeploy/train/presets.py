@@ -16,7 +16,7 @@ class TrainConfig:
 
     model: str = "tcresnet8"
     epochs: int = 200
-    batch_size: int = 128
+    batch_size: int = 128  # the global batch: clips per optimizer step over all ranks
     lr: float = 1e-3
     min_lr: float = 1e-8
     weight_decay: float = 0.1
@@ -38,6 +38,10 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 + grad scaling)
     num_workers: int = 0
+    # Per-rank clips per forward/backward pass (None: batch_size / world size); smaller values
+    # accumulate gradients, so the global batch stays batch_size whatever the world size.
+    micro_batch: int | None = None
+    compile: bool = False  # opt-in torch.compile of the model's forward
     threads: int | None = None  # torch intra-op threads on CPU (None: torch's default)
     eval_batch_size: int = 256
     grad_clip: float | None = None
@@ -55,7 +59,11 @@ class TrainConfig:
             raise ValueError(f"gain_db must be >= 0 (the range is +-gain_db), got {self.gain_db}.")
         if self.features not in ("deployable", "reference"):
             raise ValueError(f"features must be 'deployable' or 'reference', got {self.features!r}.")
-        for name in ("epochs", "batch_size"):
+        if self.micro_batch is not None and self.micro_batch < 1:
+            raise ValueError(f"micro_batch must be >= 1, got {self.micro_batch}.")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}.")
+        for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.lr <= 0 or self.min_lr < 0 or self.warmup_epochs < 0 or not 0 <= self.label_smoothing < 1:

@@ -1,6 +1,8 @@
 """The training loop: the reference recipe (AdamW, warm-up + cosine per iteration, label smoothing,
 augmentation, SpecAugment on the MFCC batch) on CPU or CUDA (mixed precision), with metrics.jsonl,
-best (by validation accuracy) and last checkpoints, and bit-exact `--resume`.
+best (by validation accuracy) and last checkpoints, and bit-exact `--resume`. Under torchrun the
+same loop runs DDP on every rank (`kwsdeploy.train.distributed`): the global batch is `batch_size`
+whatever the world size, rank 0 alone writes.
 
 Run directory: config.json, metrics.jsonl, best/ and last/ (checkpoints; last/ also holds the
 training state), test_metrics.json, and curves.png + test_confusion.png when matplotlib is importable.
@@ -24,10 +26,14 @@ import torch.nn.functional as F
 
 from kwsdeploy.config import FeatureConfig
 from kwsdeploy.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from kwsdeploy.train.distributed import (
+    World, default_micro_batch, init_world, passes, plan_epoch, sync_gradients, train_loader,
+)  # fmt: skip
 from kwsdeploy.train.evaluate import evaluate_dataset, plot_confusion, plot_curves
 from kwsdeploy.train.presets import TrainConfig
 from kwsdeploy.train.resume import pack_train_state, unpack_train_state
 from kwsdeploy.train.schedule import WarmupCosine
+from kwsdeploy.train.throughput import WaitTimer, epoch_throughput, throughput_line
 
 
 @dataclass
@@ -40,6 +46,7 @@ class TrainResult:
     best_valid_acc: float | None
     best_epoch: int | None
     history: list[dict[str, Any]] = field(default_factory=list)
+    rank: int = 0  # under torchrun: this process's rank (only rank 0 wrote anything)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -82,16 +89,17 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, train_set, valid_set, labels: Sequence[str], out_dir: str | os.PathLike,
                  data_summary: dict[str, Any] | None = None, progress: bool = True,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, world: World | None = None) -> None:
         if len(train_set) < 2:
             raise ValueError(f"The training split has {len(train_set)} clip(s); at least 2 are needed.")
         self.cfg, self.train_set, self.valid_set = cfg, train_set, valid_set
         self.labels = list(labels)
         self.out_dir = Path(out_dir)
         self.data_summary = dict(data_summary or {})
-        self.progress = progress
-        self.log = log or (lambda s: None)
-        self.device = resolve_device(cfg.device)
+        self.world = world or World()
+        self.progress = progress and self.world.is_main
+        self.log = (log if self.world.is_main else None) or (lambda s: None)
+        self.device = self.world.place(resolve_device(cfg.device))
         self.feature_config = feature_config_for(cfg)
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -110,6 +118,10 @@ class Trainer:
                 f"(the kwm-causal-* cards); {cfg.model} has none."
             )
         model.to(self.device)
+        if cfg.compile:
+            model.compile()
+        self.net = self.world.wrap(model, self.device)  # what the loop calls: the model or DDP around it
+        self.micro_batch = cfg.micro_batch or default_micro_batch(cfg.batch_size, self.world.size)
         mfcc = MFCC(self.feature_config).to(self.device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         steps_per_epoch = len(_epoch_batches(len(self.train_set), cfg.batch_size, cfg.seed, 0))
@@ -122,10 +134,14 @@ class Trainer:
         scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         return model, mfcc, optimizer, scheduler, scaler
 
-    def _spec_augment(self, feats: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        from kwsdeploy.data.augment import spec_augment
+    def _spec_augment(self, feats: torch.Tensor, gen: torch.Generator, step, mb) -> torch.Tensor:
+        """SpecAugment drawn for the whole global batch (one draw per step whatever the world size),
+        this micro-batch's rows applied."""
+        from kwsdeploy.data.augment import spec_augment_keep
 
-        return spec_augment(feats, gen)
+        if self._keep is None:
+            self._keep = spec_augment_keep(step.size, feats.shape[-2], feats.shape[-1], gen)
+        return feats.masked_fill(~self._keep[mb.positions].to(feats.device), 0.0)
 
     # -- one epoch -----------------------------------------------------------------------------
     def _train_epoch(self, epoch, model, mfcc, optimizer, scheduler, scaler) -> dict[str, float]:
@@ -133,13 +149,21 @@ class Trainer:
         if hasattr(self.train_set, "set_epoch"):
             self.train_set.set_epoch(epoch)
         batches = _epoch_batches(len(self.train_set), cfg.batch_size, cfg.seed, epoch)
-        loader = torch.utils.data.DataLoader(self.train_set, batch_sampler=batches, num_workers=cfg.num_workers)
+        plan = plan_epoch(batches, self.world.rank, self.world.size, self.micro_batch)
+        loader = WaitTimer(iter(train_loader(self.train_set, plan, cfg.num_workers, self.device.type == "cuda")))
         gen = torch.Generator().manual_seed(cfg.seed * 7_000_003 + epoch)
+        if self.world.rank:  # dropout draws of the other ranks: a function of (seed, rank, epoch)
+            torch.manual_seed(cfg.seed * 1_000_003 + self.world.rank * 7_919 + epoch)
         model.train()
+        net = self.net
         seen, correct, loss_sum, t0 = 0, 0, 0.0, time.perf_counter()
         bar = _Bar(self.progress, f"epoch {epoch + 1}/{cfg.epochs}", len(batches))
         with bar:
-            for wave, target in loader:
+            for step, mb, last in passes(plan):
+                if mb is step.micro[0]:
+                    optimizer.zero_grad(set_to_none=True)
+                    self._keep = None
+                wave, target = next(loader)
                 wave = wave.to(self.device, non_blocking=True).float()
                 target = target.to(self.device, non_blocking=True).long()
                 with torch.no_grad():
@@ -148,34 +172,34 @@ class Trainer:
                         wave = torch.cat([torch.roll(wave, 1, dims=0)[:, -context:], wave], dim=1)
                     feats = mfcc(wave)
                     if cfg.spec_augment:
-                        feats = self._spec_augment(feats, gen)
-                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                                    enabled=self.amp_dtype is not None):
-                    if context:
-                        frames = self.feature_config.clip_frames
-                        logits = model.forward_sequence(feats.unsqueeze(1))[:, -frames:].mean(1)
-                    else:
-                        logits = model(feats.unsqueeze(1))
-                loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"Loss became {loss.item()} at epoch {epoch + 1}; lower --lr.")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
+                        feats = self._spec_augment(feats, gen, step, mb)
+                with sync_gradients(net, last):
+                    with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                        enabled=self.amp_dtype is not None):
+                        if context:
+                            frames = self.feature_config.clip_frames
+                            logits = net.forward_sequence(feats.unsqueeze(1))[:, -frames:].mean(1)
+                        else:
+                            logits = net(feats.unsqueeze(1))
+                    loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"Loss became {loss.item()} at epoch {epoch + 1}; lower --lr.")
+                    scaler.scale(loss if mb.loss_scale == 1.0 else loss * mb.loss_scale).backward()
+                if mb.real:
+                    seen += mb.real
+                    loss_sum += loss.item() * mb.real
+                    correct += int((logits.argmax(1) == target).sum())
+                if not last:
+                    continue
                 if cfg.grad_clip:
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
-                n = target.numel()
-                seen += n
-                loss_sum += loss.item() * n
-                correct += int((logits.argmax(1) == target).sum())
                 rate = seen / max(1e-9, time.perf_counter() - t0)
-                bar.advance(f"loss {loss_sum / seen:.4f}  acc {correct / seen:.2%}  {rate:.0f} clips/s")
-        dt = time.perf_counter() - t0
-        return {"train_loss": loss_sum / seen, "train_acc": correct / seen, "epoch_time_s": dt,
-                "clips_per_s": seen / max(dt, 1e-9)}
+                bar.advance(f"loss {loss_sum / max(seen, 1):.4f}  acc {correct / max(seen, 1):.2%}  {rate:.0f} clips/s")
+        return epoch_throughput(self.world, seen, correct, loss_sum, time.perf_counter() - t0, loader.waited)
 
     # -- the run -------------------------------------------------------------------------------
     def fit(self, resume: bool = False, stop_after: int | None = None) -> TrainResult:
@@ -196,21 +220,18 @@ class Trainer:
             history = [r for r in _read_jsonl(metrics_path) if r["epoch"] <= start_epoch]
             self.log(f"resuming {out} at epoch {start_epoch + 1}/{cfg.epochs}")
         else:
-            out.mkdir(parents=True, exist_ok=True)
-            if last_dir.exists() or _read_jsonl(metrics_path):
-                raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out.")
-            if any(out.iterdir()) and not RUN.holds(out):
-                raise ValueError(f"--out {out} is a non-empty directory that is not a kwsdeploy run (no config.json "
-                                 "written by 'kwsdeploy train'): choose a new or empty --out.")
-            _write_atomic(out / "config.json", json.dumps(cfg.to_dict(), indent=1) + "\n")
-        _write_atomic(metrics_path, "".join(json.dumps(r) + "\n" for r in history))
+            self.world.main_only(lambda: _start_run_dir(out, cfg))
+        main = self.world.is_main  # rank 0 alone writes; every rank computes the same rows
+        if main:
+            _write_atomic(metrics_path, "".join(json.dumps(r) + "\n" for r in history))
+        first_new = len(history)
         end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
         for epoch in range(start_epoch, end_epoch):
             row: dict[str, Any] = {"epoch": epoch + 1, "lr": scheduler.lr}
             row.update(self._train_epoch(epoch, model, mfcc, optimizer, scheduler, scaler))
             if self.valid_set is not None and len(self.valid_set):
                 vm = evaluate_dataset(model, self.feature_config, self.valid_set, self.labels,
-                                      cfg.eval_batch_size, str(self.device))
+                                      cfg.eval_batch_size, str(self.device), world=self.world)
                 row.update(valid_loss=vm["loss"], valid_acc=vm["accuracy"], valid_macro_f1=vm["macro_f1"])
             score = row.get("valid_acc", row["train_acc"])
             history.append(row)
@@ -218,21 +239,38 @@ class Trainer:
             metrics = {k: v for k, v in row.items() if k != "lr"}
             if best_acc is None or score > best_acc:
                 best_acc, best_epoch = score, epoch + 1
-                save_checkpoint(best_dir, model, self.labels, self.feature_config, model_config=cfg.model_config,
+                main and save_checkpoint(best_dir, model, self.labels, self.feature_config, model_config=cfg.model_config,
                                 training=training, metrics=metrics)
             counters = {"next_epoch": epoch + 1, "best_acc": best_acc, "best_epoch": best_epoch}
-            save_checkpoint(last_dir, model, self.labels, self.feature_config, model_config=cfg.model_config,
-                            training=training, metrics=metrics,
-                            train_state=pack_train_state(optimizer, scheduler, scaler, counters))
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            if main:
+                save_checkpoint(last_dir, model, self.labels, self.feature_config, model_config=cfg.model_config,
+                                training=training, metrics=metrics,
+                                train_state=pack_train_state(optimizer, scheduler, scaler, counters))
+                _write_atomic(metrics_path, "".join(json.dumps(r) + "\n" for r in history))
             self.log(_epoch_line(row, cfg.epochs))
-        plot_curves(history, out / "curves.png") if history else None
-        return TrainResult(out, best_dir, last_dir, best_acc, best_epoch, history)
+        if main and history:
+            plot_curves(history, out / "curves.png")
+        line = throughput_line(history[first_new:])
+        if line:
+            self.log(line)
+        self.world.barrier()  # the others read best/ and last/ only once rank 0 has written them
+        return TrainResult(out, best_dir, last_dir, best_acc, best_epoch, history, rank=self.world.rank)
 
     def _summary(self, epochs_done: int) -> dict[str, Any]:
         return {"config": self.cfg.to_dict(), "epochs_done": epochs_done, "data": self.data_summary,
-                "device": str(self.device), "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else None}
+                "device": str(self.device), "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else None,
+                "world_size": self.world.size, "micro_batch": self.micro_batch}
+
+
+def _start_run_dir(out: Path, cfg: TrainConfig) -> None:
+    """A new run: refuse a directory that holds one, then write config.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / "last").exists() or _read_jsonl(out / "metrics.jsonl"):
+        raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out.")
+    if any(out.iterdir()) and not RUN.holds(out):
+        raise ValueError(f"--out {out} is a non-empty directory that is not a kwsdeploy run (no config.json "
+                         "written by 'kwsdeploy train'): choose a new or empty --out.")
+    _write_atomic(out / "config.json", json.dumps(cfg.to_dict(), indent=1) + "\n")
 
 
 RUN = ArtifactKind("training run", "config.json", lambda d: isinstance(d, dict) and {"model", "epochs", "lr"} <= set(d))
@@ -249,21 +287,28 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out_dir: str | os.PathL
         saved = out / "config.json"
         if not saved.is_file():
             raise ValueError(f"{out} holds no run to resume (no config.json); start one without --resume.")
-        keep = {"device": cfg.device, "num_workers": cfg.num_workers, "amp": cfg.amp, "threads": cfg.threads}
+        keep = {"device": cfg.device, "num_workers": cfg.num_workers, "amp": cfg.amp, "threads": cfg.threads,
+                "micro_batch": cfg.micro_batch, "compile": cfg.compile}  # how to run, not what to learn
         cfg = TrainConfig.from_dict(json.loads(saved.read_text())).with_overrides(**keep)
+    world = init_world(resolve_device(cfg.device))
     labels = load_labels(data_dir)
-    train_set = KwsDataset(data_dir, "train", augment=cfg.augment, seed=cfg.seed, gain_db=cfg.gain_db,
-                           noise_snr_db=cfg.noise_snr_db)
-    valid_set = _optional_split(KwsDataset, data_dir, "valid")
+    with world.main_first():  # rank 0 decodes (and writes the disk caches); the others then map them
+        train_set = KwsDataset(data_dir, "train", augment=cfg.augment, seed=cfg.seed, gain_db=cfg.gain_db,
+                               noise_snr_db=cfg.noise_snr_db)
+        valid_set = _optional_split(KwsDataset, data_dir, "valid")
+        test_set = _optional_split(KwsDataset, data_dir, "test") if test else None
     summary = {"dir": Path(data_dir).name, "labels": labels, "train_clips": len(train_set),
                "valid_clips": len(valid_set) if valid_set is not None else 0}
-    trainer = Trainer(cfg, train_set, valid_set, labels, out, data_summary=summary, progress=progress, log=log)
+    trainer = Trainer(cfg, train_set, valid_set, labels, out, data_summary=summary, progress=progress, log=log,
+                      world=world)
     result = trainer.fit(resume=resume, stop_after=stop_after)
-    test_set = _optional_split(KwsDataset, data_dir, "test") if test else None
-    if test_set is not None and len(test_set) and result.best_dir.exists():
+    log = log if world.is_main else None
+    has_test = test_set is not None and len(test_set) and result.best_dir.exists()
+    if has_test:
         best = load_checkpoint(result.best_dir)
         tm = evaluate_dataset(best.model, best.feature_config, test_set, labels, cfg.eval_batch_size,
-                              str(trainer.device))
+                              str(trainer.device), world=world)
+    if has_test and world.is_main:
         _write_atomic(out / "test_metrics.json", json.dumps(tm, indent=1) + "\n")
         plot_confusion(tm, out / "test_confusion.png")  # only when matplotlib is importable
         metrics = dict(best.card.get("metrics", {}), test_acc=tm["accuracy"], test_macro_f1=tm["macro_f1"])
@@ -272,6 +317,8 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out_dir: str | os.PathL
                         model_config=best.card.get("model_config"), training=training, metrics=metrics)
         log and log(f"best (epoch {result.best_epoch}) on test: accuracy {tm['accuracy']:.2%}, "
                     f"macro F1 {tm['macro_f1']:.4f}")
+    world.barrier()
+    world.close()
     return result
 
 

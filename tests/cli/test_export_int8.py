@@ -53,9 +53,10 @@ def test_calibration_record_and_report_round_trip_through_the_manifest(int8_bund
     m = Manifest.from_json(text)
     assert json.loads(m.to_json()) == json.loads(text)
     cal = m.calibration
-    assert cal["clips"] == 16 and cal["method"] == "minmax" and cal["seed"] == 0 and cal["data"] == "demo corpus"
-    assert cal["split"] == "train" and len(cal["input_ranges_sha256"]) == 64 and cal["tuples"] > 0
-    assert cal["files"]["model.int8-tensorrt.onnx"]["recipe"] == "tensorrt"
+    assert cal.clips == 16 and cal.method == "minmax" and cal.seed == 0 and cal.data == "demo corpus"
+    assert cal.extra["split"] == "train" and len(cal.ranges_sha256) == 64 and cal.extra["tuples"] > 0
+    assert cal.extra["files"]["model.int8-tensorrt.onnx"]["recipe"] == "tensorrt"
+    assert {f.path: f.recipe for f in m.files}["model.int8-cpu.onnx"] == "cpu"
     rows = {r["precision"]: r for r in m.accuracy["precisions"]["step"]["rows"]}
     assert set(rows) == {"fp32", "fp16", "int8-tensorrt", "int8-cpu"}
     assert rows["fp32"]["clips"] == 110 and rows["fp32"]["agreement_with_fp32"] == 1.0

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from kwsdeploy.train.checkpoint import load_checkpoint
 from kwsdeploy.train.evaluate import evaluate_dataset
 from kwsdeploy.train.presets import DEMO, REFERENCE, TrainConfig, get_preset
+from kwsdeploy.train.throughput import TIMING_KEYS
 from kwsdeploy.train.trainer import Trainer, train
 
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven"]
@@ -60,7 +61,7 @@ def test_resume_gives_the_uninterrupted_runs_weights_bitwise(tiny_prepared, tmp_
     s1 = load_file(str(tmp_path / "full" / "last" / "train_state.safetensors"))
     s2 = load_file(str(tmp_path / "cut" / "last" / "train_state.safetensors"))
     assert all(torch.equal(s1[k], s2[k]) for k in s1 if k.startswith("optimizer."))
-    drop = ("epoch_time_s", "clips_per_s")
+    drop = TIMING_KEYS
     strip = lambda rows: [{k: v for k, v in r.items() if k not in drop} for r in rows]  # noqa: E731
     assert strip(full.history) == strip(resumed.history)
     assert json.loads((tmp_path / "cut" / "last" / "card.json").read_text())["training"]["epochs_done"] == 3
