@@ -124,6 +124,7 @@ def precision_report(manifest, blobs: Mapping[str, bytes], data: EvalData, detec
     recipes = dict((calibration or {}).get("files", {}))
     rows, reference = [], None
     fp32_bytes = next((len(blobs[f.path]) for f in files if f.precision == "fp32"), None)
+    fp32_weights = next((model_weight_bytes(blobs[f.path]) for f in files if f.precision == "fp32"), None)
     for f in files:
         row = evaluate_file(blobs[f.path], f.mode, f.input_kind, data, manifest.labels, manifest.feature_config,
                             manifest.stream, detection, reference)
@@ -133,8 +134,10 @@ def precision_report(manifest, blobs: Mapping[str, bytes], data: EvalData, detec
         rec = recipes.get(f.path, {})
         row.update(file=f.path, precision=f.precision, bytes=len(blobs[f.path]),
                    size_vs_fp32=round(len(blobs[f.path]) / fp32_bytes, 4) if fp32_bytes else None,
+                   weight_bytes=model_weight_bytes(blobs[f.path]),
                    nodes=f.nodes, recipe=_recipe(rec),
                    float_layers=rec.get("float_layers", {}), quantized_layers=len(rec.get("quantized_layers", [])))
+        row["weights_vs_fp32"] = round(row["weight_bytes"] / fp32_weights, 4) if fp32_weights else None
         row.pop("predictions")
         rows.append(row)
     return {
@@ -145,11 +148,25 @@ def precision_report(manifest, blobs: Mapping[str, bytes], data: EvalData, detec
     }
 
 
+def model_weight_bytes(model: bytes) -> int:
+    """Bytes of a graph's initializers outside the MFCC frontend (the size target compares these)."""
+    import onnx
+
+    proto = onnx.load_from_string(model)
+    return sum(len(i.raw_data) or i.ByteSize() for i in proto.graph.initializer if not i.name.startswith("frontend/"))
+
+
 def _recipe(rec: Mapping[str, Any]) -> str:
     """'tensorrt', or 'cpu: <variant chosen by measurement>' ('cpu: fp32' when no INT8 variant was faster)."""
     if rec.get("recipe") == "cpu":
         return f"cpu: {rec.get('settings', {}).get('chosen', '?')}"
     return str(rec.get("recipe", ""))
+
+
+def float_cell(row: Mapping[str, Any]) -> str:
+    if not row["precision"].startswith("int8"):
+        return "-"
+    return "all (fp32 kept)" if row["quantized_layers"] == 0 else str(len(row["float_layers"]))
 
 
 def _pct(x) -> str:
@@ -164,15 +181,16 @@ def report_markdown(manifest, report: Mapping[str, Any]) -> str:
              "step runner; the last packet's logits decide).",
              f"Stream: {report['stream_recording']}; threshold {report['detection']['threshold']}, smoothing "
              f"{report['detection']['smoothing_seconds']} s, refractory {report['detection']['refractory_seconds']} s.", "",
-             "| file | precision | recipe | top-1 | macro F1 | agrees with fp32 | stream acc. | FA / h | bytes | vs fp32 | float layers |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| file | precision | recipe | top-1 | macro F1 | agrees with fp32 | stream acc. | FA / h | bytes | vs fp32 | "
+             "weights vs fp32 (no frontend) | float layers |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
         s = r.get("stream", {})
         lines.append(
             f"| {r['file']} | {r['precision']} | {r['recipe'] or '-'} | {_pct(r['top1'])} | {r['macro_f1']:.3f} | "
             f"{_pct(r.get('agreement_with_fp32'))} | {_pct(s.get('accuracy'))} | "
             f"{s.get('false_alarms_per_hour', float('nan')):.0f} | {r['bytes']:,} | {r['size_vs_fp32']:.2f}x | "
-            f"{len(r['float_layers']) if r['precision'].startswith('int8') else '-'} |")
+            f"{r['weights_vs_fp32']:.2f}x | {float_cell(r)} |")
     for r in report["rows"]:
         if not r["precision"].startswith("int8"):
             continue

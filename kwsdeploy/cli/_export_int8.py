@@ -54,9 +54,12 @@ def print_report(report, con) -> None:
     """The accuracy table per mode, as in report.md."""
     from rich.table import Table
 
+    from kwsdeploy.calibration.report import float_cell
+
     for mode, rep in (report or {}).items():
         table = Table(title=f"accuracy by precision ({mode}; {rep['data']})")
-        for col in ("file", "recipe", "top-1", "macro F1", "agree fp32", "stream acc", "FA/h", "KiB", "vs fp32", "float layers"):
+        for col in ("file", "recipe", "top-1", "macro F1", "agree fp32", "stream acc", "FA/h", "KiB", "vs fp32",
+                    "weights vs fp32", "float layers"):
             table.add_column(col, justify="left" if col in ("file", "recipe") else "right", no_wrap=True)
         for r in rep["rows"]:
             s = r.get("stream", {})
@@ -64,5 +67,5 @@ def print_report(report, con) -> None:
                 r["file"], r["recipe"] or "-", f"{r['top1']:.1%}", f"{r['macro_f1']:.3f}",
                 f"{r['agreement_with_fp32']:.1%}", f"{s['accuracy']:.1%}" if s else "-",
                 f"{s['false_alarms_per_hour']:.0f}" if s else "-", f"{r['bytes'] / 1024:.0f}", f"{r['size_vs_fp32']:.2f}x",
-                str(len(r["float_layers"])) if r["precision"].startswith("int8") else "-")
+                f"{r['weights_vs_fp32']:.2f}x", float_cell(r))
         con.print(table)
