@@ -26,7 +26,8 @@ def _summary(out: Path) -> None:
     labels = json.loads((out / "labels.json").read_text())
     typer.echo(f"prepared {out} ({len(labels)} classes)")
     for split, s in stats.items():
-        typer.echo(f"  {split:5s} {s['total']:6d} clips, {s['speakers']} speakers")
+        share = f", _unknown_ {s['unknown_share']:.1%}" if "unknown_share" in s else ""
+        typer.echo(f"  {split:5s} {s['total']:6d} clips, {s['speakers']} speakers{share}")
 
 
 class _LazyBar:
@@ -58,6 +59,9 @@ def prepare_gsc_cmd(
     source: Optional[Path] = typer.Option(None, "--source", help="An already extracted GSC-layout tree (default: looked up under --data-root)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Prepared folder (default: <data-root>/<corpus>_<split>)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the unknown/silence draws and rebalancing."),
+    extra_train: Optional[list[Path]] = typer.Option(None, "--extra-train", help="Another GSC-layout tree whose every clip trains (e.g. from 'kwsdeploy data synth'); repeatable."),
+    negatives: Optional[Path] = typer.Option(None, "--negatives", help="A folder of your own recordings without keywords (any rate/length): cut into 1 s _unknown_ training clips."),
+    unknown_share: float = typer.Option(0.1, "--unknown-share", help="_unknown_ clips drawn from the non-keyword words, as a share of the speech clips of each split."),
     no_download: bool = typer.Option(False, "--no-download", help="Never download; fail if no tree or archive is found."),
     log: bool = typer.Option(False, "--log", help="Log each step (the reference's --log)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a prepared folder already at the output path."),
@@ -75,7 +79,8 @@ def prepare_gsc_cmd(
         bar = _LazyBar("speech commands") if not no_download else None
         try:
             path = prepare_gsc(data_root, data_version, class_split, rebalance, kw, archive, source, out, seed,
-                               allow_download=not no_download, progress=bar, overwrite=overwrite)
+                               allow_download=not no_download, progress=bar, overwrite=overwrite,
+                               extra_train=extra_train or None, negatives=negatives, unknown_share=unknown_share)
         finally:
             if bar is not None:
                 bar.close()

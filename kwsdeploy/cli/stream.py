@@ -89,15 +89,17 @@ def _is_exact(model) -> bool:
 
 
 class BundleSource(_Source):
-    """Logits of a recording from an exported bundle through the ONNX Runtime runner."""
+    """Logits of a recording from an exported bundle through a step runner (ONNX Runtime, or TensorRT
+    when it is installed and the bundle holds an engine for it)."""
 
-    def __init__(self, bundle: Path) -> None:
-        from kwsdeploy.runtime.runners import open_runner
+    def __init__(self, bundle: Path, backend: str = "auto") -> None:
+        from kwsdeploy.runtime.runners import open_runner, resolve_backend
 
-        self.runner = open_runner(bundle)
+        backend = resolve_backend(bundle, backend)
+        self.runner = open_runner(bundle, backend=backend)
         self.labels = self.runner.labels
         self.spec = self.runner.spec
-        self.describe = f"{self.runner.manifest.model.get('name', '?')} ({self.spec.mode}, onnxruntime)"
+        self.describe = f"{self.runner.manifest.model.get('name', '?')} ({self.spec.mode}, {backend})"
 
     def logits(self, audio: np.ndarray) -> np.ndarray:
         """Audio (a --frontend bundle) or offline MFCC of [zero cache + audio] through the step graph."""
@@ -117,12 +119,12 @@ class BundleSource(_Source):
         return self.runner.run(x)[:, 0]
 
 
-def _source(checkpoint, bundle, model, mode, hop_frames) -> _Source:
+def _source(checkpoint, bundle, model, mode, hop_frames, backend: str = "auto") -> _Source:
     """The one source the options name: a bundle, else a checkpoint (or a model's demo checkpoint)."""
     if bundle is not None:
         if checkpoint is not None or model is not None:
             raise ValueError("--bundle excludes --checkpoint and --model; pass one source.")
-        return BundleSource(bundle)
+        return BundleSource(bundle, backend)
     return TorchSource(checkpoint, model, mode, hop_frames)
 
 
@@ -138,6 +140,8 @@ def register(app: typer.Typer) -> None:
         checkpoint=typer.Option(None, "--checkpoint", help="kwsdeploy checkpoint (torch step form)."),
         bundle=typer.Option(None, "--bundle", help="Exported bundle directory (ONNX Runtime, torch-free runner)."),
         model=typer.Option(None, "--model", "-m", help="Registry name: use its shipped demo checkpoint."),
+        backend=typer.Option("auto", "--backend", help="Bundle runner: auto (TensorRT when installed and the bundle "
+                                                       "has its engine, else ONNX Runtime), onnxruntime or tensorrt."),
     )
 
     @app.command("stream")
@@ -146,6 +150,7 @@ def register(app: typer.Typer) -> None:
         checkpoint: Optional[Path] = source_opts["checkpoint"],
         bundle: Optional[Path] = source_opts["bundle"],
         model: Optional[str] = source_opts["model"],
+        backend: str = source_opts["backend"],
         mode: Optional[str] = typer.Option(None, "--mode", help="exact | windowed (default: the model card's)."),
         hop_frames: Optional[int] = typer.Option(None, "--packet-frames", "--hop-frames", help=PACKET_HELP),
         threshold: float = typer.Option(THRESHOLD, "--threshold", help="Smoothed probability that fires an event."),
@@ -157,7 +162,7 @@ def register(app: typer.Typer) -> None:
         from kwsdeploy.audio import load_audio
 
         with user_errors():
-            src = _source(checkpoint, bundle, model, mode, hop_frames)
+            src = _source(checkpoint, bundle, model, mode, hop_frames, backend)
             audio, info = load_audio(wav, src.spec.feature_config.sample_rate)
             events = detect(src, audio, threshold, smoothing, refractory)
         if as_json:
@@ -180,6 +185,7 @@ def register(app: typer.Typer) -> None:
         checkpoint: Optional[Path] = source_opts["checkpoint"],
         bundle: Optional[Path] = source_opts["bundle"],
         model: Optional[str] = source_opts["model"],
+        backend: str = source_opts["backend"],
         data: Optional[Path] = typer.Option(None, "--data", help="Prepared directory (default: the demo corpus)."),
         split: str = typer.Option("test", "--split"),
         modes: str = typer.Option("card", "--modes", help="Comma list of exact,windowed (torch sources); 'card' = the card's mode."),
@@ -194,7 +200,7 @@ def register(app: typer.Typer) -> None:
         """Detection accuracy and false alarms per hour on one long recording of test clips and noise gaps."""
         with user_errors():
             rows = evaluate_stream(checkpoint, bundle, model, data, split, modes, hop_frames, clips,
-                                   threshold, smoothing, refractory, seed)
+                                   threshold, smoothing, refractory, seed, backend=backend)
         if as_json:
             typer.echo(json.dumps(rows, indent=1))
             return
@@ -212,7 +218,7 @@ def register(app: typer.Typer) -> None:
 
 
 def evaluate_stream(checkpoint, bundle, model, data, split, modes, hop_frames, clips, threshold, smoothing,
-                    refractory, seed) -> list[dict]:
+                    refractory, seed, backend: str = "auto") -> list[dict]:
     """Build the long recording once and score every requested source/mode on it."""
     from kwsdeploy.data.dataset import KwsDataset
     from kwsdeploy.data.prepared import load_labels
@@ -234,7 +240,7 @@ def evaluate_stream(checkpoint, bundle, model, data, split, modes, hop_frames, c
     audio, events = build_long_recording(pairs, noise=noise, seed=seed)
     sources = []
     if bundle is not None:
-        sources.append(_source(None, bundle, None, None, hop_frames))
+        sources.append(_source(None, bundle, None, None, hop_frames, backend))
     else:
         for mode in (None,) if modes == "card" else [m.strip() for m in modes.split(",")]:
             sources.append(_source(checkpoint, None, model, mode, hop_frames))

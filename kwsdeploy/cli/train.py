@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
         model: Optional[str] = typer.Option(None, "--model", "-m", help="Registry name (default: the preset's)."),
         data: Optional[Path] = typer.Option(
             None, "--data", help="Prepared directory (labels.json + train/valid/test jsonl); default: the demo corpus."),
-        preset: str = typer.Option("reference", "--preset", help="reference (TorchKWS/KWM recipe) | demo."),
+        preset: str = typer.Option("reference", "--preset", help="reference (TorchKWS/KWM recipe) | demo | speakers (demo + speaker augmentation)."),
         epochs: Optional[int] = typer.Option(None, "--epochs"),
         batch_size: Optional[int] = typer.Option(None, "--batch-size"),
         lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (AdamW)."),
@@ -38,6 +38,12 @@ def register(app: typer.Typer) -> None:
             None, "--noise-snr-db",
             help="'LO,HI': mix noise at U(LO, HI) dB SNR relative to the clip instead of the absolute volume "
                  "(applies with --no-augment too); 'off' for the preset's absolute volume."),
+        speed: Optional[str] = typer.Option(None, "--speed", help="'LO,HI': resample each clip by U(LO, HI) (tempo and pitch); 'off'."),
+        vtlp: Optional[float] = typer.Option(None, "--vtlp", help="Vocal-tract-length perturbation: warp U(1-A, 1+A) (0: off)."),
+        reverb_p: Optional[float] = typer.Option(None, "--reverb-p", help="Probability of a synthetic room reverb (0: off)."),
+        eq_db: Optional[float] = typer.Option(None, "--eq-db", help="Random smooth EQ of +-DB dB (0: off)."),
+        telephone_p: Optional[float] = typer.Option(None, "--telephone-p", help="Probability of a telephone band 300-3400 Hz (0: off)."),
+        shift: Optional[float] = typer.Option(None, "--shift", help="Time shift U(-S, S) seconds, zero-filled (0: off)."),
         spec_augment: Optional[bool] = typer.Option(None, "--spec-augment/--no-spec-augment"),
         features: Optional[str] = typer.Option(
             None, "--features", help="deployable (causal fixed floor, default) | reference (per-clip top_db)."),
@@ -89,6 +95,14 @@ def register(app: typer.Typer) -> None:
                     snr = parse_snr_range(noise_snr_db)
                 except ValueError as exc:
                     raise UserError(f"--noise-snr-db: {exc}")
+            speed_range = None
+            if speed is not None and speed.strip().lower() != "off":
+                try:
+                    speed_range = tuple(float(v) for v in speed.split(","))
+                except ValueError:
+                    speed_range = ()
+                if len(speed_range) != 2:
+                    raise UserError(f"--speed must be 'LO,HI' (e.g. 0.85,1.15) or 'off', got {speed!r}.")
             if model is not None:
                 from kwsdeploy.models.registry import get_card
 
@@ -99,11 +113,17 @@ def register(app: typer.Typer) -> None:
                 spec_augment=spec_augment, stream_context_s=stream_context, gain_db=gain_db, noise_snr_db=snr, features=features, n_mfcc=n_mfcc, model_config=mc, seed=seed,
                 device=device, amp=amp, num_workers=num_workers, grad_clip=grad_clip,
                 threads=threads, micro_batch=micro_batch, eval_batch_size=eval_batch_size, compile=compile_model,
+                speed_range=speed_range, vtlp=vtlp, reverb_p=reverb_p, eq_db=eq_db, telephone_p=telephone_p,
+                shift_s=shift,
             )
             if noise_snr_db is not None and noise_snr_db.strip().lower() == "off":
                 import dataclasses
 
                 cfg = dataclasses.replace(cfg, noise_snr_db=None)  # with_overrides ignores None
+            if speed is not None and speed.strip().lower() == "off":
+                import dataclasses
+
+                cfg = dataclasses.replace(cfg, speed_range=None)
             if data is None:
                 from kwsdeploy.data.demo import demo_corpus_dir
 
