@@ -45,6 +45,10 @@ class _Source:
         """Logits [packets, classes] of a mono recording streamed from the zero state."""
         raise NotImplementedError
 
+    def feeder(self):
+        """A fresh incremental feeder (`feed(block) -> logits [packets, classes]`) from the zero state."""
+        raise NotImplementedError
+
 
 class TorchSource(_Source):
     """Logits of a recording from a checkpoint's torch step form (exact or windowed)."""
@@ -75,6 +79,11 @@ class TorchSource(_Source):
         from kwsdeploy.streaming.pipeline import stream_logits
 
         return stream_logits(self.step, audio)[1]
+
+    def feeder(self):
+        from kwsdeploy.streaming.blocks import TorchFeeder
+
+        return TorchFeeder(self.step)
 
 
 def _is_exact(model) -> bool:
@@ -114,6 +123,11 @@ class BundleSource(_Source):
                 x = MFCC(fc)(torch.from_numpy(np.concatenate([cache, audio]))[None]).numpy()
         return self.runner.run(x)[:, 0]
 
+    def feeder(self):
+        from kwsdeploy.streaming.blocks import RunnerFeeder
+
+        return RunnerFeeder(self.runner)
+
 
 def _source(checkpoint, bundle, model, mode, hop_frames, backend: str = "auto") -> _Source:
     """The one source the options name: a bundle, else a checkpoint (or a model's demo checkpoint)."""
@@ -133,6 +147,37 @@ def detect(source, audio: np.ndarray, threshold: float, smoothing: float, refrac
     return det.update(source.logits(audio)) if len(audio) else []
 
 
+def detect_blocks(source, blocks, threshold: float, smoothing: float, refractory: float):
+    """Stream audio blocks through `source`, yielding each keyword event as soon as it fires."""
+    det = _detector(source.labels, source.hop_seconds, threshold, smoothing, refractory)
+    feeder = source.feeder()
+    for block in blocks:
+        logits = feeder.feed(block)
+        if len(logits):
+            yield from det.update(logits)
+
+
+PROGRESS_AFTER_S = 30.0  # a progress bar (on a terminal) for recordings longer than this
+
+
+def _progress(reader, enabled: bool):
+    """Wrap a BlockReader's blocks in a rich progress bar on stderr when it is long and stderr a terminal."""
+    import sys
+
+    if not enabled or reader.seconds is None or reader.seconds < PROGRESS_AFTER_S or not sys.stderr.isatty():
+        yield from reader
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TimeRemainingColumn
+
+    with Progress("streaming", BarColumn(), "{task.completed:.0f}/{task.total:.0f} s", TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("stream", total=reader.seconds)
+        for block in reader:
+            yield block
+            bar.update(task, completed=reader.samples / reader.sample_rate)
+
+
 def register(app: typer.Typer) -> None:
     """Add `stream` and `eval-stream` to the CLI."""
     from kwsdeploy.cli import _options as opt
@@ -141,7 +186,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("stream")
     def stream_cmd(
-        wav: Path = typer.Argument(..., help="Recording to listen to (any rate; stereo is averaged)."),
+        wav: Path = typer.Argument(..., help="Recording to listen to (any rate; stereo is averaged), read in blocks; "
+                                               "'-' reads raw 16-bit PCM from stdin (e.g. a microphone pipe)."),
         checkpoint: Optional[Path] = opt.CHECKPOINT,
         bundle: Optional[Path] = opt.BUNDLE,
         model: Optional[str] = opt.MODEL,
@@ -151,25 +197,42 @@ def register(app: typer.Typer) -> None:
         threshold: float = det["threshold"],
         smoothing: float = det["smoothing"],
         refractory: float = det["refractory"],
-        as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+        rate: Optional[int] = typer.Option(None, "--rate", min=1, max=384_000,
+                                           help="With '-': the PCM sample rate (default: the model's, 16000)."),
+        channels: int = typer.Option(1, "--channels", min=1, max=32, help="With '-': interleaved channels (averaged)."),
+        as_json: bool = typer.Option(False, "--json", help="Machine-readable output (with '-': one JSON line per event)."),
     ) -> None:
-        """Keyword events (label, time, score) in a recording, streamed packet by packet."""
-        from kwsdeploy.audio import load_audio
+        """Keyword events (label, time, score) in a recording, streamed packet by packet ('-': raw PCM from stdin)."""
+        from kwsdeploy.audio import read_blocks, read_pcm_blocks
 
         with user_errors():
             src = _source(checkpoint, bundle, model, mode, hop_frames, backend)
-            audio, info = load_audio(wav, src.spec.feature_config.sample_rate)
-            events = detect(src, audio, threshold, smoothing, refractory)
+            rate_out = src.spec.feature_config.sample_rate
+            live = str(wav) == "-"
+            if live:
+                import sys
+
+                reader = read_pcm_blocks(sys.stdin.buffer, rate or rate_out, channels, rate_out)
+            else:
+                reader = read_blocks(wav, rate_out)
+            events = []
+            for e in detect_blocks(src, _progress(reader, not live), threshold, smoothing, refractory):
+                if live:  # a pipe never ends by itself: say each event as it fires
+                    typer.echo(json.dumps(e.to_dict()) if as_json else f"  {e.time:8.2f} s  {e.label:<12} p={e.score:.2f}")
+                events.append(e)
+        if live:
+            return
+        seconds = samples_to_seconds(reader.samples, src.spec.feature_config)
         if as_json:
             typer.echo(json.dumps({
-                "file": str(wav), "source": src.describe, "seconds": samples_to_seconds(len(audio), src.spec.feature_config),
-                "notes": [n for n in (src.note, *info.notes) if n], "detections": [e.to_dict() for e in events],
+                "file": str(wav), "source": src.describe, "seconds": seconds,
+                "notes": [n for n in (src.note, *reader.notes) if n], "detections": [e.to_dict() for e in events],
             }, indent=1))
             return
-        for note in (src.note, *info.notes):
+        for note in (src.note, *reader.notes):
             if note:
                 typer.echo(f"note: {note}", err=True)
-        typer.echo(f"{wav.name}: {samples_to_seconds(len(audio), src.spec.feature_config):.2f} s through {src.describe}, hop {src.hop_seconds * 1000:.0f} ms")
+        typer.echo(f"{wav.name}: {seconds:.2f} s through {src.describe}, hop {src.hop_seconds * 1000:.0f} ms")
         for e in events:
             typer.echo(f"  {e.time:8.2f} s  {e.label:<12} p={e.score:.2f}")
         if not events:
