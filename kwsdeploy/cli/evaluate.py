@@ -122,7 +122,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
         plot: Optional[Path] = typer.Option(
             None, "--plot", help="Write the confusion matrix PNG here (needs matplotlib)."),
-        batch_size: int = typer.Option(256, "--batch-size"),
+        batch_size: int = typer.Option(256, "--batch-size", min=1, max=65_536),
         device: str = typer.Option("cpu", "--device"),
         placement: str = typer.Option("auto", "--placement", help=PLACEMENT_HELP),
     ) -> None:

@@ -99,6 +99,7 @@ def print_summary(result, console) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add `export` to the CLI."""
+    from kwsdeploy.cli import _options as opt
 
     @app.command("export")
     def export_cmd(
@@ -109,16 +110,10 @@ def register(app: typer.Typer) -> None:
         fp16: bool = typer.Option(False, "--fp16", help="Also write an fp16 graph (fp32 inputs/outputs)."),
         int8: bool = typer.Option(False, "--int8", help="INT8 Q/DQ graph (Step 6)."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Bundle directory (default exports/<model>)."),
-        hop_frames: Optional[int] = typer.Option(
-            None, "--packet-frames", "--hop-frames",
-            help="Frames per step call: the hop of a windowed stream (default 10), or a multiple of an exact "
-                 "step form's natural packet (default: the natural packet; larger = fewer calls, more latency).",
-        ),
+        hop_frames: Optional[int] = opt.PACKET_FRAMES,
         random_init: bool = typer.Option(False, "--random-init", help="Random weights instead of a checkpoint (testing)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle directory."),
-        exporter: str = typer.Option(
-            "auto", "--exporter", help="torch.onnx path: auto (both, keep the smaller graph), dynamo or legacy."
-        ),
+        exporter: str = opt.exporter_option("auto"),
     ) -> None:
         """Export a model's step (and/or offline) graph to a bundle, checked against torch on real clips."""
         from kwsdeploy.cli.common import console, user_errors
@@ -131,8 +126,6 @@ def register(app: typer.Typer) -> None:
             modes = {"step": ("step",), "offline": ("offline",), "both": ("step", "offline")}.get(mode)
             if modes is None:
                 raise ValueError(f"--mode must be step, offline or both, got {mode!r}.")
-            if exporter not in ("auto", "dynamo", "legacy"):
-                raise ValueError(f"--exporter must be auto, dynamo or legacy, got {exporter!r}.")
             from kwsdeploy.cli.common import UserError
             from kwsdeploy.exporters.bundle import ParityError, export_bundle
             from kwsdeploy.exporters.onnx import ExportError

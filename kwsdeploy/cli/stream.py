@@ -77,10 +77,6 @@ class TorchSource(_Source):
         return stream_logits(self.step, audio)[1]
 
 
-PACKET_HELP = ("Frames per step call: windowed hop (default 10) or a multiple of an exact step form's "
-               "natural packet (default: natural).")
-
-
 def _is_exact(model) -> bool:
     """Whether the model's card streams in exact mode."""
     from kwsdeploy.models.registry import kws_info
@@ -89,15 +85,17 @@ def _is_exact(model) -> bool:
 
 
 class BundleSource(_Source):
-    """Logits of a recording from an exported bundle through the ONNX Runtime runner."""
+    """Logits of a recording from an exported bundle through a step runner (ONNX Runtime, or TensorRT
+    when it is installed and the bundle holds an engine for it)."""
 
-    def __init__(self, bundle: Path) -> None:
-        from kwsdeploy.runtime.runners import open_runner
+    def __init__(self, bundle: Path, backend: str = "auto") -> None:
+        from kwsdeploy.runtime.runners import open_runner, resolve_backend
 
-        self.runner = open_runner(bundle)
+        backend = resolve_backend(bundle, backend)
+        self.runner = open_runner(bundle, backend=backend)
         self.labels = self.runner.labels
         self.spec = self.runner.spec
-        self.describe = f"{self.runner.manifest.model.get('name', '?')} ({self.spec.mode}, onnxruntime)"
+        self.describe = f"{self.runner.manifest.model.get('name', '?')} ({self.spec.mode}, {backend})"
 
     def logits(self, audio: np.ndarray) -> np.ndarray:
         """Audio (a --frontend bundle) or offline MFCC of [zero cache + audio] through the step graph."""
@@ -117,12 +115,15 @@ class BundleSource(_Source):
         return self.runner.run(x)[:, 0]
 
 
-def _source(checkpoint, bundle, model, mode, hop_frames) -> _Source:
+def _source(checkpoint, bundle, model, mode, hop_frames, backend: str = "auto") -> _Source:
     """The one source the options name: a bundle, else a checkpoint (or a model's demo checkpoint)."""
+    from kwsdeploy.cli._options import check_bundle_fixed, check_source
+
+    check_source(checkpoint, bundle, model)
     if bundle is not None:
-        if checkpoint is not None or model is not None:
-            raise ValueError("--bundle excludes --checkpoint and --model; pass one source.")
-        return BundleSource(bundle)
+        src = BundleSource(bundle, backend)
+        check_bundle_fixed(src.spec, mode, hop_frames)
+        return src
     return TorchSource(checkpoint, model, mode, hop_frames)
 
 
@@ -134,30 +135,29 @@ def detect(source, audio: np.ndarray, threshold: float, smoothing: float, refrac
 
 def register(app: typer.Typer) -> None:
     """Add `stream` and `eval-stream` to the CLI."""
-    source_opts = dict(
-        checkpoint=typer.Option(None, "--checkpoint", help="kwsdeploy checkpoint (torch step form)."),
-        bundle=typer.Option(None, "--bundle", help="Exported bundle directory (ONNX Runtime, torch-free runner)."),
-        model=typer.Option(None, "--model", "-m", help="Registry name: use its shipped demo checkpoint."),
-    )
+    from kwsdeploy.cli import _options as opt
+
+    det = opt.detector_options(THRESHOLD, SMOOTHING_S, REFRACTORY_S)
 
     @app.command("stream")
     def stream_cmd(
         wav: Path = typer.Argument(..., help="Recording to listen to (any rate; stereo is averaged)."),
-        checkpoint: Optional[Path] = source_opts["checkpoint"],
-        bundle: Optional[Path] = source_opts["bundle"],
-        model: Optional[str] = source_opts["model"],
-        mode: Optional[str] = typer.Option(None, "--mode", help="exact | windowed (default: the model card's)."),
-        hop_frames: Optional[int] = typer.Option(None, "--packet-frames", "--hop-frames", help=PACKET_HELP),
-        threshold: float = typer.Option(THRESHOLD, "--threshold", help="Smoothed probability that fires an event."),
-        smoothing: float = typer.Option(SMOOTHING_S, "--smoothing", help="Posterior smoothing window, seconds."),
-        refractory: float = typer.Option(REFRACTORY_S, "--refractory", help="Seconds after an event in which none fires."),
+        checkpoint: Optional[Path] = opt.CHECKPOINT,
+        bundle: Optional[Path] = opt.BUNDLE,
+        model: Optional[str] = opt.MODEL,
+        backend: str = opt.BACKEND,
+        mode: Optional[str] = opt.MODE,
+        hop_frames: Optional[int] = opt.PACKET_FRAMES,
+        threshold: float = det["threshold"],
+        smoothing: float = det["smoothing"],
+        refractory: float = det["refractory"],
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ) -> None:
         """Keyword events (label, time, score) in a recording, streamed packet by packet."""
         from kwsdeploy.audio import load_audio
 
         with user_errors():
-            src = _source(checkpoint, bundle, model, mode, hop_frames)
+            src = _source(checkpoint, bundle, model, mode, hop_frames, backend)
             audio, info = load_audio(wav, src.spec.feature_config.sample_rate)
             events = detect(src, audio, threshold, smoothing, refractory)
         if as_json:
@@ -177,24 +177,25 @@ def register(app: typer.Typer) -> None:
 
     @app.command("eval-stream")
     def eval_stream_cmd(
-        checkpoint: Optional[Path] = source_opts["checkpoint"],
-        bundle: Optional[Path] = source_opts["bundle"],
-        model: Optional[str] = source_opts["model"],
+        checkpoint: Optional[Path] = opt.CHECKPOINT,
+        bundle: Optional[Path] = opt.BUNDLE,
+        model: Optional[str] = opt.MODEL,
+        backend: str = opt.BACKEND,
         data: Optional[Path] = typer.Option(None, "--data", help="Prepared directory (default: the demo corpus)."),
         split: str = typer.Option("test", "--split"),
         modes: str = typer.Option("card", "--modes", help="Comma list of exact,windowed (torch sources); 'card' = the card's mode."),
-        hop_frames: Optional[int] = typer.Option(None, "--packet-frames", "--hop-frames", help=PACKET_HELP),
-        clips: int = typer.Option(0, "--clips", help="Clips to join (0 = the whole split)."),
-        threshold: float = typer.Option(THRESHOLD, "--threshold"),
-        smoothing: float = typer.Option(SMOOTHING_S, "--smoothing"),
-        refractory: float = typer.Option(REFRACTORY_S, "--refractory"),
-        seed: int = typer.Option(0, "--seed"),
+        hop_frames: Optional[int] = opt.PACKET_FRAMES,
+        clips: int = typer.Option(0, "--clips", min=0, help="Clips to join (0 = the whole split)."),
+        threshold: float = det["threshold"],
+        smoothing: float = det["smoothing"],
+        refractory: float = det["refractory"],
+        seed: int = typer.Option(0, "--seed", min=0),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
         """Detection accuracy and false alarms per hour on one long recording of test clips and noise gaps."""
         with user_errors():
             rows = evaluate_stream(checkpoint, bundle, model, data, split, modes, hop_frames, clips,
-                                   threshold, smoothing, refractory, seed)
+                                   threshold, smoothing, refractory, seed, backend=backend)
         if as_json:
             typer.echo(json.dumps(rows, indent=1))
             return
@@ -212,8 +213,11 @@ def register(app: typer.Typer) -> None:
 
 
 def evaluate_stream(checkpoint, bundle, model, data, split, modes, hop_frames, clips, threshold, smoothing,
-                    refractory, seed) -> list[dict]:
+                    refractory, seed, backend: str = "auto") -> list[dict]:
     """Build the long recording once and score every requested source/mode on it."""
+    from kwsdeploy.cli._options import check_source
+
+    check_source(checkpoint, bundle, model)  # before the recording is built
     from kwsdeploy.data.dataset import KwsDataset
     from kwsdeploy.data.prepared import load_labels
     from kwsdeploy.streaming.stream_eval import build_long_recording, score_detections
@@ -234,7 +238,12 @@ def evaluate_stream(checkpoint, bundle, model, data, split, modes, hop_frames, c
     audio, events = build_long_recording(pairs, noise=noise, seed=seed)
     sources = []
     if bundle is not None:
-        sources.append(_source(None, bundle, None, None, hop_frames))
+        if modes != "card":
+            from kwsdeploy.cli._options import ContradictionError
+
+            raise ContradictionError(f"--modes {modes} applies to torch sources; a bundle streams in the mode it "
+                                     "was exported in: drop --modes.")
+        sources.append(_source(None, bundle, None, None, hop_frames, backend))
     else:
         for mode in (None,) if modes == "card" else [m.strip() for m in modes.split(",")]:
             sources.append(_source(checkpoint, None, model, mode, hop_frames))

@@ -117,3 +117,16 @@ def test_larger_packets_hear_the_same_keywords(sequence):
     d16 = detect(TorchSource(None, MODEL, None, 16), audio, THRESHOLD, SMOOTHING_S, REFRACTORY_S)
     assert [e.label for e in d8] == [e.label for e in d16]
     assert max(abs(a.time - b.time) for a, b in zip(d8, d16)) <= 0.16 + 1e-9
+
+
+def test_a_bundle_refuses_a_mode_or_packet_it_was_not_exported_with(bundle, sequence, tmp_path):
+    wav = save_wav_atomic(tmp_path / "seq.wav", sequence[0][:16000], 16000)
+    for extra, says in ((["--mode", "windowed"], "streams in exact mode (fixed at export)"),
+                        (["--packet-frames", "7"], "exported with 8 (fixed at export)"),
+                        (["--model", MODEL], "--bundle and --model name different sources")):
+        r = runner.invoke(app, ["stream", "--bundle", str(bundle), str(wav), *extra])
+        assert r.exit_code == 2 and says in r.output, r.output
+    r = runner.invoke(app, ["eval-stream", "--bundle", str(bundle), "--modes", "windowed"])
+    assert r.exit_code == 2 and "drop --modes" in r.output
+    r = runner.invoke(app, ["stream", "--bundle", str(bundle), str(wav), "--mode", "exact", "--json"])
+    assert r.exit_code == 0, r.output  # the bundle's own settings are no contradiction
