@@ -57,6 +57,33 @@ def _read(path: Path) -> tuple[np.ndarray, int]:
     return np.asarray(data, dtype=np.float32), int(rate)
 
 
+def wav_truncation(path: Path) -> str | None:
+    """A note when a RIFF/WAVE file holds fewer audio bytes than its header promises (a cut-off copy
+    or an interrupted recording: libsndfile reads what is there without a word), else None."""
+    import struct
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            pos = 12
+            while pos + 8 <= size:
+                f.seek(pos)
+                cid, clen = struct.unpack("<4sI", f.read(8))
+                if cid == b"data":
+                    have = size - pos - 8
+                    if clen in (0, 0xFFFFFFFF) or have >= clen:  # 0 / max: a streamed header, no promise
+                        return None
+                    return (f"truncated: the WAV header promises {clen} bytes of audio but the file holds {have} "
+                            f"({100 * have / clen:.0f}%); the end of the recording is missing")
+                pos += 8 + clen + (clen & 1)
+    except (OSError, struct.error):
+        return None
+    return None
+
+
 def load_audio(path: PathLike, sample_rate: int = 16000) -> tuple[np.ndarray, AudioInfo]:
     """Read `path` as float32 mono in [-1, 1] at `sample_rate` (soxr 'HQ' resampling if needed)."""
     p = Path(path)
@@ -73,6 +100,9 @@ def load_audio(path: PathLike, sample_rate: int = 16000) -> tuple[np.ndarray, Au
     if rate <= 0:
         raise AudioError(f"Audio file {p} reports an invalid sample rate {rate}. Re-export it with a valid rate.")
     notes: list[str] = []
+    cut = wav_truncation(p)
+    if cut:
+        notes.append(cut)
     if channels > 1:
         mono = data.mean(axis=1, dtype=np.float64).astype(np.float32)
         notes.append(f"averaged {channels} channels to mono")
