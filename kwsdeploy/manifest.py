@@ -215,7 +215,9 @@ class Manifest:
     parity_data: str = ""  # what the export-time parity ran on
     accuracy: Mapping[str, Any] | None = None  # the accuracy report measured at export
     calibration: Calibration | None = None  # INT8 calibration record
-    detection: DetectionSettings | None = None  # keyword-event settings (None: DEFAULT_DETECTION)
+    # keyword-event settings (None: DEFAULT_DETECTION); `kwsdeploy tune` rewrites them. Outside
+    # identity_sha256 and the file hashes, so tuning leaves the graphs valid.
+    detection: DetectionSettings | None = None
     created: str = ""
     kwsdeploy_version: str = ""
     export_seconds: float = 0.0

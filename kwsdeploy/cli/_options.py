@@ -76,15 +76,22 @@ def exporter_option(default: str, help: str = "torch.onnx path: auto (both, keep
 THREADS = typer.Option(None, "--threads", min=1, max=MAX_THREADS, help="CPU threads (default: the library's).")
 
 
-def detector_options(threshold: float, smoothing: float, refractory: float) -> dict[str, typer.models.OptionInfo]:
-    """--threshold (0, 1], --smoothing [0, 10] s, --refractory [0, 60] s with these defaults."""
+def detector_options(threshold: float, smoothing: float, refractory: float,
+                     min_gap: float) -> dict[str, typer.models.OptionInfo]:
+    """--threshold (0, 1], --smoothing [0, 10] s, --refractory and --min-gap [0, 60] s. Their defaults are
+    None (the bundle manifest's settings, else the given defaults, which the help names)."""
     return {
-        "threshold": typer.Option(threshold, "--threshold", callback=finite(0.0, 1.0, lo_open=True),
-                                  help="Smoothed probability that fires an event, in (0, 1]."),
-        "smoothing": typer.Option(smoothing, "--smoothing", callback=finite(0.0, MAX_SMOOTHING_S),
-                                  help="Posterior smoothing window, seconds."),
-        "refractory": typer.Option(refractory, "--refractory", callback=finite(0.0, MAX_REFRACTORY_S),
-                                   help="Seconds after an event in which none fires."),
+        "threshold": typer.Option(None, "--threshold", callback=finite(0.0, 1.0, lo_open=True),
+                                  help=f"Smoothed probability that fires an event, in (0, 1] (default: the "
+                                       f"bundle's, else {threshold:g})."),
+        "smoothing": typer.Option(None, "--smoothing", callback=finite(0.0, MAX_SMOOTHING_S),
+                                  help=f"Posterior smoothing window, seconds (default: the bundle's, else {smoothing:g})."),
+        "refractory": typer.Option(None, "--refractory", callback=finite(0.0, MAX_REFRACTORY_S),
+                                   help=f"Seconds after a keyword's event in which that keyword does not fire again "
+                                        f"(default: the bundle's, else {refractory:g})."),
+        "min_gap": typer.Option(None, "--min-gap", callback=finite(0.0, MAX_REFRACTORY_S),
+                                help=f"Seconds after any event in which no keyword fires (default: the bundle's, "
+                                     f"else {min_gap:g})."),
     }
 
 

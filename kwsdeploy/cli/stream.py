@@ -13,19 +13,29 @@ import typer
 from kwsdeploy.cli.common import user_errors
 from kwsdeploy.contract import DEFAULT_DETECTION, DetectionSettings, StreamSpec, samples_to_seconds
 
-# Detection defaults shared by `stream`, `eval-stream` and `demo` (kwsdeploy.contract.DetectionSettings).
+# Detection defaults shared by `stream`, `eval-stream` and `demo` (kwsdeploy.contract.DetectionSettings; a
+# bundle tuned by `kwsdeploy tune` carries its own).
 THRESHOLD = DEFAULT_DETECTION.threshold
 SMOOTHING_S = DEFAULT_DETECTION.smoothing_seconds
 REFRACTORY_S = DEFAULT_DETECTION.refractory_seconds
+MIN_GAP_S = DEFAULT_DETECTION.min_gap_seconds
 DEFAULT_HOP_FRAMES = 10  # windowed streams recompute the last second every 100 ms
 
 
-def _detector(labels, hop_seconds: float, threshold: float, smoothing: float, refractory: float):
-    from kwsdeploy.runtime.detect import KeywordDetector
+def _settings(threshold: float, smoothing: float, refractory: float, min_gap: float = MIN_GAP_S) -> DetectionSettings:
+    return DetectionSettings(threshold=threshold, smoothing_seconds=smoothing, refractory_seconds=refractory,
+                             min_gap_seconds=min_gap)
 
-    settings = DetectionSettings(threshold, smoothing, refractory)
-    return KeywordDetector(labels, hop_seconds, smoothing_packets=settings.smoothing_packets(hop_seconds),
-                           threshold=settings.threshold, refractory_seconds=settings.refractory_seconds)
+
+def resolve_settings(source, threshold: Optional[float], smoothing: Optional[float], refractory: Optional[float],
+                     min_gap: Optional[float]) -> DetectionSettings:
+    """Options given on the command line, else the bundle manifest's settings, else the defaults."""
+    import dataclasses
+
+    base = getattr(source, "detection", None) or DEFAULT_DETECTION
+    given = {k: v for k, v in (("threshold", threshold), ("smoothing_seconds", smoothing),
+                               ("refractory_seconds", refractory), ("min_gap_seconds", min_gap)) if v is not None}
+    return dataclasses.replace(base, tuned=None, **given) if given else base
 
 
 class _Source:
@@ -96,6 +106,9 @@ class BundleSource(_Source):
         self.labels = self.runner.labels
         self.spec = self.runner.spec
         self.describe = f"{self.runner.manifest.model.get('name', '?')} ({self.spec.mode}, {backend})"
+        from kwsdeploy.runtime.tuning import bundle_detection
+
+        self.detection = bundle_detection(self.runner.manifest)
 
     def logits(self, audio: np.ndarray) -> np.ndarray:
         """Audio (a --frontend bundle) or offline MFCC of [zero cache + audio] through the step graph."""
@@ -127,9 +140,13 @@ def _source(checkpoint, bundle, model, mode, hop_frames, backend: str = "auto") 
     return TorchSource(checkpoint, model, mode, hop_frames)
 
 
-def detect(source, audio: np.ndarray, threshold: float, smoothing: float, refractory: float):
-    """Stream `audio` through `source` and return the keyword events."""
-    det = _detector(source.labels, source.hop_seconds, threshold, smoothing, refractory)
+def detect(source, audio: np.ndarray, threshold: float, smoothing: float, refractory: float,
+           min_gap: float = MIN_GAP_S, settings=None):
+    """Stream `audio` through `source` and return the keyword events (`settings` overrides the numbers)."""
+    from kwsdeploy.runtime.detect import KeywordDetector
+
+    settings = settings or _settings(threshold, smoothing, refractory, min_gap)
+    det = KeywordDetector.from_settings(source.labels, source.hop_seconds, settings)
     return det.update(source.logits(audio)) if len(audio) else []
 
 
@@ -137,7 +154,7 @@ def register(app: typer.Typer) -> None:
     """Add `stream` and `eval-stream` to the CLI."""
     from kwsdeploy.cli import _options as opt
 
-    det = opt.detector_options(THRESHOLD, SMOOTHING_S, REFRACTORY_S)
+    det = opt.detector_options(THRESHOLD, SMOOTHING_S, REFRACTORY_S, MIN_GAP_S)
 
     @app.command("stream")
     def stream_cmd(
@@ -148,9 +165,10 @@ def register(app: typer.Typer) -> None:
         backend: str = opt.BACKEND,
         mode: Optional[str] = opt.MODE,
         hop_frames: Optional[int] = opt.PACKET_FRAMES,
-        threshold: float = det["threshold"],
-        smoothing: float = det["smoothing"],
-        refractory: float = det["refractory"],
+        threshold: Optional[float] = det["threshold"],
+        smoothing: Optional[float] = det["smoothing"],
+        refractory: Optional[float] = det["refractory"],
+        min_gap: Optional[float] = det["min_gap"],
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ) -> None:
         """Keyword events (label, time, score) in a recording, streamed packet by packet."""
@@ -159,17 +177,21 @@ def register(app: typer.Typer) -> None:
         with user_errors():
             src = _source(checkpoint, bundle, model, mode, hop_frames, backend)
             audio, info = load_audio(wav, src.spec.feature_config.sample_rate)
-            events = detect(src, audio, threshold, smoothing, refractory)
+            settings = resolve_settings(src, threshold, smoothing, refractory, min_gap)
+            events = detect(src, audio, 0, 0, 0, settings=settings)
         if as_json:
             typer.echo(json.dumps({
                 "file": str(wav), "source": src.describe, "seconds": samples_to_seconds(len(audio), src.spec.feature_config),
+                "detection": settings.to_dict(),
                 "notes": [n for n in (src.note, *info.notes) if n], "detections": [e.to_dict() for e in events],
             }, indent=1))
             return
         for note in (src.note, *info.notes):
             if note:
                 typer.echo(f"note: {note}", err=True)
-        typer.echo(f"{wav.name}: {samples_to_seconds(len(audio), src.spec.feature_config):.2f} s through {src.describe}, hop {src.hop_seconds * 1000:.0f} ms")
+        typer.echo(f"{wav.name}: {samples_to_seconds(len(audio), src.spec.feature_config):.2f} s through {src.describe}, "
+                   f"hop {src.hop_seconds * 1000:.0f} ms, threshold {settings.threshold:g}"
+                   + (" (tuned, from the manifest)" if settings.tuned else ""))
         for e in events:
             typer.echo(f"  {e.time:8.2f} s  {e.label:<12} p={e.score:.2f}")
         if not events:
@@ -186,16 +208,38 @@ def register(app: typer.Typer) -> None:
         modes: str = typer.Option("card", "--modes", help="Comma list of exact,windowed (torch sources); 'card' = the card's mode."),
         hop_frames: Optional[int] = opt.PACKET_FRAMES,
         clips: int = typer.Option(0, "--clips", min=0, help="Clips to join (0 = the whole split)."),
-        threshold: float = det["threshold"],
-        smoothing: float = det["smoothing"],
-        refractory: float = det["refractory"],
+        threshold: Optional[float] = det["threshold"],
+        smoothing: Optional[float] = det["smoothing"],
+        refractory: Optional[float] = det["refractory"],
+        min_gap: Optional[float] = det["min_gap"],
         seed: int = typer.Option(0, "--seed", min=0),
+        recording: str = typer.Option(
+            "clips", "--recording", help="clips (test clips joined by noise gaps) or a comma list of keywords "
+            "(the split's keywords between held-out synthetic speech and noise parts) and digits (the split's "
+            "digits with 0.5 s pauses): these two report the DET curve."),
+        speech_set: str = typer.Option("test", "--speech-set", help="Held-out TTS half for --recording keywords: test | tune."),
+        speech_minutes: float = typer.Option(32.0, "--speech-minutes", callback=opt.finite(0.0, 600.0, lo_open=True),
+                                             help="Minutes of non-keyword speech (keywords recording)."),
+        target: Optional[float] = typer.Option(None, "--target-fa-per-hour", callback=opt.finite(0.0),
+                                               help="Report the threshold meeting this budget."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Write det.json (and det-<recording>.png with matplotlib) here."),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
-        """Detection accuracy and false alarms per hour on one long recording of test clips and noise gaps."""
+        """Detection on a long recording: accuracy and false alarms per hour, or (keywords, digits) the DET curve."""
+        if recording != "clips":
+            from kwsdeploy.cli._detection import eval_detection_cmd
+
+            with user_errors():
+                src = _source(checkpoint, bundle, model, None if modes == "card" else modes, hop_frames, backend)
+                settings = resolve_settings(src, threshold, smoothing, refractory, min_gap)
+                result = eval_detection_cmd(src, settings, recording, data, split, speech_set, speech_minutes,
+                                            seed, target, out)
+            if as_json:
+                typer.echo(json.dumps(result, indent=1))
+            return
         with user_errors():
             rows = evaluate_stream(checkpoint, bundle, model, data, split, modes, hop_frames, clips,
-                                   threshold, smoothing, refractory, seed, backend=backend)
+                                   threshold, smoothing, refractory, seed, backend=backend, min_gap=min_gap)
         if as_json:
             typer.echo(json.dumps(rows, indent=1))
             return
@@ -213,7 +257,7 @@ def register(app: typer.Typer) -> None:
 
 
 def evaluate_stream(checkpoint, bundle, model, data, split, modes, hop_frames, clips, threshold, smoothing,
-                    refractory, seed, backend: str = "auto") -> list[dict]:
+                    refractory, seed, backend: str = "auto", min_gap=None) -> list[dict]:
     """Build the long recording once and score every requested source/mode on it."""
     from kwsdeploy.cli._options import check_source
 
@@ -249,7 +293,8 @@ def evaluate_stream(checkpoint, bundle, model, data, split, modes, hop_frames, c
             sources.append(_source(checkpoint, None, model, mode, hop_frames))
     rows = []
     for src in sources:
-        events_found = detect(src, audio, threshold, smoothing, refractory)
+        settings = resolve_settings(src, threshold, smoothing, refractory, min_gap)
+        events_found = detect(src, audio, 0, 0, 0, settings=settings)
         score = score_detections([(e.label, e.time) for e in events_found], events, samples_to_seconds(len(audio)))
         rows.append({"source": src.describe, "hop_ms": round(src.hop_seconds * 1000, 3), **score.to_dict()})
     return rows
