@@ -118,9 +118,9 @@ class Trainer:
                 f"(the kwm-causal-* cards); {cfg.model} has none."
             )
         model.to(self.device)
-        if cfg.compile:
-            model.compile()
         self.net = self.world.wrap(model, self.device)  # what the loop calls: the model or DDP around it
+        if cfg.compile:
+            model.compile()  # after wrap: SyncBatchNorm is in place before the forward is traced
         self.micro_batch = cfg.micro_batch or default_micro_batch(cfg.batch_size, self.world.size)
         mfcc = MFCC(self.feature_config).to(self.device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -231,7 +231,8 @@ class Trainer:
             row.update(self._train_epoch(epoch, model, mfcc, optimizer, scheduler, scaler))
             if self.valid_set is not None and len(self.valid_set):
                 vm = evaluate_dataset(model, self.feature_config, self.valid_set, self.labels,
-                                      cfg.eval_batch_size, str(self.device), world=self.world)
+                                      cfg.eval_batch_size, str(self.device), world=self.world,
+                                      num_workers=cfg.num_workers)
                 row.update(valid_loss=vm["loss"], valid_acc=vm["accuracy"], valid_macro_f1=vm["macro_f1"])
             score = row.get("valid_acc", row["train_acc"])
             history.append(row)
