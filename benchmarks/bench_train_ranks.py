@@ -103,6 +103,7 @@ def main() -> None:
     models = [m for m in args.models.split(",") if m]
     ranks = [int(r) for r in args.ranks.split(",")]
     rows = []
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="kws-ranks-") as tmp:
         for m in models:
             first = None
@@ -115,7 +116,8 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
     stem = args.stem or f"train_ranks_{args.device.split(':')[0]}"
     meta = {"schema": SCHEMA, "device": args.device, "device_name": device_name(args.device),
-            "cpu_count": os.cpu_count(), "threads_per_rank": args.threads, "num_workers": args.num_workers,
+            "cpu_count": os.cpu_count(), "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+            "threads_per_rank": args.threads, "num_workers": args.num_workers,
             "data": str(args.data) if args.data else "embedded demo corpus (528 training clips)",
             "command": "python benchmarks/bench_train_ranks.py " + " ".join(sys.argv[1:])}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -123,7 +125,9 @@ def main() -> None:
     lines = [f"# Training throughput over ranks ({meta['device_name']}, {args.device})", "",
              f"`{meta['command']}`; data: {meta['data']}; reference preset, global batch {args.batch_size}, "
              f"{args.epochs} epochs (medians of epochs 2..), {args.threads or 'default'} torch thread(s) per rank, "
-             f"{args.num_workers} loader worker(s), {meta['cpu_count']} CPU cores.", "",
+             f"{args.num_workers} loader worker(s), {meta['cpu_count']} CPU cores, load average "
+             f"{meta['load_average_1min'][0]} before / {meta['load_average_1min'][1]} after (ratios within one run "
+             "are what to read on a shared machine).", "",
              "The last two columns compare the last weights with the first row's (same seed, same global "
              "batches): BatchNorm statistics per rank on CPU (SyncBatchNorm on CUDA) and dropout drawn per rank "
              "make them differ beyond float rounding; a model without either stays within DDP_WEIGHT_ATOL "
