@@ -1,8 +1,14 @@
 """The bundle manifest: what an exported bundle holds, as a versioned, torch-free dataclass.
 
 `manifest.json` round-trips through `Manifest.to_json()` / `Manifest.from_json()`. Readers refuse a
-manifest of a newer schema (upgrade kwsdeploy), and `verify_hashes(bundle_dir)` names any file whose
-bytes changed since export. Exporters and the device runtime both read it; it imports no torch.
+manifest of a newer schema (upgrade kwsdeploy), migrate an older one step by step (`migrate`), and
+`verify_hashes(bundle_dir)` names any file whose bytes changed since export. Exporters and the
+device runtime both read it; it imports no torch.
+
+Schema 2 (schema 1 + migration): every file has a `format` (onnx | engine), its `precision` (a key
+of `kwsdeploy.precisions.PRECISIONS`) and INT8 `recipe`, and engine facts for an engine file
+(`EngineInfo`); the manifest may carry a calibration record (`Calibration`), an accuracy report
+and detection settings (`kwsdeploy.contract.DetectionSettings`).
 """
 
 from __future__ import annotations
@@ -10,21 +16,28 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from kwsdeploy.config import FeatureConfig
-from kwsdeploy.contract import StreamSpec
+from kwsdeploy.contract import DEFAULT_DETECTION, DetectionSettings, StreamSpec
+from kwsdeploy.precisions import PRECISIONS as _PRECISION_TABLE
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# What `identity_sha256` hashes has not changed since schema 1, so its version stays 1 and the
+# graphs of a migrated bundle still carry a matching identity.
+IDENTITY_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 GOLDEN_NAME = "golden.npz"
 # Key of the manifest identity hash in every ONNX file's metadata_props.
 ONNX_METADATA_KEY = "kwsdeploy.manifest_sha256"
 MODES = ("step", "offline")
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = tuple(_PRECISION_TABLE)
 INPUT_KINDS = ("features", "audio")
+FORMATS = ("onnx", "engine")
 
 
 class ManifestError(ValueError):
@@ -90,6 +103,47 @@ class TensorInfo:
         return cls(name=d["name"], shape=tuple(d["shape"]), dtype=d.get("dtype", "float32"))
 
 
+def _from_strict(cls: type, data: Any, where: str):
+    """A small record dataclass from its dict (None stays None), unknown/missing fields a ManifestError."""
+    if data is None:
+        return None
+    if not isinstance(data, Mapping):
+        raise ManifestError(f"{where}: expected an object, got {type(data).__name__}; re-export the bundle.")
+    return cls(**_strict_fields(cls, data, where))
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What a TensorRT engine was built with and for: it runs only on a matching TensorRT and GPU."""
+
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str  # "8.7" (Jetson Orin), "9.0" (H100/H200)
+    source: str = ""  # the bundle's ONNX file it was built from
+    extra: Mapping[str, Any] = field(default_factory=dict)  # builder flags, workspace, ...
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {**dataclasses.asdict(self), "extra": dict(self.extra)}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How an INT8 graph was calibrated: on what, how many clips, which method and seed, and a hash
+    of the ranges it produced (so two bundles can be told apart without their files)."""
+
+    data: str
+    clips: int
+    method: str
+    seed: int
+    ranges_sha256: str
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {**dataclasses.asdict(self), "extra": dict(self.extra)}
+
+
 @dataclass(frozen=True)
 class ModelFile:
     """One ONNX file of a bundle and what was measured on it at export."""
@@ -108,15 +162,21 @@ class ModelFile:
     golden: str = ""  # key prefix of this file's golden input/logits in golden.npz
     exporter: str = ""
     io_dtype: str = "float32"
+    format: str = "onnx"  # "onnx" | "engine" (TensorRT)
+    recipe: str = ""  # INT8 recipe of the precision, if any
+    engine: EngineInfo | None = None  # engine files only
 
     def __post_init__(self) -> None:
         for value, allowed, what in (
             (self.mode, MODES, "mode"),
             (self.precision, PRECISIONS, "precision"),
             (self.input_kind, INPUT_KINDS, "input_kind"),
+            (self.format, FORMATS, "format"),
         ):
             if value not in allowed:
                 raise ManifestError(f"{self.path}: {what} must be one of {allowed}, got {value!r}.")
+        if (self.format == "engine") != (self.engine is not None):
+            raise ManifestError(f"{self.path}: an engine file needs engine facts, and only an engine file has them.")
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "outputs", tuple(self.outputs))
         object.__setattr__(self, "op_histogram", dict(self.op_histogram))
@@ -127,6 +187,7 @@ class ModelFile:
         d["inputs"] = [t.to_dict() for t in self.inputs]
         d["outputs"] = [t.to_dict() for t in self.outputs]
         d["op_histogram"] = dict(sorted(self.op_histogram.items()))
+        d["engine"] = self.engine.to_dict() if self.engine is not None else None
         return d
 
     @classmethod
@@ -135,6 +196,7 @@ class ModelFile:
         d = _strict_fields(cls, d, f"file {d.get('path', '?')!r}")
         d["inputs"] = tuple(TensorInfo.from_dict(t) for t in d["inputs"])
         d["outputs"] = tuple(TensorInfo.from_dict(t) for t in d["outputs"])
+        d["engine"] = _from_strict(EngineInfo, d.get("engine"), f"file {d['path']!r} engine")
         return cls(**d)
 
 
@@ -151,8 +213,11 @@ class Manifest:
     sizes: Mapping[str, int] = field(default_factory=dict)
     checkpoint: Mapping[str, Any] = field(default_factory=dict)  # source, weights sha256, random_init
     parity_data: str = ""  # what the export-time parity ran on
-    accuracy: Mapping[str, Any] | None = None
-    calibration: Mapping[str, Any] | None = None
+    accuracy: Mapping[str, Any] | None = None  # the accuracy report measured at export
+    calibration: Calibration | None = None  # INT8 calibration record
+    # keyword-event settings (None: DEFAULT_DETECTION); `kwsdeploy tune` rewrites them. Outside
+    # identity_sha256 and the file hashes, so tuning leaves the graphs valid.
+    detection: DetectionSettings | None = None
     created: str = ""
     kwsdeploy_version: str = ""
     export_seconds: float = 0.0
@@ -161,6 +226,10 @@ class Manifest:
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(self.labels))
         object.__setattr__(self, "files", tuple(self.files))
+        if isinstance(self.calibration, Mapping):
+            object.__setattr__(self, "calibration", _from_strict(Calibration, self.calibration, "calibration"))
+        if isinstance(self.detection, Mapping):
+            object.__setattr__(self, "detection", DetectionSettings.from_dict(self.detection))
         if self.model.get("num_classes") is not None and len(self.labels) != int(self.model["num_classes"]):
             raise ManifestError(
                 f"manifest has {len(self.labels)} labels but the model has {self.model['num_classes']} classes."
@@ -168,27 +237,39 @@ class Manifest:
         names = [f.path for f in self.files]
         if len(set(names)) != len(names):
             raise ManifestError(f"manifest lists a file twice: {names}")
+        check_manifest(self)
 
     # -- look-ups ---------------------------------------------------------------------------
-    def file(self, mode: str = "step", precision: str = "fp32", input_kind: str | None = None) -> ModelFile:
-        """The model file for a mode/precision (and input kind); a clear error when absent."""
+    def file(
+        self, mode: str = "step", precision: str = "fp32", input_kind: str | None = None, format: str = "onnx"
+    ) -> ModelFile:
+        """The model file for a mode/precision/format (and input kind); a clear error when absent."""
         hits = [
             f for f in self.files
-            if f.mode == mode and f.precision == precision and (input_kind is None or f.input_kind == input_kind)
+            if f.mode == mode and f.precision == precision and f.format == format
+            and (input_kind is None or f.input_kind == input_kind)
         ]
         if not hits:
-            have = ", ".join(f"{f.mode}/{f.precision}/{f.input_kind}" for f in self.files) or "none"
+            have = ", ".join(
+                f"{f.mode}/{f.precision}/{f.input_kind}" + ("" if f.format == "onnx" else f" ({f.format})")
+                for f in self.files
+            ) or "none"
             raise ManifestError(
-                f"bundle has no {mode} model in {precision}"
+                f"bundle has no {mode} model in {precision}" + ("" if format == "onnx" else f" as {format}")
                 + (f" with {input_kind} input" if input_kind else "")
                 + f" (it has: {have}); re-export with the matching --mode/--fp16/--frontend."
             )
         return hits[0]
 
+    @property
+    def detection_settings(self) -> DetectionSettings:
+        """The bundle's detection settings, or the defaults when it has none."""
+        return self.detection or DEFAULT_DETECTION
+
     def identity_sha256(self) -> str:
         """Hash of what the graphs compute (model, labels, features, stream, weights), stamped into ONNX."""
         core = {
-            "schema_version": self.schema_version,
+            "schema_version": IDENTITY_VERSION,
             "model": dict(self.model),
             "labels": list(self.labels),
             "feature_config": self.feature_config.to_dict(),
@@ -214,7 +295,8 @@ class Manifest:
             "checkpoint": dict(self.checkpoint),
             "parity_data": self.parity_data,
             "accuracy": dict(self.accuracy) if self.accuracy is not None else None,
-            "calibration": dict(self.calibration) if self.calibration is not None else None,
+            "calibration": self.calibration.to_dict() if self.calibration is not None else None,
+            "detection": self.detection.to_dict() if self.detection is not None else None,
             "export_seconds": self.export_seconds,
         }
 
@@ -237,15 +319,15 @@ class Manifest:
                 f"bundle manifest has schema version {version}, but kwsdeploy {kwsdeploy.__version__} reads "
                 f"up to {SCHEMA_VERSION}: upgrade kwsdeploy (pip install -U kwsdeploy) to use this bundle."
             )
-        if version < 1:
-            raise ManifestError(f"manifest schema version {version} is not supported; re-export the bundle.")
-        d = _strict_fields(cls, data, "manifest")
+        d = _strict_fields(cls, migrate(data), "manifest")
         try:
             d["feature_config"] = FeatureConfig.from_dict(d["feature_config"])
             d["stream"] = StreamSpec.from_dict(d["stream"]) if d["stream"] is not None else None
+            d["detection"] = DetectionSettings.from_dict(d["detection"]) if d.get("detection") is not None else None
         except (KeyError, TypeError, ValueError) as exc:
-            raise ManifestError(f"manifest: bad feature_config/stream ({exc}); re-export the bundle.") from None
+            raise ManifestError(f"manifest: bad feature_config/stream/detection ({exc}); re-export the bundle.") from None
         d["files"] = tuple(ModelFile.from_dict(f) for f in d["files"])
+        d["calibration"] = _from_strict(Calibration, d.get("calibration"), "manifest calibration")
         return cls(**d)
 
     @classmethod
@@ -282,3 +364,73 @@ class Manifest:
                     f"{name}: sha256 mismatch (expected {expected[:12]}..., got {got[:12]}...): "
                     "the file changed after export; re-export the bundle."
                 )
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def is_plain_name(name: Any) -> bool:
+    """A file name with no directory part: nothing in a bundle may point outside it."""
+    return (isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
+            and "\0" not in name and ":" not in name)
+
+
+def check_labels(labels: Sequence[Any], where: str) -> None:
+    """Labels are non-empty, distinct strings; raise ManifestError naming the first problem."""
+    if not labels:
+        raise ManifestError(f"{where}: no labels.")
+    for lab in labels:
+        if not isinstance(lab, str) or not lab.strip():
+            raise ManifestError(f"{where}: label {lab!r} is not a non-empty string.")
+    seen = [lab for i, lab in enumerate(labels) if lab in labels[:i]]
+    if seen:
+        raise ManifestError(f"{where}: label {seen[0]!r} appears twice; labels must be distinct.")
+
+
+def check_manifest(m: "Manifest") -> None:
+    """Ranges and names a manifest read from disk must satisfy (see the error for what to do)."""
+    where = "manifest"
+    check_labels(list(m.labels), where)
+    for name in [f.path for f in m.files] + list(m.hashes) + list(m.sizes):
+        if not is_plain_name(name):
+            raise ManifestError(f"{where}: file name {name!r} is not a plain file name inside the bundle; re-export it.")
+    for name, digest in m.hashes.items():
+        if not isinstance(digest, str) or not _SHA256.match(digest):
+            raise ManifestError(f"{where}: the sha256 of {name} is not 64 hex digits; re-export the bundle.")
+    for f in m.files:
+        if not (isinstance(f.parity_atol, (int, float)) and math.isfinite(f.parity_atol) and f.parity_atol >= 0):
+            raise ManifestError(f"{where}: {f.path} has parity_atol {f.parity_atol!r}; re-export the bundle.")
+    s = m.stream
+    if s is not None:
+        for name, low in (("packet_frames", 1), ("delay_frames", 0), ("window_frames", 1), ("n_mfcc", 1),
+                          ("num_classes", 1)):
+            v = getattr(s, name)
+            if not isinstance(v, int) or v < low:
+                raise ManifestError(f"{where}: stream.{name} = {v!r}, expected an integer >= {low}; re-export the bundle.")
+        if s.num_classes != len(m.labels):
+            raise ManifestError(f"{where}: stream.num_classes = {s.num_classes} but {len(m.labels)} labels; "
+                                "re-export the bundle.")
+
+
+def _v1_to_v2(d: dict[str, Any]) -> dict[str, Any]:
+    """Schema 1 -> 2: files gain format/recipe/engine, the manifest gains detection; calibration
+    (never written by schema 1) must be empty."""
+    if d.get("calibration") is not None:
+        raise ManifestError("schema 1 manifest has a calibration record, which schema 1 never wrote; re-export the bundle.")
+    files = [{**f, "format": "onnx", "recipe": "", "engine": None} if isinstance(f, Mapping) else f
+             for f in d.get("files", [])]
+    return {**d, "files": files, "detection": None, "schema_version": 2}
+
+
+_MIGRATIONS = {1: _v1_to_v2}  # from version N to N + 1
+
+
+def migrate(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A manifest dict of any supported schema brought to SCHEMA_VERSION, one step at a time."""
+    d = dict(data)
+    version = d.get("schema_version")
+    if not isinstance(version, int) or version < 1:
+        raise ManifestError(f"manifest schema version {version!r} is not supported; re-export the bundle.")
+    while d["schema_version"] < SCHEMA_VERSION:
+        d = _MIGRATIONS[d["schema_version"]](d)
+    return d

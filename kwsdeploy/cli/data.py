@@ -26,7 +26,8 @@ def _summary(out: Path) -> None:
     labels = json.loads((out / "labels.json").read_text())
     typer.echo(f"prepared {out} ({len(labels)} classes)")
     for split, s in stats.items():
-        typer.echo(f"  {split:5s} {s['total']:6d} clips, {s['speakers']} speakers")
+        share = f", _unknown_ {s['unknown_share']:.1%}" if "unknown_share" in s else ""
+        typer.echo(f"  {split:5s} {s['total']:6d} clips, {s['speakers']} speakers{share}")
 
 
 class _LazyBar:
@@ -57,7 +58,10 @@ def prepare_gsc_cmd(
     archive: Optional[Path] = typer.Option(None, "--archive", help="A local speech_commands_v0.0N.tar.gz to extract instead of downloading."),
     source: Optional[Path] = typer.Option(None, "--source", help="An already extracted GSC-layout tree (default: looked up under --data-root)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Prepared folder (default: <data-root>/<corpus>_<split>)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for the unknown/silence draws and rebalancing."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed for the unknown/silence draws and rebalancing."),
+    extra_train: Optional[list[Path]] = typer.Option(None, "--extra-train", help="Another GSC-layout tree whose every clip trains (e.g. from 'kwsdeploy data synth'); repeatable."),
+    negatives: Optional[Path] = typer.Option(None, "--negatives", help="A folder of your own recordings without keywords (any rate/length): cut into 1 s _unknown_ training clips."),
+    unknown_share: float = typer.Option(0.1, "--unknown-share", min=0.0, max=1.0, help="_unknown_ clips drawn from the non-keyword words, as a share of the speech clips of each split."),
     no_download: bool = typer.Option(False, "--no-download", help="Never download; fail if no tree or archive is found."),
     log: bool = typer.Option(False, "--log", help="Log each step (the reference's --log)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a prepared folder already at the output path."),
@@ -75,7 +79,8 @@ def prepare_gsc_cmd(
         bar = _LazyBar("speech commands") if not no_download else None
         try:
             path = prepare_gsc(data_root, data_version, class_split, rebalance, kw, archive, source, out, seed,
-                               allow_download=not no_download, progress=bar, overwrite=overwrite)
+                               allow_download=not no_download, progress=bar, overwrite=overwrite,
+                               extra_train=extra_train or None, negatives=negatives, unknown_share=unknown_share)
         finally:
             if bar is not None:
                 bar.close()
@@ -86,7 +91,7 @@ def prepare_gsc_cmd(
 def prepare_fsdd_cmd(
     fsdd_root: Path = typer.Option(..., "--fsdd-root", "--fsdd_root", help="The Free Spoken Digit Dataset folder (with recordings/)."),
     out: Path = typer.Option(Path("data/fsdd_gsc"), "--out", help="Where to write the GSC-layout tree."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic background noise."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the synthetic background noise."),
     extra_speakers: str = typer.Option(
         "refuse", "--extra-speakers",
         help="Speakers beyond george, jackson, nicolas, theo, yweweler (the full FSDD adds lucas): "
@@ -126,9 +131,9 @@ def synth_cmd(
     words: Optional[str] = typer.Option(None, "--words", help="Comma-separated words to say, e.g. zero,one,...,nine."),
     out: Optional[Path] = typer.Option(None, "--out", help="Where to write the GSC-layout tree (training only)."),
     voices: str = typer.Option("train", "--voices", help="'train' (every installed training voice) or a comma list: en-us+f3,flite:slt,festival:kal_diphone."),
-    per_voice: int = typer.Option(1, "--per-voice", help="Clips of each word per voice (each its own speed, pitch, level)."),
-    unknown_per_voice: int = typer.Option(2, "--unknown-per-voice", help="_unknown_ clips per voice (hard negatives, sentence cuts)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the speed/pitch/level draws."),
+    per_voice: int = typer.Option(1, "--per-voice", min=1, max=10_000, help="Clips of each word per voice (each its own speed, pitch, level)."),
+    unknown_per_voice: int = typer.Option(2, "--unknown-per-voice", min=0, max=10_000, help="_unknown_ clips per voice (hard negatives, sentence cuts)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the speed/pitch/level draws."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a tree that kwsdeploy wrote at --out."),
     list_voices: bool = typer.Option(False, "--list-voices", help="Print the installed voices and their split (JSON) and exit."),
     log: bool = typer.Option(False, "--log", help="Log each step."),

@@ -35,12 +35,17 @@ def _root(
     version: Optional[bool] = typer.Option(
         None, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    threads: int = typer.Option(
+        1, "--threads", min=1, help="CPU threads for torch and ONNX Runtime in the command (default 1).",
+    ),
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error instead of one line."),
 ) -> None:
     """kwsdeploy: what does it cost to hear one more 10 ms of audio, and what did we lose to get there?"""
     from kwsdeploy.cli.common import DEBUG
+    from kwsdeploy.threads import set_default_threads
 
     DEBUG["on"] = debug
+    set_default_threads(threads)
 
 
 def _register_all() -> None:

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from kwsdeploy.cli.common import user_errors
+from kwsdeploy.cli.common import UserError, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -50,10 +50,21 @@ def trtexec_line(bundle: Path, precision: str, version: str, max_batch: int, opt
     plan = tp.build_plan(manifest, precision, version)
     mf = next(f for f in manifest.files if f.path == plan.onnx)
     shapes = tp.profile_shapes(mf.inputs, max_batch, opt_batch)
+    refuse_incompatible(bundle / plan.onnx, plan.version)
     engine = str(out) if out else str(bundle / tp.engine_file_name(precision, version))
     cache = str(timing_cache) if timing_cache else str(bundle / tp.TIMING_CACHE_NAME)
     argv = tp.trtexec_build_command(plan, shapes, str(bundle / plan.onnx), engine, cache, workspace)
     return tp.format_command(argv), plan
+
+
+def refuse_incompatible(onnx_path: Path, version) -> None:
+    """A UserError naming the first thing that TensorRT `version` would refuse in the graph."""
+    from kwsdeploy.trt.compat import check_model
+
+    result = check_model(onnx_path, [version])[0]
+    if not result.ok:
+        raise UserError(f"TensorRT {version} would refuse {onnx_path.name}: {result.findings[0].line()}; "
+                        f"{len(result.findings)} problem(s), see 'kwsdeploy check-trt {onnx_path.parent} --trt {version}'.")
 
 
 def register_engine(app: typer.Typer) -> None:
@@ -89,11 +100,47 @@ def register_engine(app: typer.Typer) -> None:
                 typer.secho(f"error: {exc} Run the trtexec command above on the device (TensorRT {plan.version}).",
                             err=True, fg=typer.colors.RED)
                 raise typer.Exit(2) from None
-            from kwsdeploy.trt.record import record_engine
+            from kwsdeploy.manifest import Manifest
+            from kwsdeploy.trt.plan import build_plan
+            from kwsdeploy.trt.versions import TrtVersion
 
+            installed = TrtVersion.parse(import_tensorrt().__version__)
+            refuse_incompatible(bundle / build_plan(Manifest.read(bundle), precision, installed).onnx, installed)
             result = build_engine(bundle, precision, max_batch, opt_batch, workspace, timing_cache, out,
                                   overwrite=overwrite)
-            record_engine(bundle, result.engine, result.facts)
+            err, atol = engine_golden_parity(bundle, result)
+            if not err <= atol:
+                result.engine.unlink()
+                raise UserError(f"{result.engine.name}: golden parity {err:.3g} exceeds {atol:g} "
+                                f"({result.facts['precision']}); the engine was not kept.")
+            from kwsdeploy.trt.record import record_engine
+
+            record_engine(bundle, result.engine, result.facts, err, atol)
         f = result.facts
         typer.echo(f"{result.engine}: TensorRT {f['tensorrt']} {f['precision']} engine for {f['gpu']} "
-                   f"(sm {f['compute_capability']}), {f['size'] / 1024:.0f} KiB, built in {f['build_seconds']:.1f} s")
+                   f"(sm {f['compute_capability']}), {f['size'] / 1024:.0f} KiB, built in {f['build_seconds']:.1f} s, "
+                   f"golden parity {err:.2e} (atol {atol:g})")
+
+
+def engine_golden_parity(bundle: Path, result) -> tuple[float, float]:
+    """Max |engine - torch| logits on the bundle's golden input (each clip streamed at batch 1), and the
+    tolerance of the engine's precision."""
+    import numpy as np
+
+    from kwsdeploy.manifest import Manifest
+    from kwsdeploy.precisions import get_precision
+    from kwsdeploy.runtime.bundle import load_bundle
+    from kwsdeploy.runtime.trt import TrtStepRunner
+    from kwsdeploy.trt.record import engine_precision
+
+    manifest = Manifest.read(bundle)
+    source = next(f for f in manifest.files if f.path == result.plan.onnx)
+    golden = load_bundle(bundle, check_hashes=False).golden()
+    key = source.golden or f"{source.mode}.{source.input_kind}"
+    x, expected = golden[f"{key}.input"], golden[f"{key}.logits"]
+    runner = TrtStepRunner(result.engine, batch=1, cuda_graph=False)
+    got = np.stack([runner.run(x[i:i + 1])[:, 0] for i in range(x.shape[0])], axis=1)
+    runner.close()
+    err = float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64)))) if got.size else 0.0
+    atol = get_precision(engine_precision(result.facts, source.precision)).atol(source.input_kind == "audio")
+    return err, atol

@@ -117,17 +117,23 @@ def augment_waveform(
     reference: bool = True,
     gain_db: float = 0.0,
     noise_snr_db: Optional[tuple[float, float]] = None,
+    speaker: "Optional[SpeakerAugment]" = None,  # noqa: F821
 ) -> np.ndarray:
     """The waveform steps; `x` float32 [samples], returns a new array.
 
     `reference`: pad/crop, noise at volume U(0, 0.1), shift, speed (the reference's order; with the
     defaults the random draws are exactly the reference pipeline's). `gain_db` > 0 first scales by
     U(-gain_db, gain_db) dB; `noise_snr_db` (lo, hi) mixes noise at U(lo, hi) dB SNR instead of the
-    absolute volume (also when `reference` is off).
+    absolute volume (also when `reference` is off). `speaker` (a `speaker_augment.SpeakerAugment`)
+    runs its steps (speed, VTLP, reverb, EQ/telephone, shift) after the gain, before the noise.
     """
     x = np.asarray(x, dtype=np.float32)
     if gain_db > 0:
         x = random_gain(x, gain_db, rng)
+    if speaker is not None and speaker.active:
+        from kwsdeploy.data.speaker_augment import speaker_augment
+
+        x = speaker_augment(x, speaker, rng, sample_rate)
     if reference:
         x = pad_and_crop(x, rng)
     if noise_snr_db is not None:

@@ -4,7 +4,7 @@ Every distinct clip (a file, or a noise cut for silence) is decoded once into an
 [n_clips, 16000]: in memory for small sets, for large ones a memory-mapped `.npy` under
 `<prepared>/.cache/` (keyed by the jsonl's sha256, written to a temp file and renamed), so an
 epoch costs no WAV decoding. Augmentation (training only: the reference steps and/or the opt-in
-random gain and SNR noise) is seeded per (seed, epoch, index).
+random gain, SNR noise and speaker steps) is seeded per (seed, epoch, index).
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ class KwsDataset:
     """Prepared split -> (waveform float32 tensor [16000], label index); augmentation only if asked."""
 
     def __init__(self, prepared_dir: Path, split: str, augment: bool = False, seed: int = 0, cache: str = "auto",
-                 gain_db: float = 0.0, noise_snr_db: Optional[tuple[float, float]] = None) -> None:
+                 gain_db: float = 0.0, noise_snr_db: Optional[tuple[float, float]] = None,
+                 speaker=None) -> None:
         if split not in SPLITS:
             raise ValueError(f"unknown split '{split}': choose one of {', '.join(SPLITS)}.")
         if cache not in ("auto", "memory", "disk"):
@@ -71,6 +72,7 @@ class KwsDataset:
             raise ValueError(f"gain_db must be >= 0 (the range is +-gain_db), got {gain_db}.")
         self.split, self.augment, self.seed, self.epoch = split, augment, int(seed), 0
         self.gain_db, self.noise_snr_db = float(gain_db), parse_snr_range(noise_snr_db)
+        self.speaker = speaker if speaker is not None and speaker.active else None  # a SpeakerAugment
         self.labels = load_labels(self.prepared_dir)
         self.meta = load_meta(self.prepared_dir)
         self.root = audio_root(self.prepared_dir, self.meta)
@@ -163,7 +165,7 @@ class KwsDataset:
     @property
     def augments(self) -> bool:
         """Whether items are augmented (reference steps, random gain or SNR noise)."""
-        return self.augment or self.gain_db > 0 or self.noise_snr_db is not None
+        return self.augment or self.gain_db > 0 or self.noise_snr_db is not None or self.speaker is not None
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -179,7 +181,7 @@ class KwsDataset:
         if self.augments:
             rng = np.random.default_rng([self.seed, self.epoch, int(index)])
             x = augment_waveform(x, self.noises(), rng, SAMPLE_RATE, reference=self.augment,
-                                 gain_db=self.gain_db, noise_snr_db=self.noise_snr_db)
+                                 gain_db=self.gain_db, noise_snr_db=self.noise_snr_db, speaker=self.speaker)
         return torch.from_numpy(x), self.targets[index]
 
     def class_counts(self) -> dict[str, int]:

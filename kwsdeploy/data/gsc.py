@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -20,7 +21,9 @@ from kwsdeploy.atomic import PREPARED, check_output_dir
 from kwsdeploy.data import download as dl
 from kwsdeploy.data.archive import extract_archive
 from kwsdeploy.data.prepared import CLIP_SAMPLES, SAMPLE_RATE, count_stats, write_prepared
-from kwsdeploy.data.splits import COMMANDS, SILENCE_SHARE, UNKNOWN_SHARE, TreeError, make_splits, scan_tree
+from kwsdeploy.data.splits import (
+    COMMANDS, SILENCE_SHARE, UNKNOWN_SHARE, TreeError, make_splits, merge_training_trees, scan_tree,
+)  # fmt: skip
 
 log = logging.getLogger("kwsdeploy.data")
 
@@ -134,11 +137,18 @@ def prepare_gsc(
     progress=None,
     check_headers: bool = True,
     overwrite: bool = False,
+    extra_train: Optional[list[Path]] = None,
+    negatives: Optional[Path] = None,
+    unknown_share: float = UNKNOWN_SHARE,
 ) -> Path:
     """Prepare train/valid/test jsonl + labels.json + stats.json for a GSC-layout tree; returns the folder.
 
     The folder may lie inside the tree or the data root (the default does), never equal to or
-    around them; an older prepared folder there is replaced only with `overwrite`."""
+    around them; an older prepared folder there is replaced only with `overwrite`.
+    `extra_train`: more GSC-layout trees (e.g. `kwsdeploy data synth`) whose every clip trains;
+    `negatives`: a folder of the user's own non-keyword recordings (any rate, any length), cut into
+    1 s clips that all join `_unknown_` in train (stored in the prepared folder, `negatives/`);
+    `unknown_share`: `_unknown_` clips drawn from the other words, as a share of the speech clips."""
     if class_split not in ("all", "sub"):
         raise ValueError(f"--class-split must be 'all' or 'sub', got '{class_split}'.")
     if keywords is not None:
@@ -156,12 +166,37 @@ def prepare_gsc(
     tree_dir = resolve_tree(data_root, data_version, source, archive, allow_download, opener, progress)
     log.info("scanning %s", tree_dir)
     tree = scan_tree(tree_dir, check_headers=check_headers)
-    labels, splits = make_splits(tree, keywords, rel_base=data_root, rebalance=rebalance, seed=seed)
+    extras = [scan_tree(Path(t), check_headers=check_headers) for t in extra_train or []]
+    tree = merge_training_trees(tree, extras)
+    if negatives is not None and keywords is None:
+        raise ValueError("--negatives needs --keywords (or --class-split sub): they join the _unknown_ class.")
     corpus = _corpus_name(tree_dir, data_version)
-    split_name = "keywords" if keywords is not None and class_split != "sub" else class_split
-    out = Path(out) if out is not None else data_root / output_name(corpus, class_split, labels, keywords, rebalance)
+    if out is None:  # the name needs the labels; a first pass without negatives gives them
+        probe, _ = make_splits(tree, keywords, rel_base=data_root, seed=seed, unknown_share=unknown_share,
+                               negatives=[Path("x")] if negatives is not None else None)
+        out = data_root / output_name(corpus, class_split, probe, keywords, rebalance)
+    out = Path(out)
     inputs.append(("GSC tree", tree_dir))
+    inputs += [("--extra-train", Path(t)) for t in extra_train or []] + [("--negatives", negatives)]
     check_output_dir(out, PREPARED, overwrite, inputs, allow_inside=True)
+    with tempfile.TemporaryDirectory(prefix="kws-negatives-") as neg_tmp:
+        neg_files: dict[str, Path] = {}
+        if negatives is not None:
+            from kwsdeploy.data.negatives import cut_negatives
+
+            for path in cut_negatives(Path(negatives), Path(neg_tmp)):
+                neg_files[f"negatives/{path.name}"] = path
+        neg_paths = [out / name for name in neg_files]
+        labels, splits = make_splits(tree, keywords, rel_base=data_root, rebalance=rebalance, seed=seed,
+                                     unknown_share=unknown_share, negatives=neg_paths or None)
+        _write(out, labels, splits, data_root, tree_dir, tree, corpus, class_split, keywords, rebalance, seed,
+               data_version, unknown_share, extras, negatives, neg_files, overwrite, inputs)
+    return out
+
+
+def _write(out, labels, splits, data_root, tree_dir, tree, corpus, class_split, keywords, rebalance, seed,
+           data_version, unknown_share, extras, negatives, neg_files, overwrite, inputs) -> None:
+    split_name = "keywords" if keywords is not None and class_split != "sub" else class_split
     meta = {
         "corpus": corpus,
         "audio_root": _rel(data_root, out),
@@ -175,9 +210,13 @@ def prepare_gsc(
         "sample_rate": SAMPLE_RATE,
         "clip_samples": CLIP_SAMPLES,
         "silence_share": SILENCE_SHARE if keywords is not None else None,
-        "unknown_share": UNKNOWN_SHARE if keywords is not None else None,
+        "unknown_share": unknown_share if keywords is not None else None,
     }
+    if extras:
+        meta["extra_train"] = [_rel(t.root, data_root) for t in extras]
+    if negatives is not None:
+        meta["negatives"] = {"source": str(negatives), "clips": len(neg_files)}
     stats = count_stats(labels, splits)
-    write_prepared(out, labels, splits, meta, stats, overwrite=overwrite, inputs=inputs, allow_inside=True)
+    write_prepared(out, labels, splits, meta, stats, extra_files=neg_files, overwrite=overwrite, inputs=inputs,
+                   allow_inside=True)
     log.info("prepared %s: %s", out, {s: stats[s]["total"] for s in stats})
-    return out

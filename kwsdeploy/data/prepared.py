@@ -122,4 +122,6 @@ def count_stats(labels: list[str], splits: Mapping[str, list[dict]]) -> dict:
             per[e["label"]] = per.get(e["label"], 0) + 1
         speakers = {e.get("speaker") for e in entries if e.get("speaker")}
         stats[split] = {"classes": per, "total": len(entries), "speakers": len(speakers)}
+        if UNKNOWN in labels:  # the share of non-keyword clips, as a fraction of the split
+            stats[split]["unknown_share"] = round(per[UNKNOWN] / len(entries), 4) if entries else 0.0
     return stats

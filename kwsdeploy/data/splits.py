@@ -132,14 +132,33 @@ def silence_candidates(tree: Tree) -> list[tuple[Path, int]]:
     return out
 
 
+def merge_training_trees(tree: Tree, extra: list[Tree]) -> Tree:
+    """`tree` plus every clip of the `extra` trees as training clips (their lists are ignored)."""
+    if not extra:
+        return tree
+    words = {w: list(c) for w, c in tree.words.items()}
+    split_of = dict(tree.split_of)
+    for t in extra:
+        for w, clips in t.words.items():
+            words.setdefault(w, []).extend(clips)
+            split_of.update({c: "train" for c in clips})
+    return Tree(root=tree.root, words={w: sorted(c) for w, c in words.items()}, split_of=split_of,
+                noise_files=list(tree.noise_files))
+
+
 def make_splits(
     tree: Tree,
     keywords: list[str] | None,
     rel_base: Path,
     rebalance: bool = False,
     seed: int = 0,
+    unknown_share: float = UNKNOWN_SHARE,
+    negatives: list[Path] | None = None,
 ) -> tuple[list[str], dict[str, list[dict]]]:
-    """Labels and per-split entries. `keywords=None` means every word is a class ('all')."""
+    """Labels and per-split entries. `keywords=None` means every word is a class ('all').
+
+    With keywords, `_unknown_` takes up to `unknown_share` x the speech clips of each split from the
+    other words, plus every clip of `negatives` (the user's own non-keyword recordings) in train."""
     if keywords is None:
         labels = class_order(list(tree.words))
         others: list[str] = []
@@ -152,6 +171,8 @@ def make_splits(
                             "choose keywords from the tree.")
         labels = list(keywords)
         others = [w for w in sorted(tree.words) if w not in keywords]
+    if not 0 <= unknown_share <= 10:
+        raise ValueError(f"--unknown-share must be between 0 and 10 (a multiple of the speech clips), got {unknown_share}.")
     splits: dict[str, list[dict]] = {s: [] for s in SPLITS}
     unknown_pool: dict[str, list[Path]] = {s: [] for s in SPLITS}
     for word in labels:
@@ -169,14 +190,16 @@ def make_splits(
                 log.warning("class '%s' has no %s clips in %s", word, split, tree.root)
     if keywords is not None:
         speech_counts = {s: len(splits[s]) for s in SPLITS}
-        if others:
+        if others or negatives:
             labels.append(UNKNOWN)
             rng = np.random.default_rng([seed, 1])
             for split in SPLITS:
                 pool = unknown_pool[split]
-                n = min(len(pool), share_count(UNKNOWN_SHARE, speech_counts[split]))
+                n = min(len(pool), share_count(unknown_share, speech_counts[split]))
                 for i in sorted(rng.permutation(len(pool))[:n]) if pool else []:
                     splits[split].append(_entry(tree, pool[i], UNKNOWN, rel_base))
+            for clip in negatives or []:
+                splits["train"].append(_entry(tree, clip, UNKNOWN, rel_base))
         else:
             log.warning("no words besides the keywords in %s: the '%s' class is skipped", tree.root, UNKNOWN)
         labels.append(SILENCE)

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from kwsdeploy import tolerances
 from kwsdeploy.atomic import BUNDLE, check_output_dir, writing_dir
 from kwsdeploy.config import FeatureConfig
+from kwsdeploy.contract import DEFAULT_DETECTION, DetectionSettings
 from kwsdeploy.manifest import (
     GOLDEN_NAME,
     MANIFEST_NAME,
@@ -30,14 +30,7 @@ from kwsdeploy.manifest import (
     TensorInfo,
     sha256_bytes,
 )
-
-FILE_NAMES = {
-    ("step", "fp32"): "model.onnx",
-    ("step", "fp16"): "model.fp16.onnx",
-    ("offline", "fp32"): "model.offline.onnx",
-    ("offline", "fp16"): "model.offline.fp16.onnx",
-}
-
+from kwsdeploy.precisions import PassContext, Precision, get_precision
 
 class ParityError(RuntimeError):
     """The exported graph does not compute what the torch model computes (nothing was written)."""
@@ -131,49 +124,55 @@ def model_info(model: nn.Module, extra: Mapping[str, Any] | None = None) -> dict
     return info
 
 
-# -- building -----------------------------------------------------------------------------------
-def build_bundle(
-    model: nn.Module,
-    labels: Sequence[str],
-    feature_config: FeatureConfig,
-    parity: ParityData,
-    modes: Sequence[str] = ("step",),
-    frontend: bool = False,
-    fp16: bool = False,
-    smodel: nn.Module | None = None,
-    frontend_step: nn.Module | None = None,
-    frontend_offline: nn.Module | None = None,
-    hop_frames: int | None = None,
-    checkpoint: Mapping[str, Any] | None = None,
-    accuracy: Mapping[str, Any] | None = None,
-    model_extra: Mapping[str, Any] | None = None,
-    opset: int | None = None,
-    exporter: str | None = None,
-    golden_clips: int = 2,
-) -> tuple[Manifest, dict[str, bytes], list[SummaryRow]]:
-    """Export, simplify, check and parity-test every requested graph; nothing touches the disk.
+# -- building: resolve graphs -> precision passes -> parity gate -> assemble the manifest ------------
+@dataclass
+class Graphs:
+    """One mode's fp32 graphs (model core and optional frontend) and the torch logits they must give."""
 
-    Raises ParityError when any graph's max abs logit error exceeds its tolerance.
-    """
-    from kwsdeploy.exporters import onnx as ox
-    from kwsdeploy.exporters.simplify import node_count, op_histogram
+    mode: str
+    kind: str  # "features" | "audio"
+    core: Any  # onnx.ModelProto of the model, frontend not attached
+    front: Any  # onnx.ModelProto of the frontend, or None
+    x: np.ndarray  # the parity input as the full graph takes it
+    expected: np.ndarray  # torch logits on x
+    seconds: float  # export time of the fp32 graphs
 
-    opset = opset or ox.DEFAULT_OPSET
-    exporter = exporter or ox.DEFAULT_EXPORTER
-    t_start = time.perf_counter()
-    model = model.eval()
-    if "step" in modes and smodel is None:
-        from kwsdeploy.streaming.convert import to_streaming
+    @property
+    def golden_key(self) -> str:
+        """Key prefix of this mode's golden input/logits in golden.npz."""
+        return f"{self.mode}.{self.kind}"
 
-        options = {"packet_frames": hop_frames} if hop_frames else {}  # windowed hop or exact packet
-        smodel = to_streaming(model, feature_config=feature_config, **options)
-    if smodel is not None:
-        smodel = smodel.eval()
+
+@dataclass
+class TorchModules:
+    """The torch modules a bundle is exported from (the step form and frontends resolved once)."""
+
+    model: nn.Module
+    feature_config: FeatureConfig
+    smodel: nn.Module | None = None
+    frontend_step: nn.Module | None = None
+    frontend_offline: nn.Module | None = None
+
+
+def resolve_modules(
+    model: nn.Module, feature_config: FeatureConfig, modes: Sequence[str], frontend: bool,
+    smodel: nn.Module | None = None, frontend_step: nn.Module | None = None,
+    frontend_offline: nn.Module | None = None, hop_frames: int | None = None,
+) -> TorchModules:
+    """The step form (converted unless given) and the frontends a request needs, all in eval mode."""
+    for mode in modes:
+        if mode not in ("step", "offline"):
+            raise ValueError(f"mode must be 'step' or 'offline', got {mode!r}.")
     if "step" in modes and not feature_config.causal and not frontend:
         raise ValueError(
             "This model uses the reference frontend (top_db relative to each window), so its step graph "
             "takes audio: export it with --frontend (the window's clamp and DCT run inside the graph)."
         )
+    if "step" in modes and smodel is None:
+        from kwsdeploy.streaming.convert import to_streaming
+
+        options = {"packet_frames": hop_frames} if hop_frames else {}  # windowed hop or exact packet
+        smodel = to_streaming(model, feature_config=feature_config, **options)
     if frontend and "step" in modes and frontend_step is None:
         from kwsdeploy.streaming.pipeline import make_frontend
 
@@ -181,120 +180,207 @@ def build_bundle(
     if frontend and "offline" in modes and frontend_offline is None:
         from kwsdeploy.features import MFCC
 
-        frontend_offline = MFCC(feature_config).eval()
-    kind = "audio" if frontend else "features"
-    data = parity.audio if frontend else parity.features
-    if data is None:
-        raise ValueError(f"parity needs {kind} clips ({'--frontend' if frontend else 'feature'} export); none were given.")
-    data = np.ascontiguousarray(data, dtype=np.float32)
-    precisions = ("fp32", "fp16") if fp16 else ("fp32",)
+        frontend_offline = MFCC(feature_config)
+    evals = [m.eval() if m is not None else None for m in (smodel, frontend_step, frontend_offline)]
+    return TorchModules(model.eval(), feature_config, *evals)
 
-    files: list[ModelFile] = []
-    protos: dict[str, Any] = {}
-    golden: dict[str, np.ndarray] = {}
-    rows: list[SummaryRow] = []
-    agree: list[float] = []
-    for mode in modes:
-        t0 = time.perf_counter()
-        if mode == "step":
-            spec = smodel.stream_spec
-            step_mod: nn.Module = smodel
-            states = list(smodel.init_state(data.shape[0]))
-            packet = spec.packet_frames
-            if frontend:
-                step_mod = ox.FrontendStep(frontend_step, smodel).eval()
-                fs = ox.frontend_state_spec(frontend_step, feature_config)
-                states = [torch.zeros(data.shape[0], *fs.shape), *states]
-                packet = spec.packet_frames * feature_config.hop_length
-            core32 = ox.export_step(smodel, opset=opset, exporter=exporter)
-            front = ox.export_frontend_step(frontend_step, spec, opset, exporter) if frontend else None
-            x = data
-            expected = torch_stream(step_mod, states, x, packet)
-            run = _ort_stream
-        elif mode == "offline":
-            if frontend:
-                x = data[:, : feature_config.clip_samples]
-                if x.shape[1] < feature_config.clip_samples:
-                    x = np.pad(x, [(0, 0), (0, feature_config.clip_samples - x.shape[1])])
-                module: nn.Module = ox.FrontendOffline(frontend_offline, model).eval()
-            else:
-                x = _clip_frames(data, feature_config.clip_frames)
-                module = model
-            x = np.ascontiguousarray(x, dtype=np.float32)
-            core32 = ox.export_offline(model, clip_frames=feature_config.clip_frames, opset=opset, exporter=exporter)
-            front = (
-                ox.export_frontend_offline(frontend_offline, feature_config.clip_samples, opset, exporter)
-                if frontend else None
-            )
-            with torch.no_grad():
-                expected = module(torch.from_numpy(x)).float().numpy()
-            run = _ort_offline
-        else:
-            raise ValueError(f"mode must be 'step' or 'offline', got {mode!r}.")
-        seconds_export = time.perf_counter() - t0
-        prefix = f"{mode}.{kind}"
-        golden[f"{prefix}.input"] = x[:golden_clips]
-        golden[f"{prefix}.logits"] = expected[:, :golden_clips] if mode == "step" else expected[:golden_clips]
-        for precision in precisions:
-            t1 = time.perf_counter()
-            # fp16 converts the model only: a frontend stays fp32 in front of it.
-            core = core32 if precision == "fp32" else ox.to_fp16(core32)
-            proto = ox.attach_frontend(front, core) if front is not None else core
-            ox.check_graph(proto)
-            got = run(proto.SerializeToString(), x)
-            err = float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64))))
-            if precision != "fp32":
-                atol = tolerances.ONNX_FP16_PARITY_ATOL
-            elif frontend:  # float32 STFT rounding in quiet mel bands (see tolerances)
-                atol = tolerances.ONNX_FRONTEND_PARITY_ATOL
-            else:
-                atol = tolerances.ONNX_PARITY_ATOL
-            name = FILE_NAMES[(mode, precision)]
-            if not err <= atol:  # also catches NaN
-                raise ParityError(
-                    f"{name}: ONNX Runtime vs torch max abs logit difference {err:.3g} exceeds {atol:g} "
-                    f"({mode}, {precision}, {parity.source or 'parity clips'}); nothing was written."
-                )
-            if precision == "fp32":
-                agree.append(float(np.mean(got.argmax(-1) == expected.argmax(-1))))
-            ins, outs = ox.io_info(proto)
-            files.append(ModelFile(
-                path=name, mode=mode, precision=precision, input_kind=kind, opset=ox.opset_of(proto),
-                inputs=tuple(TensorInfo(**d) for d in ins), outputs=tuple(TensorInfo(**d) for d in outs),
-                nodes=node_count(proto), op_histogram=op_histogram(proto), parity_max_abs=err,
-                parity_atol=atol, golden=prefix, exporter=ox.exporter_of(proto),
-            ))
-            protos[name] = proto
-            rows.append(SummaryRow(name, 0, ox.opset_of(proto), [d["name"] for d in ins], [d["name"] for d in outs],
-                                   node_count(proto), err, atol,
-                                   (seconds_export if precision == "fp32" else 0.0) + time.perf_counter() - t1))
 
+def step_graphs(mods: TorchModules, data: np.ndarray, frontend: bool, opset: int, exporter: str) -> Graphs:
+    """The fp32 step graph(s) and the torch step form's logits streamed over the parity clips."""
+    from kwsdeploy.exporters import onnx as ox
+
+    t0 = time.perf_counter()
+    smodel, fc = mods.smodel, mods.feature_config
+    spec = smodel.stream_spec
+    step_mod: nn.Module = smodel
+    states = list(smodel.init_state(data.shape[0]))
+    packet = spec.packet_frames
+    if frontend:
+        step_mod = ox.FrontendStep(mods.frontend_step, smodel).eval()
+        fs = ox.frontend_state_spec(mods.frontend_step, fc)
+        states = [torch.zeros(data.shape[0], *fs.shape), *states]
+        packet = spec.packet_samples
+    core = ox.export_step(smodel, opset=opset, exporter=exporter)
+    front = ox.export_frontend_step(mods.frontend_step, spec, opset, exporter) if frontend else None
+    expected = torch_stream(step_mod, states, data, packet)
+    return Graphs("step", _kind(frontend), core, front, data, expected, time.perf_counter() - t0)
+
+
+def offline_graphs(mods: TorchModules, data: np.ndarray, frontend: bool, opset: int, exporter: str) -> Graphs:
+    """The fp32 offline graph(s) and the torch model's logits on one clip of each parity input."""
+    from kwsdeploy.exporters import onnx as ox
+
+    t0 = time.perf_counter()
+    fc = mods.feature_config
+    if frontend:
+        x = data[:, : fc.clip_samples]
+        if x.shape[1] < fc.clip_samples:
+            x = np.pad(x, [(0, 0), (0, fc.clip_samples - x.shape[1])])
+        module: nn.Module = ox.FrontendOffline(mods.frontend_offline, mods.model).eval()
+    else:
+        x = _clip_frames(data, fc.clip_frames)
+        module = mods.model
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    core = ox.export_offline(mods.model, clip_frames=fc.clip_frames, opset=opset, exporter=exporter)
+    front = ox.export_frontend_offline(mods.frontend_offline, fc.clip_samples, opset, exporter) if frontend else None
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x)).float().numpy()
+    return Graphs("offline", _kind(frontend), core, front, x, expected, time.perf_counter() - t0)
+
+
+def _kind(frontend: bool) -> str:
+    return "audio" if frontend else "features"
+
+
+def precision_graph(graphs: Graphs, precision: Precision, ctx: PassContext):
+    """The precision's pass on the fp32 model graph, the fp32 frontend attached in front, checked."""
+    from kwsdeploy.exporters import onnx as ox
+
+    fn = precision.pass_fn()
+    core = graphs.core if fn is None else fn(graphs.core, ctx)
+    proto = ox.attach_frontend(graphs.front, core) if graphs.front is not None else core
+    ox.check_graph(proto)
+    return proto
+
+
+def parity_gate(graphs: Graphs, precision: Precision, proto, source: str) -> tuple[float, float, np.ndarray]:
+    """ONNX Runtime on the parity input vs the torch logits: (max abs error, tolerance, ORT logits).
+
+    Raises ParityError above the precision's tolerance (NaN included)."""
+    run = _ort_stream if graphs.mode == "step" else _ort_offline
+    got = run(proto.SerializeToString(), graphs.x)
+    err = float(np.max(np.abs(got.astype(np.float64) - graphs.expected.astype(np.float64))))
+    atol = precision.atol(frontend=graphs.front is not None)
+    if not err <= atol:  # also catches NaN
+        raise ParityError(
+            f"{precision.file_name(graphs.mode)}: ONNX Runtime vs torch max abs logit difference {err:.3g} "
+            f"exceeds {atol:g} ({graphs.mode}, {precision.name}, {source or 'parity clips'}); nothing was written."
+        )
+    return err, atol, got
+
+
+def model_file(graphs: Graphs, precision: Precision, proto, err: float, atol: float) -> ModelFile:
+    """The manifest entry of one checked graph."""
+    from kwsdeploy.exporters import onnx as ox
+    from kwsdeploy.exporters.simplify import node_count, op_histogram
+
+    ins, outs = ox.io_info(proto)
+    return ModelFile(
+        path=precision.file_name(graphs.mode), mode=graphs.mode, precision=precision.name, input_kind=graphs.kind,
+        opset=ox.opset_of(proto), inputs=tuple(TensorInfo(**d) for d in ins),
+        outputs=tuple(TensorInfo(**d) for d in outs), nodes=node_count(proto), op_histogram=op_histogram(proto),
+        parity_max_abs=err, parity_atol=atol, golden=graphs.golden_key, exporter=ox.exporter_of(proto),
+        format=precision.format, recipe=precision.recipe,
+    )
+
+
+def _summary_row(mf: ModelFile, seconds: float) -> SummaryRow:
+    return SummaryRow(mf.path, 0, mf.opset, [t.name for t in mf.inputs], [t.name for t in mf.outputs],
+                      mf.nodes, mf.parity_max_abs, mf.parity_atol, seconds)
+
+
+def precision_table(precisions: Sequence[str]) -> list[Precision]:
+    """The table entries of a request: fp32 (always built: the reference every other is held to) first."""
+    names = list(dict.fromkeys(["fp32", *precisions]))
+    return [get_precision(n) for n in names]
+
+
+def assemble_manifest(
+    mods: TorchModules, labels: Sequence[str], modes: Sequence[str], files: Sequence[ModelFile],
+    parity_source: str, agree: Sequence[float], t_start: float, checkpoint: Mapping[str, Any] | None = None,
+    accuracy: Mapping[str, Any] | None = None, model_extra: Mapping[str, Any] | None = None,
+    calibration: Mapping[str, Any] | None = None, detection: DetectionSettings | None = None,
+) -> Manifest:
+    """The manifest of the checked files (hashes and sizes are filled in once the bytes exist)."""
     import kwsdeploy
 
     acc = dict(accuracy or {})
     acc["onnx_vs_torch_top1_agreement"] = float(np.mean(agree)) if agree else None
-    manifest = Manifest(
-        model=model_info(model, model_extra),
+    return Manifest(
+        model=model_info(mods.model, model_extra),
         labels=tuple(labels),
-        feature_config=feature_config,
-        stream=smodel.stream_spec if smodel is not None and "step" in modes else None,
+        feature_config=mods.feature_config,
+        stream=mods.smodel.stream_spec if mods.smodel is not None and "step" in modes else None,
         files=tuple(files),
         checkpoint=dict(checkpoint or {}),
-        parity_data=parity.source,
+        parity_data=parity_source,
         accuracy=acc,
+        calibration=calibration,
+        detection=detection or DEFAULT_DETECTION,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         kwsdeploy_version=kwsdeploy.__version__,
         export_seconds=round(time.perf_counter() - t_start, 3),
     )
+
+
+def bundle_blobs(manifest: Manifest, protos: Mapping[str, Any], golden: Mapping[str, np.ndarray]):
+    """Stamp every graph with the manifest identity, add golden.npz, and hash them into the manifest."""
     blobs = {name: _stamp(proto, manifest, name).SerializeToString() for name, proto in protos.items()}
     buf = io.BytesIO()
     np.savez(buf, **golden)
     blobs[GOLDEN_NAME] = buf.getvalue()
     manifest = dataclasses.replace(
-        manifest,
-        hashes={n: sha256_bytes(b) for n, b in blobs.items()},
-        sizes={n: len(b) for n, b in blobs.items()},
+        manifest, hashes={n: sha256_bytes(b) for n, b in blobs.items()}, sizes={n: len(b) for n, b in blobs.items()}
     )
+    return manifest, blobs
+
+
+def build_bundle(
+    model: nn.Module,
+    labels: Sequence[str],
+    feature_config: FeatureConfig,
+    parity: ParityData,
+    modes: Sequence[str] = ("step",),
+    frontend: bool = False,
+    precisions: Sequence[str] = ("fp32",),
+    smodel: nn.Module | None = None,
+    frontend_step: nn.Module | None = None,
+    frontend_offline: nn.Module | None = None,
+    hop_frames: int | None = None,
+    opset: int | None = None,
+    exporter: str | None = None,
+    golden_clips: int = 2,
+    calibration_data: Any = None,
+    precision_options: Mapping[str, Mapping[str, Any]] | None = None,
+    **manifest_extra: Any,
+) -> tuple[Manifest, dict[str, bytes], list[SummaryRow]]:
+    """Export every requested mode, run the precision table on it, parity-gate every graph, then
+    assemble the manifest; nothing touches the disk. Raises ParityError above a tolerance.
+
+    `manifest_extra`: checkpoint, accuracy, model_extra, detection (see `assemble_manifest`).
+    """
+    from kwsdeploy.exporters import onnx as ox
+
+    opset, exporter = opset or ox.DEFAULT_OPSET, exporter or ox.DEFAULT_EXPORTER
+    t_start = time.perf_counter()
+    table = precision_table(precisions)
+    mods = resolve_modules(model, feature_config, modes, frontend, smodel, frontend_step, frontend_offline, hop_frames)
+    data = parity.audio if frontend else parity.features
+    if data is None:
+        raise ValueError(f"parity needs {_kind(frontend)} clips ({'--frontend' if frontend else 'feature'} export); none were given.")
+    data = np.ascontiguousarray(data, dtype=np.float32)
+    files, protos, golden, rows, agree, record = [], {}, {}, [], [], {}
+    for mode in modes:
+        graphs = (step_graphs if mode == "step" else offline_graphs)(mods, data, frontend, opset, exporter)
+        golden[f"{graphs.golden_key}.input"] = graphs.x[:golden_clips]
+        golden[f"{graphs.golden_key}.logits"] = graphs.expected[:, :golden_clips] if mode == "step" else graphs.expected[:golden_clips]
+        for precision in table:
+            t1 = time.perf_counter()
+            ctx = PassContext(mode, frontend, graphs.x, calibration_data if precision.needs_calibration else None,
+                              None, dict((precision_options or {}).get(precision.name, {})))
+            proto = precision_graph(graphs, precision, ctx)
+            err, atol, got = parity_gate(graphs, precision, proto, parity.source)
+            if precision.name == "fp32":
+                agree.append(float(np.mean(got.argmax(-1) == graphs.expected.argmax(-1))))
+            record.update(ctx.record or {})
+            mf = model_file(graphs, precision, proto, err, atol)
+            files.append(mf)
+            protos[mf.path] = proto
+            rows.append(_summary_row(mf, (graphs.seconds if precision.name == "fp32" else 0.0) + time.perf_counter() - t1))
+    calibration = manifest_extra.pop("calibration", None) or record or None
+    manifest = assemble_manifest(mods, labels, modes, files, parity.source, agree, t_start,
+                                 calibration=calibration, **manifest_extra)
+    manifest, blobs = bundle_blobs(manifest, protos, golden)
     for row in rows:
         row.size_bytes = len(blobs[row.file])
     return manifest, blobs, rows

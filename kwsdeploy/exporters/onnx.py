@@ -328,6 +328,11 @@ def io_info(proto: onnx.ModelProto) -> tuple[list[dict], list[dict]]:
 _F32, _F16 = TensorProto.FLOAT, TensorProto.FLOAT16
 
 
+def fp16_pass(proto: onnx.ModelProto, ctx: object = None) -> onnx.ModelProto:
+    """The fp16 entry of the precision table (`kwsdeploy.precisions`): `to_fp16`."""
+    return to_fp16(proto)
+
+
 def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
     """fp16 arithmetic with fp32 inputs/outputs: float initializers and constants become fp16, a Cast
     sits after every fp32 input and before every fp32 output."""

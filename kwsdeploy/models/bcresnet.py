@@ -167,11 +167,22 @@ class BCResNet(nn.Module):
         return [(name, getattr(self, name)) for name, *_ in STAGES]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv3(self.conv2(self._trunk(x))).mean(-1, keepdim=True)
+        return self.conv4(out).flatten(1)  # [B, classes]; the reference's squeeze() lost batch 1
+
+    def _trunk(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(x)
         for _, block in self.blocks():
             out = block(out)
-        out = self.conv3(self.conv2(out)).mean(-1, keepdim=True)
-        return self.conv4(out).flatten(1)  # [B, classes]; the reference's squeeze() lost batch 1
+        return out
+
+    def forward_window(self, x: torch.Tensor, clip_frames: int) -> torch.Tensor:
+        """Causal model: the logits a stream gives after all of `x`: the time mean over the last
+        `clip_frames` output frames (the step form's pooling window)."""
+        if not self.causal:
+            raise RuntimeError("forward_window() is defined for the causal BC-ResNet only.")
+        out = self.conv3(self.conv2(self._trunk(x)))[..., -int(clip_frames):].mean(-1, keepdim=True)
+        return self.conv4(out).flatten(1)
 
 
 def build_bcresnet(num_classes: int = 12, n_mfcc: int = 40, scale: int = 1, causal: bool = False) -> BCResNet:

@@ -218,6 +218,13 @@ class KeywordMamba(nn.Module):
             raise RuntimeError("forward_sequence() is defined for the causal Keyword Mamba only.")
         return self.head(self.forward_features(x))
 
+    def forward_window(self, x: torch.Tensor, clip_frames: int) -> torch.Tensor:
+        """Causal model with readout "mean": the logits a stream gives after all of `x` (the mean of
+        the last `clip_frames` per-frame logits)."""
+        if not self.causal or self.readout != "mean":
+            raise RuntimeError("forward_window() is defined for the causal Keyword Mamba with readout='mean' only.")
+        return self.forward_sequence(x)[:, -int(clip_frames):].mean(1)
+
     def extra_macs(self, frames: int = FRAMES) -> int:
         """MACs per clip of `frames` frames that Linear hooks miss (depthwise convs, ~3 per scan element)."""
         tokens = frames + (0 if self.causal else 1)

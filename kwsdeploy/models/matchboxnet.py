@@ -111,6 +111,16 @@ class MatchboxNet(nn.Module):
             out = block(out)
         return self.head(out.mean(dim=-1))
 
+    def forward_window(self, x: torch.Tensor, clip_frames: int) -> torch.Tensor:
+        """Causal model: the logits a stream gives after all of `x`: the head on the mean of the last
+        `clip_frames` output frames (the step form's pooling window)."""
+        if not self.causal:
+            raise RuntimeError("forward_window() is defined for the causal MatchboxNet only.")
+        out = x.flatten(1, 2)
+        for block in self.blocks:
+            out = block(out)
+        return self.head(out[..., -int(clip_frames):].mean(dim=-1))
+
 
 def build_matchboxnet(num_classes: int = 12, n_mfcc: int = 64, causal: bool = False) -> MatchboxNet:
     """Registry builder."""

@@ -86,10 +86,21 @@ class TCResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 1 or x.shape[2] != self.in_features:
             raise ValueError(f"TC-ResNet expects features [B, 1, {self.in_features}, T], got {list(x.shape)}.")
+        return self.head(self._trunk(x).mean(dim=-1))
+
+    def _trunk(self, x: torch.Tensor) -> torch.Tensor:
         out = self.stem(x.flatten(1, 2))
         for block in self.blocks:
             out = block(out)
-        return self.head(out.mean(dim=-1))
+        return out
+
+    def forward_window(self, x: torch.Tensor, clip_frames: int) -> torch.Tensor:
+        """Causal model: the logits a stream gives after all of `x`: the head on the mean of the last
+        ceil(clip_frames / time_stride) output frames (the step form's pooling window)."""
+        if not self.causal:
+            raise RuntimeError("forward_window() is defined for the causal TC-ResNet only.")
+        window = -(-int(clip_frames) // self.time_stride)
+        return self.head(self._trunk(x)[..., -window:].mean(dim=-1))
 
 
 def build_tcresnet(num_classes: int = 12, n_mfcc: int = 40, channels: Sequence[int] = WIDTHS["tcresnet8"], causal: bool = False) -> TCResNet:

@@ -41,11 +41,13 @@ def resolve_providers(providers: Sequence[str] | None) -> list[str]:
 def make_session(
     model: str | Path | bytes, providers: Sequence[str] | None = None, threads: int | None = None
 ) -> ort.InferenceSession:
-    """An InferenceSession on a file path or serialized bytes, with the chosen providers."""
+    """An InferenceSession on a file path or serialized bytes, with the chosen providers and `threads`
+    intra-op threads (None: kwsdeploy's default, 1; see kwsdeploy.threads)."""
+    from kwsdeploy.threads import default_threads
+
     opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
+    opts.intra_op_num_threads = int(threads or default_threads())
+    opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     src = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(src, sess_options=opts, providers=resolve_providers(providers))

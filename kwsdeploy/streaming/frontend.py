@@ -71,7 +71,7 @@ class _SampleCacheFrontend(nn.Module):
 
     def init_state(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
         """The zero cache, as a one-tensor tuple (the frontend's only state)."""
-        return (torch.zeros(batch, self.cache_samples, dtype=self.mfcc.dft_kernel.dtype),)
+        return (torch.zeros(batch, self.cache_samples, dtype=self.mfcc.mel_fb.dtype),)
 
     def frames_of(self, samples: torch.Tensor) -> torch.Tensor:
         """The frames of cache + packet samples [B, cache + hop*k] (subclasses choose MFCC or dB mel)."""

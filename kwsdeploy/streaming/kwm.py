@@ -152,7 +152,7 @@ def chunk_mix(
     grows by about 2 nodes per frame and layer.
     """
     xz = mixer.in_proj(hidden)
-    x, z = xz.chunk(2, dim=-1)  # [B, L, d_inner]
+    x, z = xz.split(mixer.d_inner, dim=-1)  # [B, L, d_inner], one Split node
     xc, conv_state = causal_depthwise_conv(x.transpose(1, 2), mixer.conv1d.weight, mixer.conv1d.bias, conv_state)
     xc = F.silu(xc).transpose(1, 2)  # [B, L, d_inner]
     dt, Bm, Cm = torch.split(mixer.x_proj(xc), [mixer.dt_rank, mixer.d_state, mixer.d_state], dim=-1)

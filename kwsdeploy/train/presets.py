@@ -25,6 +25,13 @@ class TrainConfig:
     augment: bool = True  # waveform augmentation inside the dataset (pad/crop, noise, shift, speed)
     gain_db: float = 0.0  # opt-in: random gain U(-gain_db, +gain_db) dB on each training clip (0: off)
     noise_snr_db: tuple[float, float] | None = None  # opt-in: noise at U(lo, hi) dB SNR, not absolute volume
+    # Opt-in speaker augmentation of each training clip (kwsdeploy.data.speaker_augment; all off: None/0):
+    speed_range: tuple[float, float] | None = None  # resample by U(lo, hi): tempo, pitch and formants
+    vtlp: float = 0.0  # vocal-tract-length perturbation, warp factor U(1 - vtlp, 1 + vtlp)
+    reverb_p: float = 0.0  # probability of a synthetic room (RT60 0.15-0.7 s)
+    eq_db: float = 0.0  # random smooth EQ of +-eq_db dB
+    telephone_p: float = 0.0  # probability of a telephone band (300-3,400 Hz) instead of the EQ
+    shift_s: float = 0.0  # time shift U(-shift_s, shift_s) s, zero-filled
     spec_augment: bool = True  # 2 time masks (0-24 frames) + 2 frequency masks (0-6 coefficients)
     # Opt-in for recurrent step models (causal KWM): each training clip follows this many seconds of
     # another clip of the batch, and the loss reads the mean of the last second's per-frame logits,
@@ -53,6 +60,9 @@ class TrainConfig:
             from kwsdeploy.data.augment import parse_snr_range
 
             object.__setattr__(self, "noise_snr_db", parse_snr_range(self.noise_snr_db))
+        if self.speed_range is not None:
+            object.__setattr__(self, "speed_range", tuple(float(v) for v in self.speed_range))
+        self.speaker_augment()  # validates the speaker-augmentation fields
         if self.stream_context_s < 0:
             raise ValueError(f"stream_context_s must be >= 0 seconds, got {self.stream_context_s}.")
         if self.gain_db < 0:
@@ -68,6 +78,13 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.lr <= 0 or self.min_lr < 0 or self.warmup_epochs < 0 or not 0 <= self.label_smoothing < 1:
             raise ValueError("lr must be > 0, min_lr >= 0, warmup_epochs >= 0 and 0 <= label_smoothing < 1.")
+
+    def speaker_augment(self):
+        """The speaker-augmentation steps of this config (a `SpeakerAugment`, maybe inactive)."""
+        from kwsdeploy.data.speaker_augment import SpeakerAugment
+
+        return SpeakerAugment(speed=self.speed_range, vtlp=self.vtlp, reverb_p=self.reverb_p, eq_db=self.eq_db,
+                              telephone_p=self.telephone_p, shift_s=self.shift_s)
 
     def with_overrides(self, **overrides: Any) -> "TrainConfig":
         """A copy with the given fields replaced (None values are ignored)."""
@@ -108,7 +125,15 @@ DEMO = TrainConfig(
     label_smoothing=0.1, augment=False, spec_augment=True, preset="demo",
 )
 
-PRESETS: dict[str, TrainConfig] = {"reference": REFERENCE, "demo": DEMO}
+# The demo preset plus speaker augmentation and level-relative noise, for corpora with many speakers
+# (real FSDD + synthetic speakers + _unknown_): the recipe of the shipped checkpoints
+# (benchmarks/train_shipped_checkpoints.sh; its ablation in benchmarks/results/speakers_ablation.md).
+SPEAKERS = dataclasses.replace(
+    DEMO, preset="speakers", gain_db=10.0, noise_snr_db=(5.0, 30.0), speed_range=(0.85, 1.15), vtlp=0.1,
+    reverb_p=0.3, eq_db=6.0, telephone_p=0.15, shift_s=0.1,
+)
+
+PRESETS: dict[str, TrainConfig] = {"reference": REFERENCE, "demo": DEMO, "speakers": SPEAKERS}
 
 
 def get_preset(name: str) -> TrainConfig:

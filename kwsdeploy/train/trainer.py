@@ -68,6 +68,13 @@ def feature_config_for(cfg: TrainConfig) -> FeatureConfig:
     return FeatureConfig.reference(n_mfcc) if cfg.features == "reference" else FeatureConfig.deployable(n_mfcc)
 
 
+def _streams_in_context(model) -> bool:
+    """Whether `model` can be trained with --stream-context (a causal step model with forward_window)."""
+    if not getattr(model, "causal", False) or not hasattr(model, "forward_window"):
+        return False
+    return getattr(model, "readout", "mean") == "mean"
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
@@ -113,10 +120,10 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
         model = create(cfg.model, num_classes=len(self.labels), n_mfcc=self.feature_config.n_mfcc, **cfg.model_config)
-        if cfg.stream_context_s > 0 and getattr(model, "readout", None) != "mean":
+        if cfg.stream_context_s > 0 and not _streams_in_context(model):
             raise ValueError(
-                f"--stream-context needs a recurrent model whose output is the mean of its per-frame logits "
-                f"(the kwm-causal-* cards); {cfg.model} has none."
+                f"--stream-context needs a causal model with an exact step form (tcresnet8-causal, "
+                f"bcresnet1-causal, matchboxnet-causal, kwm-causal-* with readout 'mean'); {cfg.model} is not one."
             )
         model.to(self.device)
         self.net = self.world.wrap(model, self.device)  # what the loop calls: the model or DDP around it
@@ -144,6 +151,12 @@ class Trainer:
             self._keep = spec_augment_keep(step.size, feats.shape[-2], feats.shape[-1], gen)
         return feats.masked_fill(~self._keep[mb.positions].to(feats.device), 0.0)
 
+    def _context_samples(self, model) -> int:
+        """--stream-context in samples, rounded to whole packets of the step form (hop x time stride),
+        so the clip's frames meet the pooling window as they do in a stream."""
+        unit = self.feature_config.hop_length * int(getattr(model, "time_stride", 1))
+        return int(round(self.cfg.stream_context_s * self.feature_config.sample_rate / unit)) * unit
+
     # -- one epoch -----------------------------------------------------------------------------
     def _train_epoch(self, epoch, model, mfcc, optimizer, scheduler, scaler) -> dict[str, float]:
         cfg = self.cfg
@@ -168,7 +181,7 @@ class Trainer:
                 wave = wave.to(self.device, non_blocking=True).float()
                 target = target.to(self.device, non_blocking=True).long()
                 with torch.no_grad():
-                    context = int(cfg.stream_context_s * self.feature_config.sample_rate)
+                    context = self._context_samples(model)
                     if context:  # the tail of another clip of the batch comes first, as in a stream
                         wave = torch.cat([torch.roll(wave, 1, dims=0)[:, -context:], wave], dim=1)
                     feats = mfcc(wave)
@@ -178,8 +191,7 @@ class Trainer:
                     with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                         enabled=self.amp_dtype is not None):
                         if context:
-                            frames = self.feature_config.clip_frames
-                            logits = net.forward_sequence(feats.unsqueeze(1))[:, -frames:].mean(1)
+                            logits = net.forward_window(feats.unsqueeze(1), self.feature_config.clip_frames)
                         else:
                             logits = net(feats.unsqueeze(1))
                     loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
@@ -299,7 +311,7 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out_dir: str | os.PathL
     labels = load_labels(data_dir)
     with world.main_first():  # rank 0 decodes (and writes the disk caches); the others then map them
         train_set = KwsDataset(data_dir, "train", augment=cfg.augment, seed=cfg.seed, gain_db=cfg.gain_db,
-                               noise_snr_db=cfg.noise_snr_db)
+                               noise_snr_db=cfg.noise_snr_db, speaker=cfg.speaker_augment())
         valid_set = _optional_split(KwsDataset, data_dir, "valid")
         test_set = _optional_split(KwsDataset, data_dir, "test") if test else None
     summary = {"dir": Path(data_dir).name, "labels": labels, "train_clips": len(train_set),

@@ -50,10 +50,17 @@ class BuildPlan:
 
 
 def _step_file(manifest, precision: str, input_kind: str | None):
-    """The manifest's step ModelFile of a precision, or None when the bundle has none."""
+    """The manifest's step ONNX file of a precision ('int8': a Q/DQ graph of the TensorRT recipe),
+    or None when the bundle has none."""
     for f in manifest.files:
-        if (f.mode == "step" and f.precision == precision and getattr(f, "format", "onnx") == "onnx"
-                and (input_kind is None or f.input_kind == input_kind)):
+        if f.mode != "step" or getattr(f, "format", "onnx") != "onnx":
+            continue
+        if input_kind is not None and f.input_kind != input_kind:
+            continue
+        if precision == "int8":
+            if f.precision == "int8" or (f.precision.startswith("int8") and getattr(f, "recipe", "") == "tensorrt"):
+                return f
+        elif f.precision == precision:
             return f
     return None
 

@@ -48,7 +48,7 @@ def test_exact_step_bundle_matches_torch_within_atol_batch3(tmp_path, clip_featu
 def test_windowed_step_and_offline_fp16_bundle(tmp_path, clip_features):
     model = seeded(TinyOffline())
     res = _export(tmp_path, model=model, smodel=WindowedStream(model, hop_frames=10), modes=("step", "offline"),
-                  fp16=True, parity=ParityData(features=clip_features))
+                  precisions=("fp32", "fp16"), parity=ParityData(features=clip_features))
     names = {(f.mode, f.precision): f for f in res.manifest.files}
     assert set(names) == {("step", "fp32"), ("step", "fp16"), ("offline", "fp32"), ("offline", "fp16")}
     assert names[("step", "fp32")].inputs[0].shape == ("batch", 40, 10)
@@ -107,4 +107,4 @@ def test_existing_bundle_needs_overwrite_and_is_replaced_whole(tmp_path, clip_fe
     second = _export(tmp_path, overwrite=True, **kw)
     assert not (second.path / "stray.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
-    assert json.loads((second.path / "manifest.json").read_text())["schema_version"] == 1
+    assert json.loads((second.path / "manifest.json").read_text())["schema_version"] == 2

@@ -56,7 +56,7 @@ def test_registry_step_graph_with_frontend_and_fp16(clip_audio):
     audio = clip_audio[:2, :8000]
     data = {"audio": audio, "source": "2 wavs"}
     manifest, blobs, rows = _build("tcresnet8-causal", compute_features(audio, FeatureConfig()).numpy(), 98,
-                                   frontend=True, fp16=True, data=data)
+                                   frontend=True, precisions=("fp32", "fp16"), data=data)
     fp32, fp16 = manifest.file("step", "fp32"), manifest.file("step", "fp16")
     assert fp32.input_kind == "audio" and fp32.inputs[1].name == "state.frontend.samples"
     assert fp32.parity_max_abs <= tolerances.ONNX_PARITY_ATOL

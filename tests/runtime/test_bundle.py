@@ -71,6 +71,10 @@ def test_a_graph_from_another_export_is_caught_by_its_metadata(bundle):
     (bundle / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ManifestError, match="model.onnx: its metadata"):
         verify_bundle(bundle)
+    from kwsdeploy.runtime.runners import open_runner
+
+    with pytest.raises(ManifestError, match="model.onnx: its metadata"):  # the runners check it at load too
+        open_runner(bundle)
 
 
 def test_missing_file_and_not_a_bundle(bundle, tmp_path):
@@ -79,3 +83,19 @@ def test_missing_file_and_not_a_bundle(bundle, tmp_path):
         load_bundle(bundle)
     with pytest.raises(ManifestError, match="no manifest.json"):
         load_bundle(tmp_path)
+
+
+def test_a_schema_1_bundle_still_loads_verifies_and_streams(reference_dir):
+    """tests/fixtures/bundle_v1 was written by kwsdeploy before schema 2 (see ATTRIBUTION.md)."""
+    from kwsdeploy.runtime.runners import open_runner
+
+    path = Path(__file__).parents[1] / "fixtures" / "bundle_v1"
+    assert json.loads((path / "manifest.json").read_text())["schema_version"] == 1
+    bundle = load_bundle(path)
+    assert bundle.manifest.schema_version == 2 and bundle.manifest.files[0].format == "onnx"
+    (check,) = verify_bundle(path)  # ONNX metadata identity still matches after the migration
+    assert check.steps == 98 and check.max_abs <= tolerances.ONNX_PARITY_ATOL
+    runner = open_runner(path)
+    golden = bundle.golden()
+    logits = runner.run(golden["step.features.input"])
+    assert np.abs(logits - golden["step.features.logits"]).max() <= tolerances.ONNX_PARITY_ATOL

@@ -15,7 +15,8 @@ from kwsdeploy.streaming.frontend import FRONTEND_STATE, StreamingMFCC
 from kwsdeploy.tolerances import ONNX_PARITY_ATOL
 
 FSDD = sorted((Path(__file__).parent.parent / "fixtures" / "fsdd").glob("*.wav"))
-STREAM_REL = 1e-6  # of max |value| (~500): only float32 summation order differs (measured 6e-8)
+STREAM_REL = 1e-5  # of max |value| (~500): float32 summation order only; the factorised DFT's GEMMs sum
+# in an order that depends on the frames per call (measured 2e-6; the direct DFT 6e-8)
 
 
 def run_stream(front: StreamingMFCC, audio: torch.Tensor, packet_frames: list[int]) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""--stream-context: a causal KWM learns from clips that follow other audio, as when streaming."""
+"""--stream-context: a causal step model (KWM, causal convnets) learns from clips that follow other audio, as when streaming."""
 
 from __future__ import annotations
 
@@ -26,8 +26,45 @@ def test_context_changes_what_is_learned_and_stays_finite(tiny_prepared, tmp_pat
     assert all(torch.isfinite(v).all() for v in b.values())
 
 
-def test_context_needs_a_mean_readout_model(tiny_prepared, tmp_path):
-    with pytest.raises(ValueError, match="kwm-causal"):
-        train(_cfg(model="tcresnet8-causal", stream_context_s=1.0), tiny_prepared, tmp_path / "x", progress=False)
+def test_context_needs_a_causal_step_model(tiny_prepared, tmp_path):
+    with pytest.raises(ValueError, match="tcresnet8-causal"):
+        train(_cfg(model="tcresnet8", stream_context_s=1.0), tiny_prepared, tmp_path / "x", progress=False)
     with pytest.raises(ValueError, match="stream_context_s"):
         _cfg(stream_context_s=-1.0)
+
+
+@pytest.mark.parametrize("name", ["tcresnet8-causal", "bcresnet1-causal", "matchboxnet-causal", "kwm"])
+def test_forward_window_is_what_the_step_form_says_after_the_context(name):
+    """The loss of --stream-context reads exactly the logits the never-reset stream gives at the clip's end."""
+    from kwsdeploy.models import create
+    from kwsdeploy.streaming.convert import to_streaming
+
+    from ..streaming.step_checks import randomize_batchnorm
+
+    torch.manual_seed(0)
+    model = randomize_batchnorm(create(name, num_classes=5, n_mfcc=40), seed=3).eval()
+    step = to_streaming(model)
+    packet = step.stream_spec.packet_frames
+    frames = -(-(96 + 98) // packet) * packet  # context + clip, whole packets
+    feats = 3.0 * torch.randn(2, 40, frames, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        offline = model.forward_window(feats[:, None], 98)
+        state = step.init_state(2)
+        for i in range(0, frames, packet):
+            logits, *state = step(feats[..., i: i + packet], *state)
+        clip_only = model.forward_window(feats[:, None, :, -98:], 98) if packet == 1 else None
+    scale = offline.abs().max().item()
+    assert scale > 0.01 and (logits - offline).abs().max().item() < 1e-3 * scale
+    if clip_only is not None:  # the context changes the answer (the stream remembers it)
+        assert (clip_only - offline).abs().max().item() > 1e-5
+        np_full = model(feats[:, None, :, -98:])
+        assert (np_full - clip_only).abs().max().item() < 1e-4  # no context: the plain offline logits
+
+
+def test_convnet_trains_with_context(tiny_prepared, tmp_path):
+    cfg = dict(model="tcresnet8-causal", lr=1e-2)
+    train(_cfg(**cfg), tiny_prepared, tmp_path / "plain", progress=False, test=False)
+    train(_cfg(stream_context_s=1.0, **cfg), tiny_prepared, tmp_path / "ctx", progress=False, test=False)
+    a = load_checkpoint(tmp_path / "plain" / "last").model.state_dict()
+    b = load_checkpoint(tmp_path / "ctx" / "last").model.state_dict()
+    assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) > 1e-6

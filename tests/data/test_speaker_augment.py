@@ -1,0 +1,103 @@
+"""Speaker augmentation: lengths, levels relative to the clip, what each step does, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kwsdeploy.data import speaker_augment as sa
+from kwsdeploy.data.augment import augment_waveform
+from kwsdeploy.data.dataset import KwsDataset
+from kwsdeploy.data.demo import demo_corpus_dir
+from kwsdeploy.train.presets import TrainConfig, get_preset
+
+RATE = 16000
+
+
+def _tone(freq: float, amp: float = 0.1) -> np.ndarray:
+    return (amp * np.sin(2 * np.pi * freq * np.arange(RATE) / RATE)).astype(np.float32)
+
+
+def _peak_hz(x: np.ndarray) -> float:
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.fft.rfftfreq(len(x), 1 / RATE)[np.argmax(spec)])
+
+
+def _rms(x) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+
+
+def test_vtlp_moves_formants_by_alpha():
+    x = _tone(1000.0)
+    assert abs(_peak_hz(sa.vtlp(x, 1.1)) - 1100.0) < 8
+    assert abs(_peak_hz(sa.vtlp(x, 0.9)) - 900.0) < 8
+    y = sa.vtlp(x, 1.0)
+    assert np.max(np.abs(y[1000:-1000] - x[1000:-1000])) < 1e-4  # alpha 1 is the identity
+
+
+def test_reverb_and_eq_keep_length_and_rms():
+    rng = np.random.default_rng(0)
+    x = (0.05 * rng.standard_normal(RATE)).astype(np.float32)
+    for y in (sa.reverb(x, sa.room_impulse(rng)), sa.equalise(x, rng, 6.0, False), sa.equalise(x, rng, 0.0, True)):
+        assert y.dtype == np.float32 and y.shape == x.shape
+        assert abs(_rms(y) / _rms(x) - 1) < 1e-3
+    rir = sa.room_impulse(np.random.default_rng(1))
+    assert rir[0] == 1.0 and len(rir) == RATE // 2
+    late = np.sum(rir[int(0.7 * RATE // 2):] ** 2) / np.sum(rir[1:] ** 2)
+    assert late < 0.05  # it decays
+
+
+def test_telephone_band_removes_lows_and_highs():
+    x = _tone(150.0) + _tone(1000.0) + _tone(6000.0)
+    y = sa.equalise(x, np.random.default_rng(0), 0.0, True)
+    spec = np.abs(np.fft.rfft(y))
+    f = np.fft.rfftfreq(RATE, 1 / RATE)
+    at = {hz: spec[np.argmin(np.abs(f - hz))] for hz in (150, 1000, 6000)}
+    assert at[150] < 0.01 * at[1000] and at[6000] < 0.02 * at[1000]
+
+
+def test_shift_and_speed():
+    x = np.zeros(RATE, np.float32)
+    x[8000] = 1.0
+    y = sa.shift(x, 0.1, np.random.default_rng(0))
+    k = int(np.argmax(y)) - 8000
+    assert y.max() == 1.0 and 0 < abs(k) <= 1600
+    slow = sa.change_speed(_tone(1000.0), 1.25, 1.25, np.random.default_rng(0))
+    assert slow.shape == (RATE,) and abs(_peak_hz(slow) - 800.0) < 8  # 1.25 x the samples: 1/1.25 the pitch
+
+
+def test_speaker_augment_is_seeded_and_relative():
+    aug = get_preset("speakers").speaker_augment()
+    assert aug.active and aug.speed == (0.85, 1.15)
+    clip = _tone(500.0, amp=0.01)  # a quiet speaker stays quiet: no step adds an absolute level
+    a = augment_waveform(clip, [], np.random.default_rng([0, 1, 2]), reference=False, speaker=aug)
+    b = augment_waveform(clip, [], np.random.default_rng([0, 1, 2]), reference=False, speaker=aug)
+    c = augment_waveform(clip, [], np.random.default_rng([0, 1, 3]), reference=False, speaker=aug)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (RATE,) and a.dtype == np.float32 and not np.array_equal(a, c)
+    assert _rms(a) < 3 * _rms(clip)
+    untouched = augment_waveform(clip, [], np.random.default_rng(0), reference=False, speaker=sa.SpeakerAugment())
+    np.testing.assert_array_equal(untouched, clip)
+
+
+def test_dataset_applies_it_per_seed_epoch_index():
+    aug = sa.SpeakerAugment(speed=(0.9, 1.1), vtlp=0.1, reverb_p=0.5, eq_db=6, telephone_p=0.2, shift_s=0.1)
+    ds = KwsDataset(demo_corpus_dir(), "train", augment=False, seed=3, speaker=aug)
+    assert ds.augments
+    x0 = ds[5][0].numpy()
+    again = KwsDataset(demo_corpus_dir(), "train", augment=False, seed=3, speaker=aug)[5][0].numpy()
+    np.testing.assert_array_equal(x0, again)
+    ds.set_epoch(1)
+    assert not np.array_equal(ds[5][0].numpy(), x0)
+    assert not np.array_equal(x0, ds.clip(5))
+
+
+def test_bad_settings_refused():
+    with pytest.raises(ValueError, match="speed range"):
+        TrainConfig(speed_range=(1.2, 1.0))
+    with pytest.raises(ValueError, match="probability"):
+        TrainConfig(reverb_p=1.5)
+    with pytest.raises(ValueError, match="vtlp"):
+        sa.SpeakerAugment(vtlp=0.7)
+    cfg = TrainConfig(speed_range=[0.9, 1.1])
+    assert TrainConfig.from_dict(cfg.to_dict()).speed_range == (0.9, 1.1)
