@@ -23,6 +23,7 @@ from torch import nn
 
 from kwsdeploy.config import FeatureConfig
 from kwsdeploy.models.mamba_mixer import causal_depthwise_conv
+from kwsdeploy.models.registry import display_name
 from kwsdeploy.streaming.convert import register_converter
 from kwsdeploy.streaming.layers import StreamMeanPool, exact_stream_spec, resolve_packet_frames
 from kwsdeploy.contract import StateSpec
@@ -39,7 +40,7 @@ class CausalKwmStream(nn.Module):
         chunk_frames: int | None = None,
     ) -> None:
         super().__init__()
-        name = getattr(model, "model_name", type(model).__name__)
+        name = display_name(model)
         if not getattr(model, "causal", False):
             raise ValueError(
                 f"{name} is bidirectional and has no step form; "
