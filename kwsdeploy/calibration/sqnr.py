@@ -3,7 +3,9 @@
 `layer_sqnr` isolates each quantized layer: its fp32 input activations (recorded on the calibration
 tuples) go through the layer alone twice, as in the fp32 graph and as in the INT8 graph (input Q/DQ,
 int8 weights), so a layer's figure is its own error, not what earlier layers left. `output_sqnr`
-compares whole-graph logits with the state fed from the fp32 stream (no drift). Layers under
+compares whole-graph logits with the state fed from the fp32 stream (per step, no drift);
+`stream_sqnr` lets both graphs stream freely (what a device sees: a window-mean readout sums
+every frame's error). Layers under
 `tolerances.INT8_MIN_SQNR_DB` are kept float by the recipes (selective precision).
 """
 
@@ -132,6 +134,21 @@ def output_sqnr(fp32: onnx.ModelProto, q: onnx.ModelProto, calib, batch: int = 6
     """SQNR (dB) of the logits over the calibration tuples (state fed from the fp32 stream)."""
     a = record_tensors(fp32, calib.batches(batch), [LOGITS])[LOGITS]
     b = record_tensors(q, calib.batches(batch), [LOGITS])[LOGITS]
+    return sqnr_db(a, b)
+
+
+def stream_sqnr(fp32: onnx.ModelProto, q: onnx.ModelProto, calib) -> float | None:
+    """SQNR (dB) of the logits when both step graphs stream the calibration clips free-running (each its
+    own state), the way a device runs them; None when the set cannot be re-streamed (no clips)."""
+    from kwsdeploy.calibration.data import joined_streams, stream_inputs
+    from kwsdeploy.runtime.ort import OrtStepRunner
+
+    if calib.clips is None or calib.feature_config is None or calib.steps <= 1:
+        return None
+    joined = joined_streams(calib.clips, calib.streams)
+    x = stream_inputs(joined, calib.input_name, calib.feature_config)
+    a = OrtStepRunner(fp32.SerializeToString(), batch=len(joined), threads=1).run(x)
+    b = OrtStepRunner(q.SerializeToString(), batch=len(joined), threads=1).run(x)
     return sqnr_db(a, b)
 
 
