@@ -66,6 +66,8 @@ def register(app: typer.Typer) -> None:
         compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
         grad_clip: Optional[float] = typer.Option(None, "--grad-clip"),
         threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)."),
+        init: Optional[Path] = typer.Option(
+            None, "--init", help="Start from this checkpoint of the same model (tensors copied by name, classifier rows by label)."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
         stop_after: Optional[int] = typer.Option(None, "--stop-after", hidden=True),
@@ -114,7 +116,7 @@ def register(app: typer.Typer) -> None:
                 device=device, amp=amp, num_workers=num_workers, grad_clip=grad_clip,
                 threads=threads, micro_batch=micro_batch, eval_batch_size=eval_batch_size, compile=compile_model,
                 speed_range=speed_range, vtlp=vtlp, reverb_p=reverb_p, eq_db=eq_db, telephone_p=telephone_p,
-                shift_s=shift,
+                shift_s=shift, init_from=str(init) if init is not None else None,
             )
             if noise_snr_db is not None and noise_snr_db.strip().lower() == "off":
                 import dataclasses

@@ -38,6 +38,7 @@ class TrainConfig:
     # so the model learns to classify a second of audio whatever the stream held before it, as it
     # must when streaming without resets (0: off; clips start from the zero state).
     stream_context_s: float = 0.0
+    init_from: str | None = None  # a checkpoint of the same model to start from (train --init)
     features: str = "deployable"  # "deployable" (causal fixed floor) or "reference" (per-clip top_db)
     n_mfcc: int | None = None  # None: the model card's input width
     model_config: Mapping[str, Any] = field(default_factory=dict)  # overrides passed to create()
