@@ -68,7 +68,7 @@ def test_shift_and_speed():
 
 def test_speaker_augment_is_seeded_and_relative():
     aug = get_preset("speakers").speaker_augment()
-    assert aug.active and aug.speed == (0.85, 1.15)
+    assert aug.active and aug.speed == (0.85, 1.15) and aug.vtlp == 0
     clip = _tone(500.0, amp=0.01)  # a quiet speaker stays quiet: no step adds an absolute level
     a = augment_waveform(clip, [], np.random.default_rng([0, 1, 2]), reference=False, speaker=aug)
     b = augment_waveform(clip, [], np.random.default_rng([0, 1, 2]), reference=False, speaker=aug)
