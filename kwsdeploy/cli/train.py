@@ -39,6 +39,7 @@ def register(app: typer.Typer) -> None:
             help="'LO,HI': mix noise at U(LO, HI) dB SNR relative to the clip instead of the absolute volume "
                  "(applies with --no-augment too); 'off' for the preset's absolute volume."),
         speed: Optional[str] = typer.Option(None, "--speed", help="'LO,HI': resample each clip by U(LO, HI) (tempo and pitch); 'off'."),
+        tempo: Optional[str] = typer.Option(None, "--tempo", help="'LO,HI[,P]': with probability P (default 1) stretch time by a rate U(LO, HI), pitch kept; 'off'."),
         vtlp: Optional[float] = typer.Option(None, "--vtlp", help="Vocal-tract-length perturbation: warp U(1-A, 1+A) (0: off)."),
         reverb_p: Optional[float] = typer.Option(None, "--reverb-p", help="Probability of a synthetic room reverb (0: off)."),
         eq_db: Optional[float] = typer.Option(None, "--eq-db", help="Random smooth EQ of +-DB dB (0: off)."),
@@ -105,6 +106,15 @@ def register(app: typer.Typer) -> None:
                     speed_range = ()
                 if len(speed_range) != 2:
                     raise UserError(f"--speed must be 'LO,HI' (e.g. 0.85,1.15) or 'off', got {speed!r}.")
+            tempo_range, tempo_p = None, None
+            if tempo is not None and tempo.strip().lower() != "off":
+                try:
+                    parts = [float(v) for v in tempo.split(",")]
+                except ValueError:
+                    parts = []
+                if len(parts) not in (2, 3):
+                    raise UserError(f"--tempo must be 'LO,HI' or 'LO,HI,P' (e.g. 0.6,1.2,0.5) or 'off', got {tempo!r}.")
+                tempo_range, tempo_p = (parts[0], parts[1]), (parts[2] if len(parts) == 3 else 1.0)
             if model is not None:
                 from kwsdeploy.models.registry import get_card
 
@@ -116,7 +126,7 @@ def register(app: typer.Typer) -> None:
                 device=device, amp=amp, num_workers=num_workers, grad_clip=grad_clip,
                 threads=threads, micro_batch=micro_batch, eval_batch_size=eval_batch_size, compile=compile_model,
                 speed_range=speed_range, vtlp=vtlp, reverb_p=reverb_p, eq_db=eq_db, telephone_p=telephone_p,
-                shift_s=shift, init_from=str(init) if init is not None else None,
+                shift_s=shift, tempo_range=tempo_range, tempo_p=tempo_p, init_from=str(init) if init is not None else None,
             )
             if noise_snr_db is not None and noise_snr_db.strip().lower() == "off":
                 import dataclasses
@@ -126,6 +136,10 @@ def register(app: typer.Typer) -> None:
                 import dataclasses
 
                 cfg = dataclasses.replace(cfg, speed_range=None)
+            if tempo is not None and tempo.strip().lower() == "off":
+                import dataclasses
+
+                cfg = dataclasses.replace(cfg, tempo_range=None, tempo_p=0.0)
             if data is None:
                 from kwsdeploy.data.demo import demo_corpus_dir
 

@@ -4,6 +4,8 @@ Each step takes the clip and the per-item generator of the dataset (seeded by (s
 index)), and keeps the length. Levels stay relative to the clip: nothing here adds sound at an
 absolute volume (noise, in `augment.add_noise_snr`, is mixed at an SNR relative to the clip).
 - `speed`: resample by U(lo, hi) (tempo, pitch and formants together), back to 1 s;
+- `tempo`: with probability tempo_p, stretch time by a rate U(lo, hi) (> 1 faster) keeping pitch and
+  formants (a phase vocoder), the middle second kept (or the clip centred in zeros): slow and fast talkers;
 - `vtlp`: vocal-tract-length perturbation, the STFT's frequency axis warped by alpha in U(1-a, 1+a)
   (piecewise linear, fixed above 4.8 kHz as in Jaitly & Hinton 2013);
 - `reverb`: with probability p, a synthetic room: exponentially decaying noise with RT60
@@ -35,6 +37,8 @@ class SpeakerAugment:
     """Which speaker steps run, and how strongly (all off by default)."""
 
     speed: Optional[tuple[float, float]] = None
+    tempo: Optional[tuple[float, float]] = None
+    tempo_p: float = 0.0
     vtlp: float = 0.0
     reverb_p: float = 0.0
     eq_db: float = 0.0
@@ -47,9 +51,14 @@ class SpeakerAugment:
             if not 0.5 <= lo <= hi <= 2.0:
                 raise ValueError(f"speed range must be LO,HI with 0.5 <= LO <= HI <= 2, got {self.speed!r}.")
             object.__setattr__(self, "speed", (lo, hi))
+        if self.tempo is not None:
+            lo, hi = (float(v) for v in self.tempo)
+            if not 0.4 <= lo <= hi <= 2.5:
+                raise ValueError(f"tempo range must be LO,HI with 0.4 <= LO <= HI <= 2.5, got {self.tempo!r}.")
+            object.__setattr__(self, "tempo", (lo, hi))
         if not 0 <= self.vtlp < 0.5:
             raise ValueError(f"vtlp must be in [0, 0.5), got {self.vtlp}.")
-        for name in ("reverb_p", "telephone_p"):
+        for name in ("reverb_p", "telephone_p", "tempo_p"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}.")
         if self.eq_db < 0 or self.shift_s < 0:
@@ -57,7 +66,7 @@ class SpeakerAugment:
 
     @property
     def active(self) -> bool:
-        return bool(self.speed or self.vtlp or self.reverb_p or self.eq_db or self.telephone_p or self.shift_s)
+        return bool(self.speed or (self.tempo and self.tempo_p) or self.vtlp or self.reverb_p or self.eq_db or self.telephone_p or self.shift_s)
 
 
 def change_speed(x: np.ndarray, lo: float, hi: float, rng: np.random.Generator) -> np.ndarray:
@@ -122,6 +131,33 @@ def vtlp(x: np.ndarray, alpha: float, rate: int = 16000) -> np.ndarray:
     new_adv[0] = phase[0, near]
     new_phase = np.cumsum(new_adv, axis=0)
     return _istft(new_mag * np.exp(1j * new_phase), len(x)).astype(np.float32)
+
+
+def time_stretch(x: np.ndarray, rate: float) -> np.ndarray:
+    """Phase-vocoder time stretch: `rate` > 1 is faster (shorter); pitch and formants stay."""
+    spec = _stft(x.astype(np.float64))
+    frames, bins = spec.shape
+    steps = np.arange(0.0, frames - 1, rate)
+    omega = 2 * np.pi * np.arange(bins) * HOP / N_FFT  # expected phase advance per hop of each bin
+    i0 = steps.astype(int)
+    w = (steps - i0)[:, None]
+    mag = np.abs(spec[i0]) * (1 - w) + np.abs(spec[i0 + 1]) * w
+    dphi = np.angle(spec[i0 + 1]) - np.angle(spec[i0]) - omega
+    advance = omega + (dphi + np.pi) % (2 * np.pi) - np.pi
+    phase = np.angle(spec[0]) + np.concatenate([np.zeros((1, bins)), np.cumsum(advance[:-1], axis=0)])
+    n_out = int(round(len(x) / rate))
+    return _istft(mag * np.exp(1j * phase), n_out).astype(np.float32)
+
+
+def centre_fit(x: np.ndarray, samples: int) -> np.ndarray:
+    """The middle `samples` of a longer clip, or a shorter one centred in zeros."""
+    if len(x) >= samples:
+        start = (len(x) - samples) // 2
+        return x[start: start + samples]
+    out = np.zeros(samples, dtype=x.dtype)
+    start = (samples - len(x)) // 2
+    out[start: start + len(x)] = x
+    return out
 
 
 def room_impulse(rng: np.random.Generator, rate: int = 16000) -> np.ndarray:
@@ -190,10 +226,12 @@ def shift(x: np.ndarray, seconds: float, rng: np.random.Generator, rate: int = 1
 
 
 def speaker_augment(x: np.ndarray, aug: SpeakerAugment, rng: np.random.Generator, rate: int = 16000) -> np.ndarray:
-    """The enabled steps in order speed, VTLP, reverb, EQ/telephone, shift; float32, same length."""
+    """The enabled steps in order speed, tempo, VTLP, reverb, EQ/telephone, shift; float32, same length."""
     x = np.asarray(x, dtype=np.float32)
     if aug.speed is not None:
         x = change_speed(x, aug.speed[0], aug.speed[1], rng)
+    if aug.tempo is not None and aug.tempo_p > 0 and rng.random() < aug.tempo_p:
+        x = centre_fit(time_stretch(x, float(rng.uniform(*aug.tempo))), len(x))
     if aug.vtlp > 0:
         x = vtlp(x, float(rng.uniform(1.0 - aug.vtlp, 1.0 + aug.vtlp)), rate)
     if aug.reverb_p > 0 and rng.random() < aug.reverb_p:
