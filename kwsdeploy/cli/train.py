@@ -44,6 +44,7 @@ def register(app: typer.Typer) -> None:
         reverb_p: Optional[float] = typer.Option(None, "--reverb-p", help="Probability of a synthetic room reverb (0: off)."),
         eq_db: Optional[float] = typer.Option(None, "--eq-db", help="Random smooth EQ of +-DB dB (0: off)."),
         telephone_p: Optional[float] = typer.Option(None, "--telephone-p", help="Probability of a telephone band 300-3400 Hz (0: off)."),
+        lowpass_p: Optional[float] = typer.Option(None, "--lowpass-p", help="Probability of a low-pass at U(1.5, 4) kHz (0: off)."),
         shift: Optional[float] = typer.Option(None, "--shift", help="Time shift U(-S, S) seconds, zero-filled (0: off)."),
         spec_augment: Optional[bool] = typer.Option(None, "--spec-augment/--no-spec-augment"),
         features: Optional[str] = typer.Option(
@@ -126,7 +127,7 @@ def register(app: typer.Typer) -> None:
                 device=device, amp=amp, num_workers=num_workers, grad_clip=grad_clip,
                 threads=threads, micro_batch=micro_batch, eval_batch_size=eval_batch_size, compile=compile_model,
                 speed_range=speed_range, vtlp=vtlp, reverb_p=reverb_p, eq_db=eq_db, telephone_p=telephone_p,
-                shift_s=shift, tempo_range=tempo_range, tempo_p=tempo_p, init_from=str(init) if init is not None else None,
+                lowpass_p=lowpass_p, shift_s=shift, tempo_range=tempo_range, tempo_p=tempo_p, init_from=str(init) if init is not None else None,
             )
             if noise_snr_db is not None and noise_snr_db.strip().lower() == "off":
                 import dataclasses

@@ -11,7 +11,8 @@ absolute volume (noise, in `augment.add_noise_snr`, is mixed at an SNR relative 
 - `reverb`: with probability p, a synthetic room: exponentially decaying noise with RT60
   U(0.15, 0.7) s after a direct path, at a direct-to-reverberant ratio U(0, 12) dB;
 - `eq`: a random smooth EQ curve of +-eq_db dB over log frequency, or with probability
-  telephone_p a telephone band (300-3,400 Hz, soft edges), then the clip's RMS is restored;
+  telephone_p a telephone band (300-3,400 Hz, soft edges); and with probability lowpass_p a
+  low-pass at U(1.5, 4) kHz (a dull microphone, an 8 kHz recording); then the clip's RMS is restored;
 - `shift`: move by U(-s, s) seconds, zero-filled.
 """
 
@@ -28,6 +29,7 @@ RIR_SECONDS = 0.5
 VTLP_FHI = 4800.0
 EQ_POINTS = 6
 TELEPHONE_BAND = (300.0, 3400.0)
+LOWPASS_RANGE = (1500.0, 4000.0)
 N_FFT, HOP = 512, 128
 SPEED_STEPS = 200  # speed factors rounded to 1/200, as in augment.change_speed (soxr designs them faster)
 
@@ -43,6 +45,7 @@ class SpeakerAugment:
     reverb_p: float = 0.0
     eq_db: float = 0.0
     telephone_p: float = 0.0
+    lowpass_p: float = 0.0
     shift_s: float = 0.0
 
     def __post_init__(self) -> None:
@@ -58,7 +61,7 @@ class SpeakerAugment:
             object.__setattr__(self, "tempo", (lo, hi))
         if not 0 <= self.vtlp < 0.5:
             raise ValueError(f"vtlp must be in [0, 0.5), got {self.vtlp}.")
-        for name in ("reverb_p", "telephone_p", "tempo_p"):
+        for name in ("reverb_p", "telephone_p", "tempo_p", "lowpass_p"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}.")
         if self.eq_db < 0 or self.shift_s < 0:
@@ -66,7 +69,8 @@ class SpeakerAugment:
 
     @property
     def active(self) -> bool:
-        return bool(self.speed or (self.tempo and self.tempo_p) or self.vtlp or self.reverb_p or self.eq_db or self.telephone_p or self.shift_s)
+        return bool(self.speed or (self.tempo and self.tempo_p) or self.vtlp or self.reverb_p or self.eq_db or self.telephone_p or self.lowpass_p
+                    or self.shift_s)
 
 
 def change_speed(x: np.ndarray, lo: float, hi: float, rng: np.random.Generator) -> np.ndarray:
@@ -204,11 +208,15 @@ def eq_curve(freqs: np.ndarray, rng: np.random.Generator, eq_db: float, telephon
     return 10.0 ** (curve_db / 20.0)
 
 
-def equalise(x: np.ndarray, rng: np.random.Generator, eq_db: float, telephone: bool, rate: int = 16000) -> np.ndarray:
-    """Filter by `eq_curve` (zero phase, whole clip at once), RMS restored."""
+def equalise(x: np.ndarray, rng: np.random.Generator, eq_db: float, telephone: bool, rate: int = 16000,
+             lowpass_hz: Optional[float] = None) -> np.ndarray:
+    """Filter by `eq_curve` (and a low-pass at `lowpass_hz`; zero phase, whole clip at once), RMS restored."""
     spec = np.fft.rfft(x.astype(np.float64))
     freqs = np.fft.rfftfreq(len(x), 1.0 / rate)
-    y = np.fft.irfft(spec * eq_curve(freqs, rng, eq_db, telephone), len(x))
+    gain = eq_curve(freqs, rng, eq_db, telephone) if (eq_db > 0 or telephone) else np.ones_like(freqs)
+    if lowpass_hz is not None:
+        gain = gain / np.sqrt(1.0 + (freqs / lowpass_hz) ** 16)
+    y = np.fft.irfft(spec * gain, len(x))
     return _match_rms(y, x)
 
 
@@ -236,10 +244,11 @@ def speaker_augment(x: np.ndarray, aug: SpeakerAugment, rng: np.random.Generator
         x = vtlp(x, float(rng.uniform(1.0 - aug.vtlp, 1.0 + aug.vtlp)), rate)
     if aug.reverb_p > 0 and rng.random() < aug.reverb_p:
         x = reverb(x, room_impulse(rng, rate))
-    if aug.eq_db > 0 or aug.telephone_p > 0:
+    if aug.eq_db > 0 or aug.telephone_p > 0 or aug.lowpass_p > 0:
         tel = aug.telephone_p > 0 and rng.random() < aug.telephone_p
-        if tel or aug.eq_db > 0:
-            x = equalise(x, rng, aug.eq_db, tel, rate)
+        low = float(rng.uniform(*LOWPASS_RANGE)) if aug.lowpass_p > 0 and rng.random() < aug.lowpass_p else None
+        if tel or aug.eq_db > 0 or low is not None:
+            x = equalise(x, rng, aug.eq_db, tel, rate, lowpass_hz=low)
     if aug.shift_s > 0:
         x = shift(x, aug.shift_s, rng, rate)
     return np.clip(x, -1.0, 1.0).astype(np.float32)
