@@ -35,6 +35,9 @@ class FeatureConfig:
     top_db: float = 80.0
     floor_db: float = -80.0
 
+    def __post_init__(self) -> None:
+        check_feature_config(self)
+
     @classmethod
     def reference(cls, n_mfcc: int = 40) -> "FeatureConfig":
         """The reference frontend: torchaudio MFCC, top_db 80 relative to each clip's maximum."""
@@ -77,3 +80,42 @@ class FeatureConfig:
         if data.get("log_floor", "fixed") not in ("fixed", "clip_top_db"):
             raise ValueError(f"log_floor must be 'fixed' or 'clip_top_db', got {data['log_floor']!r}.")
         return cls(**data)
+
+
+MAX_SAMPLE_RATE = 192_000
+MAX_MELS = 256
+
+
+def check_feature_config(fc: FeatureConfig) -> None:
+    """Raise one ValueError naming the first out-of-range field (a card or manifest read from disk
+    is held to these, so `hop_length: 0` is a message, not a ZeroDivisionError)."""
+    import math
+
+    def bad(name: str, want: str) -> ValueError:
+        return ValueError(f"feature config: {name} = {getattr(fc, name)!r}, expected {want}; "
+                          "the card or manifest is damaged, or the option is out of range.")
+
+    for name in ("sample_rate", "clip_samples", "n_mfcc", "n_mels", "n_fft", "win_length", "hop_length"):
+        v = getattr(fc, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise bad(name, "a positive integer")
+    for name in ("f_min", "f_max", "amin", "top_db", "floor_db"):
+        v = getattr(fc, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise bad(name, "a finite number")
+    if fc.sample_rate > MAX_SAMPLE_RATE:
+        raise bad("sample_rate", f"at most {MAX_SAMPLE_RATE}")
+    if fc.n_mels > min(MAX_MELS, fc.n_fft // 2 + 1):
+        raise bad("n_mels", f"at most {min(MAX_MELS, fc.n_fft // 2 + 1)} (n_fft // 2 + 1 frequency bins)")
+    if fc.n_mfcc > fc.n_mels:
+        raise bad("n_mfcc", f"at most n_mels = {fc.n_mels}")
+    if fc.win_length > fc.n_fft:
+        raise bad("win_length", f"at most n_fft = {fc.n_fft}")
+    if fc.n_fft > fc.clip_samples:
+        raise bad("n_fft", f"at most clip_samples = {fc.clip_samples}")
+    if not 0 <= fc.f_min < fc.f_max <= fc.sample_rate / 2:
+        raise bad("f_max", f"above f_min = {fc.f_min} and at most sample_rate / 2 = {fc.sample_rate / 2:g}")
+    if fc.amin <= 0 or fc.top_db <= 0:
+        raise bad("amin" if fc.amin <= 0 else "top_db", "a positive number")
+    if fc.log_floor not in ("fixed", "clip_top_db"):
+        raise bad("log_floor", "'fixed' or 'clip_top_db'")

@@ -166,14 +166,18 @@ class DetectionSettings:
     """How keyword events are cut from a stream of logits (data, not code: bundles carry them).
 
     threshold: smoothed probability that fires an event; smoothing_seconds: posterior moving-average
-    window; refractory_seconds: time after an event in which no other fires. The defaults are the
-    `stream` / `eval-stream` / `demo` defaults: a 1 s window keeps a word in view for up to a second
-    after it ends, so the refractory period is a little longer than that.
+    window; refractory_seconds: time after a keyword's event in which that keyword does not fire again
+    (a 1 s window keeps a word in view for up to a second after it ends, hence a little more than
+    that); min_gap_seconds: time after any event in which no keyword fires (one word does not fire
+    under two names, yet digits said a second apart are all heard); tuned: how `kwsdeploy tune`
+    chose them (target, recording, measured rates), None for the defaults.
     """
 
     threshold: float = 0.7
     smoothing_seconds: float = 0.2
     refractory_seconds: float = 1.2
+    min_gap_seconds: float = 0.5
+    tuned: Mapping[str, Any] | None = field(default=None, compare=True, hash=False)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
@@ -182,6 +186,8 @@ class DetectionSettings:
             raise ValueError(f"smoothing_seconds must be >= 0 (0: one packet), got {self.smoothing_seconds}.")
         if not self.refractory_seconds >= 0:
             raise ValueError(f"refractory_seconds must be >= 0, got {self.refractory_seconds}.")
+        if not self.min_gap_seconds >= 0:
+            raise ValueError(f"min_gap_seconds must be >= 0, got {self.min_gap_seconds}.")
 
     def smoothing_packets(self, hop_s: float) -> int:
         """The smoothing window in packets of `hop_s` seconds (at least one)."""
@@ -189,16 +195,19 @@ class DetectionSettings:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (manifest form)."""
-        return {"threshold": self.threshold, "smoothing_seconds": self.smoothing_seconds,
-                "refractory_seconds": self.refractory_seconds}
+        d: dict[str, Any] = {"threshold": self.threshold, "smoothing_seconds": self.smoothing_seconds,
+                             "refractory_seconds": self.refractory_seconds, "min_gap_seconds": self.min_gap_seconds}
+        if self.tuned is not None:
+            d["tuned"] = dict(self.tuned)
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "DetectionSettings":
         """Inverse of `to_dict`; an unknown key is a ValueError."""
-        unknown = sorted(set(d) - {"threshold", "smoothing_seconds", "refractory_seconds"})
+        unknown = sorted(set(d) - {"threshold", "smoothing_seconds", "refractory_seconds", "min_gap_seconds", "tuned"})
         if unknown:
             raise ValueError(f"unknown detection setting(s) {unknown}")
-        return cls(**{k: float(v) for k, v in d.items()})
+        return cls(**{k: (v if k == "tuned" else float(v)) for k, v in d.items()})
 
 
 DEFAULT_DETECTION = DetectionSettings()

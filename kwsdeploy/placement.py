@@ -13,11 +13,24 @@ from __future__ import annotations
 import numpy as np
 
 from kwsdeploy.audio import fit_clip
-from kwsdeploy.data.fsdd import centre_clip
 
 TRIM_DB = 40.0  # frames this far below the loudest 10 ms frame are silence at the edges
 TRIM_FRAME = 160  # samples per trimming frame (10 ms at 16 kHz)
 PLACEMENTS = ("auto", "centre", "pad")
+
+
+def centre_clip(x: np.ndarray, samples: int = 16000) -> np.ndarray:
+    """Place a trimmed word in the middle of `samples` zeros; a longer clip keeps its loudest window."""
+    x = np.asarray(x, dtype=np.float32)
+    if len(x) <= samples:
+        out = np.zeros(samples, dtype=np.float32)
+        start = (samples - len(x)) // 2
+        out[start: start + len(x)] = x
+        return out
+    energy = np.concatenate([[0.0], np.cumsum(x.astype(np.float64) ** 2)])
+    starts = np.arange(0, len(x) - samples + 1, 160)
+    best = int(starts[np.argmax(energy[starts + samples] - energy[starts])])
+    return x[best: best + samples].copy()
 
 
 def trim_edges(x: np.ndarray, top_db: float = TRIM_DB, frame: int = TRIM_FRAME) -> np.ndarray:

@@ -73,6 +73,11 @@ PRECISIONS: dict[str, Precision] = {
     "fp32": Precision("fp32", "", "ONNX_PARITY_ATOL", "", frontend_tolerance="ONNX_FRONTEND_PARITY_ATOL"),
     # fp16 converts the model only: a frontend stays fp32 in front of it.
     "fp16": Precision("fp16", "kwsdeploy.exporters.onnx:fp16_pass", "ONNX_FP16_PARITY_ATOL", ".fp16"),
+    # INT8 recipes (kwsdeploy.calibration): calibrated on the state-aware tuples of real speech.
+    "int8-tensorrt": Precision("int8-tensorrt", "kwsdeploy.calibration.passes:tensorrt_pass", "INT8_PARITY_ATOL",
+                               ".int8-tensorrt", recipe="tensorrt", needs_calibration=True),
+    "int8-cpu": Precision("int8-cpu", "kwsdeploy.calibration.passes:cpu_pass", "INT8_PARITY_ATOL", ".int8-cpu",
+                          recipe="cpu", needs_calibration=True),
 }
 
 

@@ -111,3 +111,16 @@ def test_save_wav_atomic_roundtrip(tmp_path):
     assert sf.info(str(out)).frames == 4
     with pytest.raises(AudioError):
         save_wav_atomic(tmp_path / "e.wav", np.zeros(0), 16000)
+
+
+def test_a_truncated_wav_is_read_with_a_note(tmp_path):
+    from kwsdeploy.audio import load_audio, save_wav_atomic
+
+    full = save_wav_atomic(tmp_path / "full.wav", np.zeros(16000, dtype=np.float32) + 0.1, 16000)
+    data = full.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: 44 + 8000])  # half of the 32000 audio bytes
+    x, info = load_audio(cut)
+    assert len(x) == 4000
+    assert any("truncated" in n and "32000 bytes" in n and "8000 (25%)" in n for n in info.notes), info.notes
+    assert not any("truncated" in n for n in load_audio(full)[1].notes)

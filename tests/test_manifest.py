@@ -202,3 +202,22 @@ def test_schema_0_is_refused():
     d["schema_version"] = 0
     with pytest.raises(ManifestError, match="schema version 0 is not supported"):
         Manifest.from_dict(d)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.update(labels=["yes", "yes", "up"]), "label 'yes' appears twice"),
+    (lambda d: d.update(labels=["yes", "", "up"]), "not a non-empty string"),
+    (lambda d: d["files"][0].update(path="../../outside.onnx"), "not a plain file name"),
+    (lambda d: d["hashes"].update({"/etc/passwd": "0" * 64}), "not a plain file name"),
+    (lambda d: d["hashes"].update({"model.onnx": "xyz"}), "not 64 hex digits"),
+    (lambda d: d["stream"].update(packet_frames=0), "stream.packet_frames = 0"),
+    (lambda d: d["stream"].update(num_classes=5), "stream.num_classes = 5 but 3 labels"),
+    (lambda d: d["feature_config"].update(hop_length=0), "hop_length = 0"),
+    (lambda d: d["stream"]["feature_config"].update(n_fft=-1), "n_fft = -1"),
+])
+def test_a_tampered_manifest_is_refused_on_read(change, message):
+    d = json.loads(_manifest().to_json())
+    change(d)
+    with pytest.raises(ManifestError if "hop_length" not in message and "n_fft" not in message else ValueError,
+                       match=message):
+        Manifest.from_dict(d)

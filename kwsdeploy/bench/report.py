@@ -91,8 +91,9 @@ def to_markdown(result: dict[str, Any]) -> str:
         "",
         f"Settings: {env['threads']} thread(s), device {s['device']}, frontend in the graph: "
         f"{'yes' if s['frontend'] else 'no'}, up to {s['calls']} timed calls per row after {s['warmup']} warm-up calls "
-        f"(at most ~{s['max_seconds']} s), the same {s['audio_seconds']:g} s of audio for every row, state carried "
-        "between calls (ONNX Runtime: IO binding, ping-pong state).",
+        f"(at most ~{s['max_seconds']} s), in {s.get('rounds', 1)} interleaved rounds over all rows (a shared machine's "
+        f"load falls on every row alike), the same {s['audio_seconds']:g} s of audio for every row, state carried "
+        "between calls (ONNX Runtime: IO binding, ping-pong state), perf_counter_ns around each StepRunner.step().",
         "",
         f"Physical bound: {m['method']} Bandwidth: {bw}. GEMM peak: fp32 {m['peak_macs']['fp32'] / 1e9:.1f} GMAC/s, "
         f"int8 {m['peak_macs']['int8'] / 1e9:.1f} GMAC/s.",

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from kwsdeploy.bench import backends, roofline, subjects
-from kwsdeploy.bench.timing import time_calls
+from kwsdeploy.bench.timing import Timing, time_calls
 
 SCHEMA = 1
 PARITY_PACKETS = 3
@@ -37,6 +37,7 @@ class Settings:
     calls: int = 300
     warmup: int = 10
     max_seconds: float = 1.0
+    rounds: int = 5
     audio_seconds: float = 10.0
     exporter: str = "legacy"
     data: Path | None = None
@@ -145,7 +146,8 @@ class Runner:
             self._refs[subj.key] = np.stack([r.step(p)[0] for p in subj.packets(self.audio, PARITY_PACKETS)])
         return self._refs[subj.key]
 
-    def row(self, c: Combination) -> dict[str, Any]:
+    def row(self, c: Combination) -> tuple[dict[str, Any], "Timed | None"]:
+        """The row's facts and parity (and accuracy), and what to time; (row, None) when it cannot run."""
         key = subjects.SubjectKey(c.model, c.mode, c.packet_frames, self.s.frontend)
         row: dict[str, Any] = {"model": c.model, "runtime": c.runtime, "precision": c.precision, "mode": c.mode,
                                "packet_frames": c.packet_frames, "batch": c.batch, "frontend": self.s.frontend,
@@ -153,19 +155,17 @@ class Runner:
         try:
             subj = self.subject(key)
         except subjects.NotApplicable as exc:
-            return {**row, "status": "skipped", "reason": _one_line(exc)}
+            return {**row, "status": "skipped", "reason": _one_line(exc)}, None
         except Exception as exc:  # noqa: BLE001 - any failure is the row's reason
-            return {**row, "status": "failed", "reason": f"prepare: {_one_line(exc)}"}
+            return {**row, "status": "failed", "reason": f"prepare: {_one_line(exc)}"}, None
         row.update(packet_frames=subj.packet_frames, weights=subj.weights, params=subj.params,
                    macs_per_call=subj.macs_per_call, frontend_macs_per_call=subj.frontend_macs_per_call,
                    macs_per_second=subj.macs_per_call / subj.audio_seconds_per_call,
                    audio_ms_per_call=subj.audio_seconds_per_call * 1e3)
-        runner = None
         try:
             runner, facts = backends.make_runner(c.runtime, c.precision, subj, c.batch, self.s.threads,
                                                  self.s.device, self.workdir)
             row.update(facts)
-            row.update(self._time(runner, subj, c))
             if c.runtime != "torch" and c.batch == 1:
                 ref = self.reference(subj)
                 runner.reset()
@@ -173,36 +173,15 @@ class Runner:
                 row["max_abs_diff_vs_torch"] = float(np.max(np.abs(got - ref)))
             if self.corpus is not None:
                 row.update(self._score(runner, subj, c))
+            packets = [np.repeat(p, c.batch, axis=0) for p in subj.packets(self.audio, 16)]
+            runner.reset()
             row["status"], row["reason"] = "ok", ""
+            return row, Timed(row, runner, packets, subj.audio_seconds_per_call * c.batch)
         except backends.Unavailable as exc:
             row.update(status="skipped", reason=_one_line(exc))
         except Exception as exc:  # noqa: BLE001
             row.update(status="failed", reason=f"{type(exc).__name__}: {_one_line(exc)}")
-        finally:
-            del runner
-        return row
-
-    def _time(self, runner, subj, c: Combination) -> dict[str, Any]:
-        packets = [np.repeat(p, c.batch, axis=0) for p in subj.packets(self.audio, 16)]
-        runner.reset()
-        runner.time_calls = False
-        runner.clear_times()
-        t = time_calls(lambda i: runner.step(packets[i % len(packets)]), self.s.calls, self.s.warmup,
-                       self.s.max_seconds)
-        st = t.stats()
-        # The contract's own per-call timing (the backend call alone, packet checks excluded), same packets.
-        runner.time_calls = True
-        for i in range(min(st["calls"], 50)):
-            runner.step(packets[i % len(packets)])
-        runner.time_calls = False
-        backend = np.asarray(runner.call_seconds) * 1e6
-        st["backend_p50_us"] = float(np.median(backend)) if backend.size else None
-        audio_s = subj.audio_seconds_per_call
-        cpu_s = t.cpu_ns * 1e-9
-        streamed_s = audio_s * st["calls"] * c.batch
-        out = {**st, "cpu_ms_per_s": cpu_s * 1e3 / streamed_s, "rtf": st["mean_us"] * 1e-6 / audio_s,
-               "streams_per_core": streamed_s / cpu_s if cpu_s > 0 else None}
-        return out
+        return row, None
 
     def _score(self, runner, subj, c: Combination) -> dict[str, Any]:
         if subj.weights != "demo checkpoint":
@@ -218,6 +197,52 @@ class Runner:
             else:
                 self._quality[key] = score(runner, subj, self.corpus)
         return dict(self._quality[key])
+
+
+@dataclass
+class Timed:
+    """One runnable row: its runner (a StepRunner, or a peer with the same `step`), inputs cycled, and the
+    audio seconds one call streams (all streams of the batch together)."""
+
+    row: dict[str, Any]
+    runner: Any
+    packets: list
+    audio_s_per_call: float
+    ns: list = field(default_factory=list)
+    cpu_ns: int = 0
+
+    def call(self, i: int) -> None:
+        self.runner.step(self.packets[i % len(self.packets)])
+
+
+def time_rows(timed: list[Timed], s: Settings, progress: Callable[[int, int, str], None] | None = None) -> None:
+    """Time every row in `s.rounds` interleaved rounds (row 1, row 2, ..., then again), so that the load
+    of a shared machine falls on all rows alike and ratios within a run hold; stats over all rounds."""
+    rounds = max(1, int(s.rounds))
+    per_round = max(1, -(-s.calls // rounds))
+    for r in range(rounds):
+        for j, t in enumerate(timed):
+            if progress:
+                progress(j, len(timed), f"timing round {r + 1}/{rounds}: {t.row['model']} {t.row['runtime']} b{t.row['batch']}")
+            got = time_calls(t.call, per_round, s.warmup if r == 0 else 1, s.max_seconds / rounds, min_calls=2)
+            t.ns.append(got.ns)
+            t.cpu_ns += got.cpu_ns
+    for t in timed:
+        st = Timing(ns=np.concatenate(t.ns), cpu_ns=t.cpu_ns).stats()
+        runner = t.runner
+        if hasattr(runner, "time_calls"):  # the contract's own per-call timing: the backend call alone
+            runner.clear_times()
+            runner.time_calls = True
+            for i in range(min(st["calls"], 20)):
+                t.call(i)
+            runner.time_calls = False
+            st["backend_p50_us"] = float(np.median(runner.call_seconds)) * 1e6 if runner.call_seconds else None
+        per_call = t.row["audio_ms_per_call"] * 1e-3
+        cpu_s = t.cpu_ns * 1e-9
+        streamed_s = t.audio_s_per_call * st["calls"]
+        t.row.update(st, cpu_ms_per_s=cpu_s * 1e3 / streamed_s, rtf=st["mean_us"] * 1e-6 / per_call,
+                     streams_per_core=streamed_s / cpu_s if cpu_s > 0 else None)
+        t.runner = None
 
 
 def add_bound(row: dict[str, Any], machine: roofline.Machine) -> None:
@@ -247,20 +272,28 @@ def run(settings: Settings, progress: Callable[[int, int, str], None] | None = N
         corpus = load_corpus(Path(settings.data), clips=settings.data_clips)
     rows: list[dict] = []
     notes: list[str] = []
+    timed: list[Timed] = []
     with backends.scratch_dir() as tmp:
         runner = Runner(settings, machine, Path(tmp), audio, corpus)
         for i, c in enumerate(combos):
             if progress:
-                progress(i, len(combos), f"{c.model} {c.mode} p{c.packet_frames or '-'} {c.runtime} {c.precision} b{c.batch}")
-            row = runner.row(c)
-            add_bound(row, machine)
+                progress(i, len(combos), f"preparing {c.model} {c.mode} p{c.packet_frames or '-'} {c.runtime} {c.precision} b{c.batch}")
+            row, t = runner.row(c)
             rows.append(row)
-        if progress:
-            progress(len(combos), len(combos), "done")
-    if settings.peers:
-        from kwsdeploy.bench import peers
+            if t is not None:
+                timed.append(t)
+        if settings.peers:
+            from kwsdeploy.bench import peers
 
-        rows += peers.rows(settings, audio, machine, notes)
+            for row, peer in peers.prepare(audio, notes):
+                rows.append(row)
+                if peer is not None:
+                    timed.append(Timed(row, peer, list(range(peer.chunks)), peer.audio_s_per_call))
+        time_rows(timed, settings, progress)
+        if progress:
+            progress(len(timed), len(timed), "done")
+    for row in rows:
+        add_bound(row, machine)
     env["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     return Result(settings=settings.to_dict(), environment=env, machine=machine.to_dict(), rows=rows,
                   wall_s=time.perf_counter() - t0, notes=notes)

@@ -54,7 +54,7 @@ def _static_qoperator(proto: onnx.ModelProto, calib, reduce_range: bool) -> onnx
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(proto, str(src))
         quantize_static(str(src), str(dst), calib.reader(), quant_format=QuantFormat.QOperator,
-                        op_types_to_quantize=list(QUANT_OPS), per_channel=False, reduce_range=reduce_range,
+                        op_types_to_quantize=["Conv", "MatMul"],  # QLinearConv/QLinearMatMul: standard ops per_channel=False, reduce_range=reduce_range,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=sorted(keep),
                         extra_options={"MatMulConstBOnly": True})
         return onnx.load(str(dst))
@@ -129,6 +129,10 @@ def cpu_recipe(
             g = build_candidate(name, proto, calib)
             if not {n.op_type for n in g.graph.node} & _INTEGER_OPS:
                 errors[name] = "no layer this candidate quantizes"
+                continue
+            domains = {n.domain for n in g.graph.node} - {"", "ai.onnx"}
+            if domains:  # bundles hold standard ops only (exporters.onnx.check_graph)
+                errors[name] = f"uses non-standard op domain(s) {sorted(domains)}"
                 continue
             sqnr[name] = output_sqnr(proto, g, calib)
         except Exception as exc:  # a candidate onnxruntime cannot build or run is skipped, and said so

@@ -59,14 +59,15 @@ def settings_from_options(**o) -> "object":
     backends.expand(runtimes, precisions)  # unknown names -> ValueError
     if o["device"] not in ("cpu", "cuda"):
         raise ValueError(f"--device is cpu or cuda, got {o['device']!r}.")
-    if o["threads"] < 1 or o["calls"] < 1 or o["warmup"] < 0:
-        raise ValueError("--threads and --calls must be >= 1, --warmup >= 0.")
+    if o["threads"] < 1 or o["calls"] < 1 or o["warmup"] < 0 or o["rounds"] < 1:
+        raise ValueError("--threads, --calls and --rounds must be >= 1, --warmup >= 0.")
     if o["data"] is not None and not Path(o["data"]).is_dir():
         raise ValueError(f"--data {o['data']} is not a directory; pass a prepared corpus (kwsdeploy data prepare-...).")
     return Settings(models=_models(o["models"]), runtimes=runtimes, precisions=precisions, modes=modes,
                     packet_frames=_ints(o["packet_frames"], "--packet-frames", allow_natural=True),
                     batches=_ints(o["batch"], "--batch"), frontend=o["frontend"], device=o["device"],
                     threads=o["threads"], calls=o["calls"], warmup=o["warmup"], max_seconds=o["max_seconds"],
+                    rounds=o["rounds"],
                     audio_seconds=o["audio_seconds"], exporter=o["exporter"], data=o["data"],
                     data_clips=o["data_clips"], peers=o["peers"])
 
@@ -89,7 +90,8 @@ def register(app: typer.Typer) -> None:
         data_clips: int = typer.Option(20, "--data-clips", help="Test clips joined into the scored recording."),
         calls: int = typer.Option(300, "--calls", help="Timed calls per row at most."),
         warmup: int = typer.Option(10, "--warmup", help="Untimed calls before timing."),
-        max_seconds: float = typer.Option(1.0, "--max-seconds", help="Stop timing a row after this long (at least 5 calls)."),
+        max_seconds: float = typer.Option(1.0, "--max-seconds", help="Stop timing a row after this long in all."),
+        rounds: int = typer.Option(5, "--rounds", help="Interleaved timing rounds over all rows (load falls on all alike)."),
         audio_seconds: float = typer.Option(10.0, "--audio-seconds", help="Seconds of the shared input audio."),
         exporter: str = typer.Option("legacy", "--exporter", help="torch.onnx path: legacy (fast), dynamo or auto."),
         peers: bool = typer.Option(True, "--peers/--no-peers", help="Add microWakeWord rows when pymicro-wakeword is installed."),
@@ -101,7 +103,7 @@ def register(app: typer.Typer) -> None:
 
         opts = dict(models=models, runtimes=runtimes, precisions=precisions, modes=modes, frontend=frontend,
                     packet_frames=packet_frames, batch=batch, device=device, threads=threads, data=data,
-                    data_clips=data_clips, calls=calls, warmup=warmup, max_seconds=max_seconds,
+                    data_clips=data_clips, calls=calls, warmup=warmup, max_seconds=max_seconds, rounds=rounds,
                     audio_seconds=audio_seconds, exporter=exporter, peers=peers)
         try:
             settings = settings_from_options(**opts)

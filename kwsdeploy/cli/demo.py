@@ -99,16 +99,16 @@ def run_demo(out: Path, models: list[str], clips: int, con, exporter: str = "leg
 
 def register(app: typer.Typer) -> None:
     """Add `demo` to the CLI."""
+    from kwsdeploy.cli import _options as opt
 
     @app.command("demo")
     def demo_cmd(
         out: Path = typer.Option(Path("kwsdeploy-demo"), "--out", "-o", help="Where bundles and the summary go."),
         models: Optional[str] = typer.Option(None, "--models", help="Comma list (default: every shipped demo checkpoint)."),
-        clips: int = typer.Option(40, "--clips", help="Test clips in the streamed recording (0 = all)."),
-        exporter: str = typer.Option(
-            "legacy", "--exporter",
-            help="torch.onnx path: legacy (fast; the smaller graph for most demo models), dynamo, or auto (both, keep the smaller).",
-        ),
+        clips: int = typer.Option(40, "--clips", min=0, help="Test clips in the streamed recording (0 = all)."),
+        exporter: str = opt.exporter_option(
+            "legacy", "torch.onnx path: legacy (fast; the smaller graph for most demo models), dynamo, or auto "
+                      "(both, keep the smaller)."),
     ) -> None:
         """Run the whole pipeline on the embedded corpus: evaluate, export, verify, stream."""
         from rich.table import Table

@@ -93,6 +93,56 @@ def evaluate_checkpoint(checkpoint: str, data: Optional[Path], split: str, folde
     return metrics
 
 
+def evaluate_bundle(bundle: Path, precision: str, data: Optional[Path], split: str, folder: Optional[Path],
+                    placement: str) -> dict[str, Any]:
+    """`eval --bundle DIR --precision P`: top-1, macro F1, per-class recall and confusion of one file of
+    a bundle through the ONNX Runtime runner (each clip streamed from the zero state, as a device runs
+    it); agreement with the bundle's fp32 file; with --data and a step graph, stream detection on the
+    split's clips joined by noise."""
+    import numpy as np
+
+    from kwsdeploy.calibration.report import EvalData, evaluate_file, held_out_data
+    from kwsdeploy.manifest import PRECISIONS
+    from kwsdeploy.runtime.bundle import load_bundle
+    from kwsdeploy.train.evaluate import classification_metrics
+
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
+    b = load_bundle(bundle)
+    m = b.manifest
+    mode = "step" if any(f.mode == "step" for f in m.files) else "offline"
+    mf = m.file(mode, precision)
+    labels = list(m.labels)
+    notes: list[str] = []
+    if folder is not None:
+        from kwsdeploy.placement import resolve_placement
+
+        placement = resolve_placement(placement, dict(m.checkpoint))
+        waves, targets, notes = folder_clips(folder, labels, m.feature_config, placement)
+        ev = EvalData(np.stack(waves).astype(np.float32), np.array(targets), str(folder))
+        source: dict[str, Any] = {"folder": str(folder), "placement": placement}
+    else:
+        from kwsdeploy.cli.stream import _noise
+
+        ev = held_out_data(Path(data), labels, split, noise=_noise(Path(data)))
+        source = {"data": str(data), "split": split}
+    ref = None
+    if precision != "fp32" and any(f.mode == mode and f.precision == "fp32" for f in m.files):
+        fp32 = m.file(mode, "fp32")
+        ref = evaluate_file(b.path / fp32.path, mode, fp32.input_kind, EvalData(ev.audio, ev.targets, ev.source),
+                            labels, m.feature_config)["predictions"]
+    row = evaluate_file(b.path / mf.path, mode, mf.input_kind, ev, labels, m.feature_config, m.stream,
+                        m.detection_settings, np.array(ref) if ref is not None else None)
+    metrics = classification_metrics(ev.targets.tolist(), row["predictions"], labels)
+    metrics.update(model=m.model.get("name", "?"), checkpoint=str(b.path / mf.path), bundle=str(b.path),
+                   precision=precision, file=mf.path, mode=mode, notes=notes, **source)
+    if "agreement_with_fp32" in row:
+        metrics["agreement_with_fp32"] = row["agreement_with_fp32"]
+    if "stream" in row:
+        metrics["stream"] = row["stream"]
+    return metrics
+
+
 def register(app: typer.Typer) -> None:
     """Add `eval` to the CLI."""
 
@@ -100,6 +150,9 @@ def register(app: typer.Typer) -> None:
     def eval_cmd(
         checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="Checkpoint directory."),
         model: Optional[str] = typer.Option(None, "--model", "-m", help="Use this model's shipped demo checkpoint."),
+        bundle: Optional[Path] = typer.Option(
+            None, "--bundle", help="Exported bundle: evaluate its graph of --precision through ONNX Runtime."),
+        precision: str = typer.Option("fp32", "--precision", help="With --bundle: fp32, fp16, int8-tensorrt or int8-cpu."),
         data: Optional[Path] = typer.Option(None, "--data", help="Prepared directory."),
         split: str = typer.Option("test", "--split", help="train | valid | test (with --data)."),
         folder: Optional[Path] = typer.Option(
@@ -107,7 +160,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
         plot: Optional[Path] = typer.Option(
             None, "--plot", help="Write the confusion matrix PNG here (needs matplotlib)."),
-        batch_size: int = typer.Option(256, "--batch-size"),
+        batch_size: int = typer.Option(256, "--batch-size", min=1, max=65_536),
         device: str = typer.Option("cpu", "--device"),
         placement: str = typer.Option("auto", "--placement", help=PLACEMENT_HELP),
     ) -> None:
@@ -115,8 +168,9 @@ def register(app: typer.Typer) -> None:
         from kwsdeploy.train.evaluate import format_report, plot_confusion
 
         with user_errors():
-            if (checkpoint is None) == (model is None):
-                raise UserError("Give exactly one of --checkpoint CKPT or --model NAME (a shipped demo checkpoint).")
+            if sum(x is not None for x in (checkpoint, model, bundle)) != 1:
+                raise UserError("Give exactly one of --checkpoint CKPT, --model NAME (a shipped demo checkpoint) "
+                                "or --bundle DIR.")
             if (data is None) == (folder is None):
                 raise UserError("Give exactly one of --data PREPARED_DIR or --folder DIR.")
             if model is not None:
@@ -124,7 +178,10 @@ def register(app: typer.Typer) -> None:
 
                 checkpoint = str(demo_checkpoint_path(model))
             check_placement(placement)
-            metrics = evaluate_checkpoint(checkpoint, data, split, folder, batch_size, device, placement)
+            if bundle is not None:
+                metrics = evaluate_bundle(bundle, precision, data, split, folder, placement)
+            else:
+                metrics = evaluate_checkpoint(checkpoint, data, split, folder, batch_size, device, placement)
             png = None
             if plot is not None:
                 png = plot_confusion(metrics, plot, title=f"{metrics['model']}: {metrics['accuracy']:.2%} top-1")
@@ -140,6 +197,13 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"{metrics['model']} ({metrics['checkpoint']}) on {where}")
         for note in metrics.get("notes", []):
             typer.echo(f"note: {note}")
+        if "precision" in metrics:
+            agree = metrics.get("agreement_with_fp32")
+            stream = metrics.get("stream")
+            typer.echo(f"precision {metrics['precision']} ({metrics['file']}, ONNX Runtime step runner)"
+                       + (f"; agrees with fp32 on {agree:.1%} of clips" if agree is not None else "")
+                       + (f"; stream detection {stream['accuracy']:.1%}, {stream['false_alarms_per_hour']:.0f} FA/h"
+                          if stream else ""))
         typer.echo(format_report(metrics))
         if png is not None:
             typer.echo(f"confusion matrix: {png}")

@@ -99,6 +99,7 @@ def print_summary(result, console) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add `export` to the CLI."""
+    from kwsdeploy.cli import _options as opt
 
     @app.command("export")
     def export_cmd(
@@ -107,18 +108,18 @@ def register(app: typer.Typer) -> None:
         mode: str = typer.Option("step", "--mode", help="step, offline or both."),
         frontend: bool = typer.Option(False, "--frontend", help="Put the streaming MFCC (and its sample cache) inside the graph: input 'audio'."),
         fp16: bool = typer.Option(False, "--fp16", help="Also write an fp16 graph (fp32 inputs/outputs)."),
-        int8: bool = typer.Option(False, "--int8", help="INT8 Q/DQ graph (Step 6)."),
+        int8: bool = typer.Option(False, "--int8", help="Also write INT8 graphs calibrated on real speech, and report.md."),
+        calib_data: Optional[Path] = typer.Option(
+            None, "--calib-data", help="Calibration clips: a prepared dir (train split) or a folder of label-named "
+                                       "subfolders; default: the embedded demo corpus' train split."),
+        calib_clips: int = typer.Option(64, "--calib-clips", help="Clips joined into the calibration streams."),
+        calib_method: str = typer.Option("minmax", "--calib-method", help="minmax, percentile or entropy."),
+        target: str = typer.Option("both", "--target", help="INT8 recipe: tensorrt, cpu or both."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Bundle directory (default exports/<model>)."),
-        hop_frames: Optional[int] = typer.Option(
-            None, "--packet-frames", "--hop-frames",
-            help="Frames per step call: the hop of a windowed stream (default 10), or a multiple of an exact "
-                 "step form's natural packet (default: the natural packet; larger = fewer calls, more latency).",
-        ),
+        hop_frames: Optional[int] = opt.PACKET_FRAMES,
         random_init: bool = typer.Option(False, "--random-init", help="Random weights instead of a checkpoint (testing)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle directory."),
-        exporter: str = typer.Option(
-            "auto", "--exporter", help="torch.onnx path: auto (both, keep the smaller graph), dynamo or legacy."
-        ),
+        exporter: str = opt.exporter_option("auto"),
     ) -> None:
         """Export a model's step (and/or offline) graph to a bundle, checked against torch on real clips."""
         from kwsdeploy.cli.common import console, user_errors
@@ -126,13 +127,14 @@ def register(app: typer.Typer) -> None:
         con = console()
         con.width = max(con.width, 140)
         with user_errors():
+            int8_options = None
             if int8:
-                raise ValueError("--int8 is not implemented yet: INT8 export lands in Step 6.")
+                from kwsdeploy.calibration.passes import Int8Options, parse_targets
+
+                int8_options = Int8Options(parse_targets(target), calib_data, calib_clips, calib_method)
             modes = {"step": ("step",), "offline": ("offline",), "both": ("step", "offline")}.get(mode)
             if modes is None:
                 raise ValueError(f"--mode must be step, offline or both, got {mode!r}.")
-            if exporter not in ("auto", "dynamo", "legacy"):
-                raise ValueError(f"--exporter must be auto, dynamo or legacy, got {exporter!r}.")
             from kwsdeploy.cli.common import UserError
             from kwsdeploy.exporters.bundle import ParityError, export_bundle
             from kwsdeploy.exporters.onnx import ExportError
@@ -140,15 +142,25 @@ def register(app: typer.Typer) -> None:
             m, labels, fcfg, info, accuracy, msg = _load_model(model, checkpoint, random_init)
             con.print(msg)
             out_dir = out or Path("exports") / m.model_name
+            inputs = [("--checkpoint", checkpoint), ("--calib-data", calib_data)]
+            build = dict(model=m, labels=labels, feature_config=fcfg, parity=parity_clips(fcfg), modes=modes,
+                         frontend=frontend, precisions=("fp32", "fp16") if fp16 else ("fp32",), hop_frames=hop_frames,
+                         checkpoint=info, accuracy=accuracy, exporter=exporter)
+            report = None
             try:
-                result = export_bundle(
-                    out_dir, overwrite=overwrite, inputs=[("--checkpoint", checkpoint)], model=m, labels=labels, feature_config=fcfg,
-                    parity=parity_clips(fcfg), modes=modes, frontend=frontend, precisions=("fp32", "fp16") if fp16 else ("fp32",), hop_frames=hop_frames,
-                    checkpoint=info, accuracy=accuracy, exporter=exporter,
-                )
+                if int8_options is not None:
+                    from kwsdeploy.cli._export_int8 import export_int8
+
+                    result, report = export_int8(out_dir, overwrite, inputs, int8_options, build, con)
+                else:
+                    result = export_bundle(out_dir, overwrite=overwrite, inputs=inputs, **build)
             except (ParityError, ExportError) as exc:
                 raise UserError(str(exc)) from None
         print_summary(result, con)
+        if report:
+            from kwsdeploy.cli._export_int8 import print_report
+
+            print_report(report, con)
         print_trt_check(result.path, con)
 
 

@@ -13,19 +13,29 @@ import typer
 from kwsdeploy.cli.common import user_errors
 from kwsdeploy.contract import DEFAULT_DETECTION, DetectionSettings, StreamSpec, samples_to_seconds
 
-# Detection defaults shared by `stream`, `eval-stream` and `demo` (kwsdeploy.contract.DetectionSettings).
+# Detection defaults shared by `stream`, `eval-stream` and `demo` (kwsdeploy.contract.DetectionSettings; a
+# bundle tuned by `kwsdeploy tune` carries its own).
 THRESHOLD = DEFAULT_DETECTION.threshold
 SMOOTHING_S = DEFAULT_DETECTION.smoothing_seconds
 REFRACTORY_S = DEFAULT_DETECTION.refractory_seconds
+MIN_GAP_S = DEFAULT_DETECTION.min_gap_seconds
 DEFAULT_HOP_FRAMES = 10  # windowed streams recompute the last second every 100 ms
 
 
-def _detector(labels, hop_seconds: float, threshold: float, smoothing: float, refractory: float):
-    from kwsdeploy.runtime.detect import KeywordDetector
+def _settings(threshold: float, smoothing: float, refractory: float, min_gap: float = MIN_GAP_S) -> DetectionSettings:
+    return DetectionSettings(threshold=threshold, smoothing_seconds=smoothing, refractory_seconds=refractory,
+                             min_gap_seconds=min_gap)
 
-    settings = DetectionSettings(threshold, smoothing, refractory)
-    return KeywordDetector(labels, hop_seconds, smoothing_packets=settings.smoothing_packets(hop_seconds),
-                           threshold=settings.threshold, refractory_seconds=settings.refractory_seconds)
+
+def resolve_settings(source, threshold: Optional[float], smoothing: Optional[float], refractory: Optional[float],
+                     min_gap: Optional[float]) -> DetectionSettings:
+    """Options given on the command line, else the bundle manifest's settings, else the defaults."""
+    import dataclasses
+
+    base = getattr(source, "detection", None) or DEFAULT_DETECTION
+    given = {k: v for k, v in (("threshold", threshold), ("smoothing_seconds", smoothing),
+                               ("refractory_seconds", refractory), ("min_gap_seconds", min_gap)) if v is not None}
+    return dataclasses.replace(base, tuned=None, **given) if given else base
 
 
 class _Source:
@@ -43,6 +53,10 @@ class _Source:
 
     def logits(self, audio: np.ndarray) -> np.ndarray:
         """Logits [packets, classes] of a mono recording streamed from the zero state."""
+        raise NotImplementedError
+
+    def feeder(self):
+        """A fresh incremental feeder (`feed(block) -> logits [packets, classes]`) from the zero state."""
         raise NotImplementedError
 
 
@@ -76,9 +90,10 @@ class TorchSource(_Source):
 
         return stream_logits(self.step, audio)[1]
 
+    def feeder(self):
+        from kwsdeploy.streaming.blocks import TorchFeeder
 
-PACKET_HELP = ("Frames per step call: windowed hop (default 10) or a multiple of an exact step form's "
-               "natural packet (default: natural).")
+        return TorchFeeder(self.step)
 
 
 def _is_exact(model) -> bool:
@@ -100,6 +115,9 @@ class BundleSource(_Source):
         self.labels = self.runner.labels
         self.spec = self.runner.spec
         self.describe = f"{self.runner.manifest.model.get('name', '?')} ({self.spec.mode}, {backend})"
+        from kwsdeploy.runtime.tuning import bundle_detection
+
+        self.detection = bundle_detection(self.runner.manifest)
 
     def logits(self, audio: np.ndarray) -> np.ndarray:
         """Audio (a --frontend bundle) or offline MFCC of [zero cache + audio] through the step graph."""
@@ -118,63 +136,129 @@ class BundleSource(_Source):
                 x = MFCC(fc)(torch.from_numpy(np.concatenate([cache, audio]))[None]).numpy()
         return self.runner.run(x)[:, 0]
 
+    def feeder(self):
+        from kwsdeploy.streaming.blocks import RunnerFeeder
+
+        return RunnerFeeder(self.runner)
+
 
 def _source(checkpoint, bundle, model, mode, hop_frames, backend: str = "auto") -> _Source:
     """The one source the options name: a bundle, else a checkpoint (or a model's demo checkpoint)."""
+    from kwsdeploy.cli._options import check_bundle_fixed, check_source
+
+    check_source(checkpoint, bundle, model)
     if bundle is not None:
-        if checkpoint is not None or model is not None:
-            raise ValueError("--bundle excludes --checkpoint and --model; pass one source.")
-        return BundleSource(bundle, backend)
+        src = BundleSource(bundle, backend)
+        check_bundle_fixed(src.spec, mode, hop_frames)
+        return src
     return TorchSource(checkpoint, model, mode, hop_frames)
 
 
-def detect(source, audio: np.ndarray, threshold: float, smoothing: float, refractory: float):
-    """Stream `audio` through `source` and return the keyword events."""
-    det = _detector(source.labels, source.hop_seconds, threshold, smoothing, refractory)
+def detect(source, audio: np.ndarray, threshold: float, smoothing: float, refractory: float,
+           min_gap: float = MIN_GAP_S, settings=None):
+    """Stream `audio` through `source` and return the keyword events (`settings` overrides the numbers)."""
+    from kwsdeploy.runtime.detect import KeywordDetector
+
+    settings = settings or _settings(threshold, smoothing, refractory, min_gap)
+    det = KeywordDetector.from_settings(source.labels, source.hop_seconds, settings)
     return det.update(source.logits(audio)) if len(audio) else []
+
+
+def detect_blocks(source, blocks, threshold: float = THRESHOLD, smoothing: float = SMOOTHING_S,
+                  refractory: float = REFRACTORY_S, min_gap: float = MIN_GAP_S, settings=None):
+    """Stream audio blocks through `source`, yielding each keyword event as soon as it fires."""
+    from kwsdeploy.runtime.detect import KeywordDetector
+
+    settings = settings or _settings(threshold, smoothing, refractory, min_gap)
+    det = KeywordDetector.from_settings(source.labels, source.hop_seconds, settings)
+    feeder = source.feeder()
+    for block in blocks:
+        logits = feeder.feed(block)
+        if len(logits):
+            yield from det.update(logits)
+
+
+PROGRESS_AFTER_S = 30.0  # a progress bar (on a terminal) for recordings longer than this
+
+
+def _progress(reader, enabled: bool):
+    """Wrap a BlockReader's blocks in a rich progress bar on stderr when it is long and stderr a terminal."""
+    import sys
+
+    if not enabled or reader.seconds is None or reader.seconds < PROGRESS_AFTER_S or not sys.stderr.isatty():
+        yield from reader
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TimeRemainingColumn
+
+    with Progress("streaming", BarColumn(), "{task.completed:.0f}/{task.total:.0f} s", TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("stream", total=reader.seconds)
+        for block in reader:
+            yield block
+            bar.update(task, completed=reader.samples / reader.sample_rate)
 
 
 def register(app: typer.Typer) -> None:
     """Add `stream` and `eval-stream` to the CLI."""
-    source_opts = dict(
-        checkpoint=typer.Option(None, "--checkpoint", help="kwsdeploy checkpoint (torch step form)."),
-        bundle=typer.Option(None, "--bundle", help="Exported bundle directory (ONNX Runtime, torch-free runner)."),
-        model=typer.Option(None, "--model", "-m", help="Registry name: use its shipped demo checkpoint."),
-        backend=typer.Option("auto", "--backend", help="Bundle runner: auto (TensorRT when installed and the bundle "
-                                                       "has its engine, else ONNX Runtime), onnxruntime or tensorrt."),
-    )
+    from kwsdeploy.cli import _options as opt
+
+    det = opt.detector_options(THRESHOLD, SMOOTHING_S, REFRACTORY_S, MIN_GAP_S)
 
     @app.command("stream")
     def stream_cmd(
-        wav: Path = typer.Argument(..., help="Recording to listen to (any rate; stereo is averaged)."),
-        checkpoint: Optional[Path] = source_opts["checkpoint"],
-        bundle: Optional[Path] = source_opts["bundle"],
-        model: Optional[str] = source_opts["model"],
-        backend: str = source_opts["backend"],
-        mode: Optional[str] = typer.Option(None, "--mode", help="exact | windowed (default: the model card's)."),
-        hop_frames: Optional[int] = typer.Option(None, "--packet-frames", "--hop-frames", help=PACKET_HELP),
-        threshold: float = typer.Option(THRESHOLD, "--threshold", help="Smoothed probability that fires an event."),
-        smoothing: float = typer.Option(SMOOTHING_S, "--smoothing", help="Posterior smoothing window, seconds."),
-        refractory: float = typer.Option(REFRACTORY_S, "--refractory", help="Seconds after an event in which none fires."),
-        as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+        wav: Path = typer.Argument(..., help="Recording to listen to (any rate; stereo is averaged), read in blocks; "
+                                               "'-' reads raw 16-bit PCM from stdin (e.g. a microphone pipe)."),
+        checkpoint: Optional[Path] = opt.CHECKPOINT,
+        bundle: Optional[Path] = opt.BUNDLE,
+        model: Optional[str] = opt.MODEL,
+        backend: str = opt.BACKEND,
+        mode: Optional[str] = opt.MODE,
+        hop_frames: Optional[int] = opt.PACKET_FRAMES,
+        threshold: Optional[float] = det["threshold"],
+        smoothing: Optional[float] = det["smoothing"],
+        refractory: Optional[float] = det["refractory"],
+        min_gap: Optional[float] = det["min_gap"],
+        rate: Optional[int] = typer.Option(None, "--rate", min=1, max=384_000,
+                                           help="With '-': the PCM sample rate (default: the model's, 16000)."),
+        channels: int = typer.Option(1, "--channels", min=1, max=32, help="With '-': interleaved channels (averaged)."),
+        as_json: bool = typer.Option(False, "--json", help="Machine-readable output (with '-': one JSON line per event)."),
     ) -> None:
-        """Keyword events (label, time, score) in a recording, streamed packet by packet."""
-        from kwsdeploy.audio import load_audio
+        """Keyword events (label, time, score) in a recording, streamed packet by packet ('-': raw PCM from stdin)."""
+        from kwsdeploy.audio import read_blocks, read_pcm_blocks
 
         with user_errors():
             src = _source(checkpoint, bundle, model, mode, hop_frames, backend)
-            audio, info = load_audio(wav, src.spec.feature_config.sample_rate)
-            events = detect(src, audio, threshold, smoothing, refractory)
+            rate_out = src.spec.feature_config.sample_rate
+            live = str(wav) == "-"
+            if live:
+                import sys
+
+                reader = read_pcm_blocks(sys.stdin.buffer, rate or rate_out, channels, rate_out)
+            else:
+                reader = read_blocks(wav, rate_out)
+            settings = resolve_settings(src, threshold, smoothing, refractory, min_gap)
+            events = []
+            for e in detect_blocks(src, _progress(reader, not live), settings=settings):
+                if live:  # a pipe never ends by itself: say each event as it fires
+                    typer.echo(json.dumps(e.to_dict()) if as_json else f"  {e.time:8.2f} s  {e.label:<12} p={e.score:.2f}")
+                events.append(e)
+        if live:
+            return
+        seconds = samples_to_seconds(reader.samples, src.spec.feature_config)
         if as_json:
             typer.echo(json.dumps({
-                "file": str(wav), "source": src.describe, "seconds": samples_to_seconds(len(audio), src.spec.feature_config),
-                "notes": [n for n in (src.note, *info.notes) if n], "detections": [e.to_dict() for e in events],
+                "file": str(wav), "source": src.describe, "seconds": seconds,
+                "detection": settings.to_dict(),
+                "notes": [n for n in (src.note, *reader.notes) if n], "detections": [e.to_dict() for e in events],
             }, indent=1))
             return
-        for note in (src.note, *info.notes):
+        for note in (src.note, *reader.notes):
             if note:
                 typer.echo(f"note: {note}", err=True)
-        typer.echo(f"{wav.name}: {samples_to_seconds(len(audio), src.spec.feature_config):.2f} s through {src.describe}, hop {src.hop_seconds * 1000:.0f} ms")
+        typer.echo(f"{wav.name}: {seconds:.2f} s through {src.describe}, "
+                   f"hop {src.hop_seconds * 1000:.0f} ms, threshold {settings.threshold:g}"
+                   + (" (tuned, from the manifest)" if settings.tuned else ""))
         for e in events:
             typer.echo(f"  {e.time:8.2f} s  {e.label:<12} p={e.score:.2f}")
         if not events:
@@ -182,25 +266,47 @@ def register(app: typer.Typer) -> None:
 
     @app.command("eval-stream")
     def eval_stream_cmd(
-        checkpoint: Optional[Path] = source_opts["checkpoint"],
-        bundle: Optional[Path] = source_opts["bundle"],
-        model: Optional[str] = source_opts["model"],
-        backend: str = source_opts["backend"],
+        checkpoint: Optional[Path] = opt.CHECKPOINT,
+        bundle: Optional[Path] = opt.BUNDLE,
+        model: Optional[str] = opt.MODEL,
+        backend: str = opt.BACKEND,
         data: Optional[Path] = typer.Option(None, "--data", help="Prepared directory (default: the demo corpus)."),
         split: str = typer.Option("test", "--split"),
         modes: str = typer.Option("card", "--modes", help="Comma list of exact,windowed (torch sources); 'card' = the card's mode."),
-        hop_frames: Optional[int] = typer.Option(None, "--packet-frames", "--hop-frames", help=PACKET_HELP),
-        clips: int = typer.Option(0, "--clips", help="Clips to join (0 = the whole split)."),
-        threshold: float = typer.Option(THRESHOLD, "--threshold"),
-        smoothing: float = typer.Option(SMOOTHING_S, "--smoothing"),
-        refractory: float = typer.Option(REFRACTORY_S, "--refractory"),
-        seed: int = typer.Option(0, "--seed"),
+        hop_frames: Optional[int] = opt.PACKET_FRAMES,
+        clips: int = typer.Option(0, "--clips", min=0, help="Clips to join (0 = the whole split)."),
+        threshold: Optional[float] = det["threshold"],
+        smoothing: Optional[float] = det["smoothing"],
+        refractory: Optional[float] = det["refractory"],
+        min_gap: Optional[float] = det["min_gap"],
+        seed: int = typer.Option(0, "--seed", min=0),
+        recording: str = typer.Option(
+            "clips", "--recording", help="clips (test clips joined by noise gaps) or a comma list of keywords "
+            "(the split's keywords between held-out synthetic speech and noise parts) and digits (the split's "
+            "digits with 0.5 s pauses): these two report the DET curve."),
+        speech_set: str = typer.Option("test", "--speech-set", help="Held-out TTS half for --recording keywords: test | tune."),
+        speech_minutes: float = typer.Option(32.0, "--speech-minutes", callback=opt.finite(0.0, 600.0, lo_open=True),
+                                             help="Minutes of non-keyword speech (keywords recording)."),
+        target: Optional[float] = typer.Option(None, "--target-fa-per-hour", callback=opt.finite(0.0),
+                                               help="Report the threshold meeting this budget."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Write det.json (and det-<recording>.png with matplotlib) here."),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
-        """Detection accuracy and false alarms per hour on one long recording of test clips and noise gaps."""
+        """Detection on a long recording: accuracy and false alarms per hour, or (keywords, digits) the DET curve."""
+        if recording != "clips":
+            from kwsdeploy.cli._detection import eval_detection_cmd
+
+            with user_errors():
+                src = _source(checkpoint, bundle, model, None if modes == "card" else modes, hop_frames, backend)
+                settings = resolve_settings(src, threshold, smoothing, refractory, min_gap)
+                result = eval_detection_cmd(src, settings, recording, data, split, speech_set, speech_minutes,
+                                            seed, target, out)
+            if as_json:
+                typer.echo(json.dumps(result, indent=1))
+            return
         with user_errors():
             rows = evaluate_stream(checkpoint, bundle, model, data, split, modes, hop_frames, clips,
-                                   threshold, smoothing, refractory, seed, backend=backend)
+                                   threshold, smoothing, refractory, seed, backend=backend, min_gap=min_gap)
         if as_json:
             typer.echo(json.dumps(rows, indent=1))
             return
@@ -218,8 +324,11 @@ def register(app: typer.Typer) -> None:
 
 
 def evaluate_stream(checkpoint, bundle, model, data, split, modes, hop_frames, clips, threshold, smoothing,
-                    refractory, seed, backend: str = "auto") -> list[dict]:
+                    refractory, seed, backend: str = "auto", min_gap=None) -> list[dict]:
     """Build the long recording once and score every requested source/mode on it."""
+    from kwsdeploy.cli._options import check_source
+
+    check_source(checkpoint, bundle, model)  # before the recording is built
     from kwsdeploy.data.dataset import KwsDataset
     from kwsdeploy.data.prepared import load_labels
     from kwsdeploy.streaming.stream_eval import build_long_recording, score_detections
@@ -240,13 +349,19 @@ def evaluate_stream(checkpoint, bundle, model, data, split, modes, hop_frames, c
     audio, events = build_long_recording(pairs, noise=noise, seed=seed)
     sources = []
     if bundle is not None:
+        if modes != "card":
+            from kwsdeploy.cli._options import ContradictionError
+
+            raise ContradictionError(f"--modes {modes} applies to torch sources; a bundle streams in the mode it "
+                                     "was exported in: drop --modes.")
         sources.append(_source(None, bundle, None, None, hop_frames, backend))
     else:
         for mode in (None,) if modes == "card" else [m.strip() for m in modes.split(",")]:
             sources.append(_source(checkpoint, None, model, mode, hop_frames))
     rows = []
     for src in sources:
-        events_found = detect(src, audio, threshold, smoothing, refractory)
+        settings = resolve_settings(src, threshold, smoothing, refractory, min_gap)
+        events_found = detect(src, audio, 0, 0, 0, settings=settings)
         score = score_detections([(e.label, e.time) for e in events_found], events, samples_to_seconds(len(audio)))
         rows.append({"source": src.describe, "hop_ms": round(src.hop_seconds * 1000, 3), **score.to_dict()})
     return rows

@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from kwsdeploy.cli._options import MAX_THREADS, finite
 from kwsdeploy.cli.common import UserError, user_errors
 
 
@@ -20,59 +21,63 @@ def register(app: typer.Typer) -> None:
         data: Optional[Path] = typer.Option(
             None, "--data", help="Prepared directory (labels.json + train/valid/test jsonl); default: the demo corpus."),
         preset: str = typer.Option("reference", "--preset", help="reference (TorchKWS/KWM recipe) | demo | speakers (demo + speaker augmentation)."),
-        epochs: Optional[int] = typer.Option(None, "--epochs"),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size"),
-        lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (AdamW)."),
-        min_lr: Optional[float] = typer.Option(None, "--min-lr", help="Cosine floor."),
-        weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
-        warmup_epochs: Optional[float] = typer.Option(None, "--warmup-epochs"),
-        label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing"),
+        epochs: Optional[int] = typer.Option(None, "--epochs", min=1, max=100_000),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, max=65_536),
+        lr: Optional[float] = typer.Option(
+            None, "--lr", callback=finite(0.0, 10.0, lo_open=True), help="Peak learning rate (AdamW)."),
+        min_lr: Optional[float] = typer.Option(None, "--min-lr", callback=finite(0.0, 10.0), help="Cosine floor (at most --lr)."),
+        weight_decay: Optional[float] = typer.Option(None, "--weight-decay", callback=finite(0.0, 10.0)),
+        warmup_epochs: Optional[float] = typer.Option(None, "--warmup-epochs", callback=finite(0.0, 100_000.0)),
+        label_smoothing: Optional[float] = typer.Option(
+            None, "--label-smoothing", callback=finite(0.0, 1.0, hi_open=True)),
         augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Waveform augmentation."),
         stream_context: Optional[float] = typer.Option(
-            None, "--stream-context",
+            None, "--stream-context", callback=finite(0.0, 10.0),
             help="Seconds of another clip before each training clip, loss on the last second (causal KWM: "
                  "learns to stream without resets; 0: off)."),
         gain_db: Optional[float] = typer.Option(
-            None, "--gain-db", help="Random gain U(-G, +G) dB per training clip (0: off; applies with --no-augment too)."),
+            None, "--gain-db", callback=finite(0.0, 60.0), help="Random gain U(-G, +G) dB per training clip (0: off; applies with --no-augment too)."),
         noise_snr_db: Optional[str] = typer.Option(
             None, "--noise-snr-db",
             help="'LO,HI': mix noise at U(LO, HI) dB SNR relative to the clip instead of the absolute volume "
                  "(applies with --no-augment too); 'off' for the preset's absolute volume."),
         speed: Optional[str] = typer.Option(None, "--speed", help="'LO,HI': resample each clip by U(LO, HI) (tempo and pitch); 'off'."),
         tempo: Optional[str] = typer.Option(None, "--tempo", help="'LO,HI[,P]': with probability P (default 1) stretch time by a rate U(LO, HI), pitch kept; 'off'."),
-        vtlp: Optional[float] = typer.Option(None, "--vtlp", help="Vocal-tract-length perturbation: warp U(1-A, 1+A) (0: off)."),
-        reverb_p: Optional[float] = typer.Option(None, "--reverb-p", help="Probability of a synthetic room reverb (0: off)."),
-        eq_db: Optional[float] = typer.Option(None, "--eq-db", help="Random smooth EQ of +-DB dB (0: off)."),
-        telephone_p: Optional[float] = typer.Option(None, "--telephone-p", help="Probability of a telephone band 300-3400 Hz (0: off)."),
-        lowpass_p: Optional[float] = typer.Option(None, "--lowpass-p", help="Probability of a low-pass at U(1.5, 4) kHz (0: off)."),
-        shift: Optional[float] = typer.Option(None, "--shift", help="Time shift U(-S, S) seconds, zero-filled (0: off)."),
+        vtlp: Optional[float] = typer.Option(None, "--vtlp", callback=finite(0.0, 1.0, hi_open=True), help="Vocal-tract-length perturbation: warp U(1-A, 1+A) (0: off)."),
+        reverb_p: Optional[float] = typer.Option(None, "--reverb-p", callback=finite(0.0, 1.0), help="Probability of a synthetic room reverb (0: off)."),
+        eq_db: Optional[float] = typer.Option(None, "--eq-db", callback=finite(0.0, 40.0), help="Random smooth EQ of +-DB dB (0: off)."),
+        telephone_p: Optional[float] = typer.Option(None, "--telephone-p", callback=finite(0.0, 1.0), help="Probability of a telephone band 300-3400 Hz (0: off)."),
+        lowpass_p: Optional[float] = typer.Option(None, "--lowpass-p", callback=finite(0.0, 1.0), help="Probability of a low-pass at U(1.5, 4) kHz (0: off)."),
+        shift: Optional[float] = typer.Option(None, "--shift", callback=finite(0.0, 1.0), help="Time shift U(-S, S) seconds, zero-filled (0: off)."),
         spec_augment: Optional[bool] = typer.Option(None, "--spec-augment/--no-spec-augment"),
         features: Optional[str] = typer.Option(
             None, "--features", help="deployable (causal fixed floor, default) | reference (per-clip top_db)."),
-        n_mfcc: Optional[int] = typer.Option(None, "--n-mfcc", help="Default: the model card's input width."),
+        n_mfcc: Optional[int] = typer.Option(None, "--n-mfcc", min=1, max=241, help="Default: the model card's input width."),
         model_config: Optional[str] = typer.Option(
             None, "--model-config", help='JSON object of constructor overrides, e.g. \'{"dropout": 0.1}\'.'),
-        seed: Optional[int] = typer.Option(None, "--seed"),
+        seed: Optional[int] = typer.Option(None, "--seed", min=0),
         device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N."),
         amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA."),
         num_workers: Optional[int] = typer.Option(
-            None, "--num-workers", help="DataLoader worker processes per rank (augmentation does not depend on it)."),
+            None, "--num-workers", min=0, max=256, help="DataLoader worker processes per rank (augmentation does not depend on it)."),
         nproc: int = typer.Option(
-            1, "--nproc", help="Ranks on this node: re-runs the command under torchrun (DDP; gloo on CPU, NCCL on "
+            1, "--nproc", min=1, max=1024, help="Ranks on this node: re-runs the command under torchrun (DDP; gloo on CPU, NCCL on "
                                "CUDA). Several nodes: torchrun --nnodes ... -m kwsdeploy train ..."),
         micro_batch: Optional[int] = typer.Option(
-            None, "--micro-batch",
+            None, "--micro-batch", min=1,
             help="Clips per rank per forward pass (default: --batch-size / ranks); smaller accumulates gradients, "
                  "the global batch stays --batch-size."),
-        eval_batch_size: Optional[int] = typer.Option(None, "--eval-batch-size", help="Clips per validation batch."),
+        eval_batch_size: Optional[int] = typer.Option(None, "--eval-batch-size", min=1, help="Clips per validation batch."),
         compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
-        grad_clip: Optional[float] = typer.Option(None, "--grad-clip"),
-        threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)."),
+        grad_clip: Optional[float] = typer.Option(
+            None, "--grad-clip", callback=finite(0.0, 1e6), help="Clip the gradient norm (0: off)."),
+        threads: Optional[int] = typer.Option(
+            None, "--threads", min=1, max=MAX_THREADS, help="torch CPU threads (default: torch's)."),
         init: Optional[Path] = typer.Option(
             None, "--init", help="Start from this checkpoint of the same model (tensors copied by name, classifier rows by label)."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
-        stop_after: Optional[int] = typer.Option(None, "--stop-after", hidden=True),
+        stop_after: Optional[int] = typer.Option(None, "--stop-after", min=1, hidden=True),
         as_json: bool = typer.Option(False, "--json", help="Print a JSON summary at the end."),
     ) -> None:
         """Train a model of the zoo; best checkpoint by validation accuracy, plus the last one."""
@@ -141,6 +146,19 @@ def register(app: typer.Typer) -> None:
                 import dataclasses
 
                 cfg = dataclasses.replace(cfg, tempo_range=None, tempo_p=0.0)
+            if cfg.min_lr > cfg.lr:
+                raise UserError(f"--min-lr {cfg.min_lr:g} is above the peak --lr {cfg.lr:g}: the cosine floor must be "
+                                "at most the peak.")
+            if resume:
+                _check_resume(out, given={
+                    "model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr, "min_lr": min_lr,
+                    "weight_decay": weight_decay, "warmup_epochs": warmup_epochs, "label_smoothing": label_smoothing,
+                    "augment": augment, "spec_augment": spec_augment, "stream_context_s": stream_context,
+                    "gain_db": gain_db, "noise_snr_db": snr, "features": features, "n_mfcc": n_mfcc,
+                    "model_config": mc, "seed": seed, "grad_clip": grad_clip, "speed_range": speed_range,
+                    "vtlp": vtlp, "reverb_p": reverb_p, "eq_db": eq_db, "telephone_p": telephone_p, "shift_s": shift,
+                    "tempo_range": tempo_range, "tempo_p": tempo_p, "lowpass_p": lowpass_p,
+                })
             if data is None:
                 from kwsdeploy.data.demo import demo_corpus_dir
 
@@ -182,3 +200,26 @@ def _launch(nproc: int) -> None:
     if "train" not in args or not any(a == "--nproc" or a.startswith("--nproc=") for a in args):
         raise UserError("--nproc re-runs the command line; run 'kwsdeploy train ... --nproc N' from a shell.")
     raise typer.Exit(relaunch(nproc, args))
+
+
+_OPTION_OF = {"stream_context_s": "--stream-context", "speed_range": "--speed", "shift_s": "--shift",
+              "tempo_range": "--tempo", "tempo_p": "--tempo"}
+
+
+def _check_resume(out: Path, given: dict) -> None:
+    """--resume continues the saved run as it was configured: an option that would change it is refused
+    (device, workers, AMP, threads and batching per rank may change)."""
+    saved_path = out / "config.json"
+    if not saved_path.is_file():
+        return  # train() says there is nothing to resume
+    saved = json.loads(saved_path.read_text())
+    differ = []
+    for key, value in given.items():
+        if value is None or key not in saved:
+            continue
+        have, value = saved[key], list(value) if isinstance(value, tuple) else value
+        if have != value:
+            differ.append(f"{_OPTION_OF.get(key, '--' + key.replace('_', '-'))} {value} (the run has {have})")
+    if differ:
+        raise UserError(f"--resume continues {out} as it was started; refusing {'; '.join(differ)}. Drop those "
+                        "options, or start a new run in another --out.")

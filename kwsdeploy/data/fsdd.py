@@ -18,6 +18,7 @@ import numpy as np
 
 from kwsdeploy.atomic import CORPUS_TREE, writing_dir
 from kwsdeploy.data.prepared import CLIP_SAMPLES, SAMPLE_RATE, dumps_json
+from kwsdeploy.placement import centre_clip  # noqa: F401  (re-exported: the training clips' placement)
 
 log = logging.getLogger("kwsdeploy.data")
 
@@ -41,20 +42,6 @@ ATTRIBUTION = (
 
 class FsddError(ValueError):
     """The FSDD folder is missing, empty or holds unexpected files."""
-
-
-def centre_clip(x: np.ndarray, samples: int = CLIP_SAMPLES) -> np.ndarray:
-    """Place a trimmed word in the middle of `samples` zeros; a longer clip keeps its loudest window."""
-    x = np.asarray(x, dtype=np.float32)
-    if len(x) <= samples:
-        out = np.zeros(samples, dtype=np.float32)
-        start = (samples - len(x)) // 2
-        out[start: start + len(x)] = x
-        return out
-    energy = np.concatenate([[0.0], np.cumsum(x.astype(np.float64) ** 2)])
-    starts = np.arange(0, len(x) - samples + 1, 160)
-    best = int(starts[np.argmax(energy[starts + samples] - energy[starts])])
-    return x[best: best + samples].copy()
 
 
 def to_int16(x: np.ndarray) -> np.ndarray:

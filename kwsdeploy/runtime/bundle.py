@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kwsdeploy.manifest import GOLDEN_NAME, Manifest, ManifestError
+from kwsdeploy.manifest import GOLDEN_NAME, ONNX_METADATA_KEY, Manifest, ManifestError
 
 
 @dataclass(frozen=True)
@@ -35,3 +35,14 @@ def load_bundle(bundle_dir: str | Path, check_hashes: bool = True) -> Bundle:
     if check_hashes:
         manifest.verify_hashes(path)
     return Bundle(path=path, manifest=manifest)
+
+
+def check_identity(metadata: dict[str, str], manifest: Manifest, name: str) -> None:
+    """Refuse a graph whose stamped identity (ONNX metadata) is not this manifest's: a file swapped in
+    from another export would otherwise run under the wrong model name and labels."""
+    got = metadata.get(ONNX_METADATA_KEY)
+    if got != manifest.identity_sha256():
+        raise ManifestError(
+            f"{name}: its metadata {ONNX_METADATA_KEY}={got!r} does not match this manifest; "
+            "the file comes from another export. Re-export the bundle."
+        )

@@ -4,7 +4,9 @@ Torch-free (numpy only), so it runs beside the ONNX Runtime step runner on a dev
 `update` consumes the logits of one packet (or a [T, classes] run of packets): softmax, moving
 average over the last `smoothing_packets` packets (before the stream's start they count as zero, so
 the first event needs as much evidence as any later one), then an event when the best keyword's smoothed
-probability reaches `threshold` and no event fired within the last `refractory_seconds`.
+probability reaches `threshold`, that keyword has not fired within the last `refractory_seconds`
+(per keyword: digits said a second apart are all heard) and no keyword fired within the last
+`min_gap_seconds` (across keywords: one word does not fire twice under two names).
 Labels in `ignore` (silence, unknown) never fire. Event times are the end of the packet that
 triggered them, in seconds from the start of the stream (plus `time_offset`).
 """
@@ -13,9 +15,12 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from kwsdeploy.contract import DetectionSettings
 
 DEFAULT_IGNORE = ("_silence_", "_unknown_")
 
@@ -32,6 +37,11 @@ class Detection:
     def to_dict(self) -> dict:
         """JSON-ready dict of the event."""
         return {"label": self.label, "index": self.index, "time": self.time, "score": self.score}
+
+
+def packets_for(seconds: float, hop_seconds: float) -> int:
+    """Whole packets covering `seconds` (rounded up; integer counts keep event times exact)."""
+    return int(np.ceil(seconds / hop_seconds - 1e-9))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -54,6 +64,7 @@ class KeywordDetector:
         refractory_seconds: float = 1.0,
         ignore: Iterable[str] = DEFAULT_IGNORE,
         time_offset: float = 0.0,
+        min_gap_seconds: float = 0.0,
     ) -> None:
         self.labels = [str(x) for x in labels]
         if not self.labels or len(set(self.labels)) != len(self.labels):
@@ -66,6 +77,8 @@ class KeywordDetector:
             raise ValueError(f"threshold is a probability in (0, 1], got {threshold}.")
         if not refractory_seconds >= 0:
             raise ValueError(f"refractory_seconds must be >= 0, got {refractory_seconds}.")
+        if not min_gap_seconds >= 0:
+            raise ValueError(f"min_gap_seconds must be >= 0, got {min_gap_seconds}.")
         ignored = set(ignore)
         self.keyword_indices = np.array([i for i, x in enumerate(self.labels) if x not in ignored], dtype=np.int64)
         if self.keyword_indices.size == 0:
@@ -73,16 +86,25 @@ class KeywordDetector:
         self.hop_seconds = float(hop_seconds)
         self.smoothing_packets = int(smoothing_packets)
         self.threshold = float(threshold)
-        # Integer packet counts keep event times exact (no float drift over long streams).
-        self.refractory_packets = int(np.ceil(refractory_seconds / self.hop_seconds - 1e-9))
+        self.refractory_packets = packets_for(refractory_seconds, self.hop_seconds)
+        self.gap_packets = packets_for(min_gap_seconds, self.hop_seconds)
         self.time_offset = float(time_offset)
         self.reset()
+
+    @classmethod
+    def from_settings(cls, labels: Sequence[str], hop_seconds: float, settings: "DetectionSettings",
+                      **kwargs: Any) -> "KeywordDetector":
+        """A detector with a bundle's (or the default) `kwsdeploy.contract.DetectionSettings`."""
+        return cls(labels, hop_seconds, smoothing_packets=settings.smoothing_packets(hop_seconds),
+                   threshold=settings.threshold, refractory_seconds=settings.refractory_seconds,
+                   min_gap_seconds=settings.min_gap_seconds, **kwargs)
 
     def reset(self) -> None:
         """Forget the history: the next packet is the first of a new stream."""
         self._history: deque[np.ndarray] = deque(maxlen=self.smoothing_packets)
         self._packets = 0
-        self._last_event_packet: int | None = None
+        self._last_event_packet: int | None = None  # any keyword
+        self._last_by_label: dict[int, int] = {}
         self.smoothed: np.ndarray | None = None
 
     @property
@@ -118,7 +140,11 @@ class KeywordDetector:
         score = float(self.smoothed[best])
         if score < self.threshold:
             return None
-        if self._last_event_packet is not None and self._packets - self._last_event_packet < self.refractory_packets:
+        last = self._last_by_label.get(best)
+        if last is not None and self._packets - last < self.refractory_packets:
             return None
-        self._last_event_packet = self._packets
+        if self._last_event_packet is not None and self._packets - self._last_event_packet < self.gap_packets:
+            return None
+        self._last_event_packet = self._last_by_label[best] = self._packets
         return Detection(self.labels[best], best, self.time, score)
+

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from kwsdeploy.runtime.base import StepRunner
-from kwsdeploy.runtime.bundle import load_bundle
+from kwsdeploy.runtime.bundle import check_identity, load_bundle
 
 BACKENDS = {
     "onnxruntime": ("kwsdeploy.runtime.ort", "OrtStepRunner"),
@@ -38,10 +38,14 @@ def open_runner(
     mf = manifest.file("step", precision, input_kind)
     module, cls = BACKENDS[backend]
     runner_cls = getattr(importlib.import_module(module), cls)
-    return runner_cls(
+    runner = runner_cls(
         bundle.path / mf.path, batch=batch, providers=providers, threads=threads,
         labels=manifest.labels, spec=manifest.stream, manifest=manifest,
     )
+    session = getattr(runner, "session", None)  # ONNX graphs carry the identity stamp; engines do not
+    if session is not None and hasattr(session, "get_modelmeta"):
+        check_identity(session.get_modelmeta().custom_metadata_map, manifest, mf.path)
+    return runner
 
 
 def resolve_backend(bundle_dir: str | Path, backend: str = "auto", precision: str = "fp32") -> str:
@@ -60,4 +64,3 @@ def resolve_backend(bundle_dir: str | Path, backend: str = "auto", precision: st
 
     engine = Path(bundle_dir) / engine_file_name(precision, import_tensorrt().__version__)
     return "tensorrt" if engine.is_file() else "onnxruntime"
-

@@ -9,8 +9,8 @@ from typing import Sequence
 
 import numpy as np
 
-from kwsdeploy.manifest import GOLDEN_NAME, ONNX_METADATA_KEY, Manifest, ManifestError, ModelFile
-from kwsdeploy.runtime.bundle import Bundle, load_bundle
+from kwsdeploy.manifest import GOLDEN_NAME, Manifest, ManifestError, ModelFile
+from kwsdeploy.runtime.bundle import Bundle, check_identity, load_bundle
 from kwsdeploy.runtime.ort import OrtStepRunner, make_session, run_offline
 
 
@@ -55,13 +55,7 @@ def run_golden(
 
 
 def _check_metadata(session, manifest: Manifest, name: str) -> None:
-    meta = session.get_modelmeta().custom_metadata_map
-    got = meta.get(ONNX_METADATA_KEY)
-    if got != manifest.identity_sha256():
-        raise ManifestError(
-            f"{name}: its metadata {ONNX_METADATA_KEY}={got!r} does not match this manifest; "
-            "the file comes from another export. Re-export the bundle."
-        )
+    check_identity(session.get_modelmeta().custom_metadata_map, manifest, name)
 
 
 def verify_bundle(bundle_dir: str | Path, providers: Sequence[str] | None = None) -> list[FileCheck]:

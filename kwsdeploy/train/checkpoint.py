@@ -170,10 +170,31 @@ def read_card(path: str | os.PathLike) -> dict:
     missing = [k for k in required if k not in card]
     if missing:
         raise CheckpointError(f"{card_path} lacks field(s) {missing}; the checkpoint is damaged.")
+    for key in ("num_classes", "n_mfcc"):
+        v = card[key]
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 4096:
+            raise CheckpointError(f"{card_path}: {key} = {v!r}, expected an integer in 1..4096; the card is damaged.")
+    if not isinstance(card["labels"], list):
+        raise CheckpointError(f"{card_path}: labels must be a list; the card is damaged.")
     if len(card["labels"]) != card["num_classes"]:
         raise CheckpointError(
             f"{card_path} lists {len(card['labels'])} labels for {card['num_classes']} classes; the card is damaged."
         )
+    from kwsdeploy.manifest import ManifestError, check_labels, is_plain_name
+
+    try:
+        check_labels(card["labels"], str(card_path))
+    except ManifestError as exc:
+        raise CheckpointError(f"{exc} The card is damaged.") from None
+    if not is_plain_name(card.get("weights_file", WEIGHTS_FILE)):
+        raise CheckpointError(f"{card_path}: weights_file {card.get('weights_file')!r} is not a plain file name "
+                              "inside the checkpoint; the card is damaged.")
+    if not isinstance(card["feature_config"], dict):
+        raise CheckpointError(f"{card_path}: feature_config must be a JSON object; the card is damaged.")
+    try:
+        FeatureConfig.from_dict(card["feature_config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{card_path}: {exc}") from None
     return card
 
 

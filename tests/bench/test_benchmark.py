@@ -136,3 +136,14 @@ def test_runner_defaults_to_one_thread():
 
     sess = make_session(_gemm_graph(False))
     assert sess.get_session_options().intra_op_num_threads == 1
+
+
+def test_peers_row_when_pymicro_wakeword_is_installed():
+    pytest.importorskip("pymicro_wakeword")
+    s = Settings(models=("tcresnet8-causal",), runtimes=("ort",), modes=("step",), calls=4, warmup=1,
+                 max_seconds=0.05, rounds=2, audio_seconds=1.0, peers=True)
+    rows = run(s).rows
+    assert [r["runtime"] for r in rows] == ["ort", "pymicro-wakeword"]
+    peer = rows[-1]
+    assert peer["status"] == "ok" and peer["calls"] == 4 and peer["audio_ms_per_call"] == 10.0
+    assert peer["cpu_ms_per_s"] > 0 and peer["p50_us"] > 0 and peer["version"]

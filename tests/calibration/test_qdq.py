@@ -153,3 +153,14 @@ def test_top1_drop_on_the_unseen_speaker_is_within_tolerance(tc_graph, tc_int8, 
 
 def test_tensorrt_weights_shrink_the_file(tc_graph, tc_int8):
     assert tc_int8.proto.ByteSize() < 0.35 * tc_graph[0].ByteSize()
+
+
+def test_a_graph_without_quantizable_layers_is_refused(tc_calib):
+    from onnx import helper
+
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["features"], ["logits"])], "g",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 40, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 40, 8])])
+    with pytest.raises(QuantizeError, match="no Conv/MatMul/Gemm layer with constant weights.*without --int8"):
+        quantize_tensorrt(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]), tc_calib)

@@ -60,7 +60,7 @@ def test_verify_names_a_changed_file_in_one_line(bundle, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--int8"], "not implemented yet: INT8 export lands in Step 6"),
+        (["--int8", "--calib-clips", "0"], "--calib-clips must be >= 1"),
         (["--mode", "sideways"], "--mode must be step, offline or both"),
         (["--model", "kwt-3"], "No demo checkpoint is shipped for 'kwt-3'"),
     ],

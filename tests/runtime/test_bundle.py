@@ -71,6 +71,10 @@ def test_a_graph_from_another_export_is_caught_by_its_metadata(bundle):
     (bundle / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ManifestError, match="model.onnx: its metadata"):
         verify_bundle(bundle)
+    from kwsdeploy.runtime.runners import open_runner
+
+    with pytest.raises(ManifestError, match="model.onnx: its metadata"):  # the runners check it at load too
+        open_runner(bundle)
 
 
 def test_missing_file_and_not_a_bundle(bundle, tmp_path):

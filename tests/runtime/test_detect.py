@@ -47,9 +47,11 @@ def test_refractory_period_spaces_repeated_events():
     assert len(det0.update(_confident("no", 4))) == 4
 
 
-def test_refractory_applies_across_keywords():
-    det = KeywordDetector(LABELS, HOP, smoothing_packets=1, threshold=0.5, refractory_seconds=0.5)
+def test_refractory_is_per_keyword_and_min_gap_applies_across_keywords():
     stream = np.concatenate([_confident("yes", 2), _confident("no", 6)])
+    det = KeywordDetector(LABELS, HOP, smoothing_packets=1, threshold=0.5, refractory_seconds=0.5)
+    assert _times(det.update(stream)) == [("yes", 0.1), ("no", 0.3), ("no", 0.8)]  # another keyword is not held back
+    det = KeywordDetector(LABELS, HOP, smoothing_packets=1, threshold=0.5, refractory_seconds=0.5, min_gap_seconds=0.5)
     # yes at packet 1; "no" from packet 3 must wait until packet 6 (0.5 s = 5 packets later).
     assert _times(det.update(stream)) == [("yes", 0.1), ("no", 0.6)]
 
@@ -105,6 +107,7 @@ def test_time_offset_and_hop_from_packet_frames():
         (dict(smoothing_packets=0), "smoothing_packets"),
         (dict(threshold=1.5), "threshold"),
         (dict(refractory_seconds=-1), "refractory"),
+        (dict(min_gap_seconds=-1), "min_gap"),
         (dict(labels=["_silence_", "_unknown_"]), "Every label is ignored"),
     ],
 )

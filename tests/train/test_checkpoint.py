@@ -72,7 +72,13 @@ def test_changed_byte_is_refused(saved, tmp_path):
     ("num_classes", 6, r"head.weight.*expected \(6, 48\)"),
     ("labels", ["a", "b"], "2 labels for 5 classes"),
     ("schema_version", 99, "schema version 99"),
-    ("feature_config", {"n_mfcc": 64}, "64 MFCCs but the model takes 40"),
+    ("feature_config", {"n_mfcc": 64, "n_mels": 64}, "64 MFCCs but the model takes 40"),
+    ("feature_config", {"n_mfcc": 64}, "n_mfcc = 64, expected at most n_mels = 40"),
+    ("feature_config", {"hop_length": 0}, "hop_length = 0, expected a positive integer"),
+    ("labels", ["a", "b", "a", "c", "d"], "label 'a' appears twice"),
+    ("labels", ["a", "", "b", "c", "d"], "is not a non-empty string"),
+    ("num_classes", -1, "expected an integer in 1..4096"),
+    ("weights_file", "../../etc/passwd", "not a plain file name"),
     ("model", "tcresnet9", "Unknown model 'tcresnet9'"),
 ])
 def test_wrong_card_is_refused(saved, tmp_path, field, value, match):

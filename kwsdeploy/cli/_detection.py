@@ -1,0 +1,83 @@
+"""Glue of `eval-stream --recording keywords,digits` and `tune`: build the annotated recordings,
+stream them through a source once, and report or tune the detector on the logits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+
+
+def _data(data: Optional[Path]) -> Path:
+    if data is not None:
+        return Path(data)
+    from kwsdeploy.data.demo import demo_corpus_dir
+
+    return demo_corpus_dir()
+
+
+def recording_logits(src, recording: str, data: Optional[Path], split: str, speech_set: str, minutes: float,
+                     seed: int) -> tuple[np.ndarray, list, dict, float]:
+    """(logits, parts, description, seconds) of one recording streamed through `src`."""
+    from rich.progress import Progress
+
+    from kwsdeploy.data.detection_sets import build
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task(f"building the {recording} recording", total=1.0)
+        audio, parts, info = build(recording, _data(data), split, speech_set, minutes, seed,
+                                   progress=lambda f: bar.update(task, completed=f))
+        bar.update(task, description=f"streaming {info['seconds'] / 60:.1f} min through {src.describe}", completed=1.0)
+        logits = src.logits(audio)
+    return logits, parts, info, len(audio) / src.spec.feature_config.sample_rate
+
+
+def eval_detection_cmd(src, settings, recordings: str, data, split, speech_set, minutes, seed, target, out) -> dict:
+    """Report every requested recording; print a summary; write det.json (+ PNGs) under `out`."""
+    from kwsdeploy.data.detection_sets import RECORDINGS
+    from kwsdeploy.streaming.det import plot_det
+    from kwsdeploy.streaming.det_report import report
+
+    names = [r.strip() for r in recordings.split(",") if r.strip()]
+    bad = [r for r in names if r not in RECORDINGS]
+    if bad or not names:
+        raise ValueError(f"--recording {recordings!r}: choose clips, or a comma list of {', '.join(RECORDINGS)}.")
+    result: dict = {"source": src.describe, "hop_ms": round(src.hop_seconds * 1000, 3), "recordings": {}}
+    pngs = []
+    for name in names:
+        logits, parts, info, seconds = recording_logits(src, name, data, split, speech_set, minutes, seed)
+        r = report(logits, src.labels, src.hop_seconds, parts, seconds, settings, target)
+        curve = r.pop("_curve")
+        result["recordings"][name] = {"recording": info, **r}
+        _print(name, info, r)
+        if out is not None:
+            per_kw = {f"all ({name})": curve}
+            for k in sorted(curve[0].per_keyword) if curve else []:
+                per_kw[k] = [type(p)(p.threshold, p.per_keyword[k]["false_reject_rate"], p.per_keyword[k]["false_alarms"],
+                                     p.per_keyword[k]["false_alarms_per_hour"], {}, {}) for p in curve]
+            png = plot_det(per_kw, Path(out) / f"det-{name}.png", title=f"{src.describe}: {name} recording")
+            if png is not None:
+                pngs.append(str(png))
+    if out is not None:
+        from kwsdeploy.atomic import write_file
+
+        write_file(Path(out) / "det.json", json.dumps(result, indent=1) + "\n")
+        typer.echo(f"wrote {Path(out) / 'det.json'}" + (f" and {', '.join(pngs)}" if pngs else
+                   " (no PNG: pip install 'kwsdeploy[plot]')"), err=True)
+    return result
+
+
+def _print(name: str, info: dict, r: dict) -> None:
+    at, s = r["at_settings"], r["settings"]
+    fa = at["false_alarms_per_hour_by_part"]
+    typer.echo(f"{name}: {info['seconds'] / 60:.1f} min, {at['keyword_events']} keywords; at threshold "
+               f"{s['threshold']:g}: heard {at['recall']:.1%}, false alarms {at['false_alarms']} "
+               f"({at['false_alarms'] / at['hours']:.1f}/h; speech {fa.get('speech', 0):.1f}/h, "
+               f"noise {fa.get('noise', 0):.1f}/h, near keywords {at['false_alarms_by_part']['near_keyword']})", err=True)
+    for b in r["det"]["at_budget"] + ([r["det"]["target"]] if "target" in r["det"] else []):
+        th = "none" if b["threshold"] is None else f"{b['threshold']:.4g}"
+        typer.echo(f"  {b['fa_per_hour_budget']:g} FA/h: false reject rate {b['false_reject_rate']:.1%} "
+                   f"(threshold {th})", err=True)

@@ -1,0 +1,55 @@
+"""`kwsdeploy tune`: choose a bundle's detection threshold and smoothing for a false-alarm budget
+and write them (with the refractory period and gap) into its manifest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from kwsdeploy.cli.common import user_errors
+
+
+def register(app: typer.Typer) -> None:
+    """Add `tune` to the CLI."""
+
+    @app.command("tune")
+    def tune_cmd(
+        bundle: Path = typer.Option(..., "--bundle", help="Exported bundle directory (its manifest is rewritten)."),
+        target: float = typer.Option(..., "--target-fa-per-hour", help="False alarms per hour the detector may make."),
+        data: Optional[Path] = typer.Option(None, "--data", help="Prepared directory (default: the demo corpus)."),
+        split: str = typer.Option("valid", "--split", help="Split whose keywords tune the threshold (not the test speaker)."),
+        speech_set: str = typer.Option("tune", "--speech-set", help="Held-out TTS half: tune (default) | test."),
+        speech_minutes: float = typer.Option(16.0, "--speech-minutes", help="Minutes of non-keyword speech."),
+        refractory: Optional[float] = typer.Option(None, "--refractory", help="Per-keyword refractory, seconds."),
+        min_gap: Optional[float] = typer.Option(None, "--min-gap", help="Gap after any event, seconds."),
+        seed: int = typer.Option(0, "--seed"),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Tune threshold and smoothing on the split's keywords between held-out speech; write the manifest."""
+        from kwsdeploy.cli._detection import recording_logits
+        from kwsdeploy.cli.stream import BundleSource, resolve_settings
+        from kwsdeploy.runtime.tuning import write_detection
+        from kwsdeploy.streaming.det_report import tune_settings
+
+        with user_errors():
+            if not target >= 0:
+                raise ValueError(f"--target-fa-per-hour must be >= 0, got {target}.")
+            src = BundleSource(bundle)
+            base = resolve_settings(src, None, None, refractory, min_gap)
+            logits, parts, info, seconds = recording_logits(src, "keywords", data, split, speech_set,
+                                                            speech_minutes, seed)
+            settings, tuned = tune_settings(logits, src.labels, src.hop_seconds, parts, seconds, target, base)
+            import dataclasses
+
+            settings = dataclasses.replace(settings, tuned={**tuned, "recording": info})
+            write_detection(bundle, settings)
+        if as_json:
+            typer.echo(json.dumps(settings.to_dict(), indent=1))
+            return
+        typer.echo(f"{bundle}: threshold {settings.threshold:.4g}, smoothing {settings.smoothing_seconds:g} s, "
+                   f"refractory {settings.refractory_seconds:g} s per keyword, gap {settings.min_gap_seconds:g} s; "
+                   f"on {info['seconds'] / 60:.1f} min ({split} keywords, {speech_set} speech): "
+                   f"{tuned['false_alarms_per_hour']:.2f} FA/h, false reject rate {tuned['false_reject_rate']:.1%}")

@@ -1,0 +1,120 @@
+"""The DET curve of a hand-made score stream, `fire` against the runtime detector, and the scoring of
+annotated recordings (false alarms counted in the part where they fire)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kwsdeploy.runtime.detect import KeywordDetector
+from kwsdeploy.streaming.det import det_curve, detections, fire, operating_point, score_stream, summary
+from kwsdeploy.streaming.recording import Part, digit_recording, keyword_recording, score_parts
+
+LABELS = ["_silence_", "one", "two"]
+HOP = 0.1
+
+
+def _posteriors(n: int, events: dict[int, tuple[str, float]]) -> np.ndarray:
+    """n packets of silence; at packet i (for i in events) label gets probability p, silence the rest."""
+    p = np.full((n, 3), 1e-6)
+    p[:, 0] = 1.0
+    for i, (label, prob) in events.items():
+        p[i] = 1e-6
+        p[i, LABELS.index(label)] = prob
+        p[i, 0] = 1.0 - prob
+    return np.log(p / p.sum(1, keepdims=True))
+
+
+def _hand_made():
+    # 36 s: "one" said at 1.0-1.5 s (peak 0.95 at packet 12), "two" at 5.0-5.5 s (peak 0.9 at 52),
+    # non-keyword speech 8-12 s where "one" blips to 0.8 (packet 95), noise 14-20 s where "two" blips to 0.6.
+    logits = _posteriors(360, {12: ("one", 0.95), 52: ("two", 0.9), 95: ("one", 0.8), 160: ("two", 0.6)})
+    parts = [Part("gap", 0, 1), Part("keyword", 1.0, 1.5, "one"), Part("gap", 1.5, 5), Part("keyword", 5, 5.5, "two"),
+             Part("gap", 5.5, 8), Part("speech", 8, 12), Part("gap", 12, 14), Part("noise", 14, 20), Part("gap", 20, 36)]
+    return score_stream(logits, LABELS, HOP, smoothing_packets=1), parts
+
+
+def test_det_curve_of_a_hand_made_stream():
+    stream, parts = _hand_made()
+    curve = det_curve(stream, parts, 36.0, refractory_seconds=1.0, thresholds=[0.5, 0.7, 0.85, 0.925, 0.97])
+    got = [(p.threshold, p.false_reject_rate, p.false_alarms) for p in curve]
+    assert got == [(0.5, 0.0, 2), (0.7, 0.0, 1), (0.85, 0.0, 0), (0.925, 0.5, 0), (0.97, 1.0, 0)]
+    assert curve[0].false_alarms_per_hour == pytest.approx(200.0)  # 2 in 36 s
+    assert curve[0].false_alarms_by_part == {"speech": 1, "noise": 1, "gap": 0, "near_keyword": 0}
+    assert curve[1].false_alarms_by_part["speech"] == 1 and curve[1].false_alarms_by_part["noise"] == 0
+    assert curve[1].false_alarms_per_hour_by_part["speech"] == pytest.approx(900.0)  # 1 in 4 s of speech
+    assert curve[3].per_keyword == {
+        "one": {"false_reject_rate": 0.0, "false_alarms": 0, "false_alarms_per_hour": 0.0},
+        "two": {"false_reject_rate": 1.0, "false_alarms": 0, "false_alarms_per_hour": 0.0}}
+    assert operating_point(curve, 150.0).threshold == 0.7
+    assert operating_point(curve, 0.0).threshold == 0.85
+    s = summary(curve, target_fa_per_hour=100.0, budgets=(0.5, 300.0))
+    assert [b["threshold"] for b in s["at_budget"]] == [0.85, 0.5]
+    assert s["target"]["threshold"] == 0.7 and s["target"]["false_reject_rate"] == 0.0
+
+
+def test_no_threshold_meets_a_budget_below_what_the_top_threshold_gives():
+    stream, parts = _hand_made()
+    curve = det_curve(stream, parts, 36.0, refractory_seconds=1.0, thresholds=[0.5, 0.7])
+    assert operating_point(curve, 50.0) is None
+    assert summary(curve, budgets=(50.0,))["at_budget"][0]["false_reject_rate"] == 1.0
+
+
+@pytest.mark.parametrize("threshold,smoothing,refractory,gap", [
+    (0.5, 1, 0.0, 0.0), (0.6, 3, 1.0, 0.0), (0.4, 2, 0.5, 0.3), (0.8, 5, 1.2, 0.5), (0.3, 1, 0.2, 1.0)])
+def test_fire_gives_exactly_the_detectors_events(threshold, smoothing, refractory, gap):
+    rng = np.random.default_rng(int(threshold * 100) + smoothing)
+    logits = rng.normal(size=(600, 5))
+    i = 0
+    while i < 600:  # runs of 1-15 packets dominated by one class, by a random margin
+        n = int(rng.integers(1, 16))
+        logits[i: i + n, rng.integers(5)] += rng.uniform(0, 9)
+        i += n
+    labels = ["_silence_", "a", "b", "c", "_unknown_"]
+    det = KeywordDetector(labels, HOP, smoothing_packets=smoothing, threshold=threshold,
+                          refractory_seconds=refractory, min_gap_seconds=gap)
+    expected = [(e.label, round(e.time, 9)) for e in det.update(logits)]
+    stream = score_stream(logits, labels, HOP, smoothing)
+    got = [(lab, round(t, 9)) for lab, t in detections(stream, threshold, refractory, gap)]
+    assert len(expected) > 5
+    assert got == expected
+
+
+def test_refractory_is_per_keyword_and_the_gap_across_keywords():
+    logits = _posteriors(40, {i: ("one", 0.9) for i in range(0, 3)} | {i: ("two", 0.9) for i in range(3, 6)}
+                         | {i: ("one", 0.9) for i in range(8, 10)})
+    det = KeywordDetector(LABELS, HOP, smoothing_packets=1, threshold=0.5, refractory_seconds=1.0)
+    # "two" fires 0.3 s after "one" (another keyword); "one" again at 0.9 s is inside its own refractory.
+    assert [(e.label, round(e.time, 6)) for e in det.update(logits)] == [("one", 0.1), ("two", 0.4)]
+    gap = KeywordDetector(LABELS, HOP, smoothing_packets=1, threshold=0.5, refractory_seconds=1.0, min_gap_seconds=0.5)
+    # the gap holds "two" back until 0.5 s after "one" (its last packet, ending at 0.6 s)
+    assert [(e.label, round(e.time, 6)) for e in gap.update(logits)] == [("one", 0.1), ("two", 0.6)]
+    stream = score_stream(logits, LABELS, HOP, 1)
+    assert fire(stream, 0.5, 1.0) == [(0, 1), (3, 2)]
+
+
+def test_scoring_attributes_false_alarms_to_their_part():
+    parts = [Part("gap", 0, 1), Part("keyword", 1, 1.5, "one"), Part("speech", 1.5, 10), Part("noise", 10, 20),
+             Part("keyword", 20, 20.4, "two"), Part("gap", 20.4, 30)]
+    dets = [("one", 1.4), ("one", 2.0), ("two", 2.2), ("one", 5.0), ("two", 15.0), ("two", 20.5), ("one", 28.0)]
+    s = score_parts(dets, parts, 30.0, tolerance=1.0)
+    # one@1.4 hits; one@2.0 a second event for that word; two@2.2 a confusion (window ends at 2.5 s)
+    assert s.detected == 2 and s.recall == 1.0
+    assert s.false_alarms_by_part == {"speech": 1, "noise": 1, "gap": 1, "near_keyword": 2}
+    assert s.false_alarms_by_label == {"one": 3, "two": 2}
+    assert s.hours_by_part["speech"] == pytest.approx(8.5 / 3600)
+
+
+def test_recordings_place_their_parts_where_they_say():
+    word = np.full(3200, 0.3, np.float32)
+    audio, parts = digit_recording([[(word, "one"), (word, "two")]], pause_seconds=0.5, between_seconds=2.0, floor_db=-200)
+    keys = [p for p in parts if p.kind == "keyword"]
+    assert [(k.label, k.start, k.end) for k in keys] == [("one", 2.0, 2.2), ("two", 2.7, 2.9)]
+    assert len(audio) == int(4.9 * 16000) and np.allclose(audio[32000:35200], 0.3, atol=1e-6)
+    speech = [np.random.default_rng(i).standard_normal(8000).astype(np.float32) for i in range(5)]
+    noise = [np.random.default_rng(9).standard_normal(160000).astype(np.float32)]
+    audio, parts = keyword_recording([(word, "one"), (word, "two")], speech, noise, seed=1)
+    assert [p.label for p in parts if p.kind == "keyword"] == ["one", "two"]
+    assert sum(p.kind == "speech" for p in parts) == 5 and sum(p.kind == "noise" for p in parts) == 1
+    assert parts[0].start == 0 and all(a.end == pytest.approx(b.start) for a, b in zip(parts, parts[1:]))
+    assert parts[-1].end == pytest.approx(len(audio) / 16000)
