@@ -98,9 +98,9 @@ class TorchSource(_Source):
 
 def _is_exact(model) -> bool:
     """Whether the model's card streams in exact mode."""
-    from kwsdeploy.models.registry import get_card
+    from kwsdeploy.models.registry import kws_info
 
-    return get_card(model.model_name).streaming == "exact"
+    return kws_info(model).card.streaming == "exact"
 
 
 class BundleSource(_Source):

@@ -57,12 +57,21 @@ class DeviceBundle:
 
 
 # -- building ---------------------------------------------------------------------------------------
+def _runtime_imports(tree: ast.AST):
+    """Import nodes of a module, skipping `if TYPE_CHECKING:` blocks (annotations only)."""
+    skip = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING":
+            skip.update(id(n) for child in node.body for n in ast.walk(child))
+    return [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) and id(n) not in skip]
+
+
 def standalone_detect_source() -> bytes:
-    """kwsdeploy's detector, shipped as kws_detect.py; refused if it ever imports beyond stdlib + numpy."""
+    """kwsdeploy's detector, shipped as kws_detect.py; refused if it ever imports beyond stdlib + numpy
+    at run time."""
     text = DETECT_SOURCE.read_text()
-    for node in ast.walk(ast.parse(text)):
-        names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-            [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+    for node in _runtime_imports(ast.parse(text)):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
         bad = [n for n in names if n.split(".")[0] not in _STANDALONE_IMPORTS]
         if bad or (isinstance(node, ast.ImportFrom) and node.level):
             raise DeviceBundleError(f"{DETECT_SOURCE.name} imports {bad or 'relatively'}: the device runner must "

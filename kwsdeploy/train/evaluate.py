@@ -143,7 +143,9 @@ def predict_logits(model, feature_config, waveforms, batch_size: int = 256, devi
             wave = torch.as_tensor(waveforms[i : i + batch_size], dtype=torch.float32).to(device)
             outs.append(model(mfcc(wave).unsqueeze(1)).float().cpu())
     if not outs:
-        return torch.zeros(0, getattr(model, "num_classes", 0))
+        from kwsdeploy.models.registry import kws_info
+
+        return torch.zeros(0, kws_info(model).num_classes)
     return torch.cat(outs)
 
 

@@ -155,6 +155,16 @@ class TrtStep:
         return self.out.copy()
 
 
+class Settings:
+    """The manifest's detection settings as `KeywordDetector.from_settings` reads them."""
+
+    def __init__(self, d: dict) -> None:
+        self.__dict__.update({k: v for k, v in d.items() if k != "tuned"})
+
+    def smoothing_packets(self, hop_s: float) -> int:
+        return max(1, int(round(self.smoothing_seconds / hop_s)))
+
+
 def engine_path(device: dict, given: str | None) -> Path | None:
     """--engine, else model.<precision>.trt<major>.<minor>.engine for the TensorRT installed here."""
     if given:
@@ -219,8 +229,7 @@ def main(argv=None) -> int:
     hop = device["packet_frames"] * fc["hop_length"] / fc["sample_rate"]
     audio, notes = read_wav(args.wav, fc["sample_rate"])
     runner = open_step(device, args.backend, args.engine)
-    detector = KeywordDetector(manifest["labels"], hop, smoothing_packets=max(1, int(round(det["smoothing_seconds"] / hop))),
-                               threshold=det["threshold"], refractory_seconds=det["refractory_seconds"])
+    detector = KeywordDetector.from_settings(manifest["labels"], hop, Settings(det))
     events = detector.update(stream_logits(runner, audio, device["packet_samples"])) if len(audio) else []
     seconds = len(audio) / fc["sample_rate"]
     if args.json:
