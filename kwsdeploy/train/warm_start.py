@@ -18,10 +18,11 @@ HEAD_TENSORS = 2  # the classifier's weight and bias are among the last tensors 
 
 def warm_start(model: torch.nn.Module, path: Path, labels: Sequence[str], feature_config) -> dict:
     """Copy what fits from checkpoint `path` into `model`; returns counts (copied, rows, skipped)."""
+    from kwsdeploy.models.registry import kws_info
     from kwsdeploy.train.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(path)
-    name = getattr(model, "model_name", None)
+    name = kws_info(model).name
     if loaded.card.get("model") != name:
         raise ValueError(f"--init {path} holds a {loaded.card.get('model')} checkpoint, not {name}: "
                          "give a checkpoint of the model being trained.")
