@@ -10,7 +10,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import BinaryIO, Iterator, Union
 
 import numpy as np
 
@@ -120,6 +120,122 @@ def load_audio(path: PathLike, sample_rate: int = 16000) -> tuple[np.ndarray, Au
         notes.append(f"peak {peak:.3f} exceeds full scale (left unclipped)")
     info = AudioInfo(original_rate=rate, channels=int(channels), frames=int(frames), notes=tuple(notes))
     return np.ascontiguousarray(mono, dtype=np.float32), info
+
+
+BLOCK_SECONDS = 10.0  # audio read per block when streaming a file: memory stays flat whatever its length
+
+
+class BlockReader:
+    """A recording read in blocks: float32 mono at `sample_rate` (soxr stream resampling), with what
+    `load_audio` would say about it in `notes` and its length in `seconds` (None for a pipe).
+
+    Non-finite samples are zeroed (so they never reach a model's state) and counted in a note."""
+
+    def __init__(self, blocks: Iterator[np.ndarray], rate: int, channels: int, sample_rate: int,
+                 seconds: float | None, notes: list[str]) -> None:
+        self._blocks, self.rate, self.channels, self.sample_rate = blocks, rate, channels, sample_rate
+        self.seconds, self.notes = seconds, notes
+        self.samples = 0  # output samples yielded so far
+        self.nonfinite = 0
+        self.peak = 0.0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        resampler = None
+        if self.rate != self.sample_rate:
+            import soxr
+
+            resampler = soxr.ResampleStream(self.rate, self.sample_rate, 1, dtype="float32", quality="HQ")
+        for block in self._blocks:
+            mono = block.mean(axis=1, dtype=np.float64).astype(np.float32) if block.ndim == 2 and block.shape[1] > 1 \
+                else np.ascontiguousarray(block.reshape(-1), dtype=np.float32)
+            bad = ~np.isfinite(mono)
+            if bad.any():
+                self.nonfinite += int(bad.sum())
+                mono = np.where(bad, np.float32(0.0), mono)
+            if resampler is not None:
+                mono = resampler.resample_chunk(mono)
+            yield from self._emit(mono)
+        if resampler is not None:
+            yield from self._emit(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+        if self.nonfinite:
+            self.notes.append(f"{self.nonfinite} NaN or infinite samples were replaced by silence")
+        if self.peak > 1.0:
+            self.notes.append(f"peak {self.peak:.3f} exceeds full scale (left unclipped)")
+
+    def _emit(self, x: np.ndarray) -> Iterator[np.ndarray]:
+        if x.size:
+            self.samples += int(x.size)
+            self.peak = max(self.peak, float(np.max(np.abs(x))))
+            yield np.asarray(x, dtype=np.float32)
+
+
+def read_blocks(path: PathLike, sample_rate: int = 16000, block_seconds: float = BLOCK_SECONDS) -> BlockReader:
+    """A sound file as a `BlockReader` (checked like `load_audio`: missing, empty, unreadable)."""
+    import soundfile as sf
+
+    p = Path(path)
+    if not p.exists():
+        raise AudioError(f"Audio file not found: {p}. Check the path (relative paths start at {Path.cwd()}).")
+    if p.is_dir():
+        raise AudioError(f"Expected an audio file but {p} is a directory. Give the path of a .wav file.")
+    if p.stat().st_size == 0:
+        raise AudioError(f"Audio file {p} is empty (0 bytes). Re-record or re-export it.")
+    try:
+        info = sf.info(str(p))
+    except (RuntimeError, sf.LibsndfileError, TypeError) as exc:
+        detail = (str(exc).splitlines()[0] if str(exc) else type(exc).__name__).rstrip(". ")
+        raise AudioError(f"Cannot read audio file {p}: {detail}. Give a valid WAV/FLAC/OGG file "
+                         f"(re-export it, e.g. `sox in.wav -b 16 out.wav`).") from None
+    if info.samplerate <= 0 or info.frames == 0:
+        raise AudioError(f"Audio file {p} holds no samples or reports rate {info.samplerate}. Give a clip with speech in it.")
+    notes = []
+    cut = wav_truncation(p)
+    if cut:
+        notes.append(cut)
+    if info.channels > 1:
+        notes.append(f"averaged {info.channels} channels to mono")
+    if info.samplerate != sample_rate:
+        notes.append(f"resampled {info.samplerate} Hz -> {sample_rate} Hz (soxr HQ)")
+    int_pcm = (info.subtype or "") in ("PCM_16", "PCM_S8", "PCM_U8")
+    frames = max(1, int(block_seconds * info.samplerate))
+
+    def blocks() -> Iterator[np.ndarray]:
+        try:
+            for b in sf.blocks(str(p), blocksize=frames, dtype="int16" if int_pcm else "float32", always_2d=True):
+                yield b.astype(np.float32) / np.float32(32768.0) if int_pcm else b
+        except (RuntimeError, sf.LibsndfileError) as exc:
+            raise AudioError(f"Reading {p} failed part-way ({str(exc).splitlines()[0] if str(exc) else exc!r}): "
+                             "re-export the file.") from None
+
+    return BlockReader(blocks(), int(info.samplerate), int(info.channels), sample_rate,
+                       info.frames / float(info.samplerate), notes)
+
+
+def read_pcm_blocks(stream: BinaryIO, rate: int = 16000, channels: int = 1, sample_rate: int = 16000,
+                    block_seconds: float = 0.1) -> BlockReader:
+    """Raw signed 16-bit little-endian PCM from a pipe (e.g. `arecord -f S16_LE -r 16000 -c 1`), read in
+    blocks of `block_seconds` as they arrive: a `BlockReader` of unknown length."""
+    if rate <= 0 or channels <= 0:
+        raise AudioError(f"--rate and --channels must be positive, got {rate} and {channels}.")
+    frame_bytes = 2 * channels
+    want = max(1, int(block_seconds * rate)) * frame_bytes
+
+    def blocks() -> Iterator[np.ndarray]:
+        rest = b""
+        read = getattr(stream, "read1", None) or stream.read  # read1: return what has arrived, not wait for all
+        while True:
+            chunk = read(want)
+            if not chunk:
+                break
+            data = rest + chunk
+            usable = len(data) - len(data) % frame_bytes
+            rest = data[usable:]
+            if usable:
+                yield (np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / np.float32(32768.0)
+                       ).reshape(-1, channels)
+
+    notes = [f"raw PCM s16le, {rate} Hz, {channels} channel(s)"]
+    return BlockReader(blocks(), rate, channels, sample_rate, None, notes)
 
 
 def fit_clip(x: np.ndarray, samples: int = 16000) -> np.ndarray:

@@ -150,7 +150,7 @@ def ort_runner(path: Path, batch: int, threads: int, device: str):
     return OrtStepRunner(path, batch=batch, providers=providers, threads=threads)
 
 
-def tensorrt_runner(path: Path, batch: int, threads: int, device: str):
+def tensorrt_runner(path: Path, batch: int, threads: int, device: str, precision: str = "fp32"):
     """The TensorRT StepRunner registered in kwsdeploy.runtime.runners.BACKENDS, when this build has one."""
     if device != "cuda":
         raise Unavailable("TensorRT needs --device cuda")
@@ -162,8 +162,12 @@ def tensorrt_runner(path: Path, batch: int, threads: int, device: str):
 
     if "tensorrt" not in BACKENDS:
         raise Unavailable("no TensorRT runner in this build (Step 7)")
-    module, cls = BACKENDS["tensorrt"]
-    return getattr(importlib.import_module(module), cls)(path, batch=batch, threads=threads)
+    import inspect
+
+    module, name = BACKENDS["tensorrt"]
+    cls = getattr(importlib.import_module(module), name)
+    extra = {"precision": precision} if "precision" in inspect.signature(cls).parameters else {}
+    return cls(path, batch=batch, threads=threads, **extra)
 
 
 def check_device(runtime: str, device: str) -> None:
@@ -208,7 +212,7 @@ def make_runner(runtime: str, precision: str, subject, batch: int, threads: int,
     if runtime == "ort":
         return ort_runner(path, batch, threads, device), facts
     if runtime == "tensorrt":
-        return tensorrt_runner(path, batch, threads, device), facts
+        return tensorrt_runner(path, batch, threads, device, precision), facts
     raise Unavailable(f"unknown runtime {runtime!r}")
 
 

@@ -79,7 +79,7 @@ def _load(card_name: str):
     import torch
 
     from kwsdeploy.config import FeatureConfig
-    from kwsdeploy.models.registry import create, get_card
+    from kwsdeploy.models.registry import create, get_card, kws_info
     from kwsdeploy.train.checkpoint import CheckpointError, demo_checkpoint_path, load_checkpoint
 
     card = get_card(card_name)
@@ -89,9 +89,8 @@ def _load(card_name: str):
     except CheckpointError:
         torch.manual_seed(0)
         model = create(card.name).eval()
-        n = int(getattr(model, "n_mfcc", card.n_mfcc))
-        return model, [f"class{i}" for i in range(int(getattr(model, "num_classes", 12)))], \
-            FeatureConfig.deployable(n), "random init"
+        kws = kws_info(model)
+        return model, [f"class{i}" for i in range(kws.num_classes)], FeatureConfig.deployable(kws.n_mfcc), "random init"
 
 
 @functools.lru_cache(maxsize=32)
@@ -106,7 +105,7 @@ def prepare(key: SubjectKey, exporter: str = "legacy") -> Subject:
     from kwsdeploy.exporters.onnx import FrontendOffline, FrontendStep
     from kwsdeploy.features import MFCC, frontend_macs_per_frame
     from kwsdeploy.models.macs import macs_per_clip
-    from kwsdeploy.models.registry import count_params, get_card
+    from kwsdeploy.models.registry import count_params, get_card, kws_info
     from kwsdeploy.streaming.convert import to_streaming
     from kwsdeploy.streaming.costs import step_macs
     from kwsdeploy.streaming.pipeline import make_frontend
@@ -115,7 +114,7 @@ def prepare(key: SubjectKey, exporter: str = "legacy") -> Subject:
         raise ValueError(f"mode must be one of {MODES}, got {key.mode!r}.")
     card = get_card(key.model)
     model, labels, fc, weights = _loaded(card.name)
-    n_mfcc = int(getattr(model, "n_mfcc", card.n_mfcc))
+    n_mfcc = kws_info(model).n_mfcc
     per_frame = frontend_macs_per_frame(fc) if key.frontend else 0
     common = dict(card_name=card.name, weights=weights, labels=labels, feature_config=fc,
                   params=count_params(model), exporter=exporter,

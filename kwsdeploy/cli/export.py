@@ -41,7 +41,7 @@ def parity_clips(feature_config, clips: int = PARITY_CLIPS):
 def _load_model(model: str, checkpoint: Optional[Path], random_init: bool):
     """(model, labels, feature_config, checkpoint info, accuracy, message) for the CLI's choices."""
     from kwsdeploy.config import FeatureConfig
-    from kwsdeploy.models.registry import create, get_card
+    from kwsdeploy.models.registry import create, get_card, kws_info
 
     card = get_card(model)
     if random_init:
@@ -51,7 +51,7 @@ def _load_model(model: str, checkpoint: Optional[Path], random_init: bool):
 
         torch.manual_seed(0)
         m = create(card.name).eval()
-        labels = [f"class{i}" for i in range(m.num_classes)]
+        labels = [f"class{i}" for i in range(kws_info(m).num_classes)]
         info = {"source": "random-init (seed 0)", "random_init": True}
         return m, labels, FeatureConfig.deployable(card.n_mfcc), info, {}, f"{card.name}: random weights (seed 0), for testing only"
     from kwsdeploy.train.checkpoint import demo_checkpoint_path, load_checkpoint
@@ -138,10 +138,11 @@ def register(app: typer.Typer) -> None:
             from kwsdeploy.cli.common import UserError
             from kwsdeploy.exporters.bundle import ParityError, export_bundle
             from kwsdeploy.exporters.onnx import ExportError
+            from kwsdeploy.models.registry import kws_info
 
             m, labels, fcfg, info, accuracy, msg = _load_model(model, checkpoint, random_init)
             con.print(msg)
-            out_dir = out or Path("exports") / m.model_name
+            out_dir = out or Path("exports") / kws_info(m).name
             inputs = [("--checkpoint", checkpoint), ("--calib-data", calib_data)]
             build = dict(model=m, labels=labels, feature_config=fcfg, parity=parity_clips(fcfg), modes=modes,
                          frontend=frontend, precisions=("fp32", "fp16") if fp16 else ("fp32",), hop_frames=hop_frames,

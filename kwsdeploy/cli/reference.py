@@ -119,7 +119,7 @@ def import_reference(model_name: str, weights: Path, out: Path, labels: Optional
     from kwsdeploy.config import FeatureConfig
     from kwsdeploy.labels import default_order_name, reference_labels
     from kwsdeploy.models.reference_weights import ReferenceWeightsError, load_reference_weights
-    from kwsdeploy.models.registry import get_card
+    from kwsdeploy.models.registry import get_card, kws_info
     from kwsdeploy.train.checkpoint import save_checkpoint, sha256_file
 
     card = get_card(model_name)
@@ -144,11 +144,11 @@ def import_reference(model_name: str, weights: Path, out: Path, labels: Optional
         hint = f" It looks like a '{other}' state dict: run with --model {other}." if other else (
             " No model of the registry fits it; is it a TorchKWS/KWM state dict?")
         raise UserError(f"{Path(weights).name} is not a '{card.name}' state dict ({str(first_error).split(';')[0].rstrip('.?')}).{hint}")
-    n = model.num_classes
+    n = kws_info(model).num_classes
     names = reference_labels(labels, n)
     order = labels.strip().lower() if labels and labels.strip().lower() in ("gsc12", "gsc30", "gsc35") else (
         "custom" if labels else default_order_name(n))
-    fc = FeatureConfig.reference(model.n_mfcc)
+    fc = FeatureConfig.reference(kws_info(model).n_mfcc)
     training = {"source": "reference (TorchKWS/KWM) state dict", "file": Path(weights).name,
                 "file_sha256": sha256_file(Path(weights)), "label_order": order,
                 "frontend": "FeatureConfig.reference(): torchaudio MFCC, top_db 80 relative to each clip's maximum"}

@@ -55,6 +55,10 @@ class _Source:
         """Logits [packets, classes] of a mono recording streamed from the zero state."""
         raise NotImplementedError
 
+    def feeder(self):
+        """A fresh incremental feeder (`feed(block) -> logits [packets, classes]`) from the zero state."""
+        raise NotImplementedError
+
 
 class TorchSource(_Source):
     """Logits of a recording from a checkpoint's torch step form (exact or windowed)."""
@@ -86,12 +90,17 @@ class TorchSource(_Source):
 
         return stream_logits(self.step, audio)[1]
 
+    def feeder(self):
+        from kwsdeploy.streaming.blocks import TorchFeeder
+
+        return TorchFeeder(self.step)
+
 
 def _is_exact(model) -> bool:
     """Whether the model's card streams in exact mode."""
-    from kwsdeploy.models.registry import get_card
+    from kwsdeploy.models.registry import kws_info
 
-    return get_card(model.model_name).streaming == "exact"
+    return kws_info(model).card.streaming == "exact"
 
 
 class BundleSource(_Source):
@@ -127,6 +136,11 @@ class BundleSource(_Source):
                 x = MFCC(fc)(torch.from_numpy(np.concatenate([cache, audio]))[None]).numpy()
         return self.runner.run(x)[:, 0]
 
+    def feeder(self):
+        from kwsdeploy.streaming.blocks import RunnerFeeder
+
+        return RunnerFeeder(self.runner)
+
 
 def _source(checkpoint, bundle, model, mode, hop_frames, backend: str = "auto") -> _Source:
     """The one source the options name: a bundle, else a checkpoint (or a model's demo checkpoint)."""
@@ -150,6 +164,41 @@ def detect(source, audio: np.ndarray, threshold: float, smoothing: float, refrac
     return det.update(source.logits(audio)) if len(audio) else []
 
 
+def detect_blocks(source, blocks, threshold: float = THRESHOLD, smoothing: float = SMOOTHING_S,
+                  refractory: float = REFRACTORY_S, min_gap: float = MIN_GAP_S, settings=None):
+    """Stream audio blocks through `source`, yielding each keyword event as soon as it fires."""
+    from kwsdeploy.runtime.detect import KeywordDetector
+
+    settings = settings or _settings(threshold, smoothing, refractory, min_gap)
+    det = KeywordDetector.from_settings(source.labels, source.hop_seconds, settings)
+    feeder = source.feeder()
+    for block in blocks:
+        logits = feeder.feed(block)
+        if len(logits):
+            yield from det.update(logits)
+
+
+PROGRESS_AFTER_S = 30.0  # a progress bar (on a terminal) for recordings longer than this
+
+
+def _progress(reader, enabled: bool):
+    """Wrap a BlockReader's blocks in a rich progress bar on stderr when it is long and stderr a terminal."""
+    import sys
+
+    if not enabled or reader.seconds is None or reader.seconds < PROGRESS_AFTER_S or not sys.stderr.isatty():
+        yield from reader
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TimeRemainingColumn
+
+    with Progress("streaming", BarColumn(), "{task.completed:.0f}/{task.total:.0f} s", TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("stream", total=reader.seconds)
+        for block in reader:
+            yield block
+            bar.update(task, completed=reader.samples / reader.sample_rate)
+
+
 def register(app: typer.Typer) -> None:
     """Add `stream` and `eval-stream` to the CLI."""
     from kwsdeploy.cli import _options as opt
@@ -158,7 +207,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("stream")
     def stream_cmd(
-        wav: Path = typer.Argument(..., help="Recording to listen to (any rate; stereo is averaged)."),
+        wav: Path = typer.Argument(..., help="Recording to listen to (any rate; stereo is averaged), read in blocks; "
+                                               "'-' reads raw 16-bit PCM from stdin (e.g. a microphone pipe)."),
         checkpoint: Optional[Path] = opt.CHECKPOINT,
         bundle: Optional[Path] = opt.BUNDLE,
         model: Optional[str] = opt.MODEL,
@@ -169,27 +219,44 @@ def register(app: typer.Typer) -> None:
         smoothing: Optional[float] = det["smoothing"],
         refractory: Optional[float] = det["refractory"],
         min_gap: Optional[float] = det["min_gap"],
-        as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+        rate: Optional[int] = typer.Option(None, "--rate", min=1, max=384_000,
+                                           help="With '-': the PCM sample rate (default: the model's, 16000)."),
+        channels: int = typer.Option(1, "--channels", min=1, max=32, help="With '-': interleaved channels (averaged)."),
+        as_json: bool = typer.Option(False, "--json", help="Machine-readable output (with '-': one JSON line per event)."),
     ) -> None:
-        """Keyword events (label, time, score) in a recording, streamed packet by packet."""
-        from kwsdeploy.audio import load_audio
+        """Keyword events (label, time, score) in a recording, streamed packet by packet ('-': raw PCM from stdin)."""
+        from kwsdeploy.audio import read_blocks, read_pcm_blocks
 
         with user_errors():
             src = _source(checkpoint, bundle, model, mode, hop_frames, backend)
-            audio, info = load_audio(wav, src.spec.feature_config.sample_rate)
+            rate_out = src.spec.feature_config.sample_rate
+            live = str(wav) == "-"
+            if live:
+                import sys
+
+                reader = read_pcm_blocks(sys.stdin.buffer, rate or rate_out, channels, rate_out)
+            else:
+                reader = read_blocks(wav, rate_out)
             settings = resolve_settings(src, threshold, smoothing, refractory, min_gap)
-            events = detect(src, audio, 0, 0, 0, settings=settings)
+            events = []
+            for e in detect_blocks(src, _progress(reader, not live), settings=settings):
+                if live:  # a pipe never ends by itself: say each event as it fires
+                    typer.echo(json.dumps(e.to_dict()) if as_json else f"  {e.time:8.2f} s  {e.label:<12} p={e.score:.2f}")
+                events.append(e)
+        if live:
+            return
+        seconds = samples_to_seconds(reader.samples, src.spec.feature_config)
         if as_json:
             typer.echo(json.dumps({
-                "file": str(wav), "source": src.describe, "seconds": samples_to_seconds(len(audio), src.spec.feature_config),
+                "file": str(wav), "source": src.describe, "seconds": seconds,
                 "detection": settings.to_dict(),
-                "notes": [n for n in (src.note, *info.notes) if n], "detections": [e.to_dict() for e in events],
+                "notes": [n for n in (src.note, *reader.notes) if n], "detections": [e.to_dict() for e in events],
             }, indent=1))
             return
-        for note in (src.note, *info.notes):
+        for note in (src.note, *reader.notes):
             if note:
                 typer.echo(f"note: {note}", err=True)
-        typer.echo(f"{wav.name}: {samples_to_seconds(len(audio), src.spec.feature_config):.2f} s through {src.describe}, "
+        typer.echo(f"{wav.name}: {seconds:.2f} s through {src.describe}, "
                    f"hop {src.hop_seconds * 1000:.0f} ms, threshold {settings.threshold:g}"
                    + (" (tuned, from the manifest)" if settings.tuned else ""))
         for e in events:

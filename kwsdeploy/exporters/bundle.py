@@ -104,24 +104,14 @@ def _clip_frames(features: np.ndarray, frames: int) -> np.ndarray:
 
 def model_info(model: nn.Module, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The manifest's model card: registry facts when the model has a card, plus `extra`."""
-    from kwsdeploy.models.registry import count_params
+    from kwsdeploy.models.registry import count_params, kws_info
 
-    info: dict[str, Any] = {
-        "name": getattr(model, "model_name", type(model).__name__),
-        "family": getattr(model, "family", ""),
-        "num_classes": int(getattr(model, "num_classes", 0)) or None,
-        "n_mfcc": int(getattr(model, "n_mfcc", 40)),
-        "params": count_params(model),
+    kws = kws_info(model)
+    return {
+        "name": kws.name, "family": kws.family, "num_classes": kws.num_classes, "n_mfcc": kws.n_mfcc,
+        "params": count_params(model), "streaming": kws.card.streaming, "reference": kws.card.reference,
+        "config": dict(kws.card.config), **(extra or {}),
     }
-    try:
-        from kwsdeploy.models.registry import get_card
-
-        card = get_card(info["name"])
-        info.update(streaming=card.streaming, reference=card.reference, config=dict(card.config))
-    except (KeyError, ImportError):
-        pass
-    info.update(extra or {})
-    return info
 
 
 # -- building: resolve graphs -> precision passes -> parity gate -> assemble the manifest ------------

@@ -211,8 +211,9 @@ def export_offline(
     example_batch: int = 2,
 ) -> onnx.ModelProto:
     """The offline graph: `features` [B, 1, n_mfcc, frames] (or `audio` [B, samples] with `mfcc`) -> `logits`."""
-    n_mfcc = int(getattr(model, "n_mfcc", 40))
-    x = torch.randn(example_batch, 1, n_mfcc, clip_frames)
+    from kwsdeploy.models.registry import kws_info
+
+    x = torch.randn(example_batch, 1, kws_info(model).n_mfcc, clip_frames)
     core = _best_graph(model, (x,), [FEATURES], [LOGITS], opset, exporter)
     if mfcc is None:
         return core

@@ -76,8 +76,98 @@ def strip_debug_info(proto: onnx.ModelProto) -> onnx.ModelProto:
     return proto
 
 
+def fold_scales(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Fold `Mul(x, c)` into the MatMul (or Gemm, transB=1) that is its only consumer, when `c` is a
+    constant vector along x's last axis and the weight is a constant: `(x * c) @ W = x @ (c[:, None] * W)`
+    (an RMSNorm's weight into the next projection: one node less, the same arithmetic up to rounding)."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    proto = _copy(proto)
+    g = proto.graph
+    inits = {i.name: i for i in g.initializer}
+    consumers: dict[str, list] = collections.defaultdict(list)
+    for n in g.node:
+        for i in n.input:
+            consumers[i].append(n)
+    outputs = {o.name for o in g.output}
+    drop, new_inits = set(), []
+    for n in g.node:
+        if n.op_type != "Mul" or len(n.output) != 1 or n.output[0] in outputs:
+            continue
+        const = [i for i in n.input if i in inits]
+        if len(const) != 1 or len(consumers[n.output[0]]) != 1:
+            continue
+        c = numpy_helper.to_array(inits[const[0]])
+        x = next(i for i in n.input if i != const[0])
+        nxt = consumers[n.output[0]][0]
+        if nxt.op_type not in ("MatMul", "Gemm") or nxt.input[0] != n.output[0] or len(nxt.input) < 2:
+            continue
+        w_name = nxt.input[1]
+        if w_name not in inits or c.ndim != 1:
+            continue
+        w = numpy_helper.to_array(inits[w_name])
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in nxt.attribute}
+        if nxt.op_type == "Gemm" and (attrs.get("transA", 0) or not attrs.get("transB", 0)):
+            continue
+        axis = 1 if nxt.op_type == "Gemm" else 0
+        if w.ndim != 2 or w.shape[axis] != c.shape[0] or w.dtype != c.dtype:
+            continue
+        scaled = w * (c[None, :] if axis == 1 else c[:, None])
+        name = f"{w_name}.scaled_by.{const[0]}"
+        new_inits.append(numpy_helper.from_array(scaled.astype(w.dtype), name))
+        nxt.input[0], nxt.input[1] = x, name
+        drop.add(id(n))
+    if not drop:
+        return proto
+    kept = [_copy(n) for n in g.node if id(n) not in drop]
+    used = {i for n in kept for i in n.input} | outputs
+    keep_inits = [_copy(i) for i in (*g.initializer, *new_inits) if i.name in used]
+    del g.node[:]
+    g.node.extend(kept)
+    del g.initializer[:]
+    g.initializer.extend(keep_inits)
+    return proto
+
+
+def _copy(message):
+    out = type(message)()
+    out.CopyFrom(message)
+    return out
+
+
+def fuse_sum_squares(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """`ReduceSum(Mul(x, x), axes)` -> `ReduceSumSquare(x, axes)` when the Mul feeds only the ReduceSum
+    (a power spectrum's re^2 + im^2: one node and one pass over the data less)."""
+    proto = _copy(proto)
+    g = proto.graph
+    consumers: dict[str, list] = collections.defaultdict(list)
+    for n in g.node:
+        for i in n.input:
+            consumers[i].append(n)
+    outputs = {o.name for o in g.output}
+    drop = set()
+    for n in g.node:
+        if (n.op_type != "Mul" or len(n.input) != 2 or n.input[0] != n.input[1] or n.output[0] in outputs
+                or len(consumers[n.output[0]]) != 1):
+            continue
+        nxt = consumers[n.output[0]][0]
+        if nxt.op_type != "ReduceSum" or nxt.input[0] != n.output[0]:
+            continue
+        nxt.op_type = "ReduceSumSquare"
+        nxt.input[0] = n.input[0]
+        drop.add(id(n))
+    if drop:
+        kept = [_copy(n) for n in g.node if id(n) not in drop]
+        del g.node[:]
+        g.node.extend(kept)
+    return proto
+
+
 def simplify(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """The smallest standard-op graph among: as exported, onnxscript-simplified, then ORT-basic-optimised."""
+    """The smallest standard-op graph among: as exported, onnxscript-simplified, then ORT-basic-optimised;
+    then constant scales folded into the projection after them (`fold_scales`) and sums of squares
+    fused (`fuse_sum_squares`)."""
     best = proto
     try:
         if node_count(proto) > ONNXSCRIPT_MAX_NODES:
@@ -93,4 +183,4 @@ def simplify(proto: onnx.ModelProto) -> onnx.ModelProto:
             best = cand
     except Exception as exc:
         log.warning("ONNX Runtime offline optimisation skipped: %s", exc)
-    return strip_debug_info(best)
+    return strip_debug_info(fuse_sum_squares(fold_scales(best)))

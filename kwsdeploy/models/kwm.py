@@ -24,7 +24,7 @@ from torch import nn
 from kwsdeploy.contract import CLIP_FRAMES
 from kwsdeploy.models.mamba_mixer import MambaMixer
 from kwsdeploy.models.reference_weights import ReferenceWeightsError, register_reference_map, rename_keys
-from kwsdeploy.models.registry import ModelCard, register
+from kwsdeploy.models.registry import ModelCard, register, display_name
 
 FRAMES = CLIP_FRAMES  # tokens per 1 s clip
 
@@ -245,7 +245,7 @@ def _map_reference_keys(state: Mapping[str, torch.Tensor], model: nn.Module) -> 
     layers.i.norm(2).weight, norm_f, head) is already ours and unknown keys pass through to be reported."""
     if getattr(model, "causal", False):
         raise ReferenceWeightsError(
-            f"{getattr(model, 'model_name', 'This model')} is our causal Keyword Mamba; the reference has no "
+            f"{display_name(model)} is our causal Keyword Mamba; the reference has no "
             "causal model. Import reference weights into kwm-<D>-12 or kwmt-<D>-12 instead."
         )
     return rename_keys(state, _KEY_RULES)

@@ -173,7 +173,7 @@ class MambaMixer(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """Whole sequence from the zero state: [B, L, d_model] -> [B, L, d_model]."""
         xz = self.in_proj(hidden).transpose(1, 2)  # [B, 2d, L]
-        x, z = xz.chunk(2, dim=1)
+        x, z = xz.split(self.d_inner, dim=1)  # one Split node (chunk exports as Shape arithmetic + 2 Slices)
         y, _, _ = self._branch(x, z, backward=False)
         if self.bidirectional:
             y_b, _, _ = self._branch(x.flip(-1), z.flip(-1), backward=True)
@@ -187,7 +187,7 @@ class MambaMixer(nn.Module):
         ssm_state [B, d_inner, d_state]); returns (out, new conv_state, new ssm_state). Causal only."""
         self._require_causal()
         xz = self.in_proj(hidden).transpose(1, 2)
-        x, z = xz.chunk(2, dim=1)
+        x, z = xz.split(self.d_inner, dim=1)  # one Split node (chunk exports as Shape arithmetic + 2 Slices)
         y, conv_state, ssm_state = self._branch(x, z, False, conv_state, ssm_state)
         return self.out_proj(y.transpose(1, 2)), conv_state, ssm_state
 
@@ -197,7 +197,7 @@ class MambaMixer(nn.Module):
         """One frame of the recurrence: hidden [B, d_model] -> (out [B, d_model], conv_state, ssm_state)."""
         self._require_causal()
         xz = self.in_proj(hidden)
-        x, z = xz.chunk(2, dim=-1)  # [B, d_inner] each
+        x, z = xz.split(self.d_inner, dim=-1)  # [B, d_inner] each, one Split node
         window = torch.cat([conv_state, x.unsqueeze(-1)], dim=-1)  # [B, d_inner, d_conv]
         xc = (window * self.conv1d.weight[:, 0, :]).sum(-1)
         if self.conv1d.bias is not None:

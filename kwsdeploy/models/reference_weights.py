@@ -43,11 +43,12 @@ def rename_keys(state: Mapping[str, torch.Tensor], rules: Sequence[tuple[str, st
 
 def model_family(model: nn.Module) -> str:
     """The registry family of a model built by `create()`; a clear error for anything else."""
-    family = getattr(model, "family", None)
-    if not family:
-        raise ReferenceWeightsError(
-            f"{type(model).__name__} has no 'family' attribute; build it with kwsdeploy.models.create()."
-        )
+    from kwsdeploy.models.registry import NotAKwsModelError, kws_info
+
+    try:
+        family = kws_info(model).family
+    except NotAKwsModelError as exc:
+        raise ReferenceWeightsError(str(exc)) from None
     return family
 
 

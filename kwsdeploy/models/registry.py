@@ -44,15 +44,59 @@ class ModelCard:
         object.__setattr__(self, "config", MappingProxyType(dict(self.config)))
 
     def build(self, num_classes: int = 12, n_mfcc: int | None = None, **overrides: Any):
-        """Build the model and stamp it with family, model_name, num_classes and n_mfcc."""
-        cfg = {**self.config, **overrides}
-        model = self.builder(num_classes=num_classes, n_mfcc=self.n_mfcc if n_mfcc is None else n_mfcc, **cfg)
+        """Build the model; it carries a frozen `KwsInfo` as `model.kws` (read it with `kws_info`)."""
+        n_mfcc = self.n_mfcc if n_mfcc is None else n_mfcc
+        model = self.builder(num_classes=num_classes, n_mfcc=n_mfcc, **{**self.config, **overrides})
         # Every built model knows its card: streaming, export and reference loading dispatch on it.
-        model.family = self.family
-        model.model_name = self.name
-        model.num_classes = num_classes
-        model.n_mfcc = self.n_mfcc if n_mfcc is None else n_mfcc
+        model.kws = KwsInfo(self, int(num_classes), int(n_mfcc), overrides)
         return model
+
+
+@dataclass(frozen=True)
+class KwsInfo:
+    """What kwsdeploy knows about one built model: its card, classes, input features, build overrides."""
+
+    card: ModelCard
+    num_classes: int
+    n_mfcc: int
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "overrides", MappingProxyType(dict(self.overrides)))
+
+    def __deepcopy__(self, memo: dict) -> "KwsInfo":  # immutable: a copied model shares it
+        return self
+
+    @property
+    def name(self) -> str:
+        """The registry name."""
+        return self.card.name
+
+    @property
+    def family(self) -> str:
+        """The family (module under kwsdeploy.models)."""
+        return self.card.family
+
+
+class NotAKwsModelError(ValueError):
+    """A model without `model.kws`: not built by `kwsdeploy.models.create` (or a checkpoint loader)."""
+
+
+def kws_info(model: Any) -> KwsInfo:
+    """The `KwsInfo` of a model built by `create`; anything else is a one-line NotAKwsModelError."""
+    info = getattr(model, "kws", None)  # the one read of the attribute
+    if not isinstance(info, KwsInfo):
+        raise NotAKwsModelError(
+            f"{type(model).__name__} has no kwsdeploy card (model.kws); build it with "
+            "kwsdeploy.models.create(name) or load it with kwsdeploy.train.checkpoint.load_checkpoint."
+        )
+    return info
+
+
+def display_name(model: Any) -> str:
+    """The registry name of a built model, else its class name (for messages only)."""
+    info = getattr(model, "kws", None)
+    return info.name if isinstance(info, KwsInfo) else type(model).__name__
 
 
 _CARDS: dict[str, ModelCard] = {}

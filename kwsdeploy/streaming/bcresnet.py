@@ -17,6 +17,7 @@ from torch import nn
 from kwsdeploy.config import FeatureConfig
 from kwsdeploy.contract import CLIP_FRAMES
 from kwsdeploy.models.bcresnet import BCResNet, TransitionBlock, frequency_sizes
+from kwsdeploy.models.registry import display_name, kws_info
 from kwsdeploy.streaming.convert import register_converter
 from kwsdeploy.streaming.fold import fold_conv_bn
 from kwsdeploy.streaming.layers import (
@@ -74,8 +75,8 @@ class StreamingBCResNet(StepModule):
                 "step form; the reference's 'same' time padding needs future frames. Use mode='windowed'."
             )
         model = model.eval()
-        packet = resolve_packet_frames(packet_frames, 1, getattr(model, "model_name", "BC-ResNet"))
-        n_mfcc = int(getattr(model, "n_mfcc", 40))
+        packet = resolve_packet_frames(packet_frames, 1, display_name(model))
+        n_mfcc = kws_info(model).n_mfcc
         num_classes = int(model.conv4.out_channels)
         rows = frequency_sizes(n_mfcc)  # after conv1, after each block, after conv2
         self.conv1 = StreamTimeConv2d.from_conv(model.conv1, None, "conv1", in_rows=n_mfcc)

@@ -36,13 +36,11 @@ def to_streaming(
     stream spec. A reference (clip-relative top_db) frontend streams only windowed, with the clamp
     recomputed on every window (`ReferenceWindowedStream`).
     """
-    fc = feature_config or FeatureConfig.deployable(int(getattr(model, "n_mfcc", 40)))
-    from kwsdeploy.models.registry import get_card
+    from kwsdeploy.models.registry import kws_info
 
-    name = getattr(model, "model_name", None)
-    if name is None:
-        raise ValueError("to_streaming() needs a model built by kwsdeploy.models.create().")
-    card = get_card(name)
+    kws = kws_info(model)
+    card = kws.card
+    fc = feature_config or FeatureConfig.deployable(kws.n_mfcc)
     mode = mode or card.streaming
     model = model.eval()
     if mode == "windowed":

@@ -14,6 +14,7 @@ from torch import nn
 
 from kwsdeploy.contract import CLIP_FRAMES
 from kwsdeploy.models.macs import forward_macs, macs_per_clip
+from kwsdeploy.models.registry import kws_info
 
 HOP_FRAMES = 10  # 100 ms of 10 ms feature frames
 
@@ -34,7 +35,7 @@ def step_costs(card: Any, model: nn.Module) -> dict[str, Any]:
     Keys: packet_frames, macs_per_step, macs_per_hop, macs_per_hop_windowed,
     step_vs_window_ratio (step MACs per hop / windowed MACs per hop; 1.0 for windowed cards).
     """
-    n_mfcc = int(getattr(model, "n_mfcc", card.n_mfcc))
+    n_mfcc = kws_info(model).n_mfcc
     frames = CLIP_FRAMES
     windowed = macs_per_clip(model, n_mfcc, frames=frames)
     costs: dict[str, Any] = {

@@ -23,6 +23,7 @@ from torch import nn
 
 from kwsdeploy.config import FeatureConfig
 from kwsdeploy.models.mamba_mixer import causal_depthwise_conv
+from kwsdeploy.models.registry import display_name
 from kwsdeploy.streaming.convert import register_converter
 from kwsdeploy.streaming.layers import StreamMeanPool, exact_stream_spec, resolve_packet_frames
 from kwsdeploy.contract import StateSpec
@@ -39,7 +40,7 @@ class CausalKwmStream(nn.Module):
         chunk_frames: int | None = None,
     ) -> None:
         super().__init__()
-        name = getattr(model, "model_name", type(model).__name__)
+        name = display_name(model)
         if not getattr(model, "causal", False):
             raise ValueError(
                 f"{name} is bidirectional and has no step form; "
@@ -152,7 +153,7 @@ def chunk_mix(
     grows by about 2 nodes per frame and layer.
     """
     xz = mixer.in_proj(hidden)
-    x, z = xz.chunk(2, dim=-1)  # [B, L, d_inner]
+    x, z = xz.split(mixer.d_inner, dim=-1)  # [B, L, d_inner], one Split node
     xc, conv_state = causal_depthwise_conv(x.transpose(1, 2), mixer.conv1d.weight, mixer.conv1d.bias, conv_state)
     xc = F.silu(xc).transpose(1, 2)  # [B, L, d_inner]
     dt, Bm, Cm = torch.split(mixer.x_proj(xc), [mixer.dt_rank, mixer.d_state, mixer.d_state], dim=-1)

@@ -15,6 +15,7 @@ from torch import nn
 from kwsdeploy.config import FeatureConfig
 from kwsdeploy.contract import CLIP_FRAMES
 from kwsdeploy.models.matchboxnet import MatchboxNet
+from kwsdeploy.models.registry import display_name
 from kwsdeploy.streaming.convert import register_converter
 from kwsdeploy.streaming.layers import (
     StepModule,
@@ -51,7 +52,7 @@ class MatchboxNetStep(StepModule):
         super().__init__()
         require_causal(model, "MatchboxNet ('matchboxnet-causal')")
         model = model.eval()
-        packet = resolve_packet_frames(packet_frames, 1, getattr(model, "model_name", "MatchboxNet"))
+        packet = resolve_packet_frames(packet_frames, 1, display_name(model))
         blocks = []
         layers: list[nn.Module] = []
         for i, block in enumerate(model.blocks):

@@ -17,6 +17,7 @@ from torch import nn
 from kwsdeploy.config import FeatureConfig
 from kwsdeploy.contract import CLIP_FRAMES
 from kwsdeploy.models._time_conv import conv_output_frames
+from kwsdeploy.models.registry import display_name
 from kwsdeploy.models.tcresnet import TCResNet
 from kwsdeploy.streaming.convert import register_converter
 from kwsdeploy.streaming.layers import (
@@ -55,7 +56,7 @@ class TCResNetStep(StepModule):
         require_causal(model, "TC-ResNet (e.g. 'tcresnet8-causal')")
         model = model.eval()
         stride = model.time_stride
-        packet = resolve_packet_frames(packet_frames, stride, getattr(model, "model_name", "TC-ResNet"))
+        packet = resolve_packet_frames(packet_frames, stride, display_name(model))
         self.stem = StreamConv1d.from_conv(model.stem, None, name="stem")
         blocks = []
         frames = conv_output_frames(clip_frames, model.stem.kernel_size[0], causal=True)

@@ -9,6 +9,7 @@ from torch import nn
 
 from kwsdeploy.config import FeatureConfig
 from kwsdeploy.contract import CLIP_FRAMES, StateSpec, StreamSpec
+from kwsdeploy.models.registry import kws_info
 from kwsdeploy.streaming.layers import StepModule
 
 
@@ -26,14 +27,15 @@ class WindowedStream(StepModule):
         if not 1 <= hop_frames <= window_frames:
             raise ValueError(f"hop_frames must be in 1..{window_frames}, got {hop_frames}.")
         self.model = model.eval()
-        n_mfcc = int(getattr(model, "n_mfcc", 40))
+        kws = kws_info(model)
+        n_mfcc = kws.n_mfcc
         self.stream_spec = StreamSpec(
             mode="windowed",
             packet_frames=hop_frames,
             delay_frames=0,
             window_frames=window_frames,
             n_mfcc=n_mfcc,
-            num_classes=int(getattr(model, "num_classes", 12)),
+            num_classes=kws.num_classes,
             states=(StateSpec("state.window.features", (n_mfcc, window_frames)),),
             feature_config=feature_config or FeatureConfig.deployable(n_mfcc),
         )
@@ -70,7 +72,7 @@ class ReferenceWindowedStream(StepModule):
             delay_frames=0,
             window_frames=window_frames,
             n_mfcc=feature_config.n_mels,  # the step's input is dB mel, not MFCC
-            num_classes=int(getattr(model, "num_classes", 12)),
+            num_classes=kws_info(model).num_classes,
             states=(StateSpec("state.window.log_mel", (feature_config.n_mels, window_frames)),),
             feature_config=feature_config,
         )

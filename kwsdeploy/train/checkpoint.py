@@ -95,23 +95,25 @@ def save_checkpoint(
 ) -> Path:
     """Write `model` as a checkpoint directory at `path`, atomically (temp dir + rename).
 
-    `model` must come from `kwsdeploy.models.create` (it carries `model_name`, `num_classes`,
-    `n_mfcc`). Extra keyword arguments are stored in the card under their own names. An older
+    `model` must come from `kwsdeploy.models.create` (it carries its card as `model.kws`). Extra keyword arguments are stored in the card under their own names. An older
     checkpoint at `path` is replaced only with `overwrite`; anything else there never is.
     """
     from safetensors.torch import save_file
 
-    name = getattr(model, "model_name", None)
-    if not name:
-        raise CheckpointError(f"{type(model).__name__} has no model_name; build it with kwsdeploy.models.create().")
+    from kwsdeploy.models.registry import NotAKwsModelError, kws_info
+
+    try:
+        kws = kws_info(model)
+    except NotAKwsModelError as exc:
+        raise CheckpointError(str(exc)) from None
+    name, num_classes = kws.name, kws.num_classes
     labels = [str(x) for x in labels]
-    num_classes = int(getattr(model, "num_classes"))
     if len(labels) != num_classes:
         raise CheckpointError(f"{len(labels)} labels given for a model with {num_classes} outputs.")
     if len(set(labels)) != len(labels):
         raise CheckpointError(f"Labels must be unique, got {labels}.")
     final = checkpoint_dir(path)
-    cfg = dict(model_config if model_config is not None else getattr(model, "model_config_overrides", {}) or {})
+    cfg = dict(model_config if model_config is not None else kws.overrides)
     try:
         check_output_dir(final, CHECKPOINT, overwrite)
     except OutputError as exc:
@@ -123,9 +125,9 @@ def save_checkpoint(
             "schema_version": SCHEMA_VERSION,
             "kind": "kwsdeploy-checkpoint",
             "model": name,
-            "family": getattr(model, "family", None),
+            "family": kws.family,
             "num_classes": num_classes,
-            "n_mfcc": int(getattr(model, "n_mfcc")),
+            "n_mfcc": kws.n_mfcc,
             "model_config": cfg,
             "labels": labels,
             "feature_config": feature_config.to_dict(),
@@ -170,6 +172,11 @@ def read_card(path: str | os.PathLike) -> dict:
     missing = [k for k in required if k not in card]
     if missing:
         raise CheckpointError(f"{card_path} lacks field(s) {missing}; the checkpoint is damaged.")
+    for key, kind, what in (("model", str, "a registry name"), ("weights_sha256", str, "a sha256 hex digest"),
+                            ("weights_file", str, "a file name"), ("model_config", dict, "a JSON object"),
+                            ("training", dict, "a JSON object"), ("metrics", dict, "a JSON object")):
+        if key in card and not (isinstance(card[key], kind) or (key in ("model_config",) and card[key] is None)):
+            raise CheckpointError(f"{card_path}: {key} must be {what}, got {card[key]!r}; the card is damaged.")
     for key in ("num_classes", "n_mfcc"):
         v = card[key]
         if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 4096:
@@ -234,9 +241,9 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> LoadedCheck
         raise CheckpointError(f"The card names model {card['model']!r}: {exc}") from None
     except TypeError as exc:
         raise CheckpointError(f"The card's model_config does not fit {card['model']!r}: {exc}") from None
-    if feature_config.n_mfcc != model.n_mfcc:
+    if feature_config.n_mfcc != registry.kws_info(model).n_mfcc:
         raise CheckpointError(
-            f"The card's feature config gives {feature_config.n_mfcc} MFCCs but the model takes {model.n_mfcc}."
+            f"The card's feature config gives {feature_config.n_mfcc} MFCCs but the model takes {registry.kws_info(model).n_mfcc}."
         )
     try:
         check_state_dict(model, state, what=f"checkpoint of {card['model']!r}")

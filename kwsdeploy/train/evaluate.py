@@ -143,7 +143,9 @@ def predict_logits(model, feature_config, waveforms, batch_size: int = 256, devi
             wave = torch.as_tensor(waveforms[i : i + batch_size], dtype=torch.float32).to(device)
             outs.append(model(mfcc(wave).unsqueeze(1)).float().cpu())
     if not outs:
-        return torch.zeros(0, getattr(model, "num_classes", 0))
+        from kwsdeploy.models.registry import kws_info
+
+        return torch.zeros(0, kws_info(model).num_classes)
     return torch.cat(outs)
 
 
@@ -207,3 +209,30 @@ def format_report(metrics: dict[str, Any]) -> str:
     for name, row in zip(labels, metrics["confusion"]):
         lines.append(f"  {name:<{width}}" + "".join(f"{v:>{cw}}" for v in row))
     return "\n".join(lines)
+
+
+class _Remapped:
+    """A dataset whose label indices are translated into the model's label order."""
+
+    def __init__(self, ds, remap: list[int]) -> None:
+        self.ds, self.remap = ds, remap
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int):
+        x, y = self.ds[i]
+        return x, self.remap[y]
+
+
+def in_model_labels(ds, data_labels: Sequence[str], model_labels: Sequence[str]):
+    """`ds` with its label indices in the model's order (a model may know more classes, e.g. `_unknown_`,
+    than the data holds); a data label the model lacks is a ValueError."""
+    data_labels, model_labels = list(data_labels), list(model_labels)
+    if data_labels == model_labels:
+        return ds
+    missing = [x for x in data_labels if x not in model_labels]
+    if missing:
+        raise ValueError(f"the data has label(s) {missing} that the model does not know; its labels are: "
+                         f"{', '.join(model_labels)}.")
+    return _Remapped(ds, [model_labels.index(x) for x in data_labels])

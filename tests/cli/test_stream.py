@@ -4,6 +4,7 @@ form and the exported ONNX bundle hear the same keywords, at the times the words
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,3 +131,86 @@ def test_a_bundle_refuses_a_mode_or_packet_it_was_not_exported_with(bundle, sequ
     assert r.exit_code == 2 and "drop --modes" in r.output
     r = runner.invoke(app, ["stream", "--bundle", str(bundle), str(wav), "--mode", "exact", "--json"])
     assert r.exit_code == 0, r.output  # the bundle's own settings are no contradiction
+
+
+def _blocks(x, seed=0):
+    rng = np.random.default_rng(seed)
+    i = 0
+    while i < len(x):
+        n = int(rng.integers(1, 5000))
+        yield x[i:i + n]
+        i += n
+
+
+def test_feeding_blocks_of_any_size_gives_the_whole_recordings_logits(sequence, bundle):
+    audio = sequence[0][: 16000 * 8]
+    for src in (TorchSource(None, MODEL, None, None), BundleSource(bundle, "onnxruntime")):
+        whole = src.logits(audio)
+        feeder = src.feeder()
+        parts = np.concatenate([feeder.feed(b) for b in _blocks(audio)])
+        assert parts.shape == whole.shape and float(np.abs(parts - whole).max()) == 0.0
+
+
+def test_a_features_bundle_fed_in_blocks_matches_the_offline_frontend(sequence, tmp_path_factory):
+    out = tmp_path_factory.mktemp("feat") / "b"
+    assert runner.invoke(app, ["export", "--model", MODEL, "--out", str(out), "--exporter", "legacy"]).exit_code == 0
+    src = BundleSource(out, "onnxruntime")
+    audio = sequence[0][: 16000 * 6]
+    whole = src.logits(audio)  # offline MFCC of [zero cache + audio]
+    feeder = src.feeder()
+    parts = np.concatenate([feeder.feed(b) for b in _blocks(audio, 1)])
+    assert parts.shape == whole.shape and float(np.abs(parts - whole).max()) <= 1e-4
+
+
+def test_a_long_file_streams_with_flat_memory(bundle, tmp_path):
+    import tracemalloc
+
+    from kwsdeploy.audio import read_blocks
+    from kwsdeploy.cli.stream import detect_blocks
+
+    rng = np.random.default_rng(0)
+    x = (0.05 * rng.standard_normal(16000 * 180)).astype(np.float32)  # 3 minutes: 11.5 MB as float32
+    wav = save_wav_atomic(tmp_path / "long.wav", x, 16000)
+    src = BundleSource(bundle, "onnxruntime")
+    tracemalloc.start()
+    reader = read_blocks(wav, 16000)
+    events = list(detect_blocks(src, reader, THRESHOLD, SMOOTHING_S, REFRACTORY_S))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert reader.samples == len(x) and isinstance(events, list)
+    assert peak < 4 * 2**20, f"peak {peak / 2**20:.1f} MiB for an 11.5 MB recording"
+
+
+def test_stream_dash_reads_raw_pcm_from_stdin_and_says_events_as_they_fire(sequence, bundle):
+    audio, events = sequence
+    pcm = np.clip(np.round(audio * 32768), -32768, 32767).astype("<i2").tobytes()
+    r = runner.invoke(app, ["stream", "--bundle", str(bundle), "-", "--json"], input=pcm)
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(line) for line in r.output.splitlines() if line.startswith("{")]
+    assert len(lines) >= 8 and lines[0]["time"] >= events[0].start
+    whole = runner.invoke(app, ["stream", "--bundle", str(bundle), str(save_wav_atomic(
+        Path(str(bundle) + "-seq.wav"), audio, 16000)), "--json"])
+    assert [d["label"] for d in json.loads(whole.output)["detections"]] == [d["label"] for d in lines]
+
+
+def test_nan_samples_become_silence_and_a_nan_packet_never_reaches_the_state(sequence, bundle, tmp_path):
+    import soundfile as sf
+
+    from kwsdeploy.runtime.base import PacketError
+    from kwsdeploy.runtime.runners import open_runner
+
+    x = sequence[0][: 16000 * 4].copy()
+    x[20000:20100] = np.nan
+    wav = tmp_path / "nan.wav"
+    sf.write(str(wav), x, 16000, subtype="FLOAT")
+    r = runner.invoke(app, ["stream", "--bundle", str(bundle), str(wav), "--json"])
+    assert r.exit_code == 0, r.output
+    assert "100 NaN or infinite samples were replaced by silence" in json.loads(r.output)["notes"]
+    run = open_runner(bundle)
+    good = np.zeros(run.packet_shape, dtype=np.float32)
+    before = run.state()
+    with pytest.raises(PacketError, match="NaN or infinity"):
+        run.step(np.full(run.packet_shape, np.nan, dtype=np.float32))
+    after = run.state()
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    assert np.isfinite(run.step(good)).all()

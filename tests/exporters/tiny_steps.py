@@ -7,6 +7,7 @@ from torch import nn
 
 from kwsdeploy.config import FeatureConfig
 from kwsdeploy.contract import StateSpec, StreamSpec
+from kwsdeploy.models.registry import KwsInfo, ModelCard
 
 N_MFCC = 40
 CLASSES = 12
@@ -35,13 +36,14 @@ class TinyCausalStep(nn.Module):
 
 
 class TinyOffline(nn.Module):
-    """Offline classifier [B, 1, n_mfcc, 98] -> [B, classes], with the attributes create() sets."""
+    """Offline classifier [B, 1, n_mfcc, 98] -> [B, classes], carrying a (test) card as create() does."""
 
     def __init__(self, n_mfcc: int = N_MFCC, classes: int = CLASSES) -> None:
         super().__init__()
         self.conv = nn.Conv2d(1, 4, (n_mfcc, 5), stride=(1, 2))
         self.head = nn.Linear(4, classes)
-        self.n_mfcc, self.num_classes, self.model_name, self.family = n_mfcc, classes, "tiny-offline", "tiny"
+        card = ModelCard("tiny-offline", "tiny", TinyOffline, n_mfcc=n_mfcc, streaming="windowed", reference="kwsdeploy tests")
+        self.kws = KwsInfo(card, classes, n_mfcc)
 
     def forward(self, x):
         return self.head(torch.relu(self.conv(x)).mean(dim=(2, 3)))

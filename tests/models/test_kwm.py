@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from kwsdeploy import tolerances
 from kwsdeploy.models import count_params, create, get_card, load_reference_weights
 from kwsdeploy.models.reference_weights import ReferenceWeightsError
+from kwsdeploy.models.registry import kws_info
 
 PARAMS = {
     "kwm-64-12": 499_084, "kwm-128-12": 1_637_132, "kwm-192-12": 3_414_156,
@@ -240,7 +241,7 @@ def test_any_number_of_classes(classes):
 def test_causal_model_is_causal_and_its_last_step_is_the_offline_output():
     torch.manual_seed(0)
     model = create("kwm", readout="last").eval()
-    assert model.model_name == "kwm-causal-64-4" and count_params(model) == 134_284
+    assert kws_info(model).name == "kwm-causal-64-4" and count_params(model) == 134_284
     x = torch.randn(2, 1, 40, 98)
     late = x.clone()
     late[..., 60:] += torch.randn(2, 1, 40, 38)

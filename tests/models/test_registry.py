@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from kwsdeploy.models import count_params, create, get_card, list_cards
-from kwsdeploy.models.registry import STREAMING_MODES, UnknownModelError, normalize
+from kwsdeploy.models.registry import STREAMING_MODES, UnknownModelError, kws_info, normalize
 
 CARDS = list_cards()
 IDS = [c.name for c in CARDS]
@@ -46,8 +46,9 @@ def test_parameter_count_at_12_classes_and_card_input_width(card):
     torch.manual_seed(0)
     model = card.build(num_classes=12)
     assert count_params(model) == card.expected_params
-    assert (model.family, model.model_name, model.num_classes, model.n_mfcc) == (
-        card.family, card.name, 12, card.n_mfcc
+    kws = kws_info(model)
+    assert (kws.card, kws.family, kws.name, kws.num_classes, kws.n_mfcc) == (
+        card, card.family, card.name, 12, card.n_mfcc
     )
     if card.n_mfcc != 40:  # the reference's own input width must run too
         with torch.no_grad():
@@ -58,7 +59,7 @@ def test_parameter_count_at_12_classes_and_card_input_width(card):
 def test_create_at_40_mfcc_gives_finite_logits_of_shape_batch_by_classes(card):
     torch.manual_seed(0)
     model = create(card.name).eval()  # create() defaults to 40 MFCC for every card
-    assert model.n_mfcc == 40
+    assert kws_info(model).n_mfcc == 40
     batches = (1,) if _heavy(card) else (1, 2)
     with torch.no_grad():
         for b in batches:
@@ -77,7 +78,7 @@ def test_other_class_counts(card):
         torch.manual_seed(0)
         model = create(card.name, num_classes=classes)
         counts[classes] = count_params(model)
-        assert model.num_classes == classes
+        assert kws_info(model).num_classes == classes
         if not _heavy(card) and classes == 35:
             with torch.no_grad():
                 assert model.eval()(_features(1)).shape == (1, 35)
@@ -145,3 +146,21 @@ def test_unrelated_name_gets_no_suggestion():
     with pytest.raises(UnknownModelError) as err:
         get_card("zzzzzzzzzzzz")
     assert "Did you mean" not in str(err.value)
+
+
+def test_a_built_model_carries_one_frozen_card_and_a_plain_module_none():
+    import copy
+    import dataclasses
+
+    from kwsdeploy.models.registry import NotAKwsModelError, display_name
+
+    model = create("tcresnet8", num_classes=5, causal=True)
+    kws = kws_info(model)
+    assert kws.overrides == {"causal": True} and kws.card is get_card("tcresnet8")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        kws.num_classes = 3
+    assert not any(hasattr(model, a) for a in ("model_name", "family", "num_classes", "n_mfcc"))
+    assert kws_info(copy.deepcopy(model)) is kws
+    with pytest.raises(NotAKwsModelError, match=r"^Linear has no kwsdeploy card \(model.kws\); build it with"):
+        kws_info(torch.nn.Linear(2, 2))
+    assert display_name(torch.nn.Linear(2, 2)) == "Linear" and display_name(model) == "tcresnet8"

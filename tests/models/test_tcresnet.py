@@ -9,6 +9,7 @@ import torch
 from kwsdeploy.models import count_params, create, get_card, load_reference_weights
 from kwsdeploy.models.macs import macs_per_clip
 from kwsdeploy.models.reference_weights import ReferenceWeightsError
+from kwsdeploy.models.registry import kws_info
 from kwsdeploy.tolerances import REFERENCE_LOGIT_REL_ATOL
 
 # FACTS.md, 12 classes, 40 MFCC.
@@ -43,7 +44,7 @@ def test_batch_one_gives_batch_axis_and_any_class_count(num_classes):
     with torch.no_grad():
         out = model(torch.randn(1, 1, 40, 98))
     assert out.shape == (1, num_classes)
-    assert model.family == "tcresnet" and model.num_classes == num_classes
+    assert kws_info(model).family == "tcresnet" and kws_info(model).num_classes == num_classes
 
 
 def test_wrong_input_shape_is_a_clear_error():
