@@ -326,3 +326,19 @@ def test_run_py_follows_the_manifests_detection_settings(demo_bundle, clip_seque
     assert proc.returncode == 0, proc.stderr
     got, want = _events(json.loads(proc.stdout))[0], _events(json.loads(ref.stdout))[0]
     assert got == want and 0 < len(got) < len(_events(json.loads(default.stdout))[0])  # stricter: fewer events
+
+
+def test_run_py_without_any_runtime_says_what_to_install(packed, clip_sequence, tmp_path):
+    import numpy
+
+    only_numpy = tmp_path / "np"
+    only_numpy.mkdir()
+    (only_numpy / "numpy").symlink_to(Path(numpy.__file__).parent)
+    boot = ("import sys, runpy; sys.path = [p for p in sys.path if 'site-packages' not in p]; "
+            f"sys.path[:0] = [{str(packed['fp32'][1])!r}, {str(only_numpy)!r}]; "
+            f"sys.argv = ['run.py', {str(clip_sequence)!r}]; "
+            f"runpy.run_path({str(packed['fp32'][1] / 'run.py')!r}, run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-S", "-E", "-c", boot], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+        "error: neither a TensorRT engine nor ONNX Runtime here: run ./build_engine.sh (JetPack's TensorRT) "
+        "or pip install onnxruntime"]
