@@ -72,6 +72,15 @@ def _load_model(model: str, checkpoint: Optional[Path], random_init: bool):
     return ck.model, ck.labels, ck.feature_config, info, accuracy, msg or f"checkpoint {checkpoint}"
 
 
+def _card_detection(model: str, checkpoint: Optional[Path]):
+    """The tuned detection settings the checkpoint's card carries (None: the defaults go into the manifest)."""
+    from kwsdeploy.models.registry import get_card
+    from kwsdeploy.runtime.tuning import card_detection
+    from kwsdeploy.train.checkpoint import demo_checkpoint_path, read_card
+
+    return card_detection(read_card(checkpoint or demo_checkpoint_path(get_card(model).name)))
+
+
 def _names(names: list[str]) -> str:
     """'audio + 9 state' rather than every state name (the manifest lists them all)."""
     main = [n for n in names if not n.startswith(("state.", "new_state."))]
@@ -141,12 +150,13 @@ def register(app: typer.Typer) -> None:
             from kwsdeploy.models.registry import kws_info
 
             m, labels, fcfg, info, accuracy, msg = _load_model(model, checkpoint, random_init)
+            detection = None if random_init else _card_detection(model, checkpoint)
             con.print(msg)
             out_dir = out or Path("exports") / kws_info(m).name
             inputs = [("--checkpoint", checkpoint), ("--calib-data", calib_data)]
             build = dict(model=m, labels=labels, feature_config=fcfg, parity=parity_clips(fcfg), modes=modes,
                          frontend=frontend, precisions=("fp32", "fp16") if fp16 else ("fp32",), hop_frames=hop_frames,
-                         checkpoint=info, accuracy=accuracy, exporter=exporter)
+                         checkpoint=info, accuracy=accuracy, exporter=exporter, detection=detection)
             report = None
             try:
                 if int8_options is not None:
