@@ -273,6 +273,30 @@ def writing_dir(out: Path, kind: ArtifactKind, overwrite: bool = False,
             remove_path(tmp)
 
 
+def is_our_png(path: Path) -> bool:
+    """Whether `path` is a PNG whose 'Software' text chunk says kwsdeploy (how our plots are marked)."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != b"\x89PNG\r\n\x1a\n":
+                return False
+            for _ in range(64):  # text chunks come before the image data
+                head = f.read(8)
+                if len(head) < 8:
+                    return False
+                length, kind = struct.unpack(">I4s", head)
+                if kind == b"IDAT" or kind == b"IEND":
+                    return False
+                body = f.read(length)
+                f.read(4)  # CRC
+                if kind == b"tEXt" and body == b"Software\x00kwsdeploy":
+                    return True
+    except (OSError, struct.error):
+        return False
+    return False
+
+
 def write_file(path: Path, data: bytes | str, overwrite: bool = True, option: str = "--out") -> Path:
     """Write a file via a temp sibling and one rename (umask applied); refuse a directory or, unless
     `overwrite`, an existing file."""

@@ -43,10 +43,12 @@ def register(app: typer.Typer) -> None:
             help="'LO,HI': mix noise at U(LO, HI) dB SNR relative to the clip instead of the absolute volume "
                  "(applies with --no-augment too); 'off' for the preset's absolute volume."),
         speed: Optional[str] = typer.Option(None, "--speed", help="'LO,HI': resample each clip by U(LO, HI) (tempo and pitch); 'off'."),
+        tempo: Optional[str] = typer.Option(None, "--tempo", help="'LO,HI[,P]': with probability P (default 1) stretch time by a rate U(LO, HI), pitch kept; 'off'."),
         vtlp: Optional[float] = typer.Option(None, "--vtlp", callback=finite(0.0, 1.0, hi_open=True), help="Vocal-tract-length perturbation: warp U(1-A, 1+A) (0: off)."),
         reverb_p: Optional[float] = typer.Option(None, "--reverb-p", callback=finite(0.0, 1.0), help="Probability of a synthetic room reverb (0: off)."),
         eq_db: Optional[float] = typer.Option(None, "--eq-db", callback=finite(0.0, 40.0), help="Random smooth EQ of +-DB dB (0: off)."),
         telephone_p: Optional[float] = typer.Option(None, "--telephone-p", callback=finite(0.0, 1.0), help="Probability of a telephone band 300-3400 Hz (0: off)."),
+        lowpass_p: Optional[float] = typer.Option(None, "--lowpass-p", callback=finite(0.0, 1.0), help="Probability of a low-pass at U(1.5, 4) kHz (0: off)."),
         shift: Optional[float] = typer.Option(None, "--shift", callback=finite(0.0, 1.0), help="Time shift U(-S, S) seconds, zero-filled (0: off)."),
         spec_augment: Optional[bool] = typer.Option(None, "--spec-augment/--no-spec-augment"),
         features: Optional[str] = typer.Option(
@@ -72,6 +74,8 @@ def register(app: typer.Typer) -> None:
             None, "--grad-clip", callback=finite(0.0, 1e6), help="Clip the gradient norm (0: off)."),
         threads: Optional[int] = typer.Option(
             None, "--threads", min=1, max=MAX_THREADS, help="torch CPU threads (default: torch's)."),
+        init: Optional[Path] = typer.Option(
+            None, "--init", help="Start from this checkpoint of the same model (tensors copied by name, classifier rows by label)."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
         stop_after: Optional[int] = typer.Option(None, "--stop-after", min=1, hidden=True),
@@ -109,6 +113,15 @@ def register(app: typer.Typer) -> None:
                     speed_range = ()
                 if len(speed_range) != 2:
                     raise UserError(f"--speed must be 'LO,HI' (e.g. 0.85,1.15) or 'off', got {speed!r}.")
+            tempo_range, tempo_p = None, None
+            if tempo is not None and tempo.strip().lower() != "off":
+                try:
+                    parts = [float(v) for v in tempo.split(",")]
+                except ValueError:
+                    parts = []
+                if len(parts) not in (2, 3):
+                    raise UserError(f"--tempo must be 'LO,HI' or 'LO,HI,P' (e.g. 0.6,1.2,0.5) or 'off', got {tempo!r}.")
+                tempo_range, tempo_p = (parts[0], parts[1]), (parts[2] if len(parts) == 3 else 1.0)
             if model is not None:
                 from kwsdeploy.models.registry import get_card
 
@@ -120,7 +133,7 @@ def register(app: typer.Typer) -> None:
                 device=device, amp=amp, num_workers=num_workers, grad_clip=grad_clip,
                 threads=threads, micro_batch=micro_batch, eval_batch_size=eval_batch_size, compile=compile_model,
                 speed_range=speed_range, vtlp=vtlp, reverb_p=reverb_p, eq_db=eq_db, telephone_p=telephone_p,
-                shift_s=shift,
+                lowpass_p=lowpass_p, shift_s=shift, tempo_range=tempo_range, tempo_p=tempo_p, init_from=str(init) if init is not None else None,
             )
             if noise_snr_db is not None and noise_snr_db.strip().lower() == "off":
                 import dataclasses
@@ -130,6 +143,10 @@ def register(app: typer.Typer) -> None:
                 import dataclasses
 
                 cfg = dataclasses.replace(cfg, speed_range=None)
+            if tempo is not None and tempo.strip().lower() == "off":
+                import dataclasses
+
+                cfg = dataclasses.replace(cfg, tempo_range=None, tempo_p=0.0)
             if cfg.min_lr > cfg.lr:
                 raise UserError(f"--min-lr {cfg.min_lr:g} is above the peak --lr {cfg.lr:g}: the cosine floor must be "
                                 "at most the peak.")
@@ -141,6 +158,7 @@ def register(app: typer.Typer) -> None:
                     "gain_db": gain_db, "noise_snr_db": snr, "features": features, "n_mfcc": n_mfcc,
                     "model_config": mc, "seed": seed, "grad_clip": grad_clip, "speed_range": speed_range,
                     "vtlp": vtlp, "reverb_p": reverb_p, "eq_db": eq_db, "telephone_p": telephone_p, "shift_s": shift,
+                    "tempo_range": tempo_range, "tempo_p": tempo_p, "lowpass_p": lowpass_p,
                 })
             if data is None:
                 from kwsdeploy.data.demo import demo_corpus_dir
@@ -186,7 +204,8 @@ def _launch(nproc: int) -> None:
     raise typer.Exit(relaunch(nproc, args))
 
 
-_OPTION_OF = {"stream_context_s": "--stream-context", "speed_range": "--speed", "shift_s": "--shift"}
+_OPTION_OF = {"stream_context_s": "--stream-context", "speed_range": "--speed", "shift_s": "--shift",
+              "tempo_range": "--tempo", "tempo_p": "--tempo"}
 
 
 def _check_resume(out: Path, given: dict) -> None:

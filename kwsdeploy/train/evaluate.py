@@ -120,12 +120,23 @@ def plot_curves(history: Iterable[dict[str, Any]], path: str | Path) -> Path | N
 
 
 def _save_fig(fig, path: Path) -> Path:
+    """Save a PNG atomically (temp + rename, umask applied); an existing file is replaced only when it is
+    a plot kwsdeploy wrote (its PNG 'Software' text), never a file of the user's."""
     import os
 
+    from kwsdeploy.atomic import OutputError, is_our_png, umask
+
+    if path.is_dir() or (path.exists() and not is_our_png(path)):
+        raise OutputError(f"{path} exists and is not a plot kwsdeploy wrote: choose another path for the PNG.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-plot.png")
+    try:
+        fig.savefig(tmp, dpi=120, format="png", metadata={"Software": "kwsdeploy"})
+        os.chmod(tmp, 0o666 & ~umask())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return path
 
 
@@ -209,3 +220,30 @@ def format_report(metrics: dict[str, Any]) -> str:
     for name, row in zip(labels, metrics["confusion"]):
         lines.append(f"  {name:<{width}}" + "".join(f"{v:>{cw}}" for v in row))
     return "\n".join(lines)
+
+
+class _Remapped:
+    """A dataset whose label indices are translated into the model's label order."""
+
+    def __init__(self, ds, remap: list[int]) -> None:
+        self.ds, self.remap = ds, remap
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int):
+        x, y = self.ds[i]
+        return x, self.remap[y]
+
+
+def in_model_labels(ds, data_labels: Sequence[str], model_labels: Sequence[str]):
+    """`ds` with its label indices in the model's order (a model may know more classes, e.g. `_unknown_`,
+    than the data holds); a data label the model lacks is a ValueError."""
+    data_labels, model_labels = list(data_labels), list(model_labels)
+    if data_labels == model_labels:
+        return ds
+    missing = [x for x in data_labels if x not in model_labels]
+    if missing:
+        raise ValueError(f"the data has label(s) {missing} that the model does not know; its labels are: "
+                         f"{', '.join(model_labels)}.")
+    return _Remapped(ds, [model_labels.index(x) for x in data_labels])
