@@ -218,6 +218,19 @@ def umask() -> int:
     return mask
 
 
+def apply_umask(root: Path) -> None:
+    """Give every file and folder under `root` the modes a plain open()/mkdir() would have (libraries
+    such as safetensors or tempfile create 0600/0700 files); executable bits are kept."""
+    mask = umask()
+    for dirpath, dirnames, filenames in os.walk(root):
+        os.chmod(dirpath, 0o777 & ~mask)
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            if not os.path.islink(p):
+                mode = os.stat(p).st_mode
+                os.chmod(p, (0o777 if mode & 0o100 else 0o666) & ~mask)
+
+
 def temp_dir(out: Path, kind: Optional[ArtifactKind] = None) -> Path:
     """A fresh hidden sibling of `out` to build it in, with the user's umask applied (not 0700)."""
     out = Path(out)
@@ -266,6 +279,7 @@ def writing_dir(out: Path, kind: ArtifactKind, overwrite: bool = False,
     tmp = temp_dir(out, kind)
     try:
         yield tmp
+        apply_umask(tmp)
         check_output_dir(out, kind, **check)  # it may have appeared meanwhile
         replace_dir(tmp, out)
     finally:

@@ -298,3 +298,31 @@ def test_bundle_refusals(tiny_bundle, demo_bundle, tmp_path):
     r = runner.invoke(app, ["bundle", str(demo_bundle), "--target", "pi", "--out", str(tmp_path / "p.tar.gz")])
     assert r.exit_code == 2 and "--target must be 'jetson'" in r.output
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_run_py_follows_the_manifests_detection_settings(demo_bundle, clip_sequence, tmp_path):
+    """A bundle with its own (tuned) settings: run.py and `kwsdeploy stream --bundle` both use them."""
+    import dataclasses
+
+    from kwsdeploy.atomic import write_file
+    from kwsdeploy.contract import DetectionSettings
+    from kwsdeploy.manifest import Manifest
+
+    tuned = tmp_path / "tuned"
+    shutil.copytree(demo_bundle, tuned)
+    m = Manifest.read(tuned)
+    settings = DetectionSettings(threshold=0.95, smoothing_seconds=0.4, refractory_seconds=2.0, min_gap_seconds=1.0)
+    write_file(tuned / "manifest.json", dataclasses.replace(m, detection=settings).to_json(), overwrite=True)
+    tgz = tmp_path / "tuned.tar.gz"
+    assert runner.invoke(app, ["bundle", str(tuned), "--out", str(tgz)]).exit_code == 0
+    folder = jetson.unpack(tgz, tmp_path / "x")
+    assert json.loads((folder / "manifest.json").read_text())["detection"]["threshold"] == 0.95
+    ref = runner.invoke(app, ["stream", str(clip_sequence), "--bundle", str(tuned), "--json", "--backend", "onnxruntime"])
+    assert ref.exit_code == 0, ref.output
+    default = runner.invoke(app, ["stream", str(clip_sequence), "--bundle", str(demo_bundle), "--json",
+                                  "--backend", "onnxruntime"])
+    proc = subprocess.run([*_isolated_python(tmp_path), str(folder / "run.py"), str(clip_sequence), "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    got, want = _events(json.loads(proc.stdout))[0], _events(json.loads(ref.stdout))[0]
+    assert got == want and 0 < len(got) < len(_events(json.loads(default.stdout))[0])  # stricter: fewer events
