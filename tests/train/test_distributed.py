@@ -165,7 +165,8 @@ def test_two_ranks_match_one_process_and_only_rank_0_writes(single, tiny_prepare
     card = json.loads((run / "last" / "card.json").read_text())
     assert card["training"]["world_size"] == 2 and card["training"]["micro_batch"] == 1
     again = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=240)
-    assert again.returncode == 2 and "already holds a run; pass --resume" in again.stderr  # bad input: exit 2,
+    assert again.returncode == 2, again.stderr[-3000:]  # bad input: exit 2,
+    assert "already holds a run; pass --resume" in again.stderr
     assert "Traceback" not in again.stderr and _rows(run) == rows  # no traceback, nothing touched
 
     # Validation over the whole split, 3 batches dealt to 2 ranks, equals one process exactly.
