@@ -11,7 +11,7 @@ import numpy as np
 import typer
 
 from kwsdeploy.cli.common import user_errors
-from kwsdeploy.contract import DEFAULT_DETECTION, DetectionSettings, StreamSpec, samples_to_seconds
+from kwsdeploy.contract import DEFAULT_DETECTION, WINDOW_HOP_FRAMES, DetectionSettings, StreamSpec, samples_to_seconds
 
 # Detection defaults shared by `stream`, `eval-stream` and `demo` (kwsdeploy.contract.DetectionSettings; a
 # bundle tuned by `kwsdeploy tune` carries its own).
@@ -19,7 +19,6 @@ THRESHOLD = DEFAULT_DETECTION.threshold
 SMOOTHING_S = DEFAULT_DETECTION.smoothing_seconds
 REFRACTORY_S = DEFAULT_DETECTION.refractory_seconds
 MIN_GAP_S = DEFAULT_DETECTION.min_gap_seconds
-DEFAULT_HOP_FRAMES = 10  # windowed streams recompute the last second every 100 ms
 
 
 def _settings(threshold: float, smoothing: float, refractory: float, min_gap: float = MIN_GAP_S) -> DetectionSettings:
@@ -78,7 +77,7 @@ class TorchSource(_Source):
         self.labels = ck.labels
         windowed = (mode or "") == "windowed" or not _is_exact(ck.model)
         if packet_frames is None and windowed:
-            packet_frames = DEFAULT_HOP_FRAMES
+            packet_frames = WINDOW_HOP_FRAMES
         options = {"packet_frames": packet_frames} if packet_frames else {}
         self.step = to_streaming(ck.model, mode=mode, feature_config=ck.feature_config, **options)
         self.spec = self.step.stream_spec
