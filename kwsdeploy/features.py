@@ -139,7 +139,7 @@ def frontend_macs_per_frame(config: FeatureConfig) -> int:
         k2n = n2 // 2 + 1
         dft = config.n_fft + 2 * k2n * n2 * n1 + 2 * k2n * n1 * 2 * n1  # window, stage 1, stage 2
         bins = k2n * n1
-        power = 2 * bins + k2n * config.n_mels  # squares, the sum over k2 of the mel products
+        power = 2 * bins  # squares
     return dft + power + bins * config.n_mels + config.n_mels * config.n_mfcc
 
 
@@ -163,6 +163,10 @@ def dct_matrix(n_mfcc: int, n_mels: int) -> np.ndarray:
     dct[0] *= 1.0 / math.sqrt(2.0)
     dct *= math.sqrt(2.0 / n_mels)
     return dct.T.copy()
+
+
+DB_PER_NEPER = 10.0 / math.log(10.0)  # 10 * log10(x) = log(x) * this
+GATHER_MAX_FRAMES = 10  # up to 100 ms of frames per call, framing is one Gather with a constant (int32) index
 
 
 def is_exporting() -> bool:
@@ -230,23 +234,37 @@ class MFCC(nn.Module):
     def _mel_factorised(self, wave: torch.Tensor) -> torch.Tensor:
         """[B, samples] -> mel power [B, frames, n_mels] through the factorised DFT.
 
-        Every stage is one MatMul whose rows are frames x streams (a transpose before each stage, the
-        FFT's own), so a packet of many frames or streams costs few, large GEMMs. Sizes are Python
-        ints: constants in an exported graph, where only the batch axis varies."""
+        A packet of few frames (a step) is cut into N1-sample chunks and each frame's [N2, N1] matrix
+        gathered from them (one Gather); stage 1 is then one GEMM per stream, stage 2 one per k2 over
+        all frames and streams, the mel one GEMM over all of them. A long input (a whole clip) is framed
+        by hop blocks instead (a constant index per frame would be large). Sizes are Python ints:
+        constants in an exported graph, where only the batch axis varies."""
         cfg = self.config
         n2, n1 = self.factors
         k2n = n2 // 2 + 1
         per = cfg.n_fft // cfg.hop_length
         hops = int(wave.shape[-1]) // cfg.hop_length
         frames = hops - per + 1
-        blocks = wave[:, : hops * cfg.hop_length].reshape(-1, hops, cfg.hop_length)
-        x = torch.cat([blocks[:, i : i + frames] for i in range(per)], dim=-1) * self.dft_window
-        x = x.reshape(-1, n2, n1).transpose(0, 1).reshape(n2, -1)  # [N2, (b, f, i1)]
-        a = torch.matmul(self.dft_stage1, x)  # [2*K2 (k2, Re/Im), (b, f, i1)]
-        a = a.reshape(k2n, 2, -1, n1).transpose(1, 2).reshape(k2n, -1, 2 * n1)  # [K2, (b, f), (Re/Im, i1)]
+        if hops * cfg.hop_length != int(wave.shape[-1]):  # a step's input is whole hops: no Slice node
+            wave = wave[:, : hops * cfg.hop_length]
+        if frames <= GATHER_MAX_FRAMES and cfg.hop_length % n1 == 0:
+            step = cfg.hop_length // n1
+            chunks = wave.reshape(-1, hops * step, n1)  # [B, J, N1]
+            index = torch.from_numpy((step * np.arange(frames)[None, :] + np.arange(n2)[:, None]).astype(np.int32))
+            x = chunks[:, index] * self.dft_window.reshape(n2, 1, n1)  # [B, N2, F, N1]
+            a = torch.matmul(self.dft_stage1, x.reshape(-1, n2, frames * n1))  # [B, 2*K2 (k2, Re/Im), (f, i1)]
+            a = a.reshape(-1, k2n, 2, frames, n1).permute(1, 0, 3, 2, 4).reshape(k2n, -1, 2 * n1)
+        else:
+            blocks = wave.reshape(-1, hops, cfg.hop_length)
+            x = torch.cat([blocks[:, i : i + frames] for i in range(per)], dim=-1) * self.dft_window
+            x = x.reshape(-1, n2, n1).transpose(0, 1).reshape(n2, -1)  # [N2, (b, f, i1)]
+            a = torch.matmul(self.dft_stage1, x)  # [2*K2 (k2, Re/Im), (b, f, i1)]
+            a = a.reshape(k2n, 2, -1, n1).transpose(1, 2).reshape(k2n, -1, 2 * n1)  # [K2, (b, f), (Re/Im, i1)]
         z = torch.matmul(a, self.dft_stage2)  # [K2, (b, f), (k1, Re/Im)]
-        power = (z * z).reshape(k2n, -1, n1, 2).sum(dim=-1)  # [K2, (b, f), k1]
-        return torch.matmul(power, self.mel_bins).sum(dim=0).reshape(-1, frames, cfg.n_mels)
+        z = z.reshape(k2n, -1, n1, 2)
+        power = (z * z).sum(dim=-1)  # [K2, (b, f), k1] (one ReduceSumSquare once simplified)
+        power = power.transpose(0, 1).reshape(-1, k2n * n1)  # [(b, f), (k2, k1)]
+        return torch.matmul(power, self.mel_bins.reshape(k2n * n1, -1)).reshape(-1, frames, cfg.n_mels)
 
     def log_mel_db(self, wave: torch.Tensor) -> torch.Tensor:
         """[B, samples] -> unclamped dB mel spectrogram [B, n_mels, frames]: 10*log10(max(mel, amin))."""
@@ -255,7 +273,7 @@ class MFCC(nn.Module):
             mel = torch.matmul(self.mel_fb, self.power_spectrum(wave))
         else:
             mel = self._mel_factorised(wave.to(self.mel_bins.dtype)).transpose(-1, -2)
-        return 10.0 * torch.log10(torch.clamp(mel, min=self.config.amin))
+        return torch.log(torch.clamp(mel, min=self.config.amin)) * DB_PER_NEPER  # 10 log10: one Mul, not Div + Mul
 
     def from_log_mel_db(self, db: torch.Tensor) -> torch.Tensor:
         """dB mel [B, n_mels, frames] -> MFCC [B, n_mfcc, frames]: the configured floor, then DCT-II."""

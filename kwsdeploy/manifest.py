@@ -292,7 +292,18 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Manifest":
-        """Parse a manifest dict: a newer schema raises SchemaTooNewError, anything malformed ManifestError."""
+        """Parse a manifest dict: a newer schema raises SchemaTooNewError, anything malformed ManifestError
+        (a field of the wrong type included: a manifest from disk is untrusted input)."""
+        try:
+            return cls._parse(data)
+        except ManifestError:
+            raise
+        except (TypeError, KeyError, AttributeError, ValueError, IndexError) as exc:
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ManifestError(f"manifest.json is malformed ({text}); re-export the bundle.") from None
+
+    @classmethod
+    def _parse(cls, data: Mapping[str, Any]) -> "Manifest":
         if not isinstance(data, Mapping):
             raise ManifestError("manifest.json is not a JSON object; re-export the bundle.")
         version = data.get("schema_version")

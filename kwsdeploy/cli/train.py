@@ -4,6 +4,7 @@ option overridable; writes a run directory with best/ and last/ checkpoints and 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -145,7 +146,8 @@ def register(app: typer.Typer) -> None:
                 from kwsdeploy.data.demo import demo_corpus_dir
 
                 data = demo_corpus_dir()
-                typer.echo(f"no --data given: training on the embedded demo corpus ({data})", err=True)
+                if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 says it
+                    typer.echo(f"no --data given: training on the embedded demo corpus ({data})", err=True)
             if not (data / "labels.json").is_file():
                 raise UserError(f"{data} is not a prepared directory (no labels.json); run 'kwsdeploy data' first.")
             log = (lambda s: typer.echo(s, err=True)) if not as_json else None

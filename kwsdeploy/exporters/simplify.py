@@ -136,9 +136,38 @@ def _copy(message):
     return out
 
 
+def fuse_sum_squares(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """`ReduceSum(Mul(x, x), axes)` -> `ReduceSumSquare(x, axes)` when the Mul feeds only the ReduceSum
+    (a power spectrum's re^2 + im^2: one node and one pass over the data less)."""
+    proto = _copy(proto)
+    g = proto.graph
+    consumers: dict[str, list] = collections.defaultdict(list)
+    for n in g.node:
+        for i in n.input:
+            consumers[i].append(n)
+    outputs = {o.name for o in g.output}
+    drop = set()
+    for n in g.node:
+        if (n.op_type != "Mul" or len(n.input) != 2 or n.input[0] != n.input[1] or n.output[0] in outputs
+                or len(consumers[n.output[0]]) != 1):
+            continue
+        nxt = consumers[n.output[0]][0]
+        if nxt.op_type != "ReduceSum" or nxt.input[0] != n.output[0]:
+            continue
+        nxt.op_type = "ReduceSumSquare"
+        nxt.input[0] = n.input[0]
+        drop.add(id(n))
+    if drop:
+        kept = [_copy(n) for n in g.node if id(n) not in drop]
+        del g.node[:]
+        g.node.extend(kept)
+    return proto
+
+
 def simplify(proto: onnx.ModelProto) -> onnx.ModelProto:
     """The smallest standard-op graph among: as exported, onnxscript-simplified, then ORT-basic-optimised;
-    then constant scales folded into the projection after them (`fold_scales`)."""
+    then constant scales folded into the projection after them (`fold_scales`) and sums of squares
+    fused (`fuse_sum_squares`)."""
     best = proto
     try:
         if node_count(proto) > ONNXSCRIPT_MAX_NODES:
@@ -154,4 +183,4 @@ def simplify(proto: onnx.ModelProto) -> onnx.ModelProto:
             best = cand
     except Exception as exc:
         log.warning("ONNX Runtime offline optimisation skipped: %s", exc)
-    return strip_debug_info(fold_scales(best))
+    return strip_debug_info(fuse_sum_squares(fold_scales(best)))

@@ -13,6 +13,10 @@ A `StepRunner` streams packets through one step graph (`<data input>`, `state.*`
     runner.manifest (Manifest | None, set when opened from a bundle)
     runner.time_calls = True  # then every step appends its backend seconds to runner.call_seconds
 
+A runner holds its streams' state and is not thread-safe: a call from a second thread while one is
+running raises `ConcurrentUseError` (never interleaves). Give each thread its own runner, or serve
+many streams from one thread as the rows of a batch runner.
+
 `step()` is a template: it checks the packet (shape, dtype castable, finite values), calls the
 backend's `_step_impl` and, when `time_calls` is set, records the seconds `_step_impl` took (the
 backend call with its input copy; the checks excluded). A backend implements:
@@ -28,6 +32,7 @@ and calls `super().__init__(...)` with what it learned from its graph. `open_run
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Sequence
 
@@ -36,6 +41,10 @@ import numpy as np
 
 class PacketError(ValueError):
     """A packet the runner cannot take (wrong shape or dtype, NaN or infinity)."""
+
+
+class ConcurrentUseError(RuntimeError):
+    """Two threads called one runner at once: a runner holds its streams' state and is not thread-safe."""
 
 
 def packet_views(x: np.ndarray, packet: int) -> list[np.ndarray]:
@@ -77,6 +86,7 @@ class StepRunner:
         self.check_finite = bool(check_finite)
         self.time_calls = False
         self.call_seconds: list[float] = []
+        self._busy = threading.Lock()  # held during a call: a second thread is refused, never interleaved
 
     # -- backend hooks --------------------------------------------------------------------------
     def _step_impl(self, x: np.ndarray) -> np.ndarray:
@@ -116,14 +126,32 @@ class StepRunner:
         self.call_seconds.append(time.perf_counter() - t0)
         return out
 
+    def _enter(self) -> None:
+        if not self._busy.acquire(blocking=False):
+            raise ConcurrentUseError(
+                "this runner is already in use by another thread: a runner holds its streams' state and is not "
+                "thread-safe; give each thread its own runner (open_runner per thread), or serve many streams "
+                "from one thread as the rows of a batch runner (batch=N, reset(stream=i)).")
+
     def step(self, packet: np.ndarray) -> np.ndarray:
         """One packet in, logits [batch, classes] out (a fresh array); state is kept for the next call."""
-        return np.array(self._checked_step(packet), copy=True)
+        self._enter()
+        try:
+            return np.array(self._checked_step(packet), copy=True)
+        finally:
+            self._busy.release()
 
     def run(self, x: np.ndarray, reset: bool = True) -> np.ndarray:
         """Stream a whole input [batch, ..., T] packet by packet: logits [packets, batch, classes]."""
+        self._enter()
+        try:
+            return self._run(x, reset)
+        finally:
+            self._busy.release()
+
+    def _run(self, x: np.ndarray, reset: bool) -> np.ndarray:
         if reset:
-            self.reset()
+            self._reset_impl(None)
         packets = packet_views(np.asarray(x), self.packet_shape[-1])
         out = None
         for i, p in enumerate(packets):
@@ -137,7 +165,11 @@ class StepRunner:
         """Zero the state of every stream, or of one stream (its batch row) only."""
         if stream is not None and not 0 <= stream < self.batch:
             raise ValueError(f"stream index {stream} out of range for batch {self.batch}.")
-        self._reset_impl(stream)
+        self._enter()
+        try:
+            self._reset_impl(stream)
+        finally:
+            self._busy.release()
 
     def state(self) -> dict[str, np.ndarray]:
         """A copy of the current state, by state input name (for inspection and tests)."""

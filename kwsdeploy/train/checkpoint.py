@@ -163,6 +163,11 @@ def read_card(path: str | os.PathLike) -> dict:
     missing = [k for k in required if k not in card]
     if missing:
         raise CheckpointError(f"{card_path} lacks field(s) {missing}; the checkpoint is damaged.")
+    for key, kind, what in (("model", str, "a registry name"), ("weights_sha256", str, "a sha256 hex digest"),
+                            ("weights_file", str, "a file name"), ("model_config", dict, "a JSON object"),
+                            ("training", dict, "a JSON object"), ("metrics", dict, "a JSON object")):
+        if key in card and not (isinstance(card[key], kind) or (key in ("model_config",) and card[key] is None)):
+            raise CheckpointError(f"{card_path}: {key} must be {what}, got {card[key]!r}; the card is damaged.")
     for key in ("num_classes", "n_mfcc"):
         v = card[key]
         if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 4096:

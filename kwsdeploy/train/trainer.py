@@ -10,6 +10,7 @@ training state), test_metrics.json, and curves.png + test_confusion.png when mat
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -125,9 +126,9 @@ class Trainer:
                 f"bcresnet1-causal, matchboxnet-causal, kwm-causal-* with readout 'mean'); {cfg.model} is not one."
             )
         model.to(self.device)
-        if cfg.compile:
-            model.compile()
         self.net = self.world.wrap(model, self.device)  # what the loop calls: the model or DDP around it
+        if cfg.compile:
+            model.compile()  # after wrap: SyncBatchNorm is in place before the forward is traced
         self.micro_batch = cfg.micro_batch or default_micro_batch(cfg.batch_size, self.world.size)
         mfcc = MFCC(self.feature_config).to(self.device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -243,7 +244,8 @@ class Trainer:
             row.update(self._train_epoch(epoch, model, mfcc, optimizer, scheduler, scaler))
             if self.valid_set is not None and len(self.valid_set):
                 vm = evaluate_dataset(model, self.feature_config, self.valid_set, self.labels,
-                                      cfg.eval_batch_size, str(self.device), world=self.world)
+                                      cfg.eval_batch_size, str(self.device), world=self.world,
+                                      num_workers=cfg.num_workers)
                 row.update(valid_loss=vm["loss"], valid_acc=vm["accuracy"], valid_macro_f1=vm["macro_f1"])
             score = row.get("valid_acc", row["train_acc"])
             history.append(row)
@@ -251,8 +253,9 @@ class Trainer:
             metrics = {k: v for k, v in row.items() if k != "lr"}
             if best_acc is None or score > best_acc:
                 best_acc, best_epoch = score, epoch + 1
-                main and save_checkpoint(best_dir, model, self.labels, self.feature_config, model_config=cfg.model_config,
-                                training=training, metrics=metrics)
+                if main:
+                    save_checkpoint(best_dir, model, self.labels, self.feature_config,
+                                    model_config=cfg.model_config, training=training, metrics=metrics)
             counters = {"next_epoch": epoch + 1, "best_acc": best_acc, "best_epoch": best_epoch}
             if main:
                 save_checkpoint(last_dir, model, self.labels, self.feature_config, model_config=cfg.model_config,
@@ -270,7 +273,8 @@ class Trainer:
 
     def _summary(self, epochs_done: int) -> dict[str, Any]:
         return {"config": self.cfg.to_dict(), "epochs_done": epochs_done, "data": self.data_summary,
-                "device": str(self.device), "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else None,
+                "device": str(self.device),
+                "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else None,
                 "world_size": self.world.size, "micro_batch": self.micro_batch}
 
 
@@ -300,8 +304,9 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out_dir: str | os.PathL
         if not saved.is_file():
             raise ValueError(f"{out} holds no run to resume (no config.json); start one without --resume.")
         keep = {"device": cfg.device, "num_workers": cfg.num_workers, "amp": cfg.amp, "threads": cfg.threads,
-                "micro_batch": cfg.micro_batch, "compile": cfg.compile}  # how to run, not what to learn
-        cfg = TrainConfig.from_dict(json.loads(saved.read_text())).with_overrides(**keep)
+                "compile": cfg.compile}  # how to run, not what to learn
+        saved_cfg = TrainConfig.from_dict(json.loads(saved.read_text())).with_overrides(**keep)
+        cfg = dataclasses.replace(saved_cfg, micro_batch=cfg.micro_batch)  # None: the default for this world
     world = init_world(resolve_device(cfg.device))
     labels = load_labels(data_dir)
     with world.main_first():  # rank 0 decodes (and writes the disk caches); the others then map them

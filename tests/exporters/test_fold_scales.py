@@ -47,3 +47,19 @@ def test_scale_folds_into_matmul_and_gemm():
 def test_scale_with_another_consumer_stays():
     m = _graph(True)
     assert [n.op_type for n in fold_scales(m).graph.node] == ["Mul", "MatMul", "Relu"]
+
+
+def test_sum_of_squares_fuses():
+    from kwsdeploy.exporters.simplify import fuse_sum_squares
+
+    axes = numpy_helper.from_array(np.array([-1], dtype=np.int64), "axes")
+    nodes = [helper.make_node("Mul", ["x", "x"], ["sq"]), helper.make_node("ReduceSum", ["sq", "axes"], ["y"], keepdims=0)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])], initializer=[axes])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 8
+    f = fuse_sum_squares(m)
+    assert [n.op_type for n in f.graph.node] == ["ReduceSumSquare"]
+    x = np.arange(6, dtype=np.float32).reshape(3, 2)
+    got = make_session(f.SerializeToString()).run(["y"], {"x": x})[0]
+    assert np.array_equal(got, (x * x).sum(-1))
