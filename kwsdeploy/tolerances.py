@@ -27,8 +27,10 @@ INT8_MIN_SQNR_DB = 25.0
 # catches a broken graph (the demo checkpoints' logits span about +-5..20; INT8 errors measured
 # 0.05-0.6); what INT8 costs in accuracy is measured by the report, not by this gate.
 INT8_PARITY_ATOL = 2.0
-# Logits of a cpu-recipe candidate (calibration stream, state fed from fp32) must reach this.
-INT8_CPU_MIN_LOGITS_SQNR_DB = 25.0
+# Logits of a cpu-recipe candidate must reach this SQNR against fp32 when both stream the calibration
+# clips free-running (each its own state). Window-mean readouts sum every frame's error, so this is far
+# below the per-step figure (causal KWM 64-4, dynamic U8S8: 55 dB per step, 22 dB streamed, top-1 unchanged).
+INT8_CPU_MIN_LOGITS_SQNR_DB = 20.0
 # The cpu recipe ships an INT8 variant only when it is at least this much faster than fp32 at every
 # measured batch size (a margin over timing noise: never slower than fp32).
 INT8_CPU_MIN_SPEEDUP = 1.05

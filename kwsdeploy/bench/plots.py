@@ -48,7 +48,7 @@ def _latency_vs_accuracy(ax, rows) -> bool:
         ax.annotate(_label(r), (r["cpu_ms_per_s"], 100 * r["accuracy"]), fontsize=6)
     ax.set_xscale("log")
     ax.set_xlabel("CPU ms per second of audio (batch 1)")
-    ax.set_ylabel("keyword detection accuracy, %")
+    ax.set_ylabel("accuracy, % (streams: keyword detection; offline: top-1)")
     ax.set_title("cost vs accuracy")
     return bool(pts)
 

@@ -1,6 +1,7 @@
 """Accuracy and false alarms per hour of a row's own runner, when `--data` names a prepared corpus.
 
-Streaming rows (step, windowed): the split's clips joined by noise gaps into one long recording,
+Streaming rows (step, windowed): the split's clips joined by gaps of the corpus's background noise
+(silence without one) into one long recording,
 streamed through the runner from the zero state, detections scored against where the words are
 (kwsdeploy.streaming.stream_eval). Offline rows: top-1 accuracy over the clips (no false alarms).
 """
@@ -36,8 +37,19 @@ def load_corpus(data: Path, split: str = "test", clips: int = 20, seed: int = 0)
     for i in order:
         wave, y = ds[int(i)]
         pairs.append((np.asarray(wave, dtype=np.float32), labels[int(y)]))
-    audio, events = build_long_recording(pairs, noise=None, seed=seed)
+    audio, events = build_long_recording(pairs, noise=_noise(Path(data)), seed=seed)
     return Corpus(clips=pairs, recording=audio, events=events)
+
+
+def _noise(data: Path) -> np.ndarray | None:
+    """The corpus's first background-noise recording (the gaps between clips, as `eval-stream` makes them)."""
+    from kwsdeploy.audio import load_audio
+
+    folder = data / "_background_noise_"
+    for f in sorted(folder.iterdir()) if folder.is_dir() else ():
+        if f.suffix.lower() in (".wav", ".flac"):
+            return load_audio(f)[0]
+    return None
 
 
 def score(runner, subject, corpus: Corpus) -> dict:

@@ -117,7 +117,7 @@ def cpu_recipe(
     """Build every candidate, drop those whose logits SQNR is under `floor_db`, time the rest against
     fp32 and keep the fastest (worst ratio over the batch sizes); fp32 when nothing is faster."""
     from kwsdeploy import tolerances
-    from kwsdeploy.calibration.sqnr import output_sqnr
+    from kwsdeploy.calibration.sqnr import output_sqnr, stream_sqnr
 
     floor_db = tolerances.INT8_CPU_MIN_LOGITS_SQNR_DB if floor_db is None else floor_db
     proto = name_nodes(proto)
@@ -134,7 +134,8 @@ def cpu_recipe(
             if domains:  # bundles hold standard ops only (exporters.onnx.check_graph)
                 errors[name] = f"uses non-standard op domain(s) {sorted(domains)}"
                 continue
-            sqnr[name] = output_sqnr(proto, g, calib)
+            free = stream_sqnr(proto, g, calib)  # free-running when the set can be re-streamed
+            sqnr[name] = free if free is not None else output_sqnr(proto, g, calib)
         except Exception as exc:  # a candidate onnxruntime cannot build or run is skipped, and said so
             errors[name] = f"{type(exc).__name__}: {str(exc)[:200]}"
             continue

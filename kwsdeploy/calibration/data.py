@@ -51,6 +51,7 @@ class CalibrationSet:
     stride: int  # every stride-th step was kept
     clips: CalibrationClips | None = None
     notes: list[str] = field(default_factory=list)
+    feature_config: object = None  # to re-stream the clips (free-running SQNR)
 
     def __len__(self) -> int:
         return len(self.tuples)
@@ -215,6 +216,13 @@ def stream_inputs(audio: np.ndarray, input_name: str, feature_config) -> np.ndar
         return MFCC(feature_config)(torch.from_numpy(np.concatenate([cache, audio], axis=1))).numpy()
 
 
+def joined_streams(clips: CalibrationClips, streams: int = DEFAULT_STREAMS) -> np.ndarray:
+    """[S, samples]: stream r = clips r*per .. (r+1)*per - 1 end to end (per = N // S)."""
+    s = max(1, min(streams, len(clips.audio)))
+    per = len(clips.audio) // s
+    return clips.audio[: s * per].reshape(s, -1)
+
+
 def collect_calibration(
     model: str | Path | bytes,
     clips: CalibrationClips,
@@ -240,9 +248,8 @@ def collect_calibration(
     name = data[0].name
     state_names = [i.name for i in inputs if i.name.startswith(STATE_PREFIX)]
     packet = int(data[0].shape[-1])
-    s = max(1, min(streams, len(clips.audio)))
-    per = len(clips.audio) // s
-    joined = clips.audio[: s * per].reshape(s, -1)  # stream r = clips r*per .. (r+1)*per - 1, end to end
+    joined = joined_streams(clips, streams)
+    s = joined.shape[0]
     x = stream_inputs(joined, name, feature_config)
     steps = x.shape[-1] // packet
     stride = max(1, -(-steps * s // max_tuples))
@@ -257,4 +264,5 @@ def collect_calibration(
                 tuples.append({k: np.array(v[r:r + 1], copy=True) for k, v in feed.items()})
         res = sess.run(outs, feed)
         state = dict(zip(state_names, res[1:]))
-    return CalibrationSet(name, tuples[:max_tuples] if max_tuples > 0 else tuples, s, steps, stride, clips)
+    return CalibrationSet(name, tuples[:max_tuples] if max_tuples > 0 else tuples, s, steps, stride, clips,
+                          feature_config=feature_config)

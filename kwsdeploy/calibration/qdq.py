@@ -175,7 +175,7 @@ def tensorrt_recipe(proto: onnx.ModelProto, calib, method: str = "minmax", floor
     """`quantize_tensorrt`, then selective precision: layers whose isolated SQNR is under `floor_db`
     (default tolerances.INT8_MIN_SQNR_DB) are kept float and the graph is quantized again."""
     from kwsdeploy import tolerances
-    from kwsdeploy.calibration.sqnr import below_floor, layer_sqnr, output_sqnr
+    from kwsdeploy.calibration.sqnr import below_floor, layer_sqnr, output_sqnr, stream_sqnr
 
     floor = tolerances.INT8_MIN_SQNR_DB if floor_db is None else floor_db
     proto = name_nodes(proto)
@@ -194,4 +194,7 @@ def tensorrt_recipe(proto: onnx.ModelProto, calib, method: str = "minmax", floor
             layer_sqnr_db={k: round(v, 2) for k, v in sqnr.items()}, sqnr_floor_db=floor,
             logits_sqnr_db=round(output_sqnr(proto, result.proto, calib), 2),
         )
+        free = stream_sqnr(proto, result.proto, calib)
+        if free is not None:
+            result.settings["stream_logits_sqnr_db"] = round(free, 2)
     return result

@@ -3,7 +3,9 @@
 `layer_sqnr` isolates each quantized layer: its fp32 input activations (recorded on the calibration
 tuples) go through the layer alone twice, as in the fp32 graph and as in the INT8 graph (input Q/DQ,
 int8 weights), so a layer's figure is its own error, not what earlier layers left. `output_sqnr`
-compares whole-graph logits with the state fed from the fp32 stream (no drift). Layers under
+compares whole-graph logits with the state fed from the fp32 stream (per step, no drift);
+`stream_sqnr` lets both graphs stream freely (what a device sees: a window-mean readout sums
+every frame's error). Layers under
 `tolerances.INT8_MIN_SQNR_DB` are kept float by the recipes (selective precision).
 """
 
@@ -53,10 +55,9 @@ def _constants(g: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
     return {i.name: i for i in g.initializer}
 
 
-def _float_input(proto: onnx.ModelProto, node: onnx.NodeProto) -> str:
-    """The float tensor behind a layer's data input (through a DequantizeLinear <- QuantizeLinear pair)."""
+def _behind_qdq(proto: onnx.ModelProto, name: str) -> str:
+    """The tensor behind a DequantizeLinear <- QuantizeLinear chain (the name itself when there is none)."""
     producers = {o: n for n in proto.graph.node for o in n.output}
-    name = node.input[0]
     for _ in range(2):
         p = producers.get(name)
         if p is None or p.op_type not in ("DequantizeLinear", "QuantizeLinear"):
@@ -65,15 +66,29 @@ def _float_input(proto: onnx.ModelProto, node: onnx.NodeProto) -> str:
     return name
 
 
-def _subgraph(proto: onnx.ModelProto, node: onnx.NodeProto, x_name: str) -> onnx.ModelProto:
-    """`node` and everything between it and `x_name` or constants, as a one-input model."""
+def _float_inputs(proto: onnx.ModelProto, node: onnx.NodeProto) -> list[str]:
+    """The activation tensors a layer reads (its data input behind Q/DQ, and e.g. a fused Gemm's
+    residual C), constants excluded."""
+    consts = _constants(proto.graph)
+    out = []
+    for k, name in enumerate(node.input):
+        if not name:
+            continue
+        t = _behind_qdq(proto, name)
+        if t not in consts and t not in out:
+            out.append(t)
+    return out
+
+
+def _subgraph(proto: onnx.ModelProto, node: onnx.NodeProto, x_names: list[str]) -> onnx.ModelProto:
+    """`node` and everything between it and the tensors `x_names` or constants, as a model."""
     g = proto.graph
     producers = {o: n for n in g.node for o in n.output}
     consts = _constants(g)
     nodes, inits, seen = [], {}, set()
 
     def visit(t: str) -> None:
-        if not t or t == x_name or t in seen:
+        if not t or t in x_names or t in seen:
             return
         seen.add(t)
         if t in consts:
@@ -81,7 +96,7 @@ def _subgraph(proto: onnx.ModelProto, node: onnx.NodeProto, x_name: str) -> onnx
             return
         p = producers.get(t)
         if p is None:
-            raise ValueError(f"{node.name}: tensor {t!r} depends on a graph input other than {x_name!r}")
+            raise ValueError(f"{node.name}: tensor {t!r} depends on a graph input other than {x_names}")
         for i in p.input:
             visit(i)
         if p not in nodes:
@@ -91,7 +106,7 @@ def _subgraph(proto: onnx.ModelProto, node: onnx.NodeProto, x_name: str) -> onnx
         visit(i)
     nodes.append(node)
     graph = helper.make_graph(
-        nodes, "layer", [helper.make_tensor_value_info(x_name, TensorProto.FLOAT, None)],
+        nodes, "layer", [helper.make_tensor_value_info(x, TensorProto.FLOAT, None) for x in x_names],
         [helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, None)], list(inits.values()),
     )
     model = helper.make_model(graph, opset_imports=list(proto.opset_import))
@@ -114,16 +129,17 @@ def layer_sqnr(fp32: onnx.ModelProto, q: onnx.ModelProto, calib, layers: list[st
     qnodes = {n.name: n for n in q.graph.node}
     fnodes = {n.name: n for n in fp32.graph.node}
     todo = [(name, qnodes[name]) for name in layers if name in qnodes]
-    x_names = {name: _float_input(q, node) for name, node in todo}
-    acts = record_tensors(fp32, calib.batches(batch), sorted(set(x_names.values())))
+    x_names = {name: _float_inputs(q, node) for name, node in todo}
+    acts = record_tensors(fp32, calib.batches(batch), sorted({x for xs in x_names.values() for x in xs}))
     out: dict[str, float] = {}
     for name, node in todo:
         ref_node = fnodes.get(name)
         if ref_node is None:
             continue
-        x = x_names[name]
-        ref = _session(_subgraph(fp32, ref_node, x)).run(None, {x: acts[x]})[0]  # fp32 layer alone
-        got = _session(_subgraph(q, node, x)).run(None, {x: acts[x]})[0]
+        xs = x_names[name]
+        feed = {x: acts[x] for x in xs}
+        ref = _session(_subgraph(fp32, ref_node, xs)).run(None, feed)[0]  # fp32 layer alone
+        got = _session(_subgraph(q, node, xs)).run(None, feed)[0]
         out[name] = sqnr_db(ref, got)
     return out
 
@@ -132,6 +148,21 @@ def output_sqnr(fp32: onnx.ModelProto, q: onnx.ModelProto, calib, batch: int = 6
     """SQNR (dB) of the logits over the calibration tuples (state fed from the fp32 stream)."""
     a = record_tensors(fp32, calib.batches(batch), [LOGITS])[LOGITS]
     b = record_tensors(q, calib.batches(batch), [LOGITS])[LOGITS]
+    return sqnr_db(a, b)
+
+
+def stream_sqnr(fp32: onnx.ModelProto, q: onnx.ModelProto, calib) -> float | None:
+    """SQNR (dB) of the logits when both step graphs stream the calibration clips free-running (each its
+    own state), the way a device runs them; None when the set cannot be re-streamed (no clips)."""
+    from kwsdeploy.calibration.data import joined_streams, stream_inputs
+    from kwsdeploy.runtime.ort import OrtStepRunner
+
+    if calib.clips is None or calib.feature_config is None or calib.steps <= 1:
+        return None
+    joined = joined_streams(calib.clips, calib.streams)
+    x = stream_inputs(joined, calib.input_name, calib.feature_config)
+    a = OrtStepRunner(fp32.SerializeToString(), batch=len(joined), threads=1).run(x)
+    b = OrtStepRunner(q.SerializeToString(), batch=len(joined), threads=1).run(x)
     return sqnr_db(a, b)
 
 

@@ -47,7 +47,7 @@ def run_demo(out: Path, models: list[str], clips: int, con, exporter: str = "leg
     from kwsdeploy.sources import BundleSource, detect
     from kwsdeploy.streaming.stream_eval import build_long_recording, score_detections
     from kwsdeploy.train.checkpoint import demo_checkpoint_path, load_checkpoint
-    from kwsdeploy.train.evaluate import evaluate_dataset
+    from kwsdeploy.train.evaluate import evaluate_dataset, in_model_labels
 
     corpus = demo_corpus_dir()
     test = KwsDataset(corpus, "test")
@@ -62,7 +62,7 @@ def run_demo(out: Path, models: list[str], clips: int, con, exporter: str = "leg
     for name in models:
         t0 = time.perf_counter()
         ck = load_checkpoint(demo_checkpoint_path(name))
-        metrics = evaluate_dataset(ck.model, ck.feature_config, test, ck.labels)
+        metrics = evaluate_dataset(ck.model, ck.feature_config, in_model_labels(test, labels, ck.labels), ck.labels)
         con.print(f"\n[bold]{name}[/bold]: {count_params(ck.model):,} parameters, test accuracy "
                   f"{metrics['accuracy']:.1%} (macro F1 {metrics['macro_f1']:.3f})")
         result = export_bundle(

@@ -84,10 +84,9 @@ def evaluate_checkpoint(checkpoint: str, data: Optional[Path], split: str, folde
         if unknown:
             raise UserError(f"{data} has label(s) {unknown} that the model does not know; "
                             f"its labels are: {', '.join(ck.labels)}.")
-        ds = KwsDataset(data, split)
-        if data_labels != ck.labels:  # same words, another order: map the data's indices onto the model's
-            remap = [ck.labels.index(x) for x in data_labels]
-            ds = _Remapped(ds, remap)
+        from kwsdeploy.train.evaluate import in_model_labels
+
+        ds = in_model_labels(KwsDataset(data, split), data_labels, ck.labels)
         metrics = evaluate_dataset(ck.model, ck.feature_config, ds, ck.labels, batch_size, device)
         source = {"data": str(data), "split": split}
     metrics.update(checkpoint=str(ck.path), model=ck.card["model"], **source)
@@ -142,20 +141,6 @@ def evaluate_bundle(bundle: Path, precision: str, data: Optional[Path], split: s
     if "stream" in row:
         metrics["stream"] = row["stream"]
     return metrics
-
-
-class _Remapped:
-    """A dataset whose label indices are translated into the model's label order."""
-
-    def __init__(self, ds, remap: list[int]) -> None:
-        self.ds, self.remap = ds, remap
-
-    def __len__(self) -> int:
-        return len(self.ds)
-
-    def __getitem__(self, i: int):
-        x, y = self.ds[i]
-        return x, self.remap[y]
 
 
 def register(app: typer.Typer) -> None:

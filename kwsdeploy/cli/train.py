@@ -43,10 +43,12 @@ def register(app: typer.Typer) -> None:
             help="'LO,HI': mix noise at U(LO, HI) dB SNR relative to the clip instead of the absolute volume "
                  "(applies with --no-augment too); 'off' for the preset's absolute volume."),
         speed: Optional[str] = typer.Option(None, "--speed", help="'LO,HI': resample each clip by U(LO, HI) (tempo and pitch); 'off'."),
+        tempo: Optional[str] = typer.Option(None, "--tempo", help="'LO,HI[,P]': with probability P (default 1) stretch time by a rate U(LO, HI), pitch kept; 'off'."),
         vtlp: Optional[float] = typer.Option(None, "--vtlp", callback=finite(0.0, 1.0, hi_open=True), help="Vocal-tract-length perturbation: warp U(1-A, 1+A) (0: off)."),
         reverb_p: Optional[float] = typer.Option(None, "--reverb-p", callback=finite(0.0, 1.0), help="Probability of a synthetic room reverb (0: off)."),
         eq_db: Optional[float] = typer.Option(None, "--eq-db", callback=finite(0.0, 40.0), help="Random smooth EQ of +-DB dB (0: off)."),
         telephone_p: Optional[float] = typer.Option(None, "--telephone-p", callback=finite(0.0, 1.0), help="Probability of a telephone band 300-3400 Hz (0: off)."),
+        lowpass_p: Optional[float] = typer.Option(None, "--lowpass-p", callback=finite(0.0, 1.0), help="Probability of a low-pass at U(1.5, 4) kHz (0: off)."),
         shift: Optional[float] = typer.Option(None, "--shift", callback=finite(0.0, 1.0), help="Time shift U(-S, S) seconds, zero-filled (0: off)."),
         spec_augment: Optional[bool] = typer.Option(None, "--spec-augment/--no-spec-augment"),
         features: Optional[str] = typer.Option(
@@ -72,6 +74,8 @@ def register(app: typer.Typer) -> None:
             None, "--grad-clip", callback=finite(0.0, 1e6), help="Clip the gradient norm (0: off)."),
         threads: Optional[int] = typer.Option(
             None, "--threads", min=1, max=MAX_THREADS, help="torch CPU threads (default: torch's)."),
+        init: Optional[Path] = typer.Option(
+            None, "--init", help="Start from this checkpoint of the same model (tensors copied by name, classifier rows by label)."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
         stop_after: Optional[int] = typer.Option(None, "--stop-after", min=1, hidden=True),
@@ -88,11 +92,12 @@ def register(app: typer.Typer) -> None:
                 warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, augment=augment,
                 spec_augment=spec_augment, stream_context_s=stream_context, gain_db=gain_db, features=features,
                 n_mfcc=n_mfcc, seed=seed, grad_clip=grad_clip, vtlp=vtlp, reverb_p=reverb_p, eq_db=eq_db,
-                telephone_p=telephone_p, shift_s=shift,
+                telephone_p=telephone_p, shift_s=shift, lowpass_p=lowpass_p,
             )
             machine = dict(device=device, amp=amp, num_workers=num_workers, threads=threads, micro_batch=micro_batch,
-                           eval_batch_size=eval_batch_size, compile=compile_model)
-            cfg, recipe = _config(preset, recipe, machine, model_config, noise_snr_db, speed)
+                           eval_batch_size=eval_batch_size, compile=compile_model,
+                           init_from=str(init) if init is not None else None)
+            cfg, recipe = _config(preset, recipe, machine, model_config, noise_snr_db, speed, tempo)
             if resume:
                 _check_resume(out, given=recipe)
             data = _training_data(data)
@@ -108,7 +113,7 @@ def _off(value: Optional[str]) -> bool:
 
 
 def _config(preset: str, recipe: dict, machine: dict, model_config: Optional[str], noise_snr_db: Optional[str],
-            speed: Optional[str]):
+            speed: Optional[str], tempo: Optional[str] = None):
     """The preset with the command line's overrides, and the recipe options as given (for --resume)."""
     import dataclasses
 
@@ -139,7 +144,17 @@ def _config(preset: str, recipe: dict, machine: dict, model_config: Optional[str
             speed_range = ()
         if len(speed_range) != 2:
             raise UserError(f"--speed must be 'LO,HI' (e.g. 0.85,1.15) or 'off', got {speed!r}.")
-    recipe = {**recipe, "model_config": mc, "noise_snr_db": snr, "speed_range": speed_range}
+    tempo_range, tempo_p = None, None
+    if tempo is not None and not _off(tempo):
+        try:
+            parts = [float(v) for v in tempo.split(",")]
+        except ValueError:
+            parts = []
+        if len(parts) not in (2, 3):
+            raise UserError(f"--tempo must be 'LO,HI' or 'LO,HI,P' (e.g. 0.6,1.2,0.5) or 'off', got {tempo!r}.")
+        tempo_range, tempo_p = (parts[0], parts[1]), (parts[2] if len(parts) == 3 else 1.0)
+    recipe = {**recipe, "model_config": mc, "noise_snr_db": snr, "speed_range": speed_range,
+              "tempo_range": tempo_range, "tempo_p": tempo_p}
     if recipe["model"] is not None:
         from kwsdeploy.models.registry import get_card
 
@@ -149,6 +164,8 @@ def _config(preset: str, recipe: dict, machine: dict, model_config: Optional[str
         cfg = dataclasses.replace(cfg, noise_snr_db=None)  # with_overrides ignores None
     if _off(speed):
         cfg = dataclasses.replace(cfg, speed_range=None)
+    if _off(tempo):
+        cfg = dataclasses.replace(cfg, tempo_range=None, tempo_p=0.0)
     if cfg.min_lr > cfg.lr:
         raise UserError(f"--min-lr {cfg.min_lr:g} is above the peak --lr {cfg.lr:g}: the cosine floor must be "
                         "at most the peak.")
@@ -201,7 +218,8 @@ def _launch(nproc: int) -> None:
     raise typer.Exit(relaunch(nproc, args))
 
 
-_OPTION_OF = {"stream_context_s": "--stream-context", "speed_range": "--speed", "shift_s": "--shift"}
+_OPTION_OF = {"stream_context_s": "--stream-context", "speed_range": "--speed", "shift_s": "--shift",
+              "tempo_range": "--tempo", "tempo_p": "--tempo"}
 
 
 def _check_resume(out: Path, given: dict) -> None:

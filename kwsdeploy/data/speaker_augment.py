@@ -4,12 +4,15 @@ Each step takes the clip and the per-item generator of the dataset (seeded by (s
 index)), and keeps the length. Levels stay relative to the clip: nothing here adds sound at an
 absolute volume (noise, in `augment.add_noise_snr`, is mixed at an SNR relative to the clip).
 - `speed`: resample by U(lo, hi) (tempo, pitch and formants together), back to 1 s;
+- `tempo`: with probability tempo_p, stretch time by a rate U(lo, hi) (> 1 faster) keeping pitch and
+  formants (a phase vocoder), the middle second kept (or the clip centred in zeros): slow and fast talkers;
 - `vtlp`: vocal-tract-length perturbation, the STFT's frequency axis warped by alpha in U(1-a, 1+a)
   (piecewise linear, fixed above 4.8 kHz as in Jaitly & Hinton 2013);
 - `reverb`: with probability p, a synthetic room: exponentially decaying noise with RT60
   U(0.15, 0.7) s after a direct path, at a direct-to-reverberant ratio U(0, 12) dB;
 - `eq`: a random smooth EQ curve of +-eq_db dB over log frequency, or with probability
-  telephone_p a telephone band (300-3,400 Hz, soft edges), then the clip's RMS is restored;
+  telephone_p a telephone band (300-3,400 Hz, soft edges); and with probability lowpass_p a
+  low-pass at U(1.5, 4) kHz (a dull microphone, an 8 kHz recording); then the clip's RMS is restored;
 - `shift`: move by U(-s, s) seconds, zero-filled.
 """
 
@@ -26,6 +29,7 @@ RIR_SECONDS = 0.5
 VTLP_FHI = 4800.0
 EQ_POINTS = 6
 TELEPHONE_BAND = (300.0, 3400.0)
+LOWPASS_RANGE = (1500.0, 4000.0)
 N_FFT, HOP = 512, 128
 SPEED_STEPS = 200  # speed factors rounded to 1/200, as in augment.change_speed (soxr designs them faster)
 
@@ -35,10 +39,13 @@ class SpeakerAugment:
     """Which speaker steps run, and how strongly (all off by default)."""
 
     speed: Optional[tuple[float, float]] = None
+    tempo: Optional[tuple[float, float]] = None
+    tempo_p: float = 0.0
     vtlp: float = 0.0
     reverb_p: float = 0.0
     eq_db: float = 0.0
     telephone_p: float = 0.0
+    lowpass_p: float = 0.0
     shift_s: float = 0.0
 
     def __post_init__(self) -> None:
@@ -47,9 +54,14 @@ class SpeakerAugment:
             if not 0.5 <= lo <= hi <= 2.0:
                 raise ValueError(f"speed range must be LO,HI with 0.5 <= LO <= HI <= 2, got {self.speed!r}.")
             object.__setattr__(self, "speed", (lo, hi))
+        if self.tempo is not None:
+            lo, hi = (float(v) for v in self.tempo)
+            if not 0.4 <= lo <= hi <= 2.5:
+                raise ValueError(f"tempo range must be LO,HI with 0.4 <= LO <= HI <= 2.5, got {self.tempo!r}.")
+            object.__setattr__(self, "tempo", (lo, hi))
         if not 0 <= self.vtlp < 0.5:
             raise ValueError(f"vtlp must be in [0, 0.5), got {self.vtlp}.")
-        for name in ("reverb_p", "telephone_p"):
+        for name in ("reverb_p", "telephone_p", "tempo_p", "lowpass_p"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}.")
         if self.eq_db < 0 or self.shift_s < 0:
@@ -57,7 +69,8 @@ class SpeakerAugment:
 
     @property
     def active(self) -> bool:
-        return bool(self.speed or self.vtlp or self.reverb_p or self.eq_db or self.telephone_p or self.shift_s)
+        return bool(self.speed or (self.tempo and self.tempo_p) or self.vtlp or self.reverb_p or self.eq_db or self.telephone_p or self.lowpass_p
+                    or self.shift_s)
 
 
 def change_speed(x: np.ndarray, lo: float, hi: float, rng: np.random.Generator) -> np.ndarray:
@@ -124,6 +137,33 @@ def vtlp(x: np.ndarray, alpha: float, rate: int = 16000) -> np.ndarray:
     return _istft(new_mag * np.exp(1j * new_phase), len(x)).astype(np.float32)
 
 
+def time_stretch(x: np.ndarray, rate: float) -> np.ndarray:
+    """Phase-vocoder time stretch: `rate` > 1 is faster (shorter); pitch and formants stay."""
+    spec = _stft(x.astype(np.float64))
+    frames, bins = spec.shape
+    steps = np.arange(0.0, frames - 1, rate)
+    omega = 2 * np.pi * np.arange(bins) * HOP / N_FFT  # expected phase advance per hop of each bin
+    i0 = steps.astype(int)
+    w = (steps - i0)[:, None]
+    mag = np.abs(spec[i0]) * (1 - w) + np.abs(spec[i0 + 1]) * w
+    dphi = np.angle(spec[i0 + 1]) - np.angle(spec[i0]) - omega
+    advance = omega + (dphi + np.pi) % (2 * np.pi) - np.pi
+    phase = np.angle(spec[0]) + np.concatenate([np.zeros((1, bins)), np.cumsum(advance[:-1], axis=0)])
+    n_out = int(round(len(x) / rate))
+    return _istft(mag * np.exp(1j * phase), n_out).astype(np.float32)
+
+
+def centre_fit(x: np.ndarray, samples: int) -> np.ndarray:
+    """The middle `samples` of a longer clip, or a shorter one centred in zeros."""
+    if len(x) >= samples:
+        start = (len(x) - samples) // 2
+        return x[start: start + samples]
+    out = np.zeros(samples, dtype=x.dtype)
+    start = (samples - len(x)) // 2
+    out[start: start + len(x)] = x
+    return out
+
+
 def room_impulse(rng: np.random.Generator, rate: int = 16000) -> np.ndarray:
     """A synthetic room impulse response: a unit direct path, then decaying noise (RT60, DRR drawn)."""
     rt60 = rng.uniform(*RT60_RANGE)
@@ -168,11 +208,15 @@ def eq_curve(freqs: np.ndarray, rng: np.random.Generator, eq_db: float, telephon
     return 10.0 ** (curve_db / 20.0)
 
 
-def equalise(x: np.ndarray, rng: np.random.Generator, eq_db: float, telephone: bool, rate: int = 16000) -> np.ndarray:
-    """Filter by `eq_curve` (zero phase, whole clip at once), RMS restored."""
+def equalise(x: np.ndarray, rng: np.random.Generator, eq_db: float, telephone: bool, rate: int = 16000,
+             lowpass_hz: Optional[float] = None) -> np.ndarray:
+    """Filter by `eq_curve` (and a low-pass at `lowpass_hz`; zero phase, whole clip at once), RMS restored."""
     spec = np.fft.rfft(x.astype(np.float64))
     freqs = np.fft.rfftfreq(len(x), 1.0 / rate)
-    y = np.fft.irfft(spec * eq_curve(freqs, rng, eq_db, telephone), len(x))
+    gain = eq_curve(freqs, rng, eq_db, telephone) if (eq_db > 0 or telephone) else np.ones_like(freqs)
+    if lowpass_hz is not None:
+        gain = gain / np.sqrt(1.0 + (freqs / lowpass_hz) ** 16)
+    y = np.fft.irfft(spec * gain, len(x))
     return _match_rms(y, x)
 
 
@@ -190,18 +234,21 @@ def shift(x: np.ndarray, seconds: float, rng: np.random.Generator, rate: int = 1
 
 
 def speaker_augment(x: np.ndarray, aug: SpeakerAugment, rng: np.random.Generator, rate: int = 16000) -> np.ndarray:
-    """The enabled steps in order speed, VTLP, reverb, EQ/telephone, shift; float32, same length."""
+    """The enabled steps in order speed, tempo, VTLP, reverb, EQ/telephone, shift; float32, same length."""
     x = np.asarray(x, dtype=np.float32)
     if aug.speed is not None:
         x = change_speed(x, aug.speed[0], aug.speed[1], rng)
+    if aug.tempo is not None and aug.tempo_p > 0 and rng.random() < aug.tempo_p:
+        x = centre_fit(time_stretch(x, float(rng.uniform(*aug.tempo))), len(x))
     if aug.vtlp > 0:
         x = vtlp(x, float(rng.uniform(1.0 - aug.vtlp, 1.0 + aug.vtlp)), rate)
     if aug.reverb_p > 0 and rng.random() < aug.reverb_p:
         x = reverb(x, room_impulse(rng, rate))
-    if aug.eq_db > 0 or aug.telephone_p > 0:
+    if aug.eq_db > 0 or aug.telephone_p > 0 or aug.lowpass_p > 0:
         tel = aug.telephone_p > 0 and rng.random() < aug.telephone_p
-        if tel or aug.eq_db > 0:
-            x = equalise(x, rng, aug.eq_db, tel, rate)
+        low = float(rng.uniform(*LOWPASS_RANGE)) if aug.lowpass_p > 0 and rng.random() < aug.lowpass_p else None
+        if tel or aug.eq_db > 0 or low is not None:
+            x = equalise(x, rng, aug.eq_db, tel, rate, lowpass_hz=low)
     if aug.shift_s > 0:
         x = shift(x, aug.shift_s, rng, rate)
     return np.clip(x, -1.0, 1.0).astype(np.float32)

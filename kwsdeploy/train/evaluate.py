@@ -209,3 +209,30 @@ def format_report(metrics: dict[str, Any]) -> str:
     for name, row in zip(labels, metrics["confusion"]):
         lines.append(f"  {name:<{width}}" + "".join(f"{v:>{cw}}" for v in row))
     return "\n".join(lines)
+
+
+class _Remapped:
+    """A dataset whose label indices are translated into the model's label order."""
+
+    def __init__(self, ds, remap: list[int]) -> None:
+        self.ds, self.remap = ds, remap
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int):
+        x, y = self.ds[i]
+        return x, self.remap[y]
+
+
+def in_model_labels(ds, data_labels: Sequence[str], model_labels: Sequence[str]):
+    """`ds` with its label indices in the model's order (a model may know more classes, e.g. `_unknown_`,
+    than the data holds); a data label the model lacks is a ValueError."""
+    data_labels, model_labels = list(data_labels), list(model_labels)
+    if data_labels == model_labels:
+        return ds
+    missing = [x for x in data_labels if x not in model_labels]
+    if missing:
+        raise ValueError(f"the data has label(s) {missing} that the model does not know; its labels are: "
+                         f"{', '.join(model_labels)}.")
+    return _Remapped(ds, [model_labels.index(x) for x in data_labels])

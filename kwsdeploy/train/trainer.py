@@ -125,6 +125,11 @@ class Trainer:
                 f"--stream-context needs a causal model with an exact step form (tcresnet8-causal, "
                 f"bcresnet1-causal, matchboxnet-causal, kwm-causal-* with readout 'mean'); {cfg.model} is not one."
             )
+        if cfg.init_from:
+            from kwsdeploy.train.warm_start import warm_start
+
+            info = warm_start(model, Path(cfg.init_from), self.labels, self.feature_config)
+            self.log(f"--init {cfg.init_from}: {info['copied']} tensors and {info['head_rows']} classifier rows copied")
         model.to(self.device)
         self.net = self.world.wrap(model, self.device)  # what the loop calls: the model or DDP around it
         if cfg.compile:

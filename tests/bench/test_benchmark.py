@@ -147,3 +147,20 @@ def test_peers_row_when_pymicro_wakeword_is_installed():
     peer = rows[-1]
     assert peer["status"] == "ok" and peer["calls"] == 4 and peer["audio_ms_per_call"] == 10.0
     assert peer["cpu_ms_per_s"] > 0 and peer["p50_us"] > 0 and peer["version"]
+
+
+def test_data_gives_each_row_its_accuracy_and_false_alarms():
+    from kwsdeploy.data.demo import demo_corpus_dir
+
+    s = Settings(models=("tcresnet8-causal",), runtimes=("torch", "ort"), modes=("step", "offline"), calls=3,
+                 warmup=0, max_seconds=0.01, audio_seconds=1.0, peers=False, data=demo_corpus_dir(), data_clips=4)
+    rows = run(s).rows
+    assert [r["status"] for r in rows] == ["ok"] * 4
+    step = [r for r in rows if r["mode"] == "step"]
+    offline = [r for r in rows if r["mode"] == "offline"]
+    for r in step:
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["fa_per_hour"] >= 0.0
+    # the ONNX graph computes the torch step form, so both hear the same recording alike
+    assert step[0]["accuracy"] == step[1]["accuracy"] and step[0]["fa_per_hour"] == step[1]["fa_per_hour"]
+    for r in offline:
+        assert r["accuracy"] in (0.0, 0.25, 0.5, 0.75, 1.0) and r["fa_per_hour"] is None

@@ -35,6 +35,21 @@ def test_vtlp_moves_formants_by_alpha():
     assert np.max(np.abs(y[1000:-1000] - x[1000:-1000])) < 1e-4  # alpha 1 is the identity
 
 
+def test_tempo_keeps_pitch_and_centres_the_word():
+    x = _tone(1000.0)
+    for rate in (0.6, 1.25):
+        y = sa.time_stretch(x, rate)
+        assert abs(len(y) - len(x) / rate) <= 1 and abs(_peak_hz(y) - 1000.0) < 5
+        assert 0.8 < _rms(y[2000:-2000]) / _rms(x) < 1.1
+    word = np.zeros(RATE, np.float32)
+    word[6000:10000] = _tone(700.0)[:4000]
+    aug = sa.SpeakerAugment(tempo=(0.6, 0.6), tempo_p=1.0)
+    slow = sa.speaker_augment(word, aug, np.random.default_rng(0))
+    loud = np.flatnonzero(np.abs(slow) > 0.05)
+    assert slow.shape == (RATE,)
+    assert abs((loud[0] + loud[-1]) / 2 - 8000) < 200 and 6000 < loud[-1] - loud[0] < 7000  # 4000 / 0.6 samples
+
+
 def test_reverb_and_eq_keep_length_and_rms():
     rng = np.random.default_rng(0)
     x = (0.05 * rng.standard_normal(RATE)).astype(np.float32)
@@ -68,7 +83,7 @@ def test_shift_and_speed():
 
 def test_speaker_augment_is_seeded_and_relative():
     aug = get_preset("speakers").speaker_augment()
-    assert aug.active and aug.speed == (0.85, 1.15)
+    assert aug.active and aug.speed == (0.85, 1.15) and aug.vtlp == 0
     clip = _tone(500.0, amp=0.01)  # a quiet speaker stays quiet: no step adds an absolute level
     a = augment_waveform(clip, [], np.random.default_rng([0, 1, 2]), reference=False, speaker=aug)
     b = augment_waveform(clip, [], np.random.default_rng([0, 1, 2]), reference=False, speaker=aug)
@@ -97,6 +112,8 @@ def test_bad_settings_refused():
         TrainConfig(speed_range=(1.2, 1.0))
     with pytest.raises(ValueError, match="probability"):
         TrainConfig(reverb_p=1.5)
+    with pytest.raises(ValueError, match="tempo range"):
+        sa.SpeakerAugment(tempo=(0.2, 1.0), tempo_p=1.0)
     with pytest.raises(ValueError, match="vtlp"):
         sa.SpeakerAugment(vtlp=0.7)
     cfg = TrainConfig(speed_range=[0.9, 1.1])

@@ -199,3 +199,25 @@ def test_a_one_process_run_resumes_on_two_ranks(single, tiny_prepared, tmp_path)
                           for r in rows]
     assert strip(_rows(run))[0] == strip(_rows(full))[0]  # the first epoch is the one-process one
     assert [r["world_size"] for r in _rows(run)] == [1, 2, 2]
+
+
+def test_loader_workers_do_not_change_the_trained_weights(single, tiny_prepared, tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(CFG.with_overrides(num_workers=2), tiny_prepared, tmp_path / "w2", progress=False, stop_after=1,
+              test=False)
+    finally:
+        torch.set_num_threads(threads)
+    a, b = _weights(single / "cut1"), _weights(tmp_path / "w2")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_nproc_under_torchrun_is_a_one_line_error(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from kwsdeploy.cli.main import app
+
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    r = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "r"), "--nproc", "2"])
+    assert r.exit_code == 2 and "under torchrun leave it out" in r.output and not (tmp_path / "r").exists()

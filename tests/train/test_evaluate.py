@@ -60,3 +60,14 @@ def test_confusion_and_curve_plots_are_written_when_matplotlib_is_present(tmp_pa
     assert plot_confusion(m, tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
     rows = [{"epoch": 1, "train_loss": 2.0, "train_acc": 0.1}, {"epoch": 2, "train_loss": 1.0, "train_acc": 0.5}]
     assert plot_curves(rows, tmp_path / "k.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_in_model_labels_maps_data_indices_onto_a_larger_model_label_set():
+    from kwsdeploy.train.evaluate import in_model_labels
+
+    data = [(0, 0), (1, 1), (2, 2)]  # (x, y) with data labels a, b, _silence_
+    mapped = in_model_labels(data, ["a", "b", "_silence_"], ["a", "b", "_unknown_", "_silence_"])
+    assert [mapped[i][1] for i in range(3)] == [0, 1, 3] and len(mapped) == 3
+    assert in_model_labels(data, ["a", "b"], ["a", "b"]) is data
+    with pytest.raises(ValueError, match="does not know"):
+        in_model_labels(data, ["a", "c"], ["a", "b"])

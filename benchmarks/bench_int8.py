@@ -1,0 +1,211 @@
+"""INT8 targets, measured: `kwsdeploy export --int8` on every shipped demo checkpoint (accuracy on the
+unseen speaker through the ONNX Runtime step runner, stream detection, file and weight sizes) and the
+cpu recipe's speed against fp32 (1 thread, batch 1 and 64, side by side), plus kwm-causal-192-12 with
+random weights (speed and size only: it has no trained checkpoint).
+
+    python benchmarks/bench_int8.py [--models a,b] [--out benchmarks/results/int8] [--calib-clips 64]
+
+Writes <out>.json and <out>.md. Targets: INT8 top-1 within 0.5 points of fp32 and stream detection
+within 2 points; tensorrt weights <= 0.3x fp32 for models over 50k parameters; the cpu recipe never
+slower than fp32, and >= 1.5x for the kwm-causal-192-12 step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+TOP1_POINTS = 0.5
+STREAM_POINTS = 2.0
+SIZE_RATIO = 0.3
+SIZE_MIN_PARAMS = 50_000
+KWM_REF_SPEEDUP = 1.5
+
+
+def export_one(name: str, out: Path, clips: int, method: str) -> dict:
+    """`kwsdeploy export --model NAME --int8` in process; the manifest's report rows and the files."""
+    from rich.console import Console
+
+    from kwsdeploy.calibration.passes import Int8Options
+    from kwsdeploy.cli._export_int8 import export_int8
+    from kwsdeploy.cli.export import _load_model, parity_clips
+    from kwsdeploy.models.registry import count_params
+
+    m, labels, fc, info, accuracy, _ = _load_model(name, None, False)
+    build = dict(model=m, labels=labels, feature_config=fc, parity=parity_clips(fc), modes=("step",), frontend=False,
+                 precisions=("fp32",), hop_frames=None, checkpoint=info, accuracy=accuracy, exporter="legacy")
+    t0 = time.perf_counter()
+    result, report = export_int8(out, True, [], Int8Options(calib_data=None, clips=clips, method=method), build,
+                                 Console(file=sys.stderr))
+    rows = {r["precision"]: r for r in report["step"]["rows"]}
+    return {"model": name, "params": count_params(m), "export_seconds": round(time.perf_counter() - t0, 1),
+            "bundle": result.path, "rows": rows,
+            "cpu_settings": result.manifest.calibration.extra["files"]["model.int8-cpu.onnx"]["settings"]}
+
+
+def time_side_by_side(graphs: dict[str, bytes], round_seconds: float, rounds: int) -> dict:
+    """Seconds per step at batch 1 and 64 (1 thread), the graphs interleaved, fastest round kept."""
+    from kwsdeploy.calibration.cpu import time_graphs
+
+    t = time_graphs(graphs, (1, 64), round_seconds=round_seconds, rounds=rounds)
+    return {n: {str(b): s for b, s in x.seconds.items()} for n, x in t.items()}
+
+
+def reference_size(clips: int, method: str, round_seconds: float, rounds: int) -> dict:
+    """kwm-causal-192-12, random weights (seed 0): tensorrt weights ratio and cpu recipe speed."""
+    import torch
+
+    from kwsdeploy.calibration.data import CalibrationClips
+    from kwsdeploy.calibration.passes import CalibrationSource
+    from kwsdeploy.calibration.report import model_weight_bytes
+    from kwsdeploy.cli.export import parity_clips
+    from kwsdeploy.config import FeatureConfig
+    from kwsdeploy.data.dataset import KwsDataset
+    from kwsdeploy.data.demo import demo_corpus_dir
+    from kwsdeploy.exporters.bundle import build_bundle
+    from kwsdeploy.models.registry import count_params, create
+
+    torch.manual_seed(0)
+    model = create("kwm-causal-192-12").eval()
+    fc = FeatureConfig.deployable(40)
+    ds = KwsDataset(demo_corpus_dir(), "train")
+    picks = np.random.default_rng(0).permutation(len(ds))[:clips]
+    audio = np.stack([ds.clip(int(i)) for i in picks]).astype(np.float32)
+    source = CalibrationSource(CalibrationClips(audio, "demo corpus", "train", tuple(int(i) for i in picks), 0), fc, method)
+    manifest, blobs, _ = build_bundle(
+        model=model, labels=[f"class{i}" for i in range(model.num_classes)], feature_config=fc,
+        parity=parity_clips(fc), precisions=("fp32", "int8-tensorrt", "int8-cpu"), exporter="legacy",
+        calibration_data=source, checkpoint={"source": "random-init (seed 0)", "random_init": True})
+    names = {f.precision: f.path for f in manifest.files}
+    speed = time_side_by_side({p: blobs[names[p]] for p in ("fp32", "int8-cpu", "int8-tensorrt")}, round_seconds, rounds)
+    w32 = model_weight_bytes(blobs[names["fp32"]])
+    settings = source.results[names["int8-cpu"]].settings
+    return {"model": "kwm-causal-192-12 (random weights)", "params": count_params(model),
+            "weights_vs_fp32": {p: round(model_weight_bytes(blobs[names[p]]) / w32, 4) for p in ("int8-tensorrt", "int8-cpu")},
+            "bytes": {p: len(blobs[names[p]]) for p in names}, "seconds_per_step": speed,
+            "cpu_chosen": settings["chosen"], "cpu_export_speed_vs_fp32": settings["speed_vs_fp32"]}
+
+
+def check_targets(row: dict) -> dict:
+    r = row["rows"]
+    out = {}
+    for p in ("int8-tensorrt", "int8-cpu"):
+        out[f"{p} top-1 within {TOP1_POINTS} pt"] = 100 * (r["fp32"]["top1"] - r[p]["top1"]) <= TOP1_POINTS
+        out[f"{p} stream within {STREAM_POINTS} pt"] = (
+            100 * abs(r["fp32"]["stream"]["accuracy"] - r[p]["stream"]["accuracy"]) <= STREAM_POINTS)
+    if row["params"] > SIZE_MIN_PARAMS:
+        out[f"tensorrt weights <= {SIZE_RATIO}x"] = r["int8-tensorrt"]["weights_vs_fp32"] <= SIZE_RATIO
+    sp = row["seconds_per_step"]
+    if r["int8-cpu"]["quantized_layers"] == 0:  # the cpu recipe shipped the fp32 graph itself
+        out["cpu never slower than fp32 (fp32 graph shipped)"] = True
+    else:
+        out["cpu never slower than fp32 (measured)"] = all(sp["int8-cpu"][b] <= sp["fp32"][b] for b in ("1", "64"))
+    return out
+
+
+def markdown(rows: list[dict], ref: dict | None, env: dict, argv: list[str]) -> str:
+    lines = ["# INT8: accuracy, size and speed of the tensorrt and cpu recipes", "",
+             f"Command: `python benchmarks/bench_int8.py {' '.join(argv)}`", "",
+             f"Machine: {env['cpu']} ({env['cores']} cores, shared), Python {env['python']}, onnxruntime "
+             f"{env['onnxruntime']}; timings: 1 thread, graphs interleaved round by round, fastest round kept.", "",
+             "Accuracy: demo corpus test split (jackson, 110 clips, a speaker no training step saw), each clip "
+             "streamed from the zero state through the ONNX Runtime step runner; stream: 40 test clips joined by "
+             "noise gaps (`eval-stream` recording). Calibration: the demo corpus train split, "
+             f"{env['calib_clips']} clips, {env['method']}.", "",
+             "| model | params | precision | recipe | top-1 | d top-1 (pt) | stream | d stream (pt) | FA/h | weights vs fp32 | "
+             "file vs fp32 | float layers | ms/step b1 | ms/step b64 | speed vs fp32 b1 / b64 |",
+             "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        r, sp = row["rows"], row["seconds_per_step"]
+        for p in ("fp32", "fp16", "int8-tensorrt", "int8-cpu"):
+            x = r[p]
+            t = sp.get(p)
+            timing = (f"{1e3 * t['1']:.3f} | {1e3 * t['64']:.2f} | {sp['fp32']['1'] / t['1']:.2f}x / "
+                      f"{sp['fp32']['64'] / t['64']:.2f}x") if t else "- | - | -"
+            fl = "-" if not p.startswith("int8") else ("all" if x["quantized_layers"] == 0 else str(len(x["float_layers"])))
+            lines.append(
+                f"| {row['model']} | {row['params']:,} | {p} | {x['recipe'] or '-'} | {100 * x['top1']:.1f} | "
+                f"{100 * (x['top1'] - r['fp32']['top1']):+.1f} | {100 * x['stream']['accuracy']:.1f} | "
+                f"{100 * (x['stream']['accuracy'] - r['fp32']['stream']['accuracy']):+.1f} | "
+                f"{x['stream']['false_alarms_per_hour']:.0f} | {x['weights_vs_fp32']:.2f}x | {x['size_vs_fp32']:.2f}x | "
+                f"{fl} | {timing} |")
+    if ref:
+        sp = ref["seconds_per_step"]
+        lines += ["", f"## {ref['model']}", "",
+                  f"{ref['params']:,} parameters; cpu recipe chose `{ref['cpu_chosen']}` at export "
+                  f"(export-time speed vs fp32: {ref['cpu_export_speed_vs_fp32']}).", "",
+                  "| precision | weights vs fp32 | bytes | ms/step b1 | ms/step b64 | speed vs fp32 b1 / b64 |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for p in ("fp32", "int8-cpu", "int8-tensorrt"):
+            w = ref["weights_vs_fp32"].get(p, 1.0)
+            lines.append(f"| {p} | {w:.2f}x | {ref['bytes'][p]:,} | {1e3 * sp[p]['1']:.3f} | {1e3 * sp[p]['64']:.2f} | "
+                         f"{sp['fp32']['1'] / sp[p]['1']:.2f}x / {sp['fp32']['64'] / sp[p]['64']:.2f}x |")
+    lines += ["", "## Targets", ""]
+    for row in rows:
+        for k, v in row["targets"].items():
+            lines.append(f"- {row['model']}: {k}: {'met' if v else '**missed**'}")
+    if ref:
+        sp = ref["seconds_per_step"]
+        for b in ("1", "64"):
+            s = sp["fp32"][b] / sp["int8-cpu"][b]
+            lines.append(f"- kwm-causal-192-12: cpu recipe >= {KWM_REF_SPEEDUP}x at batch {b}: "
+                         f"{'met' if s >= KWM_REF_SPEEDUP else '**missed**'} ({s:.2f}x)")
+        lines.append(f"- kwm-causal-192-12: tensorrt weights <= {SIZE_RATIO}x: "
+                     f"{'met' if ref['weights_vs_fp32']['int8-tensorrt'] <= SIZE_RATIO else '**missed**'} "
+                     f"({ref['weights_vs_fp32']['int8-tensorrt']:.2f}x)")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="", help="Comma list (default: every shipped demo checkpoint).")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/int8"))
+    ap.add_argument("--calib-clips", type=int, default=64)
+    ap.add_argument("--calib-method", default="minmax")
+    ap.add_argument("--round-seconds", type=float, default=0.2)
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--no-reference-size", action="store_true")
+    args = ap.parse_args(argv)
+    import onnxruntime
+
+    from kwsdeploy.cli.demo import shipped_demo_models
+
+    names = [m for m in args.models.split(",") if m] or shipped_demo_models()
+    env = {"cpu": platform.processor() or platform.machine(), "cores": len(__import__("os").sched_getaffinity(0)),
+           "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
+           "calib_clips": args.calib_clips, "method": args.calib_method}
+    try:
+        env["cpu"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            print(f"[int8] {name}: export --int8", file=sys.stderr)
+            row = export_one(name, Path(tmp) / name, args.calib_clips, args.calib_method)
+            files = {p: (row["bundle"] / r["file"]).read_bytes() for p, r in row["rows"].items()}
+            print(f"[int8] {name}: timing", file=sys.stderr)
+            row["seconds_per_step"] = time_side_by_side(files, args.round_seconds, args.rounds)
+            row.pop("bundle")
+            row["targets"] = check_targets(row)
+            rows.append(row)
+    ref = None if args.no_reference_size else reference_size(args.calib_clips, args.calib_method,
+                                                              args.round_seconds, args.rounds)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    shown = argv if argv is not None else sys.argv[1:]
+    Path(f"{args.out}.json").write_text(json.dumps({"env": env, "models": rows, "reference_size": ref}, indent=1,
+                                                   default=str) + "\n")
+    Path(f"{args.out}.md").write_text(markdown(rows, ref, env, shown))
+    print(Path(f"{args.out}.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

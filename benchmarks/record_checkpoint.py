@@ -1,0 +1,86 @@
+"""Record one run of train_shipped_checkpoints.sh in benchmarks/results/demo_checkpoints.{json,md}.
+
+Usage: python benchmarks/record_checkpoint.py MODEL RUN_DIR RESULTS_STEM SHIPPED(0|1) COMMAND
+Reads RUN_DIR/{metrics.jsonl,config.json,best/} and RUN_DIR.{eval,old.eval,demo.eval}.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+CORPUS = ("FSDD, all five speakers (real: train george, nicolas, yweweler; valid theo; test jackson, unseen) "
+          "+ SYNTHETIC speakers (kwsdeploy data synth, 485 training voices of espeak-ng/flite/festival, "
+          "training only) + _unknown_ (synthetic hard negatives and sentence cuts) + _silence_")
+
+
+def main(model: str, run: str, results: str, shipped: str, command: str) -> None:
+    from kwsdeploy.models.registry import count_params
+    from kwsdeploy.train.checkpoint import load_checkpoint
+
+    run_dir = Path(run)
+    ev = json.loads(Path(f"{run}.eval.json").read_text())
+    old = json.loads(Path(f"{run}.old.eval.json").read_text())
+    demo = json.loads(Path(f"{run}.demo.eval.json").read_text())
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    best = max(rows, key=lambda r: r["valid_acc"])  # first epoch of the maximum, like the trainer
+    card = json.loads((run_dir / "best" / "card.json").read_text())
+    entry = {
+        "model": model, "params": count_params(load_checkpoint(run_dir / "best").model), "epochs": len(rows),
+        "best_epoch": best["epoch"],
+        "wall_time_s": round((run_dir / "test_metrics.json").stat().st_mtime - (run_dir / "config.json").stat().st_mtime, 1),
+        "train_time_s": round(sum(r["epoch_time_s"] for r in rows), 1),
+        "train_clips": card.get("training", {}).get("data", {}).get("train_clips"),
+        "labels": card["labels"],
+        "best_valid_acc": best["valid_acc"],
+        "test_acc": ev["accuracy"], "test_macro_f1": ev["macro_f1"], "test_clips": ev.get("n"),
+        "demo_test_acc": demo["accuracy"],
+        "previous_test_acc": old["accuracy"] if old["accuracy"] >= 0 else None,
+        "shipped": shipped == "1",
+        "weights_bytes": (run_dir / "best" / "model.safetensors").stat().st_size,
+        "command": command,
+    }
+    path = Path(results + ".json")
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    if data.get("corpus") != CORPUS:  # the table of the older (demo-corpus) checkpoints is replaced
+        data = {"corpus": CORPUS, "models": {}, "notes": data.get("speakers_notes", [])}
+    data["models"][model] = entry
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+    write_md(data, Path(results + ".md"))
+    print(json.dumps(entry))
+
+
+def write_md(data: dict, md: Path) -> None:
+    lines = [
+        "# Shipped checkpoints", "",
+        "Trained by `benchmarks/train_shipped_checkpoints.sh FSDD_ROOT` on " + data["corpus"] + "; `speakers` preset "
+        "(demo + speaker augmentation + noise at 5-30 dB SNR) + the overrides shown, deployable features, seed 0, "
+        "CPU (2 shared cores: wall times are indicative only). **Test = jackson, a speaker no training step "
+        "saw**: all 500 of his FSDD recordings + 50 `_silence_` clips, from `kwsdeploy eval --checkpoint CKPT "
+        "--data FSDD_REAL --split test` (FSDD_REAL: `prepare-gsc --keywords zero,...,nine` of the FSDD tree); "
+        "'before' is the checkpoint shipped before, on the same clips; 'demo test' is the embedded corpus's "
+        "110-clip test split (the older table's numbers). A checkpoint is shipped only if it beats 'before'.", "",
+        "| model | params | epochs (best) | wall time | best valid | test acc (jackson, 550) | macro F1 | before | demo test (110) | shipped | command |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|:-:|---|",
+    ]
+    for e in data["models"].values():
+        before = f"{e['previous_test_acc']:.2%}" if e.get("previous_test_acc") is not None else "-"
+        lines.append(
+            f"| {e['model']} | {e['params']:,} | {e['epochs']} ({e['best_epoch']}) | {e['wall_time_s'] / 60:.0f} min "
+            f"| {e['best_valid_acc']:.2%} | **{e['test_acc']:.2%}** | {e['test_macro_f1']:.4f} | {before} "
+            f"| {e['demo_test_acc']:.2%} | {'yes' if e['shipped'] else 'no'} | `{e['command']}` |")
+    for note in data.get("notes", []):
+        lines += ["", note]
+    tmp = md.with_name(md.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, md)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 6:
+        sys.exit(__doc__)
+    main(*sys.argv[1:])

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Rebuild the checkpoints shipped in kwsdeploy/assets/checkpoints/<registry-name>/ from the whole
+# FSDD-derived tree (real speech: train george, nicolas, yweweler; valid theo; test jackson, a
+# speaker no training step sees) + SYNTHETIC speakers (`kwsdeploy data synth`, training voices
+# only) + `_unknown_` (synthetic hard negatives and sentence cuts) + speaker augmentation.
+# Each model is evaluated on all of jackson's FSDD clips (+ _silence_), beside the checkpoint
+# shipped now, and copied into the package only if it is better there (SHIP=0: never copied).
+# Results: benchmarks/results/demo_checkpoints.{json,md}.
+#
+# Usage: benchmarks/train_shipped_checkpoints.sh FSDD_ROOT [MODEL ...]   (FSDD_ROOT: the FSDD folder
+#        with recordings/; or set FSDD_ROOT; default models: all below, in order)
+# Env:   WORK=<dir> (data and runs; default a fresh temp dir), REUSE=1 (a finished run in WORK is
+#        recorded, not retrained), KWS=<kwsdeploy command>, PY=<python>, SHIP=0|1 (default 1),
+#        KWM_INIT=<checkpoint> (the demo-corpus kwm run to fine-tune; default: trained first by the
+#        shipped demo recipe, `kwsdeploy train --preset demo --model kwm-causal-64-4 --epochs 40
+#        --no-augment --lr 3e-3 --stream-context 1.0` on the embedded corpus).
+# CPU, one thread per training, deployable features (the trainer's default), seed 0.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+FSDD_ROOT=${1:-${FSDD_ROOT:-}}
+[ $# -gt 0 ] && shift
+if [ -z "$FSDD_ROOT" ] || [ ! -d "$FSDD_ROOT" ]; then
+  echo "usage: $0 FSDD_ROOT [MODEL ...]  (the Free Spoken Digit Dataset folder, with recordings/)" >&2
+  exit 2
+fi
+KWS=${KWS:-kwsdeploy}
+PY=${PY:-python}
+SHIP=${SHIP:-1}
+WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/kws-ship.XXXXXX")}
+DEST="$ROOT/kwsdeploy/assets/checkpoints"
+RESULTS="$ROOT/benchmarks/results/demo_checkpoints"
+DIGITS=zero,one,two,three,four,five,six,seven,eight,nine
+mkdir -p "$WORK"
+
+# --- data (each step skipped when its output is already in WORK) -------------------------------
+[ -f "$WORK/fsdd_tree/kwsdeploy_corpus.json" ] || $KWS data prepare-fsdd --fsdd-root "$FSDD_ROOT" --out "$WORK/fsdd_tree"
+[ -f "$WORK/synth_tree/kwsdeploy_corpus.json" ] || \
+  $KWS data synth --words $DIGITS --per-voice 1 --unknown-per-voice 4 --seed 0 --out "$WORK/synth_tree"
+# real only (the yardstick: every jackson clip + _silence_), and real + synthetic + _unknown_
+[ -f "$WORK/fsdd_real/labels.json" ] || \
+  $KWS data prepare-gsc --data-root "$WORK/fsdd_tree" --keywords $DIGITS --out "$WORK/fsdd_real"
+[ -f "$WORK/fsdd_syn/labels.json" ] || \
+  $KWS data prepare-gsc --data-root "$WORK/fsdd_tree" --keywords $DIGITS --extra-train "$WORK/synth_tree" \
+    --unknown-share 0.3 --out "$WORK/fsdd_syn"
+DATA="$WORK/fsdd_syn"
+TEST="$WORK/fsdd_real"
+
+# The `speakers` preset (demo + speaker augmentation, noise at 5-30 dB SNR) plus each model's overrides.
+declare -A OVERRIDES=(
+  [tcresnet8-causal]="--epochs 30 --stream-context 1.0"
+  [kwm-causal-64-4]="--epochs 8 --lr 3e-3 --warmup-epochs 0.5 --stream-context 1.0 --init KWM_INIT"
+  [bcresnet1-causal]="--epochs 30 --stream-context 1.0"
+  [matchboxnet-causal]="--epochs 25 --stream-context 1.0"
+  [convmixer]="--epochs 12"
+)
+ORDER=(tcresnet8-causal kwm-causal-64-4 bcresnet1-causal matchboxnet-causal convmixer)
+MODELS=("$@")
+[ ${#MODELS[@]} -eq 0 ] && MODELS=("${ORDER[@]}")
+
+for model in "${MODELS[@]}"; do
+  if [ -z "${OVERRIDES[$model]+x}" ]; then
+    echo "unknown model '$model'; choose from: ${ORDER[*]}" >&2
+    exit 2
+  fi
+  over=${OVERRIDES[$model]}
+  if [[ $over == *KWM_INIT* ]]; then
+    init=${KWM_INIT:-}
+    if [ -z "$init" ]; then
+      init="$WORK/kwm-demo/best"
+      [ -f "$init/card.json" ] || $KWS train --preset demo --model kwm-causal-64-4 --epochs 40 --no-augment \
+        --lr 3e-3 --stream-context 1.0 --data "$ROOT/kwsdeploy/assets/demo_corpus" --out "$WORK/kwm-demo" \
+        --threads 1 --no-progress --json > "$WORK/kwm-demo.train.json"
+    fi
+    over=${over/KWM_INIT/$init}
+  fi
+  run="$WORK/$model"
+  cmd="$KWS train --preset speakers --model $model $over --data $DATA --out $run --threads 1 --no-progress --json"
+  echo "== $model: $cmd" >&2
+  if [ "${REUSE:-0}" = 1 ] && [ -f "$run/test_metrics.json" ]; then
+    echo "   (REUSE=1: $run already trained; recording it)" >&2
+  else
+    $cmd > "$run.train.json"
+  fi
+  # jackson (every FSDD clip of him + _silence_): the new run and the checkpoint shipped now
+  $KWS eval --checkpoint "$run/best" --data "$TEST" --split test --json > "$run.eval.json"
+  if [ -f "$DEST/$model/card.json" ]; then
+    $KWS eval --checkpoint "$DEST/$model" --data "$TEST" --split test --json > "$run.old.eval.json"
+  else
+    echo '{"accuracy": -1}' > "$run.old.eval.json"
+  fi
+  shipped=$("$PY" -c "import json,sys; n,o=(json.load(open(p))['accuracy'] for p in sys.argv[1:]); print(int(n>o))" \
+    "$run.eval.json" "$run.old.eval.json")
+  if [ "$SHIP" = 1 ] && [ "$shipped" = 1 ]; then
+    tmp="$DEST/.$model.tmp-$$"
+    rm -rf "$tmp"
+    mkdir -p "$tmp"
+    cp "$run/best/model.safetensors" "$run/best/card.json" "$tmp/"
+    rm -rf "$DEST/$model"
+    mv "$tmp" "$DEST/$model"
+    echo "   shipped $model" >&2
+  else
+    shipped=0
+    echo "   not shipped (SHIP=$SHIP, or not better than the shipped checkpoint on jackson)" >&2
+  fi
+  # the demo corpus's test split too (110 of jackson's clips: the numbers of the older table)
+  $KWS eval --checkpoint "$run/best" --data "$ROOT/kwsdeploy/assets/demo_corpus" --split test --json > "$run.demo.eval.json"
+  "$PY" "$ROOT/benchmarks/record_checkpoint.py" "$model" "$run" "$RESULTS" "$shipped" \
+    "kwsdeploy train --preset speakers --model $model ${OVERRIDES[$model]} --data FSDD_SYN --threads 1 --out RUN_DIR"
+done
