@@ -218,6 +218,19 @@ def umask() -> int:
     return mask
 
 
+def apply_umask(root: Path) -> None:
+    """Give every file and folder under `root` the modes a plain open()/mkdir() would have (libraries
+    such as safetensors or tempfile create 0600/0700 files); executable bits are kept."""
+    mask = umask()
+    for dirpath, dirnames, filenames in os.walk(root):
+        os.chmod(dirpath, 0o777 & ~mask)
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            if not os.path.islink(p):
+                mode = os.stat(p).st_mode
+                os.chmod(p, (0o777 if mode & 0o100 else 0o666) & ~mask)
+
+
 def temp_dir(out: Path, kind: Optional[ArtifactKind] = None) -> Path:
     """A fresh hidden sibling of `out` to build it in, with the user's umask applied (not 0700)."""
     out = Path(out)
@@ -266,11 +279,36 @@ def writing_dir(out: Path, kind: ArtifactKind, overwrite: bool = False,
     tmp = temp_dir(out, kind)
     try:
         yield tmp
+        apply_umask(tmp)
         check_output_dir(out, kind, **check)  # it may have appeared meanwhile
         replace_dir(tmp, out)
     finally:
         if os.path.lexists(tmp):
             remove_path(tmp)
+
+
+def is_our_png(path: Path) -> bool:
+    """Whether `path` is a PNG whose 'Software' text chunk says kwsdeploy (how our plots are marked)."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != b"\x89PNG\r\n\x1a\n":
+                return False
+            for _ in range(64):  # text chunks come before the image data
+                head = f.read(8)
+                if len(head) < 8:
+                    return False
+                length, kind = struct.unpack(">I4s", head)
+                if kind == b"IDAT" or kind == b"IEND":
+                    return False
+                body = f.read(length)
+                f.read(4)  # CRC
+                if kind == b"tEXt" and body == b"Software\x00kwsdeploy":
+                    return True
+    except (OSError, struct.error):
+        return False
+    return False
 
 
 def write_file(path: Path, data: bytes | str, overwrite: bool = True, option: str = "--out") -> Path:

@@ -127,6 +127,7 @@ class Runner:
         self._subjects: dict[subjects.SubjectKey, Any] = {}
         self._refs: dict[subjects.SubjectKey, np.ndarray] = {}
         self._quality: dict[tuple, dict] = {}
+        self._seen: set[tuple] = set()
 
     def subject(self, key: subjects.SubjectKey):
         if key not in self._subjects:
@@ -146,8 +147,9 @@ class Runner:
             self._refs[subj.key] = np.stack([r.step(p)[0] for p in subj.packets(self.audio, PARITY_PACKETS)])
         return self._refs[subj.key]
 
-    def row(self, c: Combination) -> tuple[dict[str, Any], "Timed | None"]:
-        """The row's facts and parity (and accuracy), and what to time; (row, None) when it cannot run."""
+    def row(self, c: Combination) -> tuple[dict[str, Any] | None, "Timed | None"]:
+        """The row's facts and parity (and accuracy), and what to time; (row, None) when it cannot run,
+        (None, None) when an earlier combination already is this row."""
         key = subjects.SubjectKey(c.model, c.mode, c.packet_frames, self.s.frontend)
         row: dict[str, Any] = {"model": c.model, "runtime": c.runtime, "precision": c.precision, "mode": c.mode,
                                "packet_frames": c.packet_frames, "batch": c.batch, "frontend": self.s.frontend,
@@ -158,6 +160,10 @@ class Runner:
             return {**row, "status": "skipped", "reason": _one_line(exc)}, None
         except Exception as exc:  # noqa: BLE001 - any failure is the row's reason
             return {**row, "status": "failed", "reason": f"prepare: {_one_line(exc)}"}, None
+        resolved = (c.model, c.runtime, c.precision, c.mode, subj.packet_frames, c.batch)
+        if resolved in self._seen:  # e.g. 'natural' and 8 for a model whose natural packet is 8
+            return None, None
+        self._seen.add(resolved)
         row.update(packet_frames=subj.packet_frames, weights=subj.weights, params=subj.params,
                    macs_per_call=subj.macs_per_call, frontend_macs_per_call=subj.frontend_macs_per_call,
                    macs_per_second=subj.macs_per_call / subj.audio_seconds_per_call,
@@ -279,6 +285,8 @@ def run(settings: Settings, progress: Callable[[int, int, str], None] | None = N
             if progress:
                 progress(i, len(combos), f"preparing {c.model} {c.mode} p{c.packet_frames or '-'} {c.runtime} {c.precision} b{c.batch}")
             row, t = runner.row(c)
+            if row is None:
+                continue
             rows.append(row)
             if t is not None:
                 timed.append(t)

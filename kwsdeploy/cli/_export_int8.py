@@ -57,7 +57,9 @@ def print_report(report, con) -> None:
     from kwsdeploy.calibration.report import float_cell
 
     for mode, rep in (report or {}).items():
-        table = Table(title=f"accuracy by precision ({mode}; {rep['data']})")
+        from rich.markup import escape
+
+        table = Table(title=escape(f"accuracy by precision ({mode}; {rep['data']})"))
         for col in ("file", "recipe", "top-1", "macro F1", "agree fp32", "stream acc", "FA/h", "KiB", "vs fp32",
                     "weights vs fp32", "float layers"):
             table.add_column(col, justify="left" if col in ("file", "recipe") else "right", no_wrap=True)

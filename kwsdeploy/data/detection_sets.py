@@ -103,7 +103,8 @@ def build(recording: str, prepared: Path, split: str, speech_set: str = "test", 
 
     words = split_keywords(prepared, split)
     noises = split_noises(prepared)
-    info: dict = {"recording": recording, "data": str(prepared), "split": split, "keywords": len(words), "seed": seed}
+    info: dict = {"recording": recording, "data": Path(prepared).name, "split": split, "keywords": len(words),
+                  "seed": seed}  # the folder's name only: results name no machine path
     if recording == "keywords":
         speech, sinfo = held_out_speech(speech_set, minutes, seed, progress)
         order = np.random.default_rng(seed).permutation(len(words))

@@ -164,3 +164,11 @@ def test_data_gives_each_row_its_accuracy_and_false_alarms():
     assert step[0]["accuracy"] == step[1]["accuracy"] and step[0]["fa_per_hour"] == step[1]["fa_per_hour"]
     for r in offline:
         assert r["accuracy"] in (0.0, 0.25, 0.5, 0.75, 1.0) and r["fa_per_hour"] is None
+
+
+def test_natural_packet_equal_to_a_listed_one_is_one_row():
+    s = Settings(models=("tcresnet8-causal",), runtimes=("ort",), modes=("step",), packet_frames=(None, 8, 16),
+                 calls=2, warmup=0, max_seconds=0.01, rounds=1, audio_seconds=1.0, peers=False)
+    rows = run(s).rows
+    assert [(r["packet_frames"], r["status"]) for r in rows] == [(8, "ok"), (16, "ok")]
+    assert rows[1]["macs_per_call"] == pytest.approx(2 * rows[0]["macs_per_call"], rel=0.01)
