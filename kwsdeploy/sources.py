@@ -73,6 +73,9 @@ class TorchSource(Source):
             checkpoint = demo_checkpoint_path(model)
             self.note = f"using the shipped demo checkpoint {checkpoint.name}"
         ck = load_checkpoint(checkpoint)
+        from kwsdeploy.runtime.tuning import card_detection
+
+        self.detection = card_detection(ck.card)  # tuned settings in the card, if any
         self.labels = ck.labels
         windowed = (mode or "") == "windowed" or not _is_exact(ck.model)
         if packet_frames is None and windowed:

@@ -72,17 +72,18 @@ def register(app: typer.Typer) -> None:
                 raise ValueError(f"--mode must be step, offline or both, got {mode!r}.")
             from kwsdeploy.cli.common import UserError
             from kwsdeploy.exporters.bundle import ParityError, export_bundle
-            from kwsdeploy.exporters.inputs import load_export_model, parity_clips
+            from kwsdeploy.exporters.inputs import card_detection_of, load_export_model, parity_clips
             from kwsdeploy.exporters.onnx import ExportError
             from kwsdeploy.models.registry import kws_info
 
             m, labels, fcfg, info, accuracy, msg = load_export_model(model, checkpoint, random_init)
+            detection = None if random_init else card_detection_of(model, checkpoint)
             con.print(msg)
             out_dir = out or Path("exports") / kws_info(m).name
             inputs = [("--checkpoint", checkpoint), ("--calib-data", calib_data)]
             build = dict(model=m, labels=labels, feature_config=fcfg, parity=parity_clips(fcfg), modes=modes,
                          frontend=frontend, precisions=("fp32", "fp16") if fp16 else ("fp32",), hop_frames=hop_frames,
-                         checkpoint=info, accuracy=accuracy, exporter=exporter)
+                         checkpoint=info, accuracy=accuracy, exporter=exporter, detection=detection)
             report = None
             try:
                 if int8_options is not None:

@@ -71,3 +71,12 @@ def load_export_model(model: str, checkpoint: Optional[Path], random_init: bool)
     }
     accuracy = {"checkpoint_metrics": ck.card.get("metrics")} if ck.card.get("metrics") else {}
     return ck.model, ck.labels, ck.feature_config, info, accuracy, msg or f"checkpoint {checkpoint}"
+
+
+def card_detection_of(model: str, checkpoint: Optional[Path]):
+    """The tuned detection settings the checkpoint's card carries (None: the defaults go into the manifest)."""
+    from kwsdeploy.models.registry import get_card
+    from kwsdeploy.runtime.tuning import card_detection
+    from kwsdeploy.train.checkpoint import demo_checkpoint_path, read_card
+
+    return card_detection(read_card(checkpoint or demo_checkpoint_path(get_card(model).name)))
