@@ -170,7 +170,7 @@ class Runner:
                    audio_ms_per_call=subj.audio_seconds_per_call * 1e3)
         try:
             runner, facts = backends.make_runner(c.runtime, c.precision, subj, c.batch, self.s.threads,
-                                                 self.s.device, self.workdir)
+                                                 self.s.device, self.workdir, self.s.data)
             row.update(facts)
             if c.runtime != "torch" and c.batch == 1:
                 ref = self.reference(subj)
@@ -198,7 +198,7 @@ class Runner:
 
             if c.batch != 1:  # score with a batch-1 runner of the same kind
                 one, _ = backends.make_runner(c.runtime, c.precision, subj, 1, self.s.threads, self.s.device,
-                                              self.workdir)
+                                              self.workdir, self.s.data)
                 self._quality[key] = score(one, subj, self.corpus)
             else:
                 self._quality[key] = score(runner, subj, self.corpus)

@@ -172,3 +172,12 @@ def test_natural_packet_equal_to_a_listed_one_is_one_row():
     rows = run(s).rows
     assert [(r["packet_frames"], r["status"]) for r in rows] == [(8, "ok"), (16, "ok")]
     assert rows[1]["macs_per_call"] == pytest.approx(2 * rows[0]["macs_per_call"], rel=0.01)
+
+
+def test_int8_rows_carry_a_quantized_graph():
+    s = Settings(models=("kwm",), runtimes=("ort",), precisions=("fp32", "int8"), modes=("step",), calls=2,
+                 warmup=0, max_seconds=0.01, rounds=1, audio_seconds=1.0, peers=False)
+    fp32, int8 = run(s).rows
+    assert fp32["status"] == int8["status"] == "ok" and int8["precision"] == "int8"
+    assert int8["weight_bytes"] < 0.6 * fp32["weight_bytes"]  # int8 MatMul weights
+    assert 0 < int8["max_abs_diff_vs_torch"] < 0.05 and int8["bound_kind"] in ("memory", "compute")

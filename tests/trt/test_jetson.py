@@ -342,3 +342,13 @@ def test_run_py_without_any_runtime_says_what_to_install(packed, clip_sequence, 
     assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
         "error: neither a TensorRT engine nor ONNX Runtime here: run ./build_engine.sh (JetPack's TensorRT) "
         "or pip install onnxruntime"]
+
+
+def test_bundle_never_overwrites_without_overwrite(packed, demo_bundle):
+    tgz = packed["fp32"][0]
+    before = tgz.read_bytes()
+    r = runner.invoke(app, ["bundle", str(demo_bundle), "--out", str(tgz)])
+    assert r.exit_code == 2 and "--overwrite" in r.output and tgz.read_bytes() == before
+    r = runner.invoke(app, ["bundle", str(demo_bundle), "--out", str(tgz), "--overwrite", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["top"] == "tcresnet8-causal-jetson-fp32"
+    assert tgz.read_bytes() == before  # deterministic: the same bytes again
