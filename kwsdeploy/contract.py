@@ -25,6 +25,7 @@ NEW_STATE_PREFIX = "new_state."
 
 DEFAULT_FEATURES = FeatureConfig()
 CLIP_FRAMES = DEFAULT_FEATURES.clip_frames  # frames of a 1 s clip at the default frontend (98)
+WINDOW_HOP_FRAMES = 10  # a windowed stream recomputes its last second every 10 frames (100 ms)
 
 
 def is_state_name(name: str) -> bool:

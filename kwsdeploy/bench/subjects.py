@@ -13,8 +13,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from kwsdeploy.contract import WINDOW_HOP_FRAMES
+
 MODES = ("step", "windowed", "offline")
-DEFAULT_WINDOW_HOP = 10  # a windowed stream recomputes the last second every 100 ms
+DEFAULT_WINDOW_HOP = WINDOW_HOP_FRAMES  # a windowed stream recomputes the last second every 100 ms
 
 
 class NotApplicable(ValueError):

@@ -22,8 +22,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from kwsdeploy.streaming.frontend import FRONTEND_STATE
 from kwsdeploy.contract import AUDIO, CLIP_FRAMES, DEFAULT_FEATURES, FEATURES, LOGITS, StateSpec
+from kwsdeploy.streaming.frontend import FRONTEND_STATE
 
 DEFAULT_OPSET = 18
 EXPORTERS = ("dynamo", "legacy")

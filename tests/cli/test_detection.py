@@ -120,3 +120,18 @@ def test_a_checkpoint_card_carries_tuned_settings_into_stream_and_export(recordi
                             str(tmp_path / "b"), "--exporter", "legacy"])
     assert r.exit_code == 0, r.output
     assert bundle_detection(Manifest.read(tmp_path / "b")) == settings
+
+
+def test_eval_stream_digits_recording_reports_the_det_curve(bundle, tmp_path):
+    r = runner.invoke(app, ["eval-stream", "--bundle", str(bundle), "--recording", "digits", "--target-fa-per-hour", "5",
+                            "--out", str(tmp_path / "det"), "--json"])
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)["recordings"]["digits"]
+    # the demo corpus holds 10 of jackson's 50 takes per digit, drawn per digit: 46 distinct takes
+    assert rec["recording"]["keywords"] == 100 and rec["recording"]["sequences"] == 46
+    assert rec["at_settings"]["keyword_events"] == 100
+    assert [b["fa_per_hour_budget"] for b in rec["det"]["at_budget"]] == [0.5, 1.0, 5.0]
+    assert rec["det"]["target"]["fa_per_hour_budget"] == 5.0
+    assert json.loads((tmp_path / "det" / "det.json").read_text())["recordings"]["digits"]["curve"] == rec["curve"]
+    bad = runner.invoke(app, ["eval-stream", "--bundle", str(bundle), "--recording", "speech"])
+    assert bad.exit_code == 2 and "--recording 'speech'" in bad.output
