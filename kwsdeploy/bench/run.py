@@ -256,7 +256,9 @@ def add_bound(row: dict[str, Any], machine: roofline.Machine) -> None:
     if row.get("status") != "ok" or not row.get("weight_bytes"):
         return
     macs = int(row["macs_per_call"]) * int(row["batch"])
-    b = machine.bound_seconds(int(row["weight_bytes"]), macs, row["precision"])
+    # the int8 GEMM peak only where the graph computes in integers (an INT8 recipe may ship fp32)
+    precision = row["precision"] if row.get("integer_graph", row["precision"].startswith("int8")) else "fp32"
+    b = machine.bound_seconds(int(row["weight_bytes"]), macs, precision)
     row.update(bound_us=b["bound_s"] * 1e6, bound_kind=b["bound_kind"],
                measured_over_bound=row["p50_us"] / (b["bound_s"] * 1e6) if b["bound_s"] > 0 else None)
 
