@@ -62,14 +62,8 @@ def register(app: typer.Typer) -> None:
         con = console()
         con.width = max(con.width, 140)
         with user_errors():
-            int8_options = None
-            if int8:
-                from kwsdeploy.calibration.passes import Int8Options, parse_targets
-
-                int8_options = Int8Options(parse_targets(target), calib_data, calib_clips, calib_method)
-            modes = {"step": ("step",), "offline": ("offline",), "both": ("step", "offline")}.get(mode)
-            if modes is None:
-                raise ValueError(f"--mode must be step, offline or both, got {mode!r}.")
+            int8_options = _int8_options(target, calib_data, calib_clips, calib_method) if int8 else None
+            modes = _modes(mode)
             from kwsdeploy.cli.common import UserError
             from kwsdeploy.exporters.bundle import ParityError, export_bundle
             from kwsdeploy.exporters.inputs import card_detection_of, load_export_model, parity_clips
@@ -100,6 +94,19 @@ def register(app: typer.Typer) -> None:
 
             print_report(report, con)
         print_trt_check(result.path, con)
+
+
+def _modes(mode: str) -> tuple[str, ...]:
+    modes = {"step": ("step",), "offline": ("offline",), "both": ("step", "offline")}.get(mode)
+    if modes is None:
+        raise ValueError(f"--mode must be step, offline or both, got {mode!r}.")
+    return modes
+
+
+def _int8_options(target: str, calib_data: Optional[Path], calib_clips: int, calib_method: str):
+    from kwsdeploy.calibration.passes import Int8Options, parse_targets
+
+    return Int8Options(parse_targets(target), calib_data, calib_clips, calib_method)
 
 
 def print_trt_check(bundle_dir: Path, console) -> None:

@@ -1,4 +1,4 @@
-"""The runner contract every step backend implements (ONNX Runtime today, TensorRT next); torch-free.
+"""The runner contract every step backend implements (ONNX Runtime: ort.py, TensorRT: trt.py); torch-free.
 
 A `StepRunner` streams packets through one step graph (`<data input>`, `state.*` -> `logits`,
 `new_state.*`) and keeps the state between calls. Callers (the `stream` and `eval-stream` commands,
