@@ -32,7 +32,9 @@ def recording_logits(src, recording: str, data: Optional[Path], split: str, spee
                                    progress=lambda f: bar.update(task, completed=f))
         bar.update(task, description=f"streaming {info['seconds'] / 60:.1f} min through {src.describe}", completed=1.0)
         logits = src.logits(audio)
-    return logits, parts, info, len(audio) / src.spec.feature_config.sample_rate
+    from kwsdeploy.contract import samples_to_seconds
+
+    return logits, parts, info, samples_to_seconds(len(audio), src.spec.feature_config)
 
 
 def eval_detection_cmd(src, settings, recordings: str, data, split, speech_set, minutes, seed, target, out) -> dict:
