@@ -14,6 +14,8 @@ from typing import BinaryIO, Iterator, Union
 
 import numpy as np
 
+from kwsdeploy.contract import CLIP_SAMPLES, SAMPLE_RATE
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -84,7 +86,7 @@ def wav_truncation(path: Path) -> str | None:
     return None
 
 
-def load_audio(path: PathLike, sample_rate: int = 16000) -> tuple[np.ndarray, AudioInfo]:
+def load_audio(path: PathLike, sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, AudioInfo]:
     """Read `path` as float32 mono in [-1, 1] at `sample_rate` (soxr 'HQ' resampling if needed)."""
     p = Path(path)
     if not p.exists():
@@ -169,7 +171,7 @@ class BlockReader:
             yield np.asarray(x, dtype=np.float32)
 
 
-def read_blocks(path: PathLike, sample_rate: int = 16000, block_seconds: float = BLOCK_SECONDS) -> BlockReader:
+def read_blocks(path: PathLike, sample_rate: int = SAMPLE_RATE, block_seconds: float = BLOCK_SECONDS) -> BlockReader:
     """A sound file as a `BlockReader` (checked like `load_audio`: missing, empty, unreadable)."""
     import soundfile as sf
 
@@ -211,7 +213,7 @@ def read_blocks(path: PathLike, sample_rate: int = 16000, block_seconds: float =
                        info.frames / float(info.samplerate), notes)
 
 
-def read_pcm_blocks(stream: BinaryIO, rate: int = 16000, channels: int = 1, sample_rate: int = 16000,
+def read_pcm_blocks(stream: BinaryIO, rate: int = SAMPLE_RATE, channels: int = 1, sample_rate: int = SAMPLE_RATE,
                     block_seconds: float = 0.1) -> BlockReader:
     """Raw signed 16-bit little-endian PCM from a pipe (e.g. `arecord -f S16_LE -r 16000 -c 1`), read in
     blocks of `block_seconds` as they arrive: a `BlockReader` of unknown length."""
@@ -238,7 +240,7 @@ def read_pcm_blocks(stream: BinaryIO, rate: int = 16000, channels: int = 1, samp
     return BlockReader(blocks(), rate, channels, sample_rate, None, notes)
 
 
-def fit_clip(x: np.ndarray, samples: int = 16000) -> np.ndarray:
+def fit_clip(x: np.ndarray, samples: int = CLIP_SAMPLES) -> np.ndarray:
     """Zero-pad `x` at the end, or cut it, to exactly `samples` samples (1-D float32)."""
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 1:

@@ -14,7 +14,6 @@ and detection settings (`kwsdeploy.contract.DetectionSettings`).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import re
@@ -24,6 +23,7 @@ from typing import Any, Mapping, Sequence
 
 from kwsdeploy.config import FeatureConfig
 from kwsdeploy.contract import DEFAULT_DETECTION, DetectionSettings, StreamSpec
+from kwsdeploy.hashing import sha256_bytes, sha256_file  # noqa: F401  (re-exported)
 from kwsdeploy.precisions import PRECISIONS as _PRECISION_TABLE
 
 SCHEMA_VERSION = 2
@@ -50,20 +50,6 @@ class SchemaTooNewError(ManifestError):
 
 class HashMismatchError(ManifestError):
     """A bundle file's bytes differ from the sha256 recorded at export."""
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def sha256_bytes(data: bytes) -> str:
-    """Hex sha256 of bytes."""
-    return hashlib.sha256(data).hexdigest()
 
 
 def _strict_fields(cls: type, data: Mapping[str, Any], where: str) -> dict[str, Any]:

@@ -80,7 +80,7 @@ def standalone_detect_source() -> bytes:
 
 
 def _audio_step(manifest, precision: str):
-    f = tp._step_file(manifest, precision, "audio")
+    f = tp.step_file(manifest, precision, "audio")
     if f is None and precision == "fp32":
         kinds = sorted({x.input_kind for x in manifest.files if x.mode == "step"}) or ["none"]
         raise DeviceBundleError(f"the device runner streams audio, but the bundle's step graphs take {kinds}; "
@@ -135,7 +135,7 @@ def device_bundle(bundle_dir: str | Path, precision: str = "fp32") -> DeviceBund
         "golden": run_file.golden or f"step.{run_file.input_kind}",
         "golden_atol": table.atol(frontend=True),
         "packet_frames": spec.packet_frames,
-        "packet_samples": int(run_file.inputs[0].shape[1]),
+        "packet_samples": int(next(t for t in run_file.inputs if t.name == "audio").shape[1]),
         "inputs": {name: list(s[0][1:]) for name, s in shapes.items()},
         "tensorrt": {d: (p.onnx if isinstance(p, tp.BuildPlan) else None) for d, p in plans.items()},
     }
