@@ -230,7 +230,9 @@ def time_rows(timed: list[Timed], s: Settings, progress: Callable[[int, int, str
         for j, t in enumerate(timed):
             if progress:
                 progress(j, len(timed), f"timing round {r + 1}/{rounds}: {t.row['model']} {t.row['runtime']} b{t.row['batch']}")
-            got = time_calls(t.call, per_round, s.warmup if r == 0 else 1, s.max_seconds / rounds, min_calls=2)
+            # every round re-warms its row (a big row before it evicts the caches a small one runs from)
+            warm = s.warmup if r == 0 else max(2, s.warmup // 2)
+            got = time_calls(t.call, per_round, warm, s.max_seconds / rounds, min_calls=2)
             t.ns.append(got.ns)
             t.cpu_ns += got.cpu_ns
     for t in timed:
