@@ -133,6 +133,7 @@ def register(app: typer.Typer) -> None:
                           f"{r['false_alarms_per_hour']:.0f}", f"{r['hop_ms']:.0f} ms", str(r["onnx_nodes"]),
                           f"{r['onnx_kib']:.0f}", f"{r['parity_max_abs']:.0e}", f"{r['rtf']:.4f}")
         con.print(table)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "summary.json").write_text(json.dumps(rows, indent=1))
+        from kwsdeploy.atomic import write_file
+
+        write_file(out / "summary.json", json.dumps(rows, indent=1) + "\n")  # temp + rename, never half-written
         con.print(f"summary: {out / 'summary.json'}; bundles: {out / 'bundles'}")
