@@ -102,8 +102,6 @@ def _loaded(card_name: str):
 
 def prepare(key: SubjectKey, exporter: str = "legacy") -> Subject:
     """Build the torch side of a subject (the ONNX graph is exported lazily); NotApplicable if it cannot exist."""
-    import torch
-
     from kwsdeploy.exporters.onnx import FrontendOffline, FrontendStep
     from kwsdeploy.features import MFCC, frontend_macs_per_frame
     from kwsdeploy.models.macs import macs_per_clip
@@ -149,13 +147,16 @@ def prepare(key: SubjectKey, exporter: str = "legacy") -> Subject:
     if key.frontend:
         front = make_frontend(smodel)
         module = FrontendStep(front, smodel).eval()
-
-        def init(batch: int, _f=front, _s=smodel):
-            return (*_f.init_state(batch), *_s.init_state(batch))
+        init = _joined_init(front, smodel)
     return Subject(key=key, module=module, init_state=init, packet_frames=packet,
                    audio_seconds_per_call=hop_seconds(packet, fc),
                    macs_per_call=int(macs) + per_frame * packet, frontend_macs_per_call=per_frame * packet,
                    **common)
+
+
+def _joined_init(front, smodel) -> Callable[[int], tuple]:
+    """The zero state of frontend + step model, in the order FrontendStep takes it."""
+    return lambda batch: (*front.init_state(batch), *smodel.init_state(batch))
 
 
 def _export(s: Subject):

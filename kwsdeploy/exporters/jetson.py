@@ -14,7 +14,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
 
+from kwsdeploy.hashing import sha256_bytes, sha256_file
 from kwsdeploy.trt import plan as tp
 from kwsdeploy.trt.versions import TARGETS
 
@@ -155,7 +155,7 @@ def device_bundle(bundle_dir: str | Path, precision: str = "fp32") -> DeviceBund
 
 def checksums(files: Mapping[str, bytes]) -> str:
     """`sha256sum -c` lines for every file but SHA256SUMS itself."""
-    return "".join(f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in sorted(files.items()) if name != SUMS)
+    return "".join(f"{sha256_bytes(data)}  {name}\n" for name, data in sorted(files.items()) if name != SUMS)
 
 
 # -- scripts ----------------------------------------------------------------------------------------
@@ -403,7 +403,7 @@ def verify_tarball(path: str | Path, versions=CHECK_VERSIONS, python: str | None
             raise DeviceBundleError(f"{SUMS} lists {sorted(set(listed) - present)} missing and "
                                     f"{sorted(present - set(listed))} unlisted files.")
         for name, digest in sorted(listed.items()):
-            if hashlib.sha256((folder / name).read_bytes()).hexdigest() != digest:
+            if sha256_file(folder / name) != digest:
                 raise DeviceBundleError(f"{name}: sha256 differs from {SUMS}; the bundle was changed or damaged.")
         try:
             manifest = Manifest.read(folder)
