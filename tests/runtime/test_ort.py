@@ -26,7 +26,7 @@ def step_and_bundle(tmp_path_factory, features, tiny_steps):
 
 
 def _torch_logits(smodel, x):
-    from kwsdeploy.exporters.bundle import torch_stream
+    from kwsdeploy.exporters.graphs import torch_stream
 
     return torch_stream(smodel, smodel.init_state(x.shape[0]), x, 1)
 
