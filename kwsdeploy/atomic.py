@@ -343,3 +343,45 @@ def write_file(path: Path, data: bytes | str, overwrite: bool = True, option: st
         f.flush()
         os.fsync(f.fileno())
     return path
+
+
+# -- report files (JSON, CSV, Markdown) ----------------------------------------------------------
+@dataclass(frozen=True)
+class ReportKind:
+    """A kind of report file we write, recognised by its content (a field or marker line we write)."""
+
+    name: str  # in messages: "detection report", ...
+    check: Callable[[str], bool]  # is this file's text ours?
+
+    def holds(self, path: Path) -> bool:
+        """Whether `path` is a plain file whose text this kind recognises as ours."""
+        path = Path(path)
+        if not path.is_file() or path.is_symlink():
+            return False
+        try:
+            return bool(self.check(path.read_text(encoding="utf-8")))
+        except Exception:
+            return False
+
+
+def json_report(name: str, check: Callable[[Any], bool]) -> ReportKind:
+    """A JSON report kind: the parsed document must pass `check`."""
+    return ReportKind(name, lambda text: check(json.loads(text)))
+
+
+def check_report_file(path: Path, kind: ReportKind, option: str = "--out") -> None:
+    """Raise OutputError unless `path` is free or holds our own `kind` report (replaced on a re-run)."""
+    path = Path(path)
+    if path.is_symlink():
+        raise OutputError(f"{path} is a symbolic link: choose another {option} (kwsdeploy does not replace links).")
+    if path.is_dir():
+        raise OutputError(f"{path} is a directory, where kwsdeploy writes its {kind.name}: choose another {option}.")
+    if path.exists() and not kind.holds(path):
+        raise OutputError(f"{path} exists and is not a {kind.name} kwsdeploy wrote: choose another {option} "
+                          "(kwsdeploy never replaces what it did not write), or remove it yourself.")
+
+
+def write_report(path: Path, text: str, kind: ReportKind, option: str = "--out") -> Path:
+    """Write a report atomically (temp sibling + rename), replacing only our own `kind` report."""
+    check_report_file(path, kind, option)
+    return write_file(path, text, overwrite=True, option=option)

@@ -15,6 +15,17 @@ from typing import Optional
 
 import typer
 
+from kwsdeploy.atomic import check_report_file, json_report, write_report
+
+
+def _is_demo_summary(d) -> bool:
+    """A summary.json of ours: a list of per-model rows with the fields run_demo writes."""
+    keys = ("model", "stream_accuracy", "onnx_nodes")
+    return isinstance(d, list) and bool(d) and all(isinstance(r, dict) and all(k in r for k in keys) for r in d)
+
+
+DEMO_SUMMARY = json_report("demo summary (summary.json)", _is_demo_summary)
+
 
 def shipped_demo_models() -> list[str]:
     """Registry names that ship a demo checkpoint, in registry order."""
@@ -124,6 +135,7 @@ def register(app: typer.Typer) -> None:
             names = [get_card(m.strip()).name for m in models.split(",")] if models else shipped_demo_models()
             if not names:
                 raise ValueError("No demo checkpoint is shipped with this install; train one with 'kwsdeploy train --preset demo'.")
+            check_report_file(out / "summary.json", DEMO_SUMMARY)  # before any work: a file that is not ours is refused
             rows = run_demo(out, names, clips, con, exporter)
         table = Table(title="kwsdeploy demo: real speech, unseen speaker, step form through ONNX Runtime")
         for col in ("model", "params", "test acc", "stream acc", "FA / h", "hop", "nodes", "KiB", "parity", "RTF"):
@@ -133,7 +145,6 @@ def register(app: typer.Typer) -> None:
                           f"{r['false_alarms_per_hour']:.0f}", f"{r['hop_ms']:.0f} ms", str(r["onnx_nodes"]),
                           f"{r['onnx_kib']:.0f}", f"{r['parity_max_abs']:.0e}", f"{r['rtf']:.4f}")
         con.print(table)
-        from kwsdeploy.atomic import write_file
-
-        write_file(out / "summary.json", json.dumps(rows, indent=1) + "\n")  # temp + rename, never half-written
+        with user_errors():
+            write_report(out / "summary.json", json.dumps(rows, indent=1) + "\n", DEMO_SUMMARY)  # temp + rename
         con.print(f"summary: {out / 'summary.json'}; bundles: {out / 'bundles'}")

@@ -189,3 +189,18 @@ def test_model_without_checkpoint_is_timed_with_random_weights():
     (row,) = run(s).rows
     assert row["status"] == "ok" and row["params"] > 100_000
     assert row["weights"] == "random init"
+
+
+def test_rerun_into_its_own_folder_replaces_its_reports(cli_run, tmp_path):
+    import copy
+    import shutil
+
+    from kwsdeploy.bench import report
+
+    out, result = cli_run
+    again = shutil.copytree(out, tmp_path / "again")
+    second = copy.deepcopy(result)
+    second["notes"].append("second run")
+    report.write(second, again)
+    assert "- second run" in (again / "benchmark.md").read_text()
+    assert json.loads((again / "benchmark.json").read_text())["notes"][-1] == "second run"
