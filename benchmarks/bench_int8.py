@@ -80,7 +80,7 @@ def reference_size(clips: int, method: str, round_seconds: float, rounds: int) -
     audio = np.stack([ds.clip(int(i)) for i in picks]).astype(np.float32)
     source = CalibrationSource(CalibrationClips(audio, "demo corpus", "train", tuple(int(i) for i in picks), 0), fc, method)
     manifest, blobs, _ = build_bundle(
-        model=model, labels=[f"class{i}" for i in range(model.num_classes)], feature_config=fc,
+        model=model, labels=[f"class{i}" for i in range(12)], feature_config=fc,
         parity=parity_clips(fc), precisions=("fp32", "int8-tensorrt", "int8-cpu"), exporter="legacy",
         calibration_data=source, checkpoint={"source": "random-init (seed 0)", "random_init": True})
     names = {f.precision: f.path for f in manifest.files}
@@ -172,12 +172,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--round-seconds", type=float, default=0.2)
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--no-reference-size", action="store_true")
+    ap.add_argument("--merge", action="store_true",
+                    help="Keep the other part's results already in <out>.json (run models and reference size apart).")
     args = ap.parse_args(argv)
     import onnxruntime
 
     from kwsdeploy.cli.demo import shipped_demo_models
 
     names = [m for m in args.models.split(",") if m] or shipped_demo_models()
+    if args.models == "none":
+        names = []
     env = {"cpu": platform.processor() or platform.machine(), "cores": len(__import__("os").sched_getaffinity(0)),
            "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
            "calib_clips": args.calib_clips, "method": args.calib_method}
@@ -196,9 +200,14 @@ def main(argv: list[str] | None = None) -> int:
             row.pop("bundle")
             row["targets"] = check_targets(row)
             rows.append(row)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    old = json.loads(Path(f"{args.out}.json").read_text()) if args.merge and Path(f"{args.out}.json").is_file() else {}
+    if not names:
+        rows = old.get("models", [])
     ref = None if args.no_reference_size else reference_size(args.calib_clips, args.calib_method,
                                                               args.round_seconds, args.rounds)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if ref is None:
+        ref = old.get("reference_size")
     shown = argv if argv is not None else sys.argv[1:]
     Path(f"{args.out}.json").write_text(json.dumps({"env": env, "models": rows, "reference_size": ref}, indent=1,
                                                    default=str) + "\n")
