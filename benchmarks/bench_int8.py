@@ -35,7 +35,7 @@ def export_one(name: str, out: Path, clips: int, method: str) -> dict:
 
     from kwsdeploy.calibration.passes import Int8Options
     from kwsdeploy.cli._export_int8 import export_int8
-    from kwsdeploy.cli.export import _load_model, parity_clips
+    from kwsdeploy.exporters.inputs import load_export_model as _load_model, parity_clips
     from kwsdeploy.models.registry import count_params
 
     m, labels, fc, info, accuracy, _ = _load_model(name, None, False)
@@ -65,7 +65,7 @@ def reference_size(clips: int, method: str, round_seconds: float, rounds: int) -
     from kwsdeploy.calibration.data import CalibrationClips
     from kwsdeploy.calibration.passes import CalibrationSource
     from kwsdeploy.calibration.report import model_weight_bytes
-    from kwsdeploy.cli.export import parity_clips
+    from kwsdeploy.exporters.inputs import parity_clips
     from kwsdeploy.config import FeatureConfig
     from kwsdeploy.data.dataset import KwsDataset
     from kwsdeploy.data.demo import demo_corpus_dir

@@ -4,7 +4,8 @@
 # half of the held-out synthetic speech, then measure on the test speaker (jackson) between the `test`
 # half (32 min) and noise parts, and on jackson's digits said with 0.5 s pauses.
 #
-# Usage: benchmarks/detection.sh FSDD_ROOT [MODEL ...]     (default models: tcresnet8-causal kwm)
+# Usage: benchmarks/detection.sh FSDD_ROOT [MODEL[=CHECKPOINT] ...]   (default: tcresnet8-causal kwm, their
+#        shipped checkpoints; MODEL=CHECKPOINT measures that checkpoint instead)
 # Env:   WORK=<dir> (prepared tree and bundles; default a fresh temp dir), TARGET=<FA/h> (default 1),
 #        KWS=<kwsdeploy command>, PY=<python>, TAG=<results sub-folder> (default shipped).
 # Writes benchmarks/results/detection/<TAG>/<model>/{tune.json,det.json,det-*.png} and summary.md.
@@ -30,12 +31,15 @@ if [ ! -d "$WORK/fsdd" ]; then
 fi
 DATA=$(ls -d "$WORK"/fsdd/fsdd_kw*/ | head -n 1)
 
-for model in "${MODELS[@]}"; do
+for arg in "${MODELS[@]}"; do
+  model=${arg%%=*}
+  ckpt=()
+  [ "$arg" != "$model" ] && ckpt=(--checkpoint "${arg#*=}")
   bundle="$WORK/bundle-$model"
   packet=()
   [ "$model" = kwm ] && packet=(--packet-frames 10)  # ten one-frame steps per call: the same exact step form
   rm -rf "$bundle"
-  $KWS export --model "$model" --frontend "${packet[@]}" --out "$bundle"
+  $KWS export --model "$model" "${ckpt[@]}" --frontend "${packet[@]}" --out "$bundle"
   mkdir -p "$OUT/$model"
   $KWS tune --bundle "$bundle" --data "$DATA" --target-fa-per-hour "$TARGET" --json > "$OUT/$model/tune.json"
   $KWS eval-stream --bundle "$bundle" --data "$DATA" --split test --recording keywords,digits \

@@ -146,6 +146,7 @@ def main() -> None:
             torch_row = run_source(f"{model} torch", feeder, lambda: [s.numpy() for s in feeder.pipe.state],
                                    src.labels, src.hop_seconds, blocks, args.minutes)
             rows.append(torch_row)
+            write_report(args, rows, events)
             print(json.dumps({k: v for k, v in torch_row.items() if k != "detections"}), flush=True)
             bundle = Path(tmp) / model
             cmd = [sys.executable, "-m", "kwsdeploy", "export", "--model", model, "--frontend", "--exporter", "legacy",
@@ -158,7 +159,13 @@ def main() -> None:
                                  runner.labels, runner.spec.hop_seconds, blocks, args.minutes)
                 row["agrees_with_torch"] = agreement(torch_row["detections"], row["detections"])
                 rows.append(row)
+                write_report(args, rows, events)
                 print(json.dumps({k: v for k, v in row.items() if k != "detections"}), flush=True)
+    write_report(args, rows, events)
+
+
+def write_report(args, rows, events) -> None:
+    """The results table (rewritten after every source, so a long run leaves what it measured)."""
     lines = [f"# {args.minutes:g} minutes of speech and noise, no reset", "",
              f"`python benchmarks/long_stream.py --minutes {args.minutes:g} --models {args.models}"
              f"{' --int8' if args.int8 else ''}`: test clips of the embedded corpus (unseen speaker) joined by 1-3 s",
@@ -175,7 +182,6 @@ def main() -> None:
                      f"{r.get('agrees_with_torch', 1.0):.1%} | {r['seconds']:.0f} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
-    print(args.out.read_text())
 
 
 if __name__ == "__main__":

@@ -311,6 +311,25 @@ def is_our_png(path: Path) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def writing_file(path: Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temp sibling of `path` for a writer that takes a path (soundfile, savefig, a memmap);
+    then give it the umask's mode and rename it over `path`. On any error the temp is removed and
+    `path` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp made it 0600
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def write_file(path: Path, data: bytes | str, overwrite: bool = True, option: str = "--out") -> Path:
     """Write a file via a temp sibling and one rename (umask applied); refuse a directory or, unless
     `overwrite`, an existing file."""
@@ -319,17 +338,8 @@ def write_file(path: Path, data: bytes | str, overwrite: bool = True, option: st
         raise OutputError(f"{option} {path} is a directory: give a file path.")
     if path.exists() and not overwrite:
         raise OutputError(f"{option} {path} exists: pass --overwrite to replace it, or choose another path.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with writing_file(path) as tmp, open(tmp, "wb") as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
     return path

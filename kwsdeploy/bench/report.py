@@ -39,6 +39,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("bound_kind", "which term binds: memory or compute"),
     ("measured_over_bound", "p50_us / bound_us"),
     ("max_abs_diff_vs_torch", "max |logits - torch logits| over the first packets from the zero state (batch 1)"),
+    ("backend_p50_us", "median of the runner contract's own per-call timing (the backend call alone)"),
+    ("int8_recipe", "INT8 table rows: the recipe, and for cpu the variant it chose (fp32 when none is faster)"),
 )
 COLUMN_NAMES = tuple(c for c, _ in COLUMNS)
 STEM = "benchmark"

@@ -32,13 +32,15 @@ def recording_logits(src, recording: str, data: Optional[Path], split: str, spee
                                    progress=lambda f: bar.update(task, completed=f))
         bar.update(task, description=f"streaming {info['seconds'] / 60:.1f} min through {src.describe}", completed=1.0)
         logits = src.logits(audio)
-    return logits, parts, info, len(audio) / src.spec.feature_config.sample_rate
+    from kwsdeploy.contract import samples_to_seconds
+
+    return logits, parts, info, samples_to_seconds(len(audio), src.spec.feature_config)
 
 
 def eval_detection_cmd(src, settings, recordings: str, data, split, speech_set, minutes, seed, target, out) -> dict:
     """Report every requested recording; print a summary; write det.json (+ PNGs) under `out`."""
     from kwsdeploy.data.detection_sets import RECORDINGS
-    from kwsdeploy.streaming.det import plot_det
+    from kwsdeploy.streaming.det import keyword_curve, plot_det
     from kwsdeploy.streaming.det_report import report
 
     names = [r.strip() for r in recordings.split(",") if r.strip()]
@@ -54,11 +56,8 @@ def eval_detection_cmd(src, settings, recordings: str, data, split, speech_set, 
         result["recordings"][name] = {"recording": info, **r}
         _print(name, info, r)
         if out is not None:
-            per_kw = {f"all ({name})": curve}
-            for k in sorted(curve[0].per_keyword) if curve else []:
-                per_kw[k] = [type(p)(p.threshold, p.per_keyword[k]["false_reject_rate"], p.per_keyword[k]["false_alarms"],
-                                     p.per_keyword[k]["false_alarms_per_hour"], {}, {}) for p in curve]
-            png = plot_det(per_kw, Path(out) / f"det-{name}.png", title=f"{src.describe}: {name} recording")
+            curves = {f"all ({name})": curve, **{k: keyword_curve(curve, k) for k in sorted(curve[0].per_keyword)}}
+            png = plot_det(curves, Path(out) / f"det-{name}.png", title=f"{src.describe}: {name} recording")
             if png is not None:
                 pngs.append(str(png))
     if out is not None:

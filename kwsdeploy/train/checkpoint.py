@@ -8,7 +8,6 @@ weights (hash, tensor names, shapes) is refused with one clear line.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -18,6 +17,7 @@ from typing import Any, Mapping, Sequence
 
 from kwsdeploy.atomic import CHECKPOINT, OutputError, check_output_dir, writing_dir
 from kwsdeploy.config import FeatureConfig
+from kwsdeploy.hashing import sha256_file  # noqa: F401  (checkpoint users import it from here)
 
 SCHEMA_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -39,15 +39,6 @@ class LoadedCheckpoint:
     labels: list[str]
     feature_config: FeatureConfig
     path: Path = field(default_factory=Path)
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def versions() -> dict[str, str]:

@@ -131,3 +131,14 @@ def test_det_png_with_matplotlib_and_none_without(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
     png = plot_det({"all": curve}, tmp_path / "det.png", title="hand-made")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_keywords_curve_counts_its_own_false_alarms():
+    from kwsdeploy.streaming.det import keyword_curve
+
+    stream, parts = _hand_made()
+    curve = det_curve(stream, parts, 36.0, refractory_seconds=1.0, thresholds=[0.5, 0.7])
+    one = keyword_curve(curve, "one")
+    two = keyword_curve(curve, "two")
+    assert [(p.false_reject_rate, p.false_alarms) for p in one] == [(0.0, 1), (0.0, 1)]  # the 0.8 blip in speech
+    assert [(p.false_reject_rate, p.false_alarms) for p in two] == [(0.0, 1), (0.0, 0)]  # the 0.6 blip in noise

@@ -326,3 +326,29 @@ def test_run_py_follows_the_manifests_detection_settings(demo_bundle, clip_seque
     assert proc.returncode == 0, proc.stderr
     got, want = _events(json.loads(proc.stdout))[0], _events(json.loads(ref.stdout))[0]
     assert got == want and 0 < len(got) < len(_events(json.loads(default.stdout))[0])  # stricter: fewer events
+
+
+def test_run_py_without_any_runtime_says_what_to_install(packed, clip_sequence, tmp_path):
+    import numpy
+
+    only_numpy = tmp_path / "np"
+    only_numpy.mkdir()
+    (only_numpy / "numpy").symlink_to(Path(numpy.__file__).parent)
+    boot = ("import sys, runpy; sys.path = [p for p in sys.path if 'site-packages' not in p]; "
+            f"sys.path[:0] = [{str(packed['fp32'][1])!r}, {str(only_numpy)!r}]; "
+            f"sys.argv = ['run.py', {str(clip_sequence)!r}]; "
+            f"runpy.run_path({str(packed['fp32'][1] / 'run.py')!r}, run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-S", "-E", "-c", boot], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+        "error: neither a TensorRT engine nor ONNX Runtime here: run ./build_engine.sh (JetPack's TensorRT) "
+        "or pip install onnxruntime"]
+
+
+def test_bundle_never_overwrites_without_overwrite(packed, demo_bundle):
+    tgz = packed["fp32"][0]
+    before = tgz.read_bytes()
+    r = runner.invoke(app, ["bundle", str(demo_bundle), "--out", str(tgz)])
+    assert r.exit_code == 2 and "--overwrite" in r.output and tgz.read_bytes() == before
+    r = runner.invoke(app, ["bundle", str(demo_bundle), "--out", str(tgz), "--overwrite", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["top"] == "tcresnet8-causal-jetson-fp32"
+    assert tgz.read_bytes() == before  # deterministic: the same bytes again

@@ -146,7 +146,11 @@ class TrtStep:
         for n in self.states:
             self.ctx.set_tensor_address(n, self.dev[n][self.parity])
             self.ctx.set_tensor_address(NEW_STATE + n[len(STATE):], self.dev[n][1 - self.parity])
-        if not self.ctx.execute_async_v3(self.stream):
+        try:
+            handle = int(self.stream)  # cuda-python's cudaStream_t converts to its handle
+        except (TypeError, ValueError):
+            handle = self.stream
+        if not self.ctx.execute_async_v3(handle):
             raise SystemExit("error: execute_async_v3 failed (see TensorRT's log)")
         self._ok(rt.cudaMemcpyAsync(self.out.ctypes.data, self.dev["logits"], self.out.nbytes,
                                     kind.cudaMemcpyDeviceToHost, self.stream))
