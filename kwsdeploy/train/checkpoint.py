@@ -230,8 +230,9 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> LoadedCheck
         )
     except registry.UnknownModelError as exc:
         raise CheckpointError(f"The card names model {card['model']!r}: {exc}") from None
-    except TypeError as exc:
-        raise CheckpointError(f"The card's model_config does not fit {card['model']!r}: {exc}") from None
+    except TypeError as exc:  # the message quotes the card's key as is: escape what would break the line
+        detail = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(exc))
+        raise CheckpointError(f"The card's model_config does not fit {card['model']!r}: {detail}") from None
     if feature_config.n_mfcc != registry.kws_info(model).n_mfcc:
         raise CheckpointError(
             f"The card's feature config gives {feature_config.n_mfcc} MFCCs but the model takes {registry.kws_info(model).n_mfcc}."
