@@ -39,3 +39,14 @@ def reference_manifest(reference_dir):
     import json
 
     return json.loads((reference_dir / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def tiny_steps():
+    """tests/exporters/tiny_steps.py as a module: the tiny step models and `export_tiny`."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tiny_steps", Path(__file__).parent / "exporters" / "tiny_steps.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -44,6 +44,8 @@ def expand(runtimes: list[str], precisions: list[str]) -> list[tuple[str, str]]:
 
 
 # -- graphs per precision --------------------------------------------------------------------------
+INTEGER_OPS = {"MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul",
+               "MatMulIntegerToFloat", "QGemm", "DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear"}
 INT8_VARIANT = "dynamic-u8s8-rr"  # the calibration package's cpu candidate that needs no calibration data
 
 
@@ -231,7 +233,7 @@ def make_runner(runtime: str, precision: str, subject, batch: int, threads: int,
         tmp.write_bytes(proto.SerializeToString())
         tmp.replace(path)
     facts = {"file_bytes": path.stat().st_size, "nodes": node_count(proto), "weight_bytes": weight_bytes(proto),
-             **recipe}
+             "integer_graph": any(n.op_type in INTEGER_OPS for n in proto.graph.node), **recipe}
     if runtime == "ort":
         return ort_runner(path, batch, threads, device), facts
     if runtime == "tensorrt":

@@ -76,7 +76,9 @@ def score(runner, subject, corpus: Corpus) -> dict:
 
 
 def _calls(subject, audio: np.ndarray) -> int:
-    per_call = subject.packet_frames * subject.feature_config.hop_length
+    from kwsdeploy.contract import packet_samples
+
+    per_call = packet_samples(subject.packet_frames, subject.feature_config)
     return len(audio) // per_call
 
 

@@ -10,6 +10,8 @@ from typing import Optional
 import numpy as np
 import typer
 
+from kwsdeploy.atomic import check_report_file, json_report, write_report
+
 
 def _data(data: Optional[Path]) -> Path:
     if data is not None:
@@ -17,6 +19,13 @@ def _data(data: Optional[Path]) -> Path:
     from kwsdeploy.data.demo import demo_corpus_dir
 
     return demo_corpus_dir()
+
+
+def _is_det_report(d) -> bool:
+    return isinstance(d, dict) and all(k in d for k in ("source", "hop_ms", "recordings"))
+
+
+DET_REPORT = json_report("detection report (det.json)", _is_det_report)
 
 
 def recording_logits(src, recording: str, data: Optional[Path], split: str, speech_set: str, minutes: float,
@@ -32,7 +41,9 @@ def recording_logits(src, recording: str, data: Optional[Path], split: str, spee
                                    progress=lambda f: bar.update(task, completed=f))
         bar.update(task, description=f"streaming {info['seconds'] / 60:.1f} min through {src.describe}", completed=1.0)
         logits = src.logits(audio)
-    return logits, parts, info, len(audio) / src.spec.feature_config.sample_rate
+    from kwsdeploy.contract import samples_to_seconds
+
+    return logits, parts, info, samples_to_seconds(len(audio), src.spec.feature_config)
 
 
 def eval_detection_cmd(src, settings, recordings: str, data, split, speech_set, minutes, seed, target, out) -> dict:
@@ -45,6 +56,8 @@ def eval_detection_cmd(src, settings, recordings: str, data, split, speech_set, 
     bad = [r for r in names if r not in RECORDINGS]
     if bad or not names:
         raise ValueError(f"--recording {recordings!r}: choose clips, or a comma list of {', '.join(RECORDINGS)}.")
+    if out is not None:  # before streaming: a det.json that is not ours is refused
+        check_report_file(Path(out) / "det.json", DET_REPORT)
     result: dict = {"source": src.describe, "hop_ms": round(src.hop_seconds * 1000, 3), "recordings": {}}
     pngs = []
     for name in names:
@@ -59,9 +72,7 @@ def eval_detection_cmd(src, settings, recordings: str, data, split, speech_set, 
             if png is not None:
                 pngs.append(str(png))
     if out is not None:
-        from kwsdeploy.atomic import write_file
-
-        write_file(Path(out) / "det.json", json.dumps(result, indent=1) + "\n")
+        write_report(Path(out) / "det.json", json.dumps(result, indent=1) + "\n", DET_REPORT)
         typer.echo(f"wrote {Path(out) / 'det.json'}" + (f" and {', '.join(pngs)}" if pngs else
                    " (no PNG: pip install 'kwsdeploy[plot]')"), err=True)
     return result

@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Tune threshold and smoothing on the split's keywords between held-out speech; write the manifest."""
         from kwsdeploy.cli._detection import recording_logits
-        from kwsdeploy.cli.stream import BundleSource, resolve_settings
+        from kwsdeploy.sources import BundleSource, resolve_settings
         from kwsdeploy.runtime.tuning import write_detection
         from kwsdeploy.streaming.det_report import tune_settings
 

@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
+from kwsdeploy.contract import samples_to_seconds
 from kwsdeploy.streaming.recording import Part, digit_recording, keyword_recording
 
 SPEECH_SETS = ("test", "tune")
@@ -116,7 +117,7 @@ def build(recording: str, prepared: Path, split: str, speech_set: str = "test", 
         info.update(sequences=len(seqs), pause_seconds=pause_seconds)
     else:
         raise ValueError(f"recording {recording!r} is not one of {', '.join(RECORDINGS)}.")
-    info["seconds"] = round(len(audio) / 16000, 2)
+    info["seconds"] = round(samples_to_seconds(len(audio)), 2)
     info["seconds_by_part"] = {k: round(sum(p.end - p.start for p in parts if p.kind == k), 2)
                                for k in ("keyword", "speech", "noise", "gap")}
     return audio, parts, info

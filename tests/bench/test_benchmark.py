@@ -181,3 +181,26 @@ def test_int8_rows_carry_a_quantized_graph():
     assert fp32["status"] == int8["status"] == "ok" and int8["precision"] == "int8"
     assert int8["weight_bytes"] < 0.6 * fp32["weight_bytes"]  # int8 MatMul weights
     assert 0 < int8["max_abs_diff_vs_torch"] < 0.05 and int8["bound_kind"] in ("memory", "compute")
+
+
+def test_model_without_checkpoint_is_timed_with_random_weights():
+    s = Settings(models=("tcresnet14-causal",), runtimes=("torch",), modes=("step",), calls=2, warmup=0,
+                 max_seconds=0.01, rounds=1, audio_seconds=1.0, peers=False)
+    (row,) = run(s).rows
+    assert row["status"] == "ok" and row["params"] > 100_000
+    assert row["weights"] == "random init"
+
+
+def test_rerun_into_its_own_folder_replaces_its_reports(cli_run, tmp_path):
+    import copy
+    import shutil
+
+    from kwsdeploy.bench import report
+
+    out, result = cli_run
+    again = shutil.copytree(out, tmp_path / "again")
+    second = copy.deepcopy(result)
+    second["notes"].append("second run")
+    report.write(second, again)
+    assert "- second run" in (again / "benchmark.md").read_text()
+    assert json.loads((again / "benchmark.json").read_text())["notes"][-1] == "second run"

@@ -92,6 +92,16 @@ def test_wrong_card_is_refused(saved, tmp_path, field, value, match):
         load_checkpoint(ck)
 
 
+def test_a_model_config_key_with_a_newline_is_refused_in_one_line(saved, tmp_path):
+    ck = _copy(saved, tmp_path)
+    card = json.loads((ck / "card.json").read_text())
+    card["model_config"] = {"bad\nkey": 1}
+    (ck / "card.json").write_text(json.dumps(card))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(ck)
+    assert "\n" not in str(info.value) and "unexpected keyword argument 'bad\\nkey'" in str(info.value)
+
+
 def test_missing_or_foreign_files_are_refused(saved, tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nothing")
