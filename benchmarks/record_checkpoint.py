@@ -2,6 +2,9 @@
 
 Usage: python benchmarks/record_checkpoint.py MODEL RUN_DIR RESULTS_STEM SHIPPED(0|1) COMMAND
 Reads RUN_DIR/{metrics.jsonl,config.json,best/} and RUN_DIR.{eval,old.eval,demo.eval}.json.
+       python benchmarks/record_checkpoint.py --annotate CKPT PREPARED
+writes into the card of CKPT where PREPARED's clips came from (corpus, extra trees, synthetic or not),
+for checkpoints trained before the trainer recorded it.
 """
 
 from __future__ import annotations
@@ -80,7 +83,21 @@ def write_md(data: dict, md: Path) -> None:
     os.replace(tmp, md)
 
 
+def annotate(ckpt: str, prepared: str) -> None:
+    from kwsdeploy.train.checkpoint import load_checkpoint, save_checkpoint
+    from kwsdeploy.train.trainer import data_sources
+
+    ck = load_checkpoint(ckpt)
+    training = dict(ck.card.get("training", {}))
+    training["data"] = {**training.get("data", {}), **data_sources(prepared)}
+    save_checkpoint(ckpt, ck.model, ck.labels, ck.feature_config, model_config=ck.card.get("model_config"),
+                    training=training, metrics=ck.card.get("metrics"), overwrite=True)
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 6:
+    if len(sys.argv) == 4 and sys.argv[1] == "--annotate":
+        annotate(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 6:
+        main(*sys.argv[1:])
+    else:
         sys.exit(__doc__)
-    main(*sys.argv[1:])

@@ -85,6 +85,7 @@ for model in "${MODELS[@]}"; do
   else
     $cmd > "$run.train.json"
   fi
+  "$PY" "$ROOT/benchmarks/record_checkpoint.py" --annotate "$run/best" "$DATA"  # synthetic data named in the card
   # jackson (every FSDD clip of him + _silence_): the new run and the checkpoint shipped now
   $KWS eval --checkpoint "$run/best" --data "$TEST" --split test --json > "$run.eval.json"
   if [ -f "$DEST/$model/card.json" ]; then
