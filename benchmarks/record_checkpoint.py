@@ -60,9 +60,9 @@ def main(model: str, run: str, results: str, shipped: str, command: str) -> None
 def write_md(data: dict, md: Path) -> None:
     lines = [
         "# Shipped checkpoints", "",
-        "Trained by `benchmarks/train_shipped_checkpoints.sh FSDD_ROOT` on " + data["corpus"] + "; `speakers` preset "
-        "(demo + speaker augmentation + noise at 5-30 dB SNR) + the overrides shown, deployable features, seed 0, "
-        "CPU (2 shared cores: wall times are indicative only). **Test = jackson, a speaker no training step "
+        "Trained by `benchmarks/train_shipped_checkpoints.sh FSDD_ROOT` on " + data["corpus"] + "; the preset and "
+        "overrides shown, deployable features, seed 0, CPU (2 cores shared by several sessions: wall times are "
+        "indicative only). **Test = jackson, a speaker no training step "
         "saw**: all 500 of his FSDD recordings + 50 `_silence_` clips, from `kwsdeploy eval --checkpoint CKPT "
         "--data FSDD_REAL --split test` (FSDD_REAL: `prepare-gsc --keywords zero,...,nine` of the FSDD tree); "
         "'before' is the checkpoint shipped before, on the same clips; 'demo test' is the embedded corpus's "

@@ -2,10 +2,13 @@
 # Rebuild the checkpoints shipped in kwsdeploy/assets/checkpoints/<registry-name>/ from the whole
 # FSDD-derived tree (real speech: train george, nicolas, yweweler; valid theo; test jackson, a
 # speaker no training step sees) + SYNTHETIC speakers (`kwsdeploy data synth`, training voices
-# only) + `_unknown_` (synthetic hard negatives and sentence cuts) + speaker augmentation.
+# only) + `_unknown_` (synthetic hard negatives and sentence cuts).
 # Each model is evaluated on all of jackson's FSDD clips (+ _silence_), beside the checkpoint
 # shipped now, and copied into the package only if it is better there (SHIP=0: never copied).
-# Results: benchmarks/results/demo_checkpoints.{json,md}.
+# Results: benchmarks/results/demo_checkpoints.{json,md}. After shipping, run the test suite: it
+# asserts how the shipped checkpoints stream (tests/cli/test_detection.py); a checkpoint that
+# streams worse is put back (the tcresnet8-causal run of this recipe heard 7 of 30 keywords there,
+# the shipped one 21, so it was not shipped).
 #
 # Usage: benchmarks/train_shipped_checkpoints.sh FSDD_ROOT [MODEL ...]   (FSDD_ROOT: the FSDD folder
 #        with recordings/; or set FSDD_ROOT; default models: all below, in order)
@@ -46,23 +49,27 @@ mkdir -p "$WORK"
 DATA="$WORK/fsdd_syn"
 TEST="$WORK/fsdd_real"
 
-# The `speakers` preset (demo + speaker augmentation, noise at 5-30 dB SNR) plus each model's overrides:
-# a short fine-tune (CPU time was scarce) from the demo-corpus checkpoint (--init INIT), tempo on 20 %
-# of the clips, and stream context for the exact step families.
+# Each model's preset and overrides. Measured on tcresnet8-causal (benchmarks/results/speakers_ablation.md):
+# the synthetic speakers and _unknown_ help (+6 points on jackson); a short fine-tune with the
+# `speakers` augmentation preset did not (-3 points after 6 epochs), so the runs shipped use none.
+# kwm is fine-tuned from the demo-corpus checkpoint (--init): from scratch it needs hours of CPU.
 declare -A OVERRIDES=(
-  [tcresnet8-causal]="--init INIT --epochs 6 --lr 3e-3 --warmup-epochs 0.3 --tempo 0.55,1.2,0.2 --stream-context 1.0"
-  [kwm-causal-64-4]="--init INIT --epochs 3 --lr 1.5e-3 --warmup-epochs 0.2 --tempo 0.55,1.2,0.2 --stream-context 1.0"
-  [bcresnet1-causal]="--init INIT --epochs 6 --lr 3e-3 --warmup-epochs 0.3 --tempo 0.55,1.2,0.2 --stream-context 1.0"
-  [matchboxnet-causal]="--init INIT --epochs 5 --lr 3e-3 --warmup-epochs 0.3 --tempo 0.55,1.2,0.2 --stream-context 1.0"
-  [convmixer]="--init INIT --epochs 4 --lr 3e-3 --warmup-epochs 0.3 --tempo 0.55,1.2,0.2"
+  [tcresnet8-causal]="--preset demo --epochs 40 --no-augment"
+  [kwm-causal-64-4]="--preset demo --init INIT --epochs 3 --no-augment --lr 1e-3 --warmup-epochs 0.2 --stream-context 1.0"
+  # not run yet (CPU time); their shipped checkpoints come from train_demo_checkpoints.sh:
+  [bcresnet1-causal]="--preset demo --init INIT --epochs 3 --no-augment --lr 3e-3 --warmup-epochs 0.2 --stream-context 1.0"
+  [matchboxnet-causal]="--preset demo --init INIT --epochs 3 --no-augment --lr 3e-3 --warmup-epochs 0.2 --stream-context 1.0"
+  [convmixer]="--preset demo --init INIT --epochs 3 --no-augment --lr 3e-3 --warmup-epochs 0.2"
 )
-ORDER=(tcresnet8-causal kwm-causal-64-4 bcresnet1-causal matchboxnet-causal convmixer)
+ORDER=(tcresnet8-causal kwm-causal-64-4)
 MODELS=("$@")
 [ ${#MODELS[@]} -eq 0 ] && MODELS=("${ORDER[@]}")
 if [ -z "${INIT_DIR:-}" ]; then
   INIT_DIR="$WORK/demo"
   missing=()
-  for model in "${MODELS[@]}"; do [ -f "$INIT_DIR/$model/best/card.json" ] || missing+=("$model"); done
+  for model in "${MODELS[@]}"; do
+    [[ ${OVERRIDES[$model]:-} == *INIT* ]] && [ ! -f "$INIT_DIR/$model/best/card.json" ] && missing+=("$model")
+  done
   if [ ${#missing[@]} -gt 0 ]; then
     WORK="$INIT_DIR" SHIP=0 KWS="$KWS" PY="$PY" "$ROOT/benchmarks/train_demo_checkpoints.sh" "${missing[@]}"
   fi
@@ -78,7 +85,7 @@ for model in "${MODELS[@]}"; do
   fi
   over=${OVERRIDES[$model]/INIT/$(INIT_OF "$model")}
   run="$WORK/$model"
-  cmd="$KWS train --preset speakers --model $model $over --data $DATA --out $run --threads 1 --no-progress --json"
+  cmd="$KWS train --model $model $over --data $DATA --out $run --threads 1 --no-progress --json"
   echo "== $model: $cmd" >&2
   if [ "${REUSE:-0}" = 1 ] && [ -f "$run/test_metrics.json" ]; then
     echo "   (REUSE=1: $run already trained; recording it)" >&2
@@ -110,5 +117,5 @@ for model in "${MODELS[@]}"; do
   # the demo corpus's test split too (110 of jackson's clips: the numbers of the older table)
   $KWS eval --checkpoint "$run/best" --data "$ROOT/kwsdeploy/assets/demo_corpus" --split test --json > "$run.demo.eval.json"
   "$PY" "$ROOT/benchmarks/record_checkpoint.py" "$model" "$run" "$RESULTS" "$shipped" \
-    "kwsdeploy train --preset speakers --model $model ${OVERRIDES[$model]} --data FSDD_SYN --threads 1 --out RUN_DIR"
+    "kwsdeploy train --model $model ${OVERRIDES[$model]} --data FSDD_SYN --threads 1 --out RUN_DIR"
 done
