@@ -2,9 +2,10 @@
 # Regenerates the README's benchmark tables and plots with `kwsdeploy benchmark` (1 thread, CPU), under
 # benchmarks/results/<machine>/ (<machine>: CPU model and usable cores):
 #   streaming/       frontend in the graph (audio in), the shipped demo checkpoints of tcresnet8-causal
-#                    and kwm, packets of 1, 8 and 10 frames, batch 1, fp32 and INT8 (dynamic U8S8),
+#                    and kwm, packets of 1, 8 and 10 frames, batch 1, fp32 and ort-int8 (int8-cpu),
 #                    beside microWakeWord's okay_nabu (pymicro-wakeword, when installed), same audio;
 #   batched/         the same models (features in and audio in), batch 1, 64 and 256: streams per core;
+#   frontend.md      the MFCC frontend step graph alone, factorised vs direct DFT (bench_frontend.py);
 #   reference-size/  kwm-causal-192-12 (random weights): step vs the window recomputed every 10 ms,
 #                    batch 1, and the step at batch 64, each against its physical bound.
 # Every run times its rows in interleaved rounds, so ratios within a run hold on a loaded machine.
@@ -21,6 +22,7 @@ $KWS --models tcresnet8-causal,kwm --modes step --packet-frames natural,8 --batc
 $KWS --models tcresnet8-causal,kwm --modes step --frontend --packet-frames natural,8 --batch 1,64,256 \
     --runtimes ort --no-peers --out "$OUT/batched-frontend" "$@"
 $KWS --models kwm-causal-192-12 --modes step,windowed --packet-frames 1 --batch 1 --runtimes ort \
-    --no-peers --calls 100 --out "$OUT/reference-size" "$@"
+    --no-peers --calls 100 --rounds 1 --out "$OUT/reference-size" "$@"  # rows 100x apart in cost: not interleaved
 $KWS --models kwm-causal-192-12 --modes step --packet-frames 1 --batch 64 --runtimes ort --no-peers \
     --out "$OUT/reference-size-batch64" "$@"
+$PY benchmarks/bench_frontend.py --packets 1,8 --batches 1,64 --out "$OUT/frontend.md"

@@ -218,6 +218,19 @@ def umask() -> int:
     return mask
 
 
+def apply_umask(root: Path) -> None:
+    """Give every file and folder under `root` the modes a plain open()/mkdir() would have (libraries
+    such as safetensors or tempfile create 0600/0700 files); executable bits are kept."""
+    mask = umask()
+    for dirpath, dirnames, filenames in os.walk(root):
+        os.chmod(dirpath, 0o777 & ~mask)
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            if not os.path.islink(p):
+                mode = os.stat(p).st_mode
+                os.chmod(p, (0o777 if mode & 0o100 else 0o666) & ~mask)
+
+
 def temp_dir(out: Path, kind: Optional[ArtifactKind] = None) -> Path:
     """A fresh hidden sibling of `out` to build it in, with the user's umask applied (not 0700)."""
     out = Path(out)
@@ -266,11 +279,55 @@ def writing_dir(out: Path, kind: ArtifactKind, overwrite: bool = False,
     tmp = temp_dir(out, kind)
     try:
         yield tmp
+        apply_umask(tmp)
         check_output_dir(out, kind, **check)  # it may have appeared meanwhile
         replace_dir(tmp, out)
     finally:
         if os.path.lexists(tmp):
             remove_path(tmp)
+
+
+def is_our_png(path: Path) -> bool:
+    """Whether `path` is a PNG whose 'Software' text chunk says kwsdeploy (how our plots are marked)."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != b"\x89PNG\r\n\x1a\n":
+                return False
+            for _ in range(64):  # text chunks come before the image data
+                head = f.read(8)
+                if len(head) < 8:
+                    return False
+                length, kind = struct.unpack(">I4s", head)
+                if kind == b"IDAT" or kind == b"IEND":
+                    return False
+                body = f.read(length)
+                f.read(4)  # CRC
+                if kind == b"tEXt" and body == b"Software\x00kwsdeploy":
+                    return True
+    except (OSError, struct.error):
+        return False
+    return False
+
+
+@contextlib.contextmanager
+def writing_file(path: Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temp sibling of `path` for a writer that takes a path (soundfile, savefig, a memmap);
+    then give it the umask's mode and rename it over `path`. On any error the temp is removed and
+    `path` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp made it 0600
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def write_file(path: Path, data: bytes | str, overwrite: bool = True, option: str = "--out") -> Path:
@@ -281,17 +338,50 @@ def write_file(path: Path, data: bytes | str, overwrite: bool = True, option: st
         raise OutputError(f"{option} {path} is a directory: give a file path.")
     if path.exists() and not overwrite:
         raise OutputError(f"{option} {path} exists: pass --overwrite to replace it, or choose another path.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with writing_file(path) as tmp, open(tmp, "wb") as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
     return path
+
+
+# -- report files (JSON, CSV, Markdown) ----------------------------------------------------------
+@dataclass(frozen=True)
+class ReportKind:
+    """A kind of report file we write, recognised by its content (a field or marker line we write)."""
+
+    name: str  # in messages: "detection report", ...
+    check: Callable[[str], bool]  # is this file's text ours?
+
+    def holds(self, path: Path) -> bool:
+        """Whether `path` is a plain file whose text this kind recognises as ours."""
+        path = Path(path)
+        if not path.is_file() or path.is_symlink():
+            return False
+        try:
+            return bool(self.check(path.read_text(encoding="utf-8")))
+        except Exception:
+            return False
+
+
+def json_report(name: str, check: Callable[[Any], bool]) -> ReportKind:
+    """A JSON report kind: the parsed document must pass `check`."""
+    return ReportKind(name, lambda text: check(json.loads(text)))
+
+
+def check_report_file(path: Path, kind: ReportKind, option: str = "--out") -> None:
+    """Raise OutputError unless `path` is free or holds our own `kind` report (replaced on a re-run)."""
+    path = Path(path)
+    if path.is_symlink():
+        raise OutputError(f"{path} is a symbolic link: choose another {option} (kwsdeploy does not replace links).")
+    if path.is_dir():
+        raise OutputError(f"{path} is a directory, where kwsdeploy writes its {kind.name}: choose another {option}.")
+    if path.exists() and not kind.holds(path):
+        raise OutputError(f"{path} exists and is not a {kind.name} kwsdeploy wrote: choose another {option} "
+                          "(kwsdeploy never replaces what it did not write), or remove it yourself.")
+
+
+def write_report(path: Path, text: str, kind: ReportKind, option: str = "--out") -> Path:
+    """Write a report atomically (temp sibling + rename), replacing only our own `kind` report."""
+    check_report_file(path, kind, option)
+    return write_file(path, text, overwrite=True, option=option)

@@ -7,12 +7,13 @@ resamples with soxr ('HQ'). Errors are `AudioError` (a `ValueError`) with a one-
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterator, Union
 
 import numpy as np
+
+from kwsdeploy.contract import CLIP_SAMPLES, SAMPLE_RATE
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -84,8 +85,8 @@ def wav_truncation(path: Path) -> str | None:
     return None
 
 
-def load_audio(path: PathLike, sample_rate: int = 16000) -> tuple[np.ndarray, AudioInfo]:
-    """Read `path` as float32 mono in [-1, 1] at `sample_rate` (soxr 'HQ' resampling if needed)."""
+def _existing_file(path: PathLike) -> Path:
+    """`path` as a Path, or AudioError when it is missing, a directory or empty."""
     p = Path(path)
     if not p.exists():
         raise AudioError(f"Audio file not found: {p}. Check the path (relative paths start at {Path.cwd()}).")
@@ -93,6 +94,12 @@ def load_audio(path: PathLike, sample_rate: int = 16000) -> tuple[np.ndarray, Au
         raise AudioError(f"Expected an audio file but {p} is a directory. Give the path of a .wav file.")
     if p.stat().st_size == 0:
         raise AudioError(f"Audio file {p} is empty (0 bytes). Re-record or re-export it.")
+    return p
+
+
+def load_audio(path: PathLike, sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, AudioInfo]:
+    """Read `path` as float32 mono in [-1, 1] at `sample_rate` (soxr 'HQ' resampling if needed)."""
+    p = _existing_file(path)
     data, rate = _read(p)
     frames, channels = data.shape
     if frames == 0:
@@ -169,17 +176,11 @@ class BlockReader:
             yield np.asarray(x, dtype=np.float32)
 
 
-def read_blocks(path: PathLike, sample_rate: int = 16000, block_seconds: float = BLOCK_SECONDS) -> BlockReader:
+def read_blocks(path: PathLike, sample_rate: int = SAMPLE_RATE, block_seconds: float = BLOCK_SECONDS) -> BlockReader:
     """A sound file as a `BlockReader` (checked like `load_audio`: missing, empty, unreadable)."""
     import soundfile as sf
 
-    p = Path(path)
-    if not p.exists():
-        raise AudioError(f"Audio file not found: {p}. Check the path (relative paths start at {Path.cwd()}).")
-    if p.is_dir():
-        raise AudioError(f"Expected an audio file but {p} is a directory. Give the path of a .wav file.")
-    if p.stat().st_size == 0:
-        raise AudioError(f"Audio file {p} is empty (0 bytes). Re-record or re-export it.")
+    p = _existing_file(path)
     try:
         info = sf.info(str(p))
     except (RuntimeError, sf.LibsndfileError, TypeError) as exc:
@@ -211,7 +212,7 @@ def read_blocks(path: PathLike, sample_rate: int = 16000, block_seconds: float =
                        info.frames / float(info.samplerate), notes)
 
 
-def read_pcm_blocks(stream: BinaryIO, rate: int = 16000, channels: int = 1, sample_rate: int = 16000,
+def read_pcm_blocks(stream: BinaryIO, rate: int = SAMPLE_RATE, channels: int = 1, sample_rate: int = SAMPLE_RATE,
                     block_seconds: float = 0.1) -> BlockReader:
     """Raw signed 16-bit little-endian PCM from a pipe (e.g. `arecord -f S16_LE -r 16000 -c 1`), read in
     blocks of `block_seconds` as they arrive: a `BlockReader` of unknown length."""
@@ -238,7 +239,7 @@ def read_pcm_blocks(stream: BinaryIO, rate: int = 16000, channels: int = 1, samp
     return BlockReader(blocks(), rate, channels, sample_rate, None, notes)
 
 
-def fit_clip(x: np.ndarray, samples: int = 16000) -> np.ndarray:
+def fit_clip(x: np.ndarray, samples: int = CLIP_SAMPLES) -> np.ndarray:
     """Zero-pad `x` at the end, or cut it, to exactly `samples` samples (1-D float32)."""
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 1:
@@ -256,23 +257,12 @@ def save_wav_atomic(path: PathLike, x: np.ndarray, sample_rate: int) -> Path:
     """Write float waveform `x` ([samples] or [samples, channels]) as 16-bit PCM WAV via temp + rename."""
     import soundfile as sf
 
-    from kwsdeploy.atomic import umask
+    from kwsdeploy.atomic import writing_file
 
     p = Path(path)
     arr = np.asarray(x, dtype=np.float32)
     if arr.ndim not in (1, 2) or arr.shape[0] == 0:
         raise AudioError(f"save_wav_atomic expects a non-empty [samples] or [samples, channels] array, got {arr.shape}.")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp.wav", dir=str(p.parent))
-    os.close(fd)
-    try:
-        sf.write(tmp, np.clip(arr, -1.0, 32767.0 / 32768.0), int(sample_rate), subtype="PCM_16", format="WAV")
-        os.chmod(tmp, 0o666 & ~umask())  # mkstemp made it 0600
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with writing_file(p, suffix=".wav") as tmp:
+        sf.write(str(tmp), np.clip(arr, -1.0, 32767.0 / 32768.0), int(sample_rate), subtype="PCM_16", format="WAV")
     return p

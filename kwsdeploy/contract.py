@@ -24,7 +24,10 @@ STATE_PREFIX = "state."
 NEW_STATE_PREFIX = "new_state."
 
 DEFAULT_FEATURES = FeatureConfig()
+SAMPLE_RATE = DEFAULT_FEATURES.sample_rate  # 16 kHz: every prepared clip and recording
+CLIP_SAMPLES = DEFAULT_FEATURES.clip_samples  # one 1 s clip
 CLIP_FRAMES = DEFAULT_FEATURES.clip_frames  # frames of a 1 s clip at the default frontend (98)
+WINDOW_HOP_FRAMES = 10  # a windowed stream recomputes its last second every 10 frames (100 ms)
 
 
 def is_state_name(name: str) -> bool:

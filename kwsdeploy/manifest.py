@@ -3,7 +3,8 @@
 `manifest.json` round-trips through `Manifest.to_json()` / `Manifest.from_json()`. Readers refuse a
 manifest of a newer schema (upgrade kwsdeploy), migrate an older one step by step (`migrate`), and
 `verify_hashes(bundle_dir)` names any file whose bytes changed since export. Exporters and the
-device runtime both read it; it imports no torch.
+device runtime both read it; it imports no torch. Its checks and errors live in
+`kwsdeploy.manifest_checks` (re-exported here).
 
 Schema 2 (schema 1 + migration): every file has a `format` (onnx | engine), its `precision` (a key
 of `kwsdeploy.precisions.PRECISIONS`) and INT8 `recipe`, and engine facts for an engine file
@@ -14,16 +15,17 @@ and detection settings (`kwsdeploy.contract.DetectionSettings`).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from kwsdeploy.config import FeatureConfig
 from kwsdeploy.contract import DEFAULT_DETECTION, DetectionSettings, StreamSpec
+from kwsdeploy.hashing import sha256_bytes, sha256_file  # noqa: F401  (re-exported)
+from kwsdeploy.manifest_checks import (  # noqa: F401  (re-exported)
+    HashMismatchError, ManifestError, SchemaTooNewError, check_labels, check_manifest, is_plain_name,
+)  # fmt: skip
 from kwsdeploy.precisions import PRECISIONS as _PRECISION_TABLE
 
 SCHEMA_VERSION = 2
@@ -38,32 +40,6 @@ MODES = ("step", "offline")
 PRECISIONS = tuple(_PRECISION_TABLE)
 INPUT_KINDS = ("features", "audio")
 FORMATS = ("onnx", "engine")
-
-
-class ManifestError(ValueError):
-    """A manifest (or bundle) that cannot be used; the message says what is wrong and what to do."""
-
-
-class SchemaTooNewError(ManifestError):
-    """The bundle was written by a newer kwsdeploy than the one reading it."""
-
-
-class HashMismatchError(ManifestError):
-    """A bundle file's bytes differ from the sha256 recorded at export."""
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def sha256_bytes(data: bytes) -> str:
-    """Hex sha256 of bytes."""
-    return hashlib.sha256(data).hexdigest()
 
 
 def _strict_fields(cls: type, data: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -375,52 +351,6 @@ class Manifest:
                     f"{name}: sha256 mismatch (expected {expected[:12]}..., got {got[:12]}...): "
                     "the file changed after export; re-export the bundle."
                 )
-
-
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def is_plain_name(name: Any) -> bool:
-    """A file name with no directory part: nothing in a bundle may point outside it."""
-    return (isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
-            and "\0" not in name and ":" not in name)
-
-
-def check_labels(labels: Sequence[Any], where: str) -> None:
-    """Labels are non-empty, distinct strings; raise ManifestError naming the first problem."""
-    if not labels:
-        raise ManifestError(f"{where}: no labels.")
-    for lab in labels:
-        if not isinstance(lab, str) or not lab.strip():
-            raise ManifestError(f"{where}: label {lab!r} is not a non-empty string.")
-    seen = [lab for i, lab in enumerate(labels) if lab in labels[:i]]
-    if seen:
-        raise ManifestError(f"{where}: label {seen[0]!r} appears twice; labels must be distinct.")
-
-
-def check_manifest(m: "Manifest") -> None:
-    """Ranges and names a manifest read from disk must satisfy (see the error for what to do)."""
-    where = "manifest"
-    check_labels(list(m.labels), where)
-    for name in [f.path for f in m.files] + list(m.hashes) + list(m.sizes):
-        if not is_plain_name(name):
-            raise ManifestError(f"{where}: file name {name!r} is not a plain file name inside the bundle; re-export it.")
-    for name, digest in m.hashes.items():
-        if not isinstance(digest, str) or not _SHA256.match(digest):
-            raise ManifestError(f"{where}: the sha256 of {name} is not 64 hex digits; re-export the bundle.")
-    for f in m.files:
-        if not (isinstance(f.parity_atol, (int, float)) and math.isfinite(f.parity_atol) and f.parity_atol >= 0):
-            raise ManifestError(f"{where}: {f.path} has parity_atol {f.parity_atol!r}; re-export the bundle.")
-    s = m.stream
-    if s is not None:
-        for name, low in (("packet_frames", 1), ("delay_frames", 0), ("window_frames", 1), ("n_mfcc", 1),
-                          ("num_classes", 1)):
-            v = getattr(s, name)
-            if not isinstance(v, int) or v < low:
-                raise ManifestError(f"{where}: stream.{name} = {v!r}, expected an integer >= {low}; re-export the bundle.")
-        if s.num_classes != len(m.labels):
-            raise ManifestError(f"{where}: stream.num_classes = {s.num_classes} but {len(m.labels)} labels; "
-                                "re-export the bundle.")
 
 
 def _v1_to_v2(d: dict[str, Any]) -> dict[str, Any]:

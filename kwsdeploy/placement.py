@@ -13,13 +13,14 @@ from __future__ import annotations
 import numpy as np
 
 from kwsdeploy.audio import fit_clip
+from kwsdeploy.contract import CLIP_SAMPLES
 
 TRIM_DB = 40.0  # frames this far below the loudest 10 ms frame are silence at the edges
 TRIM_FRAME = 160  # samples per trimming frame (10 ms at 16 kHz)
 PLACEMENTS = ("auto", "centre", "pad")
 
 
-def centre_clip(x: np.ndarray, samples: int = 16000) -> np.ndarray:
+def centre_clip(x: np.ndarray, samples: int = CLIP_SAMPLES) -> np.ndarray:
     """Place a trimmed word in the middle of `samples` zeros; a longer clip keeps its loudest window."""
     x = np.asarray(x, dtype=np.float32)
     if len(x) <= samples:
@@ -49,7 +50,7 @@ def trim_edges(x: np.ndarray, top_db: float = TRIM_DB, frame: int = TRIM_FRAME) 
     return x[int(loud[0]) * frame: min(len(x), (int(loud[-1]) + 1) * frame)].copy()
 
 
-def place_clip(x: np.ndarray, samples: int = 16000, top_db: float = TRIM_DB) -> np.ndarray:
+def place_clip(x: np.ndarray, samples: int = CLIP_SAMPLES, top_db: float = TRIM_DB) -> np.ndarray:
     """The clip as the model saw its training data: trimmed word centred; a long clip's loudest window."""
     return centre_clip(trim_edges(x, top_db), samples)
 

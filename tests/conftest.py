@@ -11,6 +11,16 @@ REFERENCE = FIXTURES / "reference"
 
 
 def pytest_configure(config):
+    try:  # CI draws the same hypothesis examples on every run (a red CI is reproducible); locally they vary
+        import os
+
+        from hypothesis import settings
+
+        settings.register_profile("ci", derandomize=True)
+        if os.environ.get("CI"):
+            settings.load_profile("ci")
+    except ImportError:
+        pass
     try:
         import torch
 
@@ -29,3 +39,14 @@ def reference_manifest(reference_dir):
     import json
 
     return json.loads((reference_dir / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def tiny_steps():
+    """tests/exporters/tiny_steps.py as a module: the tiny step models and `export_tiny`."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tiny_steps", Path(__file__).parent / "exporters" / "tiny_steps.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

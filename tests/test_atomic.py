@@ -186,3 +186,19 @@ def test_write_file_refuses_a_directory_and_needs_overwrite(tmp_path):
     with pytest.raises(OutputError, match="--overwrite"):
         atomic.write_file(tmp_path / "f", "2", overwrite=False)
     assert (tmp_path / "f").read_text() == "1"
+
+
+def test_a_plot_replaces_only_a_plot_we_wrote(tmp_path):
+    pytest.importorskip("matplotlib")
+    from kwsdeploy.train.evaluate import plot_curves
+
+    rows = [{"epoch": 1, "train_loss": 1.0, "train_acc": 0.5}, {"epoch": 2, "train_loss": 0.5, "train_acc": 0.7}]
+    ours = plot_curves(rows, tmp_path / "curves.png")
+    assert atomic.is_our_png(ours)
+    assert plot_curves(rows, ours) == ours  # ours: replaced
+    photo = tmp_path / "holiday.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    with pytest.raises(OutputError, match="not a plot kwsdeploy wrote"):
+        plot_curves(rows, photo)
+    assert photo.read_bytes() == b"\x89PNG\r\n\x1a\n" + b"\x00" * 40
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "holiday.png"]

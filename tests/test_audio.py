@@ -124,3 +124,16 @@ def test_a_truncated_wav_is_read_with_a_note(tmp_path):
     assert len(x) == 4000
     assert any("truncated" in n and "32000 bytes" in n and "8000 (25%)" in n for n in info.notes), info.notes
     assert not any("truncated" in n for n in load_audio(full)[1].notes)
+
+
+def test_reading_a_stereo_44k_file_in_blocks_equals_reading_it_whole(tmp_path):
+    from kwsdeploy.audio import load_audio, read_blocks
+
+    rng = np.random.default_rng(0)
+    x = (0.3 * rng.standard_normal((44100 * 12, 2))).astype(np.float32)
+    sf.write(str(tmp_path / "st.wav"), x, 44100, subtype="PCM_16")
+    whole, info = load_audio(tmp_path / "st.wav")
+    reader = read_blocks(tmp_path / "st.wav", block_seconds=1.7)
+    parts = np.concatenate(list(reader))
+    assert len(parts) == len(whole) == 192000 and np.array_equal(parts, whole)  # soxr streams bit-exactly
+    assert reader.notes == list(info.notes) and reader.seconds == 12.0

@@ -10,7 +10,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "kwsdeploy"
-TORCH_FREE = ("kwsdeploy.runtime", "kwsdeploy.manifest", "kwsdeploy.contract")
+TORCH_FREE = ("kwsdeploy.runtime", "kwsdeploy.manifest", "kwsdeploy.contract", "kwsdeploy.trt", "kwsdeploy.exporters.jetson",
+              "kwsdeploy.assets.jetson")
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:

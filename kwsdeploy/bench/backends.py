@@ -25,21 +25,27 @@ class Unavailable(RuntimeError):
 
 
 def expand(runtimes: list[str], precisions: list[str]) -> list[tuple[str, str]]:
-    """(runtime, precision) pairs: 'ort-int8' is ONNX Runtime with the INT8 graph; the others x precisions."""
+    """(runtime, precision) pairs: 'ort-int8' is ONNX Runtime with the precision table's int8-cpu recipe
+    (the calibration-free 'int8' where the table has none); the others x precisions."""
+    from kwsdeploy.precisions import PRECISIONS
+
+    ort_int8 = "int8-cpu" if "int8-cpu" in PRECISIONS else "int8"
     pairs: list[tuple[str, str]] = []
     for rt in runtimes:
         if rt not in RUNTIMES:
             raise ValueError(f"Unknown runtime {rt!r}; choose from {', '.join(RUNTIMES)}.")
-        for p in (["int8"] if rt == "ort-int8" else precisions):
+        for p in ([ort_int8] if rt == "ort-int8" else precisions):
             if p not in known_precisions():
                 raise ValueError(f"Unknown precision {p!r}; choose from {', '.join(known_precisions())}.")
-            pair = ("ort", "int8") if rt == "ort-int8" else (rt, p)
+            pair = ("ort", p) if rt == "ort-int8" else (rt, p)
             if pair not in pairs:
                 pairs.append(pair)
     return pairs
 
 
 # -- graphs per precision --------------------------------------------------------------------------
+INTEGER_OPS = {"MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul",
+               "MatMulIntegerToFloat", "QGemm", "DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear"}
 INT8_VARIANT = "dynamic-u8s8-rr"  # the calibration package's cpu candidate that needs no calibration data
 
 
@@ -62,10 +68,23 @@ def _dynamic_int8(core):
     return q
 
 
-def graph_for(subject, precision: str):
+def _calibration(subject, calib_data):
+    """The calibration source of a subject's INT8 table passes: clips of `calib_data` (a prepared corpus;
+    None: the embedded demo corpus' train split), cached on the subject."""
+    key = ("calibration", str(calib_data))
+    if key not in subject._onnx:
+        from kwsdeploy.calibration.passes import CalibrationSource, Int8Options, calibration_clips
+
+        clips = calibration_clips(Int8Options(calib_data=calib_data), subject.labels, subject.feature_config)
+        subject._onnx[key] = CalibrationSource(clips=clips, feature_config=subject.feature_config)
+    return subject._onnx[key]
+
+
+def graph_for(subject, precision: str, calib_data=None, facts: dict | None = None):
     """The subject's ONNX graph in `precision`: the precision table's graph pass on the model graph
-    (kwsdeploy.precisions), the frontend kept fp32 in front as bundles do. 'int8' is ONNX Runtime's
-    dynamic U8S8 MatMuls with 7-bit weights (the calibration package's calibration-free cpu candidate)."""
+    (kwsdeploy.precisions; INT8 recipes calibrated on `calib_data` or the demo corpus), the frontend
+    kept fp32 in front as bundles do. 'int8' is ONNX Runtime's dynamic U8S8 MatMuls with 7-bit
+    weights (the calibration package's calibration-free cpu candidate). `facts` gets the recipe's choice."""
     from kwsdeploy.precisions import PRECISIONS, PassContext
 
     if precision == "fp32":
@@ -75,11 +94,15 @@ def graph_for(subject, precision: str):
     if precision not in PRECISIONS:
         raise Unavailable(f"no precision {precision!r} in this build (known: {', '.join(known_precisions())})")
     entry = PRECISIONS[precision]
-    if entry.needs_calibration:
-        raise Unavailable(f"{precision} needs calibration data; export a bundle with it and time that (or use int8)")
+    calib = _calibration(subject, calib_data) if entry.needs_calibration else None
     fn = entry.pass_fn()
-    ctx = PassContext(mode=subject.key.mode if subject.key.mode == "offline" else "step", frontend=subject.key.frontend)
-    return subject.onnx_graph(lambda core: fn(core, ctx))
+    ctx = PassContext(mode="offline" if subject.key.mode == "offline" else "step", frontend=subject.key.frontend,
+                      calibration=calib)
+    proto = subject.onnx_graph(lambda core: fn(core, ctx))
+    if calib is not None and facts is not None:
+        chosen = [r.settings.get("chosen") for r in calib.results.values() if r.recipe == entry.recipe]
+        facts["int8_recipe"] = f"{entry.recipe}: {chosen[-1]}" if chosen and chosen[-1] else entry.recipe
+    return proto
 
 
 def weight_bytes(proto) -> int:
@@ -187,7 +210,7 @@ def check_device(runtime: str, device: str) -> None:
 
 
 def make_runner(runtime: str, precision: str, subject, batch: int, threads: int, device: str,
-                workdir: Path) -> tuple[Any, dict[str, Any]]:
+                workdir: Path, calib_data=None) -> tuple[Any, dict[str, Any]]:
     """A runner for one row and what the row reports about its graph (file size, nodes, weight bytes)."""
     check_device(runtime, device)
     if runtime == "torch":
@@ -201,14 +224,16 @@ def make_runner(runtime: str, precision: str, subject, batch: int, threads: int,
         return torch_runner(subject, batch, device), {"file_bytes": None, "nodes": None, "weight_bytes": wbytes}
     from kwsdeploy.exporters.simplify import node_count
 
-    proto = graph_for(subject, precision)
+    recipe: dict[str, Any] = {}
+    proto = graph_for(subject, precision, calib_data, recipe)
     k = subject.key
     path = workdir / f"{subject.card_name}-{k.mode}-{k.packet_frames}-{int(k.frontend)}-{precision}.onnx"
     if not path.exists():
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(proto.SerializeToString())
         tmp.replace(path)
-    facts = {"file_bytes": path.stat().st_size, "nodes": node_count(proto), "weight_bytes": weight_bytes(proto)}
+    facts = {"file_bytes": path.stat().st_size, "nodes": node_count(proto), "weight_bytes": weight_bytes(proto),
+             "integer_graph": any(n.op_type in INTEGER_OPS for n in proto.graph.node), **recipe}
     if runtime == "ort":
         return ort_runner(path, batch, threads, device), facts
     if runtime == "tensorrt":

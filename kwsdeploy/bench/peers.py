@@ -33,9 +33,9 @@ class PeerRunner:
 
 def prepare(audio: np.ndarray, notes: list[str]) -> list[tuple[dict[str, Any], PeerRunner | None]]:
     """(row, runner) per peer model; nothing (and a note) when pymicro-wakeword is not installed."""
-    try:
-        import pymicro_wakeword  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("pymicro_wakeword") is None:
         notes.append("peers row skipped: pymicro-wakeword is not installed (pip install 'kwsdeploy[peers]').")
         return []
     row = {"model": f"microWakeWord {PEER_MODEL}", "runtime": "pymicro-wakeword", "precision": "int8",

@@ -56,7 +56,9 @@ def _latency_vs_accuracy(ax, rows) -> bool:
 def _cost_by_packet(ax, rows) -> bool:
     series: dict[str, list[tuple[int, float]]] = {}
     for r in rows:
-        if r.get("batch") == 1 and r["mode"] != "offline" and r.get("packet_frames"):
+        if r["runtime"] == "pymicro-wakeword":  # a peer: one line across, for reference
+            ax.axhline(r["cpu_ms_per_s"], linestyle="--", color="grey", label=r["model"])
+        elif r.get("batch") == 1 and r["mode"] != "offline" and r.get("packet_frames"):
             series.setdefault(_label(r), []).append((r["packet_frames"], r["cpu_ms_per_s"]))
     drawn = False
     for label, pts in sorted(series.items()):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-THRESHOLD, SMOOTHING_S, REFRACTORY_S = 0.7, 0.2, 1.2  # the `kwsdeploy stream` defaults
+THRESHOLD, SMOOTHING_S, REFRACTORY_S, MIN_GAP_S = 0.7, 0.2, 1.2, 0.5  # the `kwsdeploy stream` defaults
 
 
 @dataclass(frozen=True)
@@ -69,14 +69,16 @@ def score(runner, subject, corpus: Corpus) -> dict:
     logits = np.stack([runner.step(p)[0] for p in packets])
     hop = subject.audio_seconds_per_call
     det = KeywordDetector(subject.labels, hop, smoothing_packets=max(1, int(round(SMOOTHING_S / hop))),
-                          threshold=THRESHOLD, refractory_seconds=REFRACTORY_S)
+                          threshold=THRESHOLD, refractory_seconds=REFRACTORY_S, min_gap_seconds=MIN_GAP_S)
     found = det.update(logits)
     s = score_detections([(e.label, e.time) for e in found], corpus.events, len(corpus.recording) / corpus.sample_rate)
     return {"accuracy": s.accuracy, "fa_per_hour": s.false_alarms_per_hour}
 
 
 def _calls(subject, audio: np.ndarray) -> int:
-    per_call = subject.packet_frames * subject.feature_config.hop_length
+    from kwsdeploy.contract import packet_samples
+
+    per_call = packet_samples(subject.packet_frames, subject.feature_config)
     return len(audio) // per_call
 
 

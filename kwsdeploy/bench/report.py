@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +38,39 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("bound_kind", "which term binds: memory or compute"),
     ("measured_over_bound", "p50_us / bound_us"),
     ("max_abs_diff_vs_torch", "max |logits - torch logits| over the first packets from the zero state (batch 1)"),
+    ("backend_p50_us", "median of the runner contract's own per-call timing (the backend call alone)"),
+    ("int8_recipe", "INT8 table rows: the recipe, and for cpu the variant it chose (fp32 when none is faster)"),
 )
 COLUMN_NAMES = tuple(c for c, _ in COLUMNS)
 STEM = "benchmark"
+MD_TITLE = "# kwsdeploy benchmark"
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _kinds():
+    """The report kinds of benchmark.json/.csv/.md: recognised by the schema field, the header row's
+    leading columns and the title line that this module writes."""
+    from kwsdeploy.atomic import ReportKind, json_report
+
+    return {
+        "json": json_report("benchmark report", lambda d: isinstance(d, dict) and "schema" in d and "rows" in d
+                            and "environment" in d),
+        "csv": ReportKind("benchmark table", lambda t: t.split("\n", 1)[0].startswith(",".join(COLUMN_NAMES[:3]) + ",")),
+        "md": ReportKind("benchmark report", lambda t: t.split("\n", 1)[0] == MD_TITLE),
+    }
+
+
+def report_paths(out: Path) -> dict[str, Path]:
+    """benchmark.json, .csv and .md under `out`, by suffix."""
+    return {ext: Path(out) / f"{STEM}.{ext}" for ext in ("json", "csv", "md")}
+
+
+def check_out(out: Path) -> None:
+    """Refuse (OutputError) before any timing when `out` holds a same-named file kwsdeploy did not write."""
+    from kwsdeploy.atomic import check_report_file
+
+    kinds = _kinds()
+    for ext, path in report_paths(out).items():
+        check_report_file(path, kinds[ext])
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
@@ -83,7 +106,7 @@ def to_markdown(result: dict[str, Any]) -> str:
     libs = ", ".join(f"{k} {v}" for k, v in env["libraries"].items() if v)
     bw = ", ".join(f"{_size(int(k))} {v / 1e9:.0f} GB/s" for k, v in m["bandwidth"].items())
     lines = [
-        "# kwsdeploy benchmark",
+        MD_TITLE,
         "",
         f"Machine: {env['cpu']} ({', '.join(env['cpu_flags']) or 'no SIMD flags read'}), {env['usable_cpus']} usable of "
         f"{env['logical_cpus']} logical CPUs, {env['os']}, GPU: {env['gpu'] or 'none'}. {libs}. "
@@ -116,14 +139,16 @@ def _size(n: int) -> str:
 
 def write(result: dict[str, Any], out: Path) -> list[Path]:
     """benchmark.json, .csv, .md (and the plots when matplotlib is there) under `out`."""
+    from kwsdeploy.atomic import write_report
     from kwsdeploy.bench import plots
 
+    check_out(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{STEM}.json", out / f"{STEM}.csv", out / f"{STEM}.md"]
+    by_ext, kinds = report_paths(out), _kinds()
     pngs, note = plots.write_all(result, out)
     if note and note not in result["notes"]:
         result["notes"].append(note)
-    _write(paths[0], json.dumps(result, indent=1) + "\n")
-    _write(paths[1], to_csv(result["rows"]))
-    _write(paths[2], to_markdown(result))
-    return paths + pngs
+    texts = {"json": json.dumps(result, indent=1) + "\n", "csv": to_csv(result["rows"]), "md": to_markdown(result)}
+    for ext, text in texts.items():
+        write_report(by_ext[ext], text, kinds[ext])
+    return list(by_ext.values()) + pngs

@@ -127,6 +127,7 @@ class Runner:
         self._subjects: dict[subjects.SubjectKey, Any] = {}
         self._refs: dict[subjects.SubjectKey, np.ndarray] = {}
         self._quality: dict[tuple, dict] = {}
+        self._seen: set[tuple] = set()
 
     def subject(self, key: subjects.SubjectKey):
         if key not in self._subjects:
@@ -146,8 +147,9 @@ class Runner:
             self._refs[subj.key] = np.stack([r.step(p)[0] for p in subj.packets(self.audio, PARITY_PACKETS)])
         return self._refs[subj.key]
 
-    def row(self, c: Combination) -> tuple[dict[str, Any], "Timed | None"]:
-        """The row's facts and parity (and accuracy), and what to time; (row, None) when it cannot run."""
+    def row(self, c: Combination) -> tuple[dict[str, Any] | None, "Timed | None"]:
+        """The row's facts and parity (and accuracy), and what to time; (row, None) when it cannot run,
+        (None, None) when an earlier combination already is this row."""
         key = subjects.SubjectKey(c.model, c.mode, c.packet_frames, self.s.frontend)
         row: dict[str, Any] = {"model": c.model, "runtime": c.runtime, "precision": c.precision, "mode": c.mode,
                                "packet_frames": c.packet_frames, "batch": c.batch, "frontend": self.s.frontend,
@@ -158,13 +160,17 @@ class Runner:
             return {**row, "status": "skipped", "reason": _one_line(exc)}, None
         except Exception as exc:  # noqa: BLE001 - any failure is the row's reason
             return {**row, "status": "failed", "reason": f"prepare: {_one_line(exc)}"}, None
+        resolved = (c.model, c.runtime, c.precision, c.mode, subj.packet_frames, c.batch)
+        if resolved in self._seen:  # e.g. 'natural' and 8 for a model whose natural packet is 8
+            return None, None
+        self._seen.add(resolved)
         row.update(packet_frames=subj.packet_frames, weights=subj.weights, params=subj.params,
                    macs_per_call=subj.macs_per_call, frontend_macs_per_call=subj.frontend_macs_per_call,
                    macs_per_second=subj.macs_per_call / subj.audio_seconds_per_call,
                    audio_ms_per_call=subj.audio_seconds_per_call * 1e3)
         try:
             runner, facts = backends.make_runner(c.runtime, c.precision, subj, c.batch, self.s.threads,
-                                                 self.s.device, self.workdir)
+                                                 self.s.device, self.workdir, self.s.data)
             row.update(facts)
             if c.runtime != "torch" and c.batch == 1:
                 ref = self.reference(subj)
@@ -192,7 +198,7 @@ class Runner:
 
             if c.batch != 1:  # score with a batch-1 runner of the same kind
                 one, _ = backends.make_runner(c.runtime, c.precision, subj, 1, self.s.threads, self.s.device,
-                                              self.workdir)
+                                              self.workdir, self.s.data)
                 self._quality[key] = score(one, subj, self.corpus)
             else:
                 self._quality[key] = score(runner, subj, self.corpus)
@@ -224,7 +230,9 @@ def time_rows(timed: list[Timed], s: Settings, progress: Callable[[int, int, str
         for j, t in enumerate(timed):
             if progress:
                 progress(j, len(timed), f"timing round {r + 1}/{rounds}: {t.row['model']} {t.row['runtime']} b{t.row['batch']}")
-            got = time_calls(t.call, per_round, s.warmup if r == 0 else 1, s.max_seconds / rounds, min_calls=2)
+            # every round re-warms its row (a big row before it evicts the caches a small one runs from)
+            warm = s.warmup if r == 0 else max(2, s.warmup // 2)
+            got = time_calls(t.call, per_round, warm, s.max_seconds / rounds, min_calls=2)
             t.ns.append(got.ns)
             t.cpu_ns += got.cpu_ns
     for t in timed:
@@ -250,7 +258,9 @@ def add_bound(row: dict[str, Any], machine: roofline.Machine) -> None:
     if row.get("status") != "ok" or not row.get("weight_bytes"):
         return
     macs = int(row["macs_per_call"]) * int(row["batch"])
-    b = machine.bound_seconds(int(row["weight_bytes"]), macs, row["precision"])
+    # the int8 GEMM peak only where the graph computes in integers (an INT8 recipe may ship fp32)
+    precision = row["precision"] if row.get("integer_graph", row["precision"].startswith("int8")) else "fp32"
+    b = machine.bound_seconds(int(row["weight_bytes"]), macs, precision)
     row.update(bound_us=b["bound_s"] * 1e6, bound_kind=b["bound_kind"],
                measured_over_bound=row["p50_us"] / (b["bound_s"] * 1e6) if b["bound_s"] > 0 else None)
 
@@ -279,6 +289,8 @@ def run(settings: Settings, progress: Callable[[int, int, str], None] | None = N
             if progress:
                 progress(i, len(combos), f"preparing {c.model} {c.mode} p{c.packet_frames or '-'} {c.runtime} {c.precision} b{c.batch}")
             row, t = runner.row(c)
+            if row is None:
+                continue
             rows.append(row)
             if t is not None:
                 timed.append(t)

@@ -13,8 +13,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from kwsdeploy.contract import WINDOW_HOP_FRAMES, hop_seconds, samples_to_seconds
+
 MODES = ("step", "windowed", "offline")
-DEFAULT_WINDOW_HOP = 10  # a windowed stream recomputes the last second every 100 ms
+DEFAULT_WINDOW_HOP = WINDOW_HOP_FRAMES  # a windowed stream recomputes the last second every 100 ms
 
 
 class NotApplicable(ValueError):
@@ -100,8 +102,6 @@ def _loaded(card_name: str):
 
 def prepare(key: SubjectKey, exporter: str = "legacy") -> Subject:
     """Build the torch side of a subject (the ONNX graph is exported lazily); NotApplicable if it cannot exist."""
-    import torch
-
     from kwsdeploy.exporters.onnx import FrontendOffline, FrontendStep
     from kwsdeploy.features import MFCC, frontend_macs_per_frame
     from kwsdeploy.models.macs import macs_per_clip
@@ -125,7 +125,7 @@ def prepare(key: SubjectKey, exporter: str = "legacy") -> Subject:
         frames = fc.clip_frames
         module = FrontendOffline(MFCC(fc).eval(), model).eval() if key.frontend else model
         return Subject(key=key, module=module, init_state=lambda b: (), packet_frames=frames,
-                       audio_seconds_per_call=fc.clip_samples / fc.sample_rate,
+                       audio_seconds_per_call=samples_to_seconds(fc.clip_samples, fc),
                        macs_per_call=macs_per_clip(model, n_mfcc, frames=frames) + per_frame * frames,
                        frontend_macs_per_call=per_frame * frames, **common)
     if key.mode == "step" and card.streaming != "exact":
@@ -147,13 +147,16 @@ def prepare(key: SubjectKey, exporter: str = "legacy") -> Subject:
     if key.frontend:
         front = make_frontend(smodel)
         module = FrontendStep(front, smodel).eval()
-
-        def init(batch: int, _f=front, _s=smodel):
-            return (*_f.init_state(batch), *_s.init_state(batch))
+        init = _joined_init(front, smodel)
     return Subject(key=key, module=module, init_state=init, packet_frames=packet,
-                   audio_seconds_per_call=packet * fc.hop_length / fc.sample_rate,
+                   audio_seconds_per_call=hop_seconds(packet, fc),
                    macs_per_call=int(macs) + per_frame * packet, frontend_macs_per_call=per_frame * packet,
                    **common)
+
+
+def _joined_init(front, smodel) -> Callable[[int], tuple]:
+    """The zero state of frontend + step model, in the order FrontendStep takes it."""
+    return lambda batch: (*front.init_state(batch), *smodel.init_state(batch))
 
 
 def _export(s: Subject):

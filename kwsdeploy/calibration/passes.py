@@ -111,6 +111,18 @@ class CalibrationSource:
         }
 
 
+def _offline_calibration(clips: CalibrationClips, input_name: str, feature_config) -> CalibrationSet:
+    """Offline graphs have no state: one tuple per clip (its features [1, 1, n_mfcc, frames] or audio)."""
+    if input_name == "audio":
+        tuples = [{input_name: np.array(a[None], copy=True)} for a in clips.audio[:, : feature_config.clip_samples]]
+    else:
+        from kwsdeploy.features import compute_features
+
+        f = compute_features(clips.audio, feature_config).numpy()[:, None, :, : feature_config.clip_frames]
+        tuples = [{input_name: np.array(f[i:i + 1], copy=True)} for i in range(len(f))]
+    return CalibrationSet(input_name, tuples, len(tuples), 1, 1, clips, feature_config=feature_config)
+
+
 def _data_input(proto: onnx.ModelProto) -> str:
     inits = {i.name for i in proto.graph.initializer}
     return next(i.name for i in proto.graph.input if i.name not in inits and not i.name.startswith("state."))

@@ -91,8 +91,7 @@ def stream_score(model: bytes | str | Path, input_kind: str, data: EvalData, lab
     x = _feature_input(data.recording[None], input_kind, "step", fc)
     logits = OrtStepRunner(model, batch=1, threads=1).run(x)[:, 0]
     hop = spec.hop_seconds
-    det = KeywordDetector(labels, hop, smoothing_packets=max(1, int(round(detection.smoothing_seconds / hop))),
-                          threshold=detection.threshold, refractory_seconds=detection.refractory_seconds)
+    det = KeywordDetector.from_settings(labels, hop, detection)
     found = det.update(logits)
     score = score_detections([(e.label, e.time) for e in found], list(data.events),
                              samples_to_seconds(len(data.recording), fc))

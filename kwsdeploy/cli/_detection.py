@@ -10,6 +10,8 @@ from typing import Optional
 import numpy as np
 import typer
 
+from kwsdeploy.atomic import check_report_file, json_report, write_report
+
 
 def _data(data: Optional[Path]) -> Path:
     if data is not None:
@@ -17,6 +19,13 @@ def _data(data: Optional[Path]) -> Path:
     from kwsdeploy.data.demo import demo_corpus_dir
 
     return demo_corpus_dir()
+
+
+def _is_det_report(d) -> bool:
+    return isinstance(d, dict) and all(k in d for k in ("source", "hop_ms", "recordings"))
+
+
+DET_REPORT = json_report("detection report (det.json)", _is_det_report)
 
 
 def recording_logits(src, recording: str, data: Optional[Path], split: str, speech_set: str, minutes: float,
@@ -32,19 +41,23 @@ def recording_logits(src, recording: str, data: Optional[Path], split: str, spee
                                    progress=lambda f: bar.update(task, completed=f))
         bar.update(task, description=f"streaming {info['seconds'] / 60:.1f} min through {src.describe}", completed=1.0)
         logits = src.logits(audio)
-    return logits, parts, info, len(audio) / src.spec.feature_config.sample_rate
+    from kwsdeploy.contract import samples_to_seconds
+
+    return logits, parts, info, samples_to_seconds(len(audio), src.spec.feature_config)
 
 
 def eval_detection_cmd(src, settings, recordings: str, data, split, speech_set, minutes, seed, target, out) -> dict:
     """Report every requested recording; print a summary; write det.json (+ PNGs) under `out`."""
     from kwsdeploy.data.detection_sets import RECORDINGS
-    from kwsdeploy.streaming.det import plot_det
+    from kwsdeploy.streaming.det import keyword_curve, plot_det
     from kwsdeploy.streaming.det_report import report
 
     names = [r.strip() for r in recordings.split(",") if r.strip()]
     bad = [r for r in names if r not in RECORDINGS]
     if bad or not names:
         raise ValueError(f"--recording {recordings!r}: choose clips, or a comma list of {', '.join(RECORDINGS)}.")
+    if out is not None:  # before streaming: a det.json that is not ours is refused
+        check_report_file(Path(out) / "det.json", DET_REPORT)
     result: dict = {"source": src.describe, "hop_ms": round(src.hop_seconds * 1000, 3), "recordings": {}}
     pngs = []
     for name in names:
@@ -54,17 +67,12 @@ def eval_detection_cmd(src, settings, recordings: str, data, split, speech_set, 
         result["recordings"][name] = {"recording": info, **r}
         _print(name, info, r)
         if out is not None:
-            per_kw = {f"all ({name})": curve}
-            for k in sorted(curve[0].per_keyword) if curve else []:
-                per_kw[k] = [type(p)(p.threshold, p.per_keyword[k]["false_reject_rate"], p.per_keyword[k]["false_alarms"],
-                                     p.per_keyword[k]["false_alarms_per_hour"], {}, {}) for p in curve]
-            png = plot_det(per_kw, Path(out) / f"det-{name}.png", title=f"{src.describe}: {name} recording")
+            curves = {f"all ({name})": curve, **{k: keyword_curve(curve, k) for k in sorted(curve[0].per_keyword)}}
+            png = plot_det(curves, Path(out) / f"det-{name}.png", title=f"{src.describe}: {name} recording")
             if png is not None:
                 pngs.append(str(png))
     if out is not None:
-        from kwsdeploy.atomic import write_file
-
-        write_file(Path(out) / "det.json", json.dumps(result, indent=1) + "\n")
+        write_report(Path(out) / "det.json", json.dumps(result, indent=1) + "\n", DET_REPORT)
         typer.echo(f"wrote {Path(out) / 'det.json'}" + (f" and {', '.join(pngs)}" if pngs else
                    " (no PNG: pip install 'kwsdeploy[plot]')"), err=True)
     return result

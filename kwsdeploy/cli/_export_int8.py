@@ -11,7 +11,7 @@ def eval_data_for(manifest, calib_data: Optional[Path], con):
     """The report's held-out data: the test split of a prepared --calib-data, else the demo corpus'."""
     from kwsdeploy.calibration.data import CalibrationError
     from kwsdeploy.calibration.report import held_out_data
-    from kwsdeploy.cli.stream import _noise
+    from kwsdeploy.data.noise import background_noise
 
     name = None
     if calib_data is not None and (Path(calib_data) / "labels.json").is_file():
@@ -21,7 +21,7 @@ def eval_data_for(manifest, calib_data: Optional[Path], con):
 
         prepared, name = Path(demo_corpus_dir()), "demo corpus"
     try:
-        return held_out_data(prepared, manifest.labels, noise=_noise(prepared), name=name)
+        return held_out_data(prepared, manifest.labels, noise=background_noise(prepared), name=name)
     except (CalibrationError, FileNotFoundError, ValueError) as exc:
         con.print(f"[yellow]no accuracy report: {exc}[/yellow]")
         return None
@@ -57,7 +57,9 @@ def print_report(report, con) -> None:
     from kwsdeploy.calibration.report import float_cell
 
     for mode, rep in (report or {}).items():
-        table = Table(title=f"accuracy by precision ({mode}; {rep['data']})")
+        from rich.markup import escape
+
+        table = Table(title=escape(f"accuracy by precision ({mode}; {rep['data']})"))
         for col in ("file", "recipe", "top-1", "macro F1", "agree fp32", "stream acc", "FA/h", "KiB", "vs fp32",
                     "weights vs fp32", "float layers"):
             table.add_column(col, justify="left" if col in ("file", "recipe") else "right", no_wrap=True)

@@ -17,6 +17,8 @@ MAX_PACKET_FRAMES = 100  # 1 s of 10 ms frames: a longer step call only adds lat
 MAX_THREADS = 256
 MAX_SMOOTHING_S = 10.0
 MAX_REFRACTORY_S = 60.0
+MAX_ENGINE_BATCH = 65536  # the exporters' largest batch (the dynamic axis' upper bound)
+MAX_WORKSPACE_MB = 1 << 20  # 1 TiB: more than any device has; a larger value is a typo
 EXPORTERS = ("auto", "dynamo", "legacy")
 STREAM_MODES = ("exact", "windowed")
 
@@ -71,6 +73,22 @@ def exporter_option(default: str, help: str = "torch.onnx path: auto (both, keep
                                               "legacy.") -> typer.models.OptionInfo:
     """--exporter with its choices (the default differs: export tries both, the demo the legacy path)."""
     return typer.Option(default, "--exporter", callback=choice(*EXPORTERS), help=help)
+
+
+def engine_batch_options() -> dict[str, typer.models.OptionInfo]:
+    """--max-batch and --opt-batch of a TensorRT engine, each 1..MAX_ENGINE_BATCH (opt <= max is the plan's check)."""
+    return {
+        "max_batch": typer.Option(1, "--max-batch", min=1, max=MAX_ENGINE_BATCH,
+                                  help=f"Largest batch (independent streams) the engine takes; 1..{MAX_ENGINE_BATCH}."),
+        "opt_batch": typer.Option(None, "--opt-batch", min=1, max=MAX_ENGINE_BATCH,
+                                  help="Batch TensorRT tunes for (default 1); 1..--max-batch."),
+    }
+
+
+def workspace_option(default_mb: int) -> typer.models.OptionInfo:
+    """--workspace, the TensorRT builder's workspace limit in MB, 1..MAX_WORKSPACE_MB."""
+    return typer.Option(default_mb, "--workspace", min=1, max=MAX_WORKSPACE_MB,
+                        help=f"Builder workspace limit, MB; 1..{MAX_WORKSPACE_MB}.")
 
 
 THREADS = typer.Option(None, "--threads", min=1, max=MAX_THREADS, help="CPU threads (default: the library's).")

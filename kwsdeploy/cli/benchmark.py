@@ -107,6 +107,9 @@ def register(app: typer.Typer) -> None:
                     audio_seconds=audio_seconds, exporter=exporter, peers=peers)
         try:
             settings = settings_from_options(**opts)
+            from kwsdeploy.bench.report import check_out
+
+            check_out(out)  # before any timing: a same-named file that is not ours is refused
         except (ValueError, UnknownModelError) as exc:
             if debug:
                 raise

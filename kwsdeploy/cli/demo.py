@@ -15,6 +15,17 @@ from typing import Optional
 
 import typer
 
+from kwsdeploy.atomic import check_report_file, json_report, write_report
+
+
+def _is_demo_summary(d) -> bool:
+    """A summary.json of ours: a list of per-model rows with the fields run_demo writes."""
+    keys = ("model", "stream_accuracy", "onnx_nodes")
+    return isinstance(d, list) and bool(d) and all(isinstance(r, dict) and all(k in r for k in keys) for r in d)
+
+
+DEMO_SUMMARY = json_report("demo summary (summary.json)", _is_demo_summary)
+
 
 def shipped_demo_models() -> list[str]:
     """Registry names that ship a demo checkpoint, in registry order."""
@@ -35,15 +46,16 @@ def run_demo(out: Path, models: list[str], clips: int, con, exporter: str = "leg
     """Evaluate, export, verify and stream each model; returns one summary row per model."""
     import numpy as np
 
-    from kwsdeploy.cli.export import parity_clips
-    from kwsdeploy.cli.stream import REFRACTORY_S, SMOOTHING_S, THRESHOLD, BundleSource, detect
     from kwsdeploy.data.dataset import KwsDataset
     from kwsdeploy.data.demo import demo_corpus_dir
     from kwsdeploy.data.prepared import load_labels
+    from kwsdeploy.contract import DEFAULT_DETECTION, samples_to_seconds
+    from kwsdeploy.data.noise import background_noise
     from kwsdeploy.exporters.bundle import export_bundle
+    from kwsdeploy.exporters.inputs import parity_clips
     from kwsdeploy.models.registry import count_params
-    from kwsdeploy.contract import samples_to_seconds
     from kwsdeploy.runtime.verify import verify_bundle
+    from kwsdeploy.sources import BundleSource, detect
     from kwsdeploy.streaming.stream_eval import build_long_recording, score_detections
     from kwsdeploy.train.checkpoint import demo_checkpoint_path, load_checkpoint
     from kwsdeploy.train.evaluate import evaluate_dataset, in_model_labels
@@ -53,9 +65,7 @@ def run_demo(out: Path, models: list[str], clips: int, con, exporter: str = "leg
     labels = load_labels(corpus)
     order = np.random.default_rng(0).permutation(len(test))[: clips or len(test)]
     pairs = [(np.asarray(test[int(i)][0], dtype=np.float32), labels[int(test[int(i)][1])]) for i in order]
-    from kwsdeploy.cli.stream import _noise
-
-    recording, events = build_long_recording(pairs, noise=_noise(corpus), seed=0)
+    recording, events = build_long_recording(pairs, noise=background_noise(corpus), seed=0)
     recording_s = samples_to_seconds(len(recording))  # the corpus and the long recording are 16 kHz
     con.print(f"demo corpus: {corpus.name} ({len(test)} test clips of a speaker no training step saw); "
               f"stream: {recording_s:.0f} s of {len(pairs)} test clips joined by noise gaps")
@@ -79,7 +89,7 @@ def run_demo(out: Path, models: list[str], clips: int, con, exporter: str = "leg
                   f"parity max|d| {row.parity_max_abs:.1e}; verified (schema, hashes, golden parity)")
         src = BundleSource(result.path)
         t1 = time.perf_counter()
-        found = detect(src, recording, THRESHOLD, SMOOTHING_S, REFRACTORY_S)
+        found = detect(src, recording, 0, 0, 0, settings=DEFAULT_DETECTION)
         stream_s = time.perf_counter() - t1
         score = score_detections([(e.label, e.time) for e in found], events, recording_s)
         shown = ", ".join(f"{e.label}@{e.time:.1f}s" for e in found[:6])
@@ -125,6 +135,7 @@ def register(app: typer.Typer) -> None:
             names = [get_card(m.strip()).name for m in models.split(",")] if models else shipped_demo_models()
             if not names:
                 raise ValueError("No demo checkpoint is shipped with this install; train one with 'kwsdeploy train --preset demo'.")
+            check_report_file(out / "summary.json", DEMO_SUMMARY)  # before any work: a file that is not ours is refused
             rows = run_demo(out, names, clips, con, exporter)
         table = Table(title="kwsdeploy demo: real speech, unseen speaker, step form through ONNX Runtime")
         for col in ("model", "params", "test acc", "stream acc", "FA / h", "hop", "nodes", "KiB", "parity", "RTF"):
@@ -134,6 +145,6 @@ def register(app: typer.Typer) -> None:
                           f"{r['false_alarms_per_hour']:.0f}", f"{r['hop_ms']:.0f} ms", str(r["onnx_nodes"]),
                           f"{r['onnx_kib']:.0f}", f"{r['parity_max_abs']:.0e}", f"{r['rtf']:.4f}")
         con.print(table)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "summary.json").write_text(json.dumps(rows, indent=1))
+        with user_errors():
+            write_report(out / "summary.json", json.dumps(rows, indent=1) + "\n", DEMO_SUMMARY)  # temp + rename
         con.print(f"summary: {out / 'summary.json'}; bundles: {out / 'bundles'}")

@@ -122,9 +122,9 @@ def evaluate_bundle(bundle: Path, precision: str, data: Optional[Path], split: s
         ev = EvalData(np.stack(waves).astype(np.float32), np.array(targets), str(folder))
         source: dict[str, Any] = {"folder": str(folder), "placement": placement}
     else:
-        from kwsdeploy.cli.stream import _noise
+        from kwsdeploy.data.noise import background_noise
 
-        ev = held_out_data(Path(data), labels, split, noise=_noise(Path(data)))
+        ev = held_out_data(Path(data), labels, split, noise=background_noise(Path(data)))
         source = {"data": str(data), "split": split}
     ref = None
     if precision != "fp32" and any(f.mode == mode and f.precision == "fp32" for f in m.files):

@@ -5,72 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import typer
-
-PARITY_CLIPS = 4
-
-
-def parity_clips(feature_config, clips: int = PARITY_CLIPS):
-    """Real clips for export-time parity: the demo corpus test split when present, else a
-    deterministic synthetic signal (said so in the manifest)."""
-    from kwsdeploy.exporters.bundle import ParityData
-    from kwsdeploy.features import compute_features
-
-    audio, source = None, ""
-    try:
-        from kwsdeploy.data.dataset import KwsDataset
-        from kwsdeploy.data.demo import demo_corpus_dir
-
-        ds = KwsDataset(demo_corpus_dir(), "test")
-        picks = np.linspace(0, len(ds) - 1, clips).round().astype(int)
-        audio = np.stack([np.asarray(ds[int(i)][0], dtype=np.float32) for i in picks])
-        source = f"demo corpus test split, {clips} clips (indices {picks.tolist()})"
-    except (ImportError, FileNotFoundError, OSError, ValueError):
-        rng = np.random.default_rng(0)
-        t = np.arange(feature_config.clip_samples) / feature_config.sample_rate
-        audio = np.stack([
-            0.3 * np.sin(2 * np.pi * (200 + 150 * i) * t * (1 + t)) * np.exp(-3 * (t - 0.5) ** 2)
-            + 0.01 * rng.standard_normal(t.shape) for i in range(clips)
-        ]).astype(np.float32)
-        source = f"synthetic chirps, {clips} clips (no demo corpus found)"
-    features = compute_features(audio, feature_config).numpy()
-    return ParityData(features=features, audio=audio, source=source)
-
-
-def _load_model(model: str, checkpoint: Optional[Path], random_init: bool):
-    """(model, labels, feature_config, checkpoint info, accuracy, message) for the CLI's choices."""
-    from kwsdeploy.config import FeatureConfig
-    from kwsdeploy.models.registry import create, get_card, kws_info
-
-    card = get_card(model)
-    if random_init:
-        if checkpoint is not None:
-            raise ValueError("--random-init and --checkpoint exclude each other; pass one.")
-        import torch
-
-        torch.manual_seed(0)
-        m = create(card.name).eval()
-        labels = [f"class{i}" for i in range(kws_info(m).num_classes)]
-        info = {"source": "random-init (seed 0)", "random_init": True}
-        return m, labels, FeatureConfig.deployable(card.n_mfcc), info, {}, f"{card.name}: random weights (seed 0), for testing only"
-    from kwsdeploy.train.checkpoint import demo_checkpoint_path, load_checkpoint
-
-    msg = ""
-    if checkpoint is None:
-        checkpoint = demo_checkpoint_path(card.name)
-        msg = f"no --checkpoint given: using the shipped demo checkpoint of {card.name} ({checkpoint})"
-    ck = load_checkpoint(checkpoint)
-    if get_card(ck.card["model"]).name != card.name:
-        raise ValueError(f"--model {card.name} but the checkpoint holds {ck.card['model']!r}; pass the matching --model.")
-    info = {
-        "source": "demo" if msg else str(Path(checkpoint).name),
-        "weights_sha256": ck.card.get("weights_sha256", ""),
-        "random_init": False,
-    }
-    accuracy = {"checkpoint_metrics": ck.card.get("metrics")} if ck.card.get("metrics") else {}
-    return ck.model, ck.labels, ck.feature_config, info, accuracy, msg or f"checkpoint {checkpoint}"
-
 
 def _names(names: list[str]) -> str:
     """'audio + 9 state' rather than every state name (the manifest lists them all)."""
@@ -127,26 +62,22 @@ def register(app: typer.Typer) -> None:
         con = console()
         con.width = max(con.width, 140)
         with user_errors():
-            int8_options = None
-            if int8:
-                from kwsdeploy.calibration.passes import Int8Options, parse_targets
-
-                int8_options = Int8Options(parse_targets(target), calib_data, calib_clips, calib_method)
-            modes = {"step": ("step",), "offline": ("offline",), "both": ("step", "offline")}.get(mode)
-            if modes is None:
-                raise ValueError(f"--mode must be step, offline or both, got {mode!r}.")
+            int8_options = _int8_options(target, calib_data, calib_clips, calib_method) if int8 else None
+            modes = _modes(mode)
             from kwsdeploy.cli.common import UserError
             from kwsdeploy.exporters.bundle import ParityError, export_bundle
+            from kwsdeploy.exporters.inputs import card_detection_of, load_export_model, parity_clips
             from kwsdeploy.exporters.onnx import ExportError
             from kwsdeploy.models.registry import kws_info
 
-            m, labels, fcfg, info, accuracy, msg = _load_model(model, checkpoint, random_init)
+            m, labels, fcfg, info, accuracy, msg = load_export_model(model, checkpoint, random_init)
+            detection = None if random_init else card_detection_of(model, checkpoint)
             con.print(msg)
             out_dir = out or Path("exports") / kws_info(m).name
             inputs = [("--checkpoint", checkpoint), ("--calib-data", calib_data)]
             build = dict(model=m, labels=labels, feature_config=fcfg, parity=parity_clips(fcfg), modes=modes,
                          frontend=frontend, precisions=("fp32", "fp16") if fp16 else ("fp32",), hop_frames=hop_frames,
-                         checkpoint=info, accuracy=accuracy, exporter=exporter)
+                         checkpoint=info, accuracy=accuracy, exporter=exporter, detection=detection)
             report = None
             try:
                 if int8_options is not None:
@@ -163,6 +94,19 @@ def register(app: typer.Typer) -> None:
 
             print_report(report, con)
         print_trt_check(result.path, con)
+
+
+def _modes(mode: str) -> tuple[str, ...]:
+    modes = {"step": ("step",), "offline": ("offline",), "both": ("step", "offline")}.get(mode)
+    if modes is None:
+        raise ValueError(f"--mode must be step, offline or both, got {mode!r}.")
+    return modes
+
+
+def _int8_options(target: str, calib_data: Optional[Path], calib_clips: int, calib_method: str):
+    from kwsdeploy.calibration.passes import Int8Options, parse_targets
+
+    return Int8Options(parse_targets(target), calib_data, calib_clips, calib_method)
 
 
 def print_trt_check(bundle_dir: Path, console) -> None:

@@ -11,7 +11,15 @@ import numpy as np
 import typer
 
 from kwsdeploy.cli.common import user_errors
-from kwsdeploy.contract import DEFAULT_DETECTION, DetectionSettings, StreamSpec, samples_to_seconds
+from kwsdeploy.contract import DEFAULT_DETECTION, samples_to_seconds
+from kwsdeploy.sources import (  # noqa: F401  (the library behind these commands; tests import it here)
+    BundleSource,
+    Source,
+    TorchSource,
+    detect,
+    detect_blocks,
+    resolve_settings,
+)
 
 # Detection defaults shared by `stream`, `eval-stream` and `demo` (kwsdeploy.contract.DetectionSettings; a
 # bundle tuned by `kwsdeploy tune` carries its own).
@@ -19,130 +27,9 @@ THRESHOLD = DEFAULT_DETECTION.threshold
 SMOOTHING_S = DEFAULT_DETECTION.smoothing_seconds
 REFRACTORY_S = DEFAULT_DETECTION.refractory_seconds
 MIN_GAP_S = DEFAULT_DETECTION.min_gap_seconds
-DEFAULT_HOP_FRAMES = 10  # windowed streams recompute the last second every 100 ms
 
 
-def _settings(threshold: float, smoothing: float, refractory: float, min_gap: float = MIN_GAP_S) -> DetectionSettings:
-    return DetectionSettings(threshold=threshold, smoothing_seconds=smoothing, refractory_seconds=refractory,
-                             min_gap_seconds=min_gap)
-
-
-def resolve_settings(source, threshold: Optional[float], smoothing: Optional[float], refractory: Optional[float],
-                     min_gap: Optional[float]) -> DetectionSettings:
-    """Options given on the command line, else the bundle manifest's settings, else the defaults."""
-    import dataclasses
-
-    base = getattr(source, "detection", None) or DEFAULT_DETECTION
-    given = {k: v for k, v in (("threshold", threshold), ("smoothing_seconds", smoothing),
-                               ("refractory_seconds", refractory), ("min_gap_seconds", min_gap)) if v is not None}
-    return dataclasses.replace(base, tuned=None, **given) if given else base
-
-
-class _Source:
-    """What `detect` needs from a source: labels, the stream spec, a description and a note."""
-
-    labels: list[str]
-    spec: StreamSpec
-    describe: str
-    note: str = ""
-
-    @property
-    def hop_seconds(self) -> float:
-        """Seconds of audio per step call (one packet of frames)."""
-        return self.spec.hop_seconds
-
-    def logits(self, audio: np.ndarray) -> np.ndarray:
-        """Logits [packets, classes] of a mono recording streamed from the zero state."""
-        raise NotImplementedError
-
-    def feeder(self):
-        """A fresh incremental feeder (`feed(block) -> logits [packets, classes]`) from the zero state."""
-        raise NotImplementedError
-
-
-class TorchSource(_Source):
-    """Logits of a recording from a checkpoint's torch step form (exact or windowed)."""
-
-    def __init__(self, checkpoint: Optional[Path], model: Optional[str], mode: Optional[str],
-                 packet_frames: Optional[int]) -> None:
-        from kwsdeploy.streaming.convert import to_streaming
-        from kwsdeploy.train.checkpoint import demo_checkpoint_path, load_checkpoint
-
-        self.note = ""
-        if checkpoint is None:
-            if model is None:
-                raise ValueError("Give --checkpoint CKPT, --bundle DIR or --model NAME (uses its shipped demo checkpoint).")
-            checkpoint = demo_checkpoint_path(model)
-            self.note = f"using the shipped demo checkpoint {checkpoint.name}"
-        ck = load_checkpoint(checkpoint)
-        self.labels = ck.labels
-        windowed = (mode or "") == "windowed" or not _is_exact(ck.model)
-        if packet_frames is None and windowed:
-            packet_frames = DEFAULT_HOP_FRAMES
-        options = {"packet_frames": packet_frames} if packet_frames else {}
-        self.step = to_streaming(ck.model, mode=mode, feature_config=ck.feature_config, **options)
-        self.spec = self.step.stream_spec
-        self.describe = f"{ck.card['model']} ({self.spec.mode}, torch)"
-
-    def logits(self, audio: np.ndarray) -> np.ndarray:
-        """The torch stream pipeline (step frontend + step model) over the recording."""
-        from kwsdeploy.streaming.pipeline import stream_logits
-
-        return stream_logits(self.step, audio)[1]
-
-    def feeder(self):
-        from kwsdeploy.streaming.blocks import TorchFeeder
-
-        return TorchFeeder(self.step)
-
-
-def _is_exact(model) -> bool:
-    """Whether the model's card streams in exact mode."""
-    from kwsdeploy.models.registry import kws_info
-
-    return kws_info(model).card.streaming == "exact"
-
-
-class BundleSource(_Source):
-    """Logits of a recording from an exported bundle through a step runner (ONNX Runtime, or TensorRT
-    when it is installed and the bundle holds an engine for it)."""
-
-    def __init__(self, bundle: Path, backend: str = "auto") -> None:
-        from kwsdeploy.runtime.runners import open_runner, resolve_backend
-
-        backend = resolve_backend(bundle, backend)
-        self.runner = open_runner(bundle, backend=backend)
-        self.labels = self.runner.labels
-        self.spec = self.runner.spec
-        self.describe = f"{self.runner.manifest.model.get('name', '?')} ({self.spec.mode}, {backend})"
-        from kwsdeploy.runtime.tuning import bundle_detection
-
-        self.detection = bundle_detection(self.runner.manifest)
-
-    def logits(self, audio: np.ndarray) -> np.ndarray:
-        """Audio (a --frontend bundle) or offline MFCC of [zero cache + audio] through the step graph."""
-        fc = self.spec.feature_config
-        if self.runner.input_name == "audio":
-            x = audio[None].astype(np.float32)
-        else:  # features: the streaming frontend's frames == offline MFCC of [cache zeros + audio]
-            import torch
-
-            from kwsdeploy.features import MFCC
-
-            if not fc.causal:
-                raise ValueError("This bundle takes reference-frontend features; export it with --frontend to stream audio.")
-            cache = np.zeros(fc.n_fft - fc.hop_length, dtype=np.float32)
-            with torch.no_grad():
-                x = MFCC(fc)(torch.from_numpy(np.concatenate([cache, audio]))[None]).numpy()
-        return self.runner.run(x)[:, 0]
-
-    def feeder(self):
-        from kwsdeploy.streaming.blocks import RunnerFeeder
-
-        return RunnerFeeder(self.runner)
-
-
-def _source(checkpoint, bundle, model, mode, hop_frames, backend: str = "auto") -> _Source:
+def _source(checkpoint, bundle, model, mode, hop_frames, backend: str = "auto") -> Source:
     """The one source the options name: a bundle, else a checkpoint (or a model's demo checkpoint)."""
     from kwsdeploy.cli._options import check_bundle_fixed, check_source
 
@@ -152,30 +39,6 @@ def _source(checkpoint, bundle, model, mode, hop_frames, backend: str = "auto") 
         check_bundle_fixed(src.spec, mode, hop_frames)
         return src
     return TorchSource(checkpoint, model, mode, hop_frames)
-
-
-def detect(source, audio: np.ndarray, threshold: float, smoothing: float, refractory: float,
-           min_gap: float = MIN_GAP_S, settings=None):
-    """Stream `audio` through `source` and return the keyword events (`settings` overrides the numbers)."""
-    from kwsdeploy.runtime.detect import KeywordDetector
-
-    settings = settings or _settings(threshold, smoothing, refractory, min_gap)
-    det = KeywordDetector.from_settings(source.labels, source.hop_seconds, settings)
-    return det.update(source.logits(audio)) if len(audio) else []
-
-
-def detect_blocks(source, blocks, threshold: float = THRESHOLD, smoothing: float = SMOOTHING_S,
-                  refractory: float = REFRACTORY_S, min_gap: float = MIN_GAP_S, settings=None):
-    """Stream audio blocks through `source`, yielding each keyword event as soon as it fires."""
-    from kwsdeploy.runtime.detect import KeywordDetector
-
-    settings = settings or _settings(threshold, smoothing, refractory, min_gap)
-    det = KeywordDetector.from_settings(source.labels, source.hop_seconds, settings)
-    feeder = source.feeder()
-    for block in blocks:
-        logits = feeder.feed(block)
-        if len(logits):
-            yield from det.update(logits)
 
 
 PROGRESS_AFTER_S = 30.0  # a progress bar (on a terminal) for recordings longer than this
@@ -330,6 +193,7 @@ def evaluate_stream(checkpoint, bundle, model, data, split, modes, hop_frames, c
 
     check_source(checkpoint, bundle, model)  # before the recording is built
     from kwsdeploy.data.dataset import KwsDataset
+    from kwsdeploy.data.noise import background_noise
     from kwsdeploy.data.prepared import load_labels
     from kwsdeploy.streaming.stream_eval import build_long_recording, score_detections
 
@@ -345,7 +209,7 @@ def evaluate_stream(checkpoint, bundle, model, data, split, modes, hop_frames, c
     for i in order:
         wave, y = ds[int(i)]
         pairs.append((np.asarray(wave, dtype=np.float32), labels[int(y)]))
-    noise = _noise(Path(data))
+    noise = background_noise(Path(data))
     audio, events = build_long_recording(pairs, noise=noise, seed=seed)
     sources = []
     if bundle is not None:
@@ -365,16 +229,3 @@ def evaluate_stream(checkpoint, bundle, model, data, split, modes, hop_frames, c
         score = score_detections([(e.label, e.time) for e in events_found], events, samples_to_seconds(len(audio)))
         rows.append({"source": src.describe, "hop_ms": round(src.hop_seconds * 1000, 3), **score.to_dict()})
     return rows
-
-
-def _noise(data: Path) -> np.ndarray | None:
-    """The first background-noise recording under the prepared tree (or its data root), if any."""
-    from kwsdeploy.audio import load_audio
-
-    for root in (data, *data.parents[:2]):
-        folder = root / "_background_noise_"
-        if folder.is_dir():
-            for f in sorted(folder.iterdir()):
-                if f.suffix.lower() in (".wav", ".flac"):
-                    return load_audio(f)[0]
-    return None

@@ -82,110 +82,124 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print a JSON summary at the end."),
     ) -> None:
         """Train a model of the zoo; best checkpoint by validation accuracy, plus the last one."""
-        from kwsdeploy.train.presets import get_preset
         from kwsdeploy.train.trainer import train
 
         with user_errors():
             if nproc != 1:
                 _launch(nproc)
-            cfg = get_preset(preset)
-            mc = None
-            if model_config is not None:
-                try:
-                    mc = json.loads(model_config)
-                except json.JSONDecodeError as exc:
-                    raise UserError(f"--model-config is not valid JSON ({exc.msg}); give an object like '{{\"k\": 1}}'.")
-                if not isinstance(mc, dict):
-                    raise UserError("--model-config must be a JSON object.")
-            snr = None
-            if noise_snr_db is not None and noise_snr_db.strip().lower() != "off":
-                from kwsdeploy.data.augment import parse_snr_range
-
-                try:
-                    snr = parse_snr_range(noise_snr_db)
-                except ValueError as exc:
-                    raise UserError(f"--noise-snr-db: {exc}")
-            speed_range = None
-            if speed is not None and speed.strip().lower() != "off":
-                try:
-                    speed_range = tuple(float(v) for v in speed.split(","))
-                except ValueError:
-                    speed_range = ()
-                if len(speed_range) != 2:
-                    raise UserError(f"--speed must be 'LO,HI' (e.g. 0.85,1.15) or 'off', got {speed!r}.")
-            tempo_range, tempo_p = None, None
-            if tempo is not None and tempo.strip().lower() != "off":
-                try:
-                    parts = [float(v) for v in tempo.split(",")]
-                except ValueError:
-                    parts = []
-                if len(parts) not in (2, 3):
-                    raise UserError(f"--tempo must be 'LO,HI' or 'LO,HI,P' (e.g. 0.6,1.2,0.5) or 'off', got {tempo!r}.")
-                tempo_range, tempo_p = (parts[0], parts[1]), (parts[2] if len(parts) == 3 else 1.0)
-            if model is not None:
-                from kwsdeploy.models.registry import get_card
-
-                model = get_card(model).name
-            cfg = cfg.with_overrides(
+            recipe = dict(  # what defines the run: --resume refuses a change to any of these
                 model=model, epochs=epochs, batch_size=batch_size, lr=lr, min_lr=min_lr, weight_decay=weight_decay,
                 warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, augment=augment,
-                spec_augment=spec_augment, stream_context_s=stream_context, gain_db=gain_db, noise_snr_db=snr, features=features, n_mfcc=n_mfcc, model_config=mc, seed=seed,
-                device=device, amp=amp, num_workers=num_workers, grad_clip=grad_clip,
-                threads=threads, micro_batch=micro_batch, eval_batch_size=eval_batch_size, compile=compile_model,
-                speed_range=speed_range, vtlp=vtlp, reverb_p=reverb_p, eq_db=eq_db, telephone_p=telephone_p,
-                lowpass_p=lowpass_p, shift_s=shift, tempo_range=tempo_range, tempo_p=tempo_p, init_from=str(init) if init is not None else None,
+                spec_augment=spec_augment, stream_context_s=stream_context, gain_db=gain_db, features=features,
+                n_mfcc=n_mfcc, seed=seed, grad_clip=grad_clip, vtlp=vtlp, reverb_p=reverb_p, eq_db=eq_db,
+                telephone_p=telephone_p, shift_s=shift, lowpass_p=lowpass_p,
             )
-            if noise_snr_db is not None and noise_snr_db.strip().lower() == "off":
-                import dataclasses
-
-                cfg = dataclasses.replace(cfg, noise_snr_db=None)  # with_overrides ignores None
-            if speed is not None and speed.strip().lower() == "off":
-                import dataclasses
-
-                cfg = dataclasses.replace(cfg, speed_range=None)
-            if tempo is not None and tempo.strip().lower() == "off":
-                import dataclasses
-
-                cfg = dataclasses.replace(cfg, tempo_range=None, tempo_p=0.0)
-            if cfg.min_lr > cfg.lr:
-                raise UserError(f"--min-lr {cfg.min_lr:g} is above the peak --lr {cfg.lr:g}: the cosine floor must be "
-                                "at most the peak.")
+            machine = dict(device=device, amp=amp, num_workers=num_workers, threads=threads, micro_batch=micro_batch,
+                           eval_batch_size=eval_batch_size, compile=compile_model,
+                           init_from=str(init) if init is not None else None)
+            cfg, recipe = _config(preset, recipe, machine, model_config, noise_snr_db, speed, tempo)
             if resume:
-                _check_resume(out, given={
-                    "model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr, "min_lr": min_lr,
-                    "weight_decay": weight_decay, "warmup_epochs": warmup_epochs, "label_smoothing": label_smoothing,
-                    "augment": augment, "spec_augment": spec_augment, "stream_context_s": stream_context,
-                    "gain_db": gain_db, "noise_snr_db": snr, "features": features, "n_mfcc": n_mfcc,
-                    "model_config": mc, "seed": seed, "grad_clip": grad_clip, "speed_range": speed_range,
-                    "vtlp": vtlp, "reverb_p": reverb_p, "eq_db": eq_db, "telephone_p": telephone_p, "shift_s": shift,
-                    "tempo_range": tempo_range, "tempo_p": tempo_p, "lowpass_p": lowpass_p,
-                })
-            if data is None:
-                from kwsdeploy.data.demo import demo_corpus_dir
-
-                data = demo_corpus_dir()
-                if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 says it
-                    typer.echo(f"no --data given: training on the embedded demo corpus ({data})", err=True)
-            if not (data / "labels.json").is_file():
-                raise UserError(f"{data} is not a prepared directory (no labels.json); run 'kwsdeploy data' first.")
+                _check_resume(out, given=recipe)
+            data = _training_data(data)
             log = (lambda s: typer.echo(s, err=True)) if not as_json else None
             result = train(cfg, data, out, resume=resume, progress=progress and not as_json,
                            stop_after=stop_after, log=log)
-        if result.rank != 0:  # under torchrun, rank 0 reports
-            return
-        summary = {
-            "out": str(result.out_dir), "best": str(result.best_dir), "last": str(result.last_dir),
-            "best_epoch": result.best_epoch, "best_valid_acc": result.best_valid_acc,
-            "epochs_run": len(result.history), "last_epoch": result.history[-1] if result.history else None,
-        }
-        test_path = result.out_dir / "test_metrics.json"
-        if test_path.is_file():
-            tm = json.loads(test_path.read_text())
-            summary.update(test_acc=tm["accuracy"], test_macro_f1=tm["macro_f1"])
-        if as_json:
-            typer.echo(json.dumps(summary, indent=1))
-        else:
-            typer.echo(f"best checkpoint (epoch {result.best_epoch}): {result.best_dir}; last: {result.last_dir}")
+        if result.rank == 0:  # under torchrun, rank 0 reports
+            _report(result, as_json)
+
+
+def _off(value: Optional[str]) -> bool:
+    return value is not None and value.strip().lower() == "off"
+
+
+def _config(preset: str, recipe: dict, machine: dict, model_config: Optional[str], noise_snr_db: Optional[str],
+            speed: Optional[str], tempo: Optional[str] = None):
+    """The preset with the command line's overrides, and the recipe options as given (for --resume)."""
+    import dataclasses
+
+    from kwsdeploy.train.presets import get_preset
+
+    cfg = get_preset(preset)
+    mc = None
+    if model_config is not None:
+        try:
+            mc = json.loads(model_config)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"--model-config is not valid JSON ({exc.msg}); give an object like '{{\"k\": 1}}'.")
+        if not isinstance(mc, dict):
+            raise UserError("--model-config must be a JSON object.")
+    snr = None
+    if noise_snr_db is not None and not _off(noise_snr_db):
+        from kwsdeploy.data.augment import parse_snr_range
+
+        try:
+            snr = parse_snr_range(noise_snr_db)
+        except ValueError as exc:
+            raise UserError(f"--noise-snr-db: {exc}")
+    speed_range = None
+    if speed is not None and not _off(speed):
+        try:
+            speed_range = tuple(float(v) for v in speed.split(","))
+        except ValueError:
+            speed_range = ()
+        if len(speed_range) != 2:
+            raise UserError(f"--speed must be 'LO,HI' (e.g. 0.85,1.15) or 'off', got {speed!r}.")
+    tempo_range, tempo_p = None, None
+    if tempo is not None and not _off(tempo):
+        try:
+            parts = [float(v) for v in tempo.split(",")]
+        except ValueError:
+            parts = []
+        if len(parts) not in (2, 3):
+            raise UserError(f"--tempo must be 'LO,HI' or 'LO,HI,P' (e.g. 0.6,1.2,0.5) or 'off', got {tempo!r}.")
+        tempo_range, tempo_p = (parts[0], parts[1]), (parts[2] if len(parts) == 3 else 1.0)
+    recipe = {**recipe, "model_config": mc, "noise_snr_db": snr, "speed_range": speed_range,
+              "tempo_range": tempo_range, "tempo_p": tempo_p}
+    if recipe["model"] is not None:
+        from kwsdeploy.models.registry import get_card
+
+        recipe["model"] = get_card(recipe["model"]).name
+    cfg = cfg.with_overrides(**recipe, **machine)
+    if _off(noise_snr_db):
+        cfg = dataclasses.replace(cfg, noise_snr_db=None)  # with_overrides ignores None
+    if _off(speed):
+        cfg = dataclasses.replace(cfg, speed_range=None)
+    if _off(tempo):
+        cfg = dataclasses.replace(cfg, tempo_range=None, tempo_p=0.0)
+    if cfg.min_lr > cfg.lr:
+        raise UserError(f"--min-lr {cfg.min_lr:g} is above the peak --lr {cfg.lr:g}: the cosine floor must be "
+                        "at most the peak.")
+    return cfg, recipe
+
+
+def _training_data(data: Optional[Path]) -> Path:
+    """--data, or the embedded demo corpus (said once, by rank 0); it must be a prepared directory."""
+    if data is None:
+        from kwsdeploy.data.demo import demo_corpus_dir
+
+        data = demo_corpus_dir()
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 says it
+            typer.echo(f"no --data given: training on the embedded demo corpus ({data})", err=True)
+    if not (data / "labels.json").is_file():
+        raise UserError(f"{data} is not a prepared directory (no labels.json); run 'kwsdeploy data' first.")
+    return data
+
+
+def _report(result, as_json: bool) -> None:
+    """Where the checkpoints are (and the test metrics when the run wrote them)."""
+    summary = {
+        "out": str(result.out_dir), "best": str(result.best_dir), "last": str(result.last_dir),
+        "best_epoch": result.best_epoch, "best_valid_acc": result.best_valid_acc,
+        "epochs_run": len(result.history), "last_epoch": result.history[-1] if result.history else None,
+    }
+    test_path = result.out_dir / "test_metrics.json"
+    if test_path.is_file():
+        tm = json.loads(test_path.read_text())
+        summary.update(test_acc=tm["accuracy"], test_macro_f1=tm["macro_f1"])
+    if as_json:
+        typer.echo(json.dumps(summary, indent=1))
+    else:
+        typer.echo(f"best checkpoint (epoch {result.best_epoch}): {result.best_dir}; last: {result.last_dir}")
 
 
 def _launch(nproc: int) -> None:

@@ -69,8 +69,10 @@ def refuse_incompatible(onnx_path: Path, version) -> None:
 
 def register_engine(app: typer.Typer) -> None:
     """Add `engine build` to the CLI."""
+    from kwsdeploy.cli._options import engine_batch_options, workspace_option
     from kwsdeploy.trt.plan import DEFAULT_WORKSPACE_MB
 
+    batch_opts = engine_batch_options()
     engine = typer.Typer(help="TensorRT engines of a bundle's step graph.", no_args_is_help=True)
     app.add_typer(engine, name="engine")
 
@@ -78,9 +80,9 @@ def register_engine(app: typer.Typer) -> None:
     def build_cmd(
         bundle: Path = typer.Argument(..., help="Bundle directory written by 'kwsdeploy export'."),
         precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 (fp16 graph or FP16 flag) or int8 (Q/DQ graph)."),
-        max_batch: int = typer.Option(1, "--max-batch", help="Largest batch (independent streams) the engine takes."),
-        opt_batch: Optional[int] = typer.Option(None, "--opt-batch", help="Batch TensorRT tunes for (default 1)."),
-        workspace: int = typer.Option(DEFAULT_WORKSPACE_MB, "--workspace", help="Builder workspace limit, MB."),
+        max_batch: int = batch_opts["max_batch"],
+        opt_batch: Optional[int] = batch_opts["opt_batch"],
+        workspace: int = workspace_option(DEFAULT_WORKSPACE_MB),
         timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="Timing cache file (read if present, then updated)."),
         out: Optional[Path] = typer.Option(None, "--out", help="Engine file (default BUNDLE/model.<precision>.trt<version>.engine)."),
         trt: str = typer.Option("10.3", "--trt", help="Without TensorRT: the version the printed trtexec command targets."),

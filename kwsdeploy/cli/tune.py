@@ -25,12 +25,15 @@ def register(app: typer.Typer) -> None:
         speech_minutes: float = typer.Option(16.0, "--speech-minutes", help="Minutes of non-keyword speech."),
         refractory: Optional[float] = typer.Option(None, "--refractory", help="Per-keyword refractory, seconds."),
         min_gap: Optional[float] = typer.Option(None, "--min-gap", help="Gap after any event, seconds."),
+        checkpoint: Optional[Path] = typer.Option(
+            None, "--checkpoint", help="Also write the settings into this checkpoint's card (the one the bundle was "
+                                       "exported from): `stream --checkpoint/--model` and later exports use them."),
         seed: int = typer.Option(0, "--seed"),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
         """Tune threshold and smoothing on the split's keywords between held-out speech; write the manifest."""
         from kwsdeploy.cli._detection import recording_logits
-        from kwsdeploy.cli.stream import BundleSource, resolve_settings
+        from kwsdeploy.sources import BundleSource, resolve_settings
         from kwsdeploy.runtime.tuning import write_detection
         from kwsdeploy.streaming.det_report import tune_settings
 
@@ -45,7 +48,18 @@ def register(app: typer.Typer) -> None:
             import dataclasses
 
             settings = dataclasses.replace(settings, tuned={**tuned, "recording": info})
+            if checkpoint is not None:
+                from kwsdeploy.train.checkpoint import read_card
+
+                card = read_card(checkpoint)
+                if card.get("weights_sha256") != src.runner.manifest.checkpoint.get("weights_sha256"):
+                    raise ValueError(f"--checkpoint {checkpoint} holds other weights than the bundle was exported "
+                                     "from; pass the checkpoint the bundle was made of.")
             write_detection(bundle, settings)
+            if checkpoint is not None:
+                from kwsdeploy.runtime.tuning import write_card_detection
+
+                write_card_detection(checkpoint, settings)
         if as_json:
             typer.echo(json.dumps(settings.to_dict(), indent=1))
             return
@@ -53,3 +67,6 @@ def register(app: typer.Typer) -> None:
                    f"refractory {settings.refractory_seconds:g} s per keyword, gap {settings.min_gap_seconds:g} s; "
                    f"on {info['seconds'] / 60:.1f} min ({split} keywords, {speech_set} speech): "
                    f"{tuned['false_alarms_per_hour']:.2f} FA/h, false reject rate {tuned['false_reject_rate']:.1%}")
+        if tuned["false_reject_rate"] >= 1.0:
+            typer.echo("warning: at this budget the detector hears none of the keywords: the model needs more "
+                       "training (non-keyword speech, more speakers) before it can be deployed at this budget.", err=True)

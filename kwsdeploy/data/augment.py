@@ -17,6 +17,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from kwsdeploy.contract import SAMPLE_RATE
+
 PAD_FRACTION = 0.1
 NOISE_PROB = 0.8
 NOISE_VOLUME = 0.1
@@ -90,7 +92,7 @@ def add_noise_snr(
     return np.clip(x + scale * seg, -1.0, 1.0).astype(np.float32)
 
 
-def time_shift(x: np.ndarray, rng: np.random.Generator, sample_rate: int = 16000) -> np.ndarray:
+def time_shift(x: np.ndarray, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Shift by U(-0.1, 0.1) s; the uncovered part gets faint U(-0.001, 0.001) noise."""
     start = int(rng.uniform(-SHIFT_SECONDS * sample_rate, SHIFT_SECONDS * sample_rate))
     fill = rng.uniform(-SHIFT_FILL, SHIFT_FILL, abs(start)).astype(np.float32)
@@ -99,7 +101,7 @@ def time_shift(x: np.ndarray, rng: np.random.Generator, sample_rate: int = 16000
     return np.concatenate([fill, x[:start]])
 
 
-def change_speed(x: np.ndarray, rng: np.random.Generator, sample_rate: int = 16000) -> np.ndarray:
+def change_speed(x: np.ndarray, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Resample by a factor U(0.85, 1.15) (rounded to 1/200; soxr HQ), back to the same length."""
     import soxr
 
@@ -112,7 +114,7 @@ def augment_waveform(
     x: np.ndarray,
     noises: Sequence[np.ndarray],
     rng: np.random.Generator,
-    sample_rate: int = 16000,
+    sample_rate: int = SAMPLE_RATE,
     *,
     reference: bool = True,
     gain_db: float = 0.0,

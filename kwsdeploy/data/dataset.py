@@ -9,7 +9,6 @@ random gain, SNR noise and speaker steps) is seeded per (seed, epoch, index).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -23,6 +22,7 @@ from kwsdeploy.data.prepared import (
     CLIP_SAMPLES, SAMPLE_RATE, SILENCE, SPLITS, PreparedError, audio_root, load_labels, load_meta, read_jsonl,
 )  # fmt: skip
 from kwsdeploy.data.wavcheck import ClipError, read_int16
+from kwsdeploy.hashing import sha256_bytes
 
 log = logging.getLogger("kwsdeploy.data")
 
@@ -92,7 +92,7 @@ class KwsDataset:
             k = keys[_source_key(e)]
             if self._unique[k] is None:
                 self._unique[k] = e
-        digest = hashlib.sha256(jsonl.read_bytes() + str(self.root).encode()).hexdigest()[:16]
+        digest = sha256_bytes(jsonl.read_bytes() + str(self.root).encode())[:16]
         use_disk = cache == "disk" or (cache == "auto" and len(keys) >= DISK_CACHE_MIN_CLIPS)
         self.clips = self._load_cache(digest, use_disk)
         self._noises: Optional[list[np.ndarray]] = None

@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
+from kwsdeploy.contract import samples_to_seconds
 from kwsdeploy.streaming.recording import Part, digit_recording, keyword_recording
 
 SPEECH_SETS = ("test", "tune")
@@ -103,7 +104,8 @@ def build(recording: str, prepared: Path, split: str, speech_set: str = "test", 
 
     words = split_keywords(prepared, split)
     noises = split_noises(prepared)
-    info: dict = {"recording": recording, "data": str(prepared), "split": split, "keywords": len(words), "seed": seed}
+    info: dict = {"recording": recording, "data": Path(prepared).name, "split": split, "keywords": len(words),
+                  "seed": seed}  # the folder's name only: results name no machine path
     if recording == "keywords":
         speech, sinfo = held_out_speech(speech_set, minutes, seed, progress)
         order = np.random.default_rng(seed).permutation(len(words))
@@ -115,7 +117,7 @@ def build(recording: str, prepared: Path, split: str, speech_set: str = "test", 
         info.update(sequences=len(seqs), pause_seconds=pause_seconds)
     else:
         raise ValueError(f"recording {recording!r} is not one of {', '.join(RECORDINGS)}.")
-    info["seconds"] = round(len(audio) / 16000, 2)
+    info["seconds"] = round(samples_to_seconds(len(audio)), 2)
     info["seconds_by_part"] = {k: round(sum(p.end - p.start for p in parts if p.kind == k), 2)
                                for k in ("keyword", "speech", "noise", "gap")}
     return audio, parts, info

@@ -6,13 +6,14 @@ renamed to its final name only once its size and sha256 match the published figu
 
 from __future__ import annotations
 
-import hashlib
 import os
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
+
+from kwsdeploy.hashing import sha256_file  # noqa: F401  (re-exported)
 
 CHUNK = 1 << 20
 
@@ -45,15 +46,6 @@ GSC_ARCHIVES: dict[int, ArchiveInfo] = {
 
 class DownloadError(ValueError):
     """A download failed or its result does not match the expected size/checksum."""
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verify_file(path: Path, size: int, sha256: str) -> None:

@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from kwsdeploy.atomic import PREPARED, writing_dir
+from kwsdeploy.contract import CLIP_SAMPLES, SAMPLE_RATE
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
 SILENCE = "_silence_"
 UNKNOWN = "_unknown_"
-SAMPLE_RATE = 16000
-CLIP_SAMPLES = 16000
 
 
 class PreparedError(ValueError):

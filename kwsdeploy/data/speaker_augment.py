@@ -23,6 +23,8 @@ from typing import Optional
 
 import numpy as np
 
+from kwsdeploy.contract import SAMPLE_RATE
+
 RT60_RANGE = (0.15, 0.7)
 DRR_DB_RANGE = (0.0, 12.0)
 RIR_SECONDS = 0.5
@@ -104,7 +106,7 @@ def _istft(spec: np.ndarray, length: int) -> np.ndarray:
     return out[N_FFT // 2: N_FFT // 2 + length]
 
 
-def vtlp(x: np.ndarray, alpha: float, rate: int = 16000) -> np.ndarray:
+def vtlp(x: np.ndarray, alpha: float, rate: int = SAMPLE_RATE) -> np.ndarray:
     """Warp the frequency axis by `alpha` (> 1 moves formants up), piecewise linear up to VTLP_FHI.
 
     Magnitudes are moved to the warped bins and each bin's phase advance (its instantaneous
@@ -164,7 +166,7 @@ def centre_fit(x: np.ndarray, samples: int) -> np.ndarray:
     return out
 
 
-def room_impulse(rng: np.random.Generator, rate: int = 16000) -> np.ndarray:
+def room_impulse(rng: np.random.Generator, rate: int = SAMPLE_RATE) -> np.ndarray:
     """A synthetic room impulse response: a unit direct path, then decaying noise (RT60, DRR drawn)."""
     rt60 = rng.uniform(*RT60_RANGE)
     drr_db = rng.uniform(*DRR_DB_RANGE)
@@ -208,7 +210,7 @@ def eq_curve(freqs: np.ndarray, rng: np.random.Generator, eq_db: float, telephon
     return 10.0 ** (curve_db / 20.0)
 
 
-def equalise(x: np.ndarray, rng: np.random.Generator, eq_db: float, telephone: bool, rate: int = 16000,
+def equalise(x: np.ndarray, rng: np.random.Generator, eq_db: float, telephone: bool, rate: int = SAMPLE_RATE,
              lowpass_hz: Optional[float] = None) -> np.ndarray:
     """Filter by `eq_curve` (and a low-pass at `lowpass_hz`; zero phase, whole clip at once), RMS restored."""
     spec = np.fft.rfft(x.astype(np.float64))
@@ -220,7 +222,7 @@ def equalise(x: np.ndarray, rng: np.random.Generator, eq_db: float, telephone: b
     return _match_rms(y, x)
 
 
-def shift(x: np.ndarray, seconds: float, rng: np.random.Generator, rate: int = 16000) -> np.ndarray:
+def shift(x: np.ndarray, seconds: float, rng: np.random.Generator, rate: int = SAMPLE_RATE) -> np.ndarray:
     """Move by U(-seconds, seconds), zero-filled, same length."""
     k = int(rng.uniform(-seconds, seconds) * rate)
     if k == 0:
@@ -233,7 +235,7 @@ def shift(x: np.ndarray, seconds: float, rng: np.random.Generator, rate: int = 1
     return out
 
 
-def speaker_augment(x: np.ndarray, aug: SpeakerAugment, rng: np.random.Generator, rate: int = 16000) -> np.ndarray:
+def speaker_augment(x: np.ndarray, aug: SpeakerAugment, rng: np.random.Generator, rate: int = SAMPLE_RATE) -> np.ndarray:
     """The enabled steps in order speed, tempo, VTLP, reverb, EQ/telephone, shift; float32, same length."""
     x = np.asarray(x, dtype=np.float32)
     if aug.speed is not None:

@@ -22,8 +22,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
+from kwsdeploy.contract import AUDIO, CLIP_FRAMES, DEFAULT_FEATURES, FEATURES, LOGITS, StateSpec, packet_samples
 from kwsdeploy.streaming.frontend import FRONTEND_STATE
-from kwsdeploy.contract import AUDIO, CLIP_FRAMES, DEFAULT_FEATURES, FEATURES, LOGITS, StateSpec
 
 DEFAULT_OPSET = 18
 EXPORTERS = ("dynamo", "legacy")
@@ -196,7 +196,7 @@ def export_frontend_step(
     """The streaming frontend's graph: `audio`, `state.frontend.samples` -> `features`, `new_state.frontend.samples`."""
     cfg = spec.feature_config
     fs = frontend_state_spec(frontend, cfg)
-    audio = 0.1 * torch.randn(example_batch, cfg.hop_length * spec.packet_frames)
+    audio = 0.1 * torch.randn(example_batch, packet_samples(spec.packet_frames, cfg))
     args = (audio, torch.zeros(example_batch, *fs.shape))
     return _best_graph(_FrontendOnly(frontend), args, [AUDIO, fs.name], [FEATURES, fs.output_name], opset, exporter)
 

@@ -80,7 +80,6 @@ def fold_scales(proto: onnx.ModelProto) -> onnx.ModelProto:
     """Fold `Mul(x, c)` into the MatMul (or Gemm, transB=1) that is its only consumer, when `c` is a
     constant vector along x's last axis and the weight is a constant: `(x * c) @ W = x @ (c[:, None] * W)`
     (an RMSNorm's weight into the next projection: one node less, the same arithmetic up to rounding)."""
-    import numpy as np
     from onnx import numpy_helper
 
     proto = _copy(proto)

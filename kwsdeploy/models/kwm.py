@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from kwsdeploy.contract import CLIP_FRAMES
-from kwsdeploy.models.mamba_mixer import MambaMixer
+from kwsdeploy.models._mamba_mixer import MambaMixer
 from kwsdeploy.models.reference_weights import ReferenceWeightsError, register_reference_map, rename_keys
 from kwsdeploy.models.registry import ModelCard, register, display_name
 

@@ -2,8 +2,9 @@
 
 A card is frozen: name, family, builder, default config, input feature count, expected parameter
 count, streaming mode (`exact` step form or `windowed` recompute) and the reference it reproduces.
-Family modules are discovered automatically (every module in `kwsdeploy.models` that is not a
-helper), so adding a family is adding a file.
+Family modules are discovered automatically: every module of `kwsdeploy.models` whose name does not
+start with `_` is imported (private helpers are `_`-prefixed, e.g. `_time_conv`; public helper
+modules such as `macs` register nothing), so adding a family is adding a file, with no list to edit.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 STREAMING_MODES = ("exact", "windowed")
-_HELPER_MODULES = {"registry", "common", "reference_weights", "mamba_mixer", "macs", "mamba_ssm_bridge"}
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ def _discover() -> None:
     if _discovered:
         return
     for info in sorted(pkgutil.iter_modules([str(Path(__file__).parent)]), key=lambda i: i.name):
-        if info.name not in _HELPER_MODULES and not info.name.startswith("_"):
+        if not info.name.startswith("_"):  # a module that registers no card (macs, registry) costs an import
             importlib.import_module(f"kwsdeploy.models.{info.name}")
     _discovered = True
 

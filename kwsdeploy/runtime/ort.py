@@ -87,18 +87,46 @@ class OrtStepRunner(StepRunner):
         for name in self.state_names:
             if new_state_name(name) not in outputs:
                 raise ValueError(f"state input {name!r} has no matching new_state output; this is not a kwsdeploy step graph (re-export it).")
+        if spec is None and manifest is not None:
+            spec = getattr(manifest, "stream", None)
+        state_shapes = {s.name: tuple(s.shape) for s in getattr(spec, "states", ())}
+        self._shapes = {i.name: self._concrete(i.shape, state_shapes.get(i.name), i.name) for i in inputs}
+        num_classes = getattr(spec, "num_classes", None) or (len(labels) if labels else None)
         super().__init__(
-            batch=batch, input_name=data[0].name, packet_shape=self._concrete(data[0].shape),
-            input_dtype=_ORT_TO_NUMPY[data[0].type], logits_shape=self._concrete(outputs[LOGITS].shape),
+            batch=batch, input_name=data[0].name, packet_shape=self._shapes[data[0].name],
+            input_dtype=_ORT_TO_NUMPY[data[0].type], logits_shape=self._logits_shape(outputs[LOGITS].shape, num_classes),
             labels=labels, spec=spec, manifest=manifest,
         )
         self._alloc_buffers({i.name: i for i in inputs}, outputs[LOGITS])
         self.reset()  # device buffers start uninitialised
 
     # -- set-up -----------------------------------------------------------------------------
-    def _concrete(self, shape: Sequence) -> tuple[int, ...]:
-        """The bound shape: symbolic (batch) axes become the runner's batch."""
-        return tuple(self._batch if not isinstance(d, int) else int(d) for d in shape)
+    def _concrete(self, shape: Sequence, known: Sequence[int] | None = None, name: str = "") -> tuple[int, ...]:
+        """The bound shape of an input: the leading axis is the runner's batch; the others are the
+        graph's static sizes or, where the graph left a symbol, the spec's (`known`, batch excluded)."""
+        inner = list(shape)[1:]
+        if known is not None and len(known) == len(inner):
+            inner = [int(d) if isinstance(d, int) and d > 0 else int(k) for d, k in zip(inner, known)]
+        loose = [d for d in inner if not isinstance(d, int) or d <= 0]
+        if loose:
+            raise ValueError(f"graph input {name!r} has symbolic non-batch axis/axes {loose} and no stream spec gives "
+                             "their sizes: pass spec=/manifest= or re-export the graph (static inner axes).")
+        return (self._batch, *(int(d) for d in inner))
+
+    def _logits_shape(self, shape: Sequence, num_classes: int | None) -> tuple[int, ...]:
+        """Logits are [batch, num_classes]: the class axis from the graph when static, else from the
+        spec/labels, else from one zero-input run of the graph."""
+        inner = list(shape)[1:]
+        if len(inner) == 1 and num_classes and not (isinstance(inner[0], int) and inner[0] > 0):
+            inner = [int(num_classes)]
+        if all(isinstance(d, int) and d > 0 for d in inner) and len(shape) > 0:
+            return (self._batch, *(int(d) for d in inner))
+        feeds = {i.name: np.zeros(self._shapes[i.name], dtype=_ORT_TO_NUMPY[i.type]) for i in self.session.get_inputs()}
+        out = self.session.run([LOGITS], feeds)[0]
+        if out.ndim < 1 or out.shape[0] != self._batch:
+            raise ValueError(f"graph output {LOGITS!r} has shape {list(out.shape)} for batch {self._batch}; "
+                             "a step graph's logits are [batch, num_classes] (re-export it).")
+        return tuple(int(d) for d in out.shape)
 
     def _alloc_buffers(self, inputs: dict, logits) -> None:
         """Two state sets (ping-pong) + the input packet + logits, all allocated once, and two bindings."""
@@ -107,7 +135,7 @@ class OrtStepRunner(StepRunner):
         for _ in range(2):
             vals, arrs = [], []
             for name in self.state_names:
-                v, a = self._alloc(self._concrete(inputs[name].shape), _ORT_TO_NUMPY[inputs[name].type])
+                v, a = self._alloc(self._shapes[name], _ORT_TO_NUMPY[inputs[name].type])
                 vals.append(v)
                 arrs.append(a)
             self._sets.append(vals)

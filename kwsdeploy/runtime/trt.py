@@ -43,6 +43,14 @@ def find_engine(model_path: str | Path, precision: str, trt_version: str, manife
     return engine if engine.is_file() else None
 
 
+def stream_handle(stream: Any) -> Any:
+    """What execute_async_v3 takes: the stream's integer handle (cuda-python's cudaStream_t converts)."""
+    try:
+        return int(stream)
+    except (TypeError, ValueError):
+        return stream
+
+
 def _host_array(ptr: int, nbytes: int, shape: Sequence[int], dtype: str) -> np.ndarray:
     """A numpy view of pinned host memory."""
     buf = (ctypes.c_byte * nbytes).from_address(ptr)
@@ -147,7 +155,7 @@ class TrtStepRunner(StepRunner):
         rt = self._cudart
         self._copy(self._ptrs[INPUT_KEY], self._host_in_ptr, self.plan.input.nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice)
         self._bind(parity)
-        if not self._context.execute_async_v3(self._stream):
+        if not self._context.execute_async_v3(stream_handle(self._stream)):
             raise RuntimeError(f"{self.engine_path.name}: execute_async_v3 failed (see TensorRT's log).")
         self._copy(self._host_out_ptr, self._ptrs[LOGITS_KEY], self.plan.logits.nbytes, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost)
 

@@ -66,8 +66,8 @@ class StepBlock(nn.Module):
 class StreamingBCResNet(StepModule):
     """Step form: `logits, *new_state = step(features [B, n_mfcc, P], *state)`, any P >= 1."""
 
-    def __init__(self, model: BCResNet, window_frames: int = CLIP_FRAMES,
-                 feature_config: FeatureConfig | None = None, packet_frames: int | None = None) -> None:
+    def __init__(self, model: BCResNet, packet_frames: int | None = None,
+                 feature_config: FeatureConfig | None = None, window_frames: int = CLIP_FRAMES) -> None:
         super().__init__()
         if not getattr(model, "causal", False):
             raise ValueError(

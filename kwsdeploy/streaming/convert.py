@@ -46,14 +46,8 @@ def to_streaming(
     if mode == "windowed":
         from kwsdeploy.streaming.windowed import ReferenceWindowedStream, WindowedStream
 
-        if "packet_frames" in options:  # one name for "frames per step call" across modes
-            packet = options.pop("packet_frames")
-            if options.setdefault("hop_frames", packet) != packet:
-                raise ValueError(f"packet_frames={packet} and hop_frames={options['hop_frames']} disagree; pass one.")
-
-        if not fc.causal:
-            return ReferenceWindowedStream(model, fc, **options).eval()
-        return WindowedStream(model, feature_config=fc, **options).eval()
+        cls = WindowedStream if fc.causal else ReferenceWindowedStream
+        return cls(model, feature_config=fc, **options).eval()
     if mode != "exact":
         raise ValueError(f"Unknown streaming mode {mode!r}; use 'exact' or 'windowed'.")
     if card.streaming != "exact":

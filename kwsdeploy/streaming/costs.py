@@ -12,11 +12,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from kwsdeploy.contract import CLIP_FRAMES
+from kwsdeploy.contract import CLIP_FRAMES, WINDOW_HOP_FRAMES
 from kwsdeploy.models.macs import forward_macs, macs_per_clip
 from kwsdeploy.models.registry import kws_info
 
-HOP_FRAMES = 10  # 100 ms of 10 ms feature frames
+HOP_FRAMES = WINDOW_HOP_FRAMES  # costs are per 100 ms hop
 
 
 def step_macs(step: nn.Module) -> int:

@@ -116,6 +116,12 @@ def det_curve(stream: ScoreStream, parts: Sequence[Part], total_seconds: float, 
     return out
 
 
+def keyword_curve(curve: Sequence[DetPoint], keyword: str) -> list[DetPoint]:
+    """One keyword's DET curve (its false rejects, the false alarms carrying its label)."""
+    return [DetPoint(p.threshold, p.per_keyword[keyword]["false_reject_rate"], p.per_keyword[keyword]["false_alarms"],
+                     p.per_keyword[keyword]["false_alarms_per_hour"], {}, {}) for p in curve]
+
+
 def operating_point(curve: Sequence[DetPoint], target_fa_per_hour: float) -> DetPoint | None:
     """The lowest threshold at and above which every point stays within the budget (None: none does)."""
     best = None

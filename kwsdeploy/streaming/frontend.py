@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from kwsdeploy.config import FeatureConfig
-from kwsdeploy.features import MFCC, is_exporting
 from kwsdeploy.contract import AUDIO, FEATURES, StateNames, StateSpec
+from kwsdeploy.features import MFCC, is_exporting
 
 FRONTEND_STATE = "state.frontend.samples"
 

@@ -22,14 +22,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from kwsdeploy.config import FeatureConfig
-from kwsdeploy.models.mamba_mixer import causal_depthwise_conv
+from kwsdeploy.contract import StateSpec
+from kwsdeploy.models._mamba_mixer import causal_depthwise_conv
 from kwsdeploy.models.registry import display_name
 from kwsdeploy.streaming.convert import register_converter
-from kwsdeploy.streaming.layers import StreamMeanPool, exact_stream_spec, resolve_packet_frames
-from kwsdeploy.contract import StateSpec
+from kwsdeploy.streaming.layers import StepModule, StreamMeanPool, exact_stream_spec, resolve_packet_frames
 
 
-class CausalKwmStream(nn.Module):
+class CausalKwmStream(StepModule):
     """`logits, *new_state = f(features [B, n_mfcc, packet_frames], *state)`, weights shared with `model`."""
 
     def __init__(
@@ -77,11 +77,6 @@ class CausalKwmStream(nn.Module):
     def chunk_frames(self) -> int:
         """The older name of `packet_frames`."""
         return self.packet_frames
-
-    def init_state(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
-        """Zero state (the start of a stream), in `stream_spec.states` order."""
-        device = self.model.head.weight.device
-        return tuple(torch.zeros((batch, *s.shape), device=device) for s in self.stream_spec.states)
 
     def extra_macs(self, frames: int) -> int:
         """MACs per call of `frames` frames that Linear hooks miss (conv taps, ~3 per scan element)."""

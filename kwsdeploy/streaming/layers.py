@@ -38,9 +38,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from kwsdeploy.config import FeatureConfig
+from kwsdeploy.contract import StateSpec, StreamSpec
 from kwsdeploy.models._time_conv import TimeConv1d
 from kwsdeploy.streaming.fold import fold_conv_bn
-from kwsdeploy.contract import StateSpec, StreamSpec
 
 
 class RingBufferConv(nn.Module):
@@ -169,13 +169,26 @@ def resolve_packet_frames(packet_frames: object, natural: int, model: str, optio
 
 
 class StepModule(nn.Module):
-    """Base of step forms: subclasses set `self.stream_spec` and implement `forward(features, *state)`."""
+    """Base of every step form, with one signature for all of them:
+
+        step = Step(model, packet_frames=None, feature_config=None, **family_options)
+        logits, *new_state = step(features, *state)   # features [B, C, packet_frames]
+        step.stream_spec; step.init_state(batch)       # zero state in stream_spec.states order
+
+    Subclasses set `self.stream_spec` in `__init__` and implement `forward(features, *state)`.
+    """
 
     stream_spec: StreamSpec
 
+    def forward(self, features: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        raise NotImplementedError
+
     def init_state(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
-        """Zero state for `batch` streams, in `stream_spec.states` order."""
-        return tuple(torch.zeros((batch, *s.shape), dtype=getattr(torch, s.dtype)) for s in self.stream_spec.states)
+        """Zero state for `batch` streams, in `stream_spec.states` order, on the module's device."""
+        device = next(iter([*self.parameters(), *self.buffers()]), torch.zeros(0)).device
+        return tuple(
+            torch.zeros((batch, *s.shape), dtype=getattr(torch, s.dtype), device=device) for s in self.stream_spec.states
+        )
 
 
 def require_causal(model: nn.Module, which: str) -> None:

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kwsdeploy.contract import StateSpec
 from kwsdeploy.streaming.fold import bn_scale_shift, fold_conv_bn
 from kwsdeploy.streaming.layers import RingBufferConv
-from kwsdeploy.contract import StateSpec
 
 
 class StreamTimeConv2d(RingBufferConv):

@@ -46,8 +46,8 @@ class MatchboxNetStep(StepModule):
         self,
         model: MatchboxNet,
         packet_frames: int | None = None,
-        clip_frames: int = CLIP_FRAMES,
         feature_config: FeatureConfig | None = None,
+        clip_frames: int = CLIP_FRAMES,
     ) -> None:
         super().__init__()
         require_causal(model, "MatchboxNet ('matchboxnet-causal')")

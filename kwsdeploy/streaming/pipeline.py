@@ -27,14 +27,14 @@ class TorchStreamPipeline:
         self.model = step_model.eval()
         self.spec = step_model.stream_spec
         self.frontend = make_frontend(step_model)
-        self.packet_samples = self.spec.feature_config.hop_length * self.spec.packet_frames
+        self.packet_samples = self.spec.packet_samples
         self.batch = batch
         self.reset()
 
     @property
     def hop_seconds(self) -> float:
         """Seconds of audio per step call."""
-        return self.packet_samples / self.spec.feature_config.sample_rate
+        return self.spec.hop_seconds
 
     def reset(self) -> None:
         """Back to the zero state (frontend cache, model state, pending samples)."""

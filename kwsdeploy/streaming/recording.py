@@ -19,6 +19,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from kwsdeploy.contract import SAMPLE_RATE
+
 PART_KINDS = ("keyword", "speech", "noise", "gap")
 NEAR_KEYWORD = "near_keyword"
 
@@ -68,7 +70,7 @@ def keyword_recording(
     keywords: Sequence[tuple[np.ndarray, str]],
     speech: Sequence[np.ndarray],
     noises: Sequence[np.ndarray],
-    sample_rate: int = 16000,
+    sample_rate: int = SAMPLE_RATE,
     seed: int = 0,
     speech_level_db: tuple[float, float] = (-6.0, 6.0),
     noise_snr_db: tuple[float, float] = (10.0, 25.0),
@@ -113,7 +115,7 @@ def keyword_recording(
 
 def digit_recording(
     sequences: Sequence[Sequence[tuple[np.ndarray, str]]],
-    sample_rate: int = 16000,
+    sample_rate: int = SAMPLE_RATE,
     pause_seconds: float = 0.5,
     between_seconds: float = 2.0,
     floor: np.ndarray | None = None,

@@ -14,6 +14,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from kwsdeploy.contract import SAMPLE_RATE
+
 FILLER_LABELS = ("_silence_", "_unknown_")
 
 
@@ -46,7 +48,7 @@ class StreamScore:
 def build_long_recording(
     clips: Sequence[tuple[np.ndarray, str]],
     noise: np.ndarray | None = None,
-    sample_rate: int = 16000,
+    sample_rate: int = SAMPLE_RATE,
     gap_seconds: tuple[float, float] = (1.0, 2.0),
     noise_gain: float = 0.05,
     seed: int = 0,

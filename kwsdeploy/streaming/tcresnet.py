@@ -49,8 +49,8 @@ class TCResNetStep(StepModule):
         self,
         model: TCResNet,
         packet_frames: int | None = None,
-        clip_frames: int = CLIP_FRAMES,
         feature_config: FeatureConfig | None = None,
+        clip_frames: int = CLIP_FRAMES,
     ) -> None:
         super().__init__()
         require_causal(model, "TC-ResNet (e.g. 'tcresnet8-causal')")

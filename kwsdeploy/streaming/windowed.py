@@ -8,9 +8,18 @@ import torch
 from torch import nn
 
 from kwsdeploy.config import FeatureConfig
-from kwsdeploy.contract import CLIP_FRAMES, StateSpec, StreamSpec
+from kwsdeploy.contract import CLIP_FRAMES, WINDOW_HOP_FRAMES, StateSpec, StreamSpec
 from kwsdeploy.models.registry import kws_info
 from kwsdeploy.streaming.layers import StepModule
+
+def window_hop(packet_frames: int | None, hop_frames: int | None, window_frames: int) -> int:
+    """The hop of a windowed stream: `packet_frames` (its name across modes) or `hop_frames`, default 10."""
+    if packet_frames is not None and hop_frames is not None and packet_frames != hop_frames:
+        raise ValueError(f"packet_frames={packet_frames} and hop_frames={hop_frames} disagree; pass one.")
+    hop = next((h for h in (packet_frames, hop_frames) if h is not None), WINDOW_HOP_FRAMES)
+    if not 1 <= hop <= window_frames:
+        raise ValueError(f"hop_frames must be in 1..{window_frames}, got {hop}.")
+    return int(hop)
 
 
 class WindowedStream(StepModule):
@@ -19,13 +28,13 @@ class WindowedStream(StepModule):
     def __init__(
         self,
         model: nn.Module,
-        hop_frames: int = 10,
-        window_frames: int = CLIP_FRAMES,
+        packet_frames: int | None = None,
         feature_config: FeatureConfig | None = None,
+        window_frames: int = CLIP_FRAMES,
+        hop_frames: int | None = None,
     ) -> None:
         super().__init__()
-        if not 1 <= hop_frames <= window_frames:
-            raise ValueError(f"hop_frames must be in 1..{window_frames}, got {hop_frames}.")
+        hop_frames = window_hop(packet_frames, hop_frames, window_frames)
         self.model = model.eval()
         kws = kws_info(model)
         n_mfcc = kws.n_mfcc
@@ -40,7 +49,8 @@ class WindowedStream(StepModule):
             feature_config=feature_config or FeatureConfig.deployable(n_mfcc),
         )
 
-    def forward(self, features: torch.Tensor, window: torch.Tensor):
+    def forward(self, features: torch.Tensor, *state: torch.Tensor):
+        (window,) = state
         hop = features.shape[-1]
         window = torch.cat([window[..., hop:], features], dim=-1)
         return self.model(window.unsqueeze(1)), window
@@ -55,14 +65,20 @@ class ReferenceWindowedStream(StepModule):
     second of audio.
     """
 
-    def __init__(self, model: nn.Module, feature_config: FeatureConfig, hop_frames: int = 10, window_frames: int = CLIP_FRAMES):
+    def __init__(
+        self,
+        model: nn.Module,
+        packet_frames: int | None = None,
+        feature_config: FeatureConfig | None = None,
+        window_frames: int = CLIP_FRAMES,
+        hop_frames: int | None = None,
+    ) -> None:
         super().__init__()
         from kwsdeploy.features import MFCC
 
-        if feature_config.causal:
+        if feature_config is None or feature_config.causal:
             raise ValueError("ReferenceWindowedStream is for the reference (clip_top_db) frontend; use WindowedStream.")
-        if not 1 <= hop_frames <= window_frames:
-            raise ValueError(f"hop_frames must be in 1..{window_frames}, got {hop_frames}.")
+        hop_frames = window_hop(packet_frames, hop_frames, window_frames)
         self.model = model.eval()
         self.mfcc = MFCC(feature_config)
         self.floor_db = float(10.0 * torch.log10(torch.tensor(feature_config.amin)))
@@ -77,7 +93,10 @@ class ReferenceWindowedStream(StepModule):
             feature_config=feature_config,
         )
 
-    def forward(self, log_mel: torch.Tensor, window: torch.Tensor):
+    def forward(self, features: torch.Tensor, *state: torch.Tensor):
+        """`features`: unclamped dB mel [B, n_mels, hop] (this stream's input); state: the window."""
+        (window,) = state
+        log_mel = features
         # The window is kept relative to the amin floor (10*log10(amin) dB), so the zero state of the
         # step contract is an empty window of digital silence, as the offline frontend sees zeros.
         hop = log_mel.shape[-1]

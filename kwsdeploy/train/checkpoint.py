@@ -8,7 +8,6 @@ weights (hash, tensor names, shapes) is refused with one clear line.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -18,6 +17,7 @@ from typing import Any, Mapping, Sequence
 
 from kwsdeploy.atomic import CHECKPOINT, OutputError, check_output_dir, writing_dir
 from kwsdeploy.config import FeatureConfig
+from kwsdeploy.hashing import sha256_file  # noqa: F401  (checkpoint users import it from here)
 
 SCHEMA_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -39,15 +39,6 @@ class LoadedCheckpoint:
     labels: list[str]
     feature_config: FeatureConfig
     path: Path = field(default_factory=Path)
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def versions() -> dict[str, str]:
@@ -239,8 +230,9 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> LoadedCheck
         )
     except registry.UnknownModelError as exc:
         raise CheckpointError(f"The card names model {card['model']!r}: {exc}") from None
-    except TypeError as exc:
-        raise CheckpointError(f"The card's model_config does not fit {card['model']!r}: {exc}") from None
+    except TypeError as exc:  # the message quotes the card's key as is: escape what would break the line
+        detail = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(exc))
+        raise CheckpointError(f"The card's model_config does not fit {card['model']!r}: {detail}") from None
     if feature_config.n_mfcc != registry.kws_info(model).n_mfcc:
         raise CheckpointError(
             f"The card's feature config gives {feature_config.n_mfcc} MFCCs but the model takes {registry.kws_info(model).n_mfcc}."

@@ -7,6 +7,7 @@ one, and then nothing here touches `torch.distributed`. Backend: NCCL on CUDA, g
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import inspect
@@ -193,6 +194,8 @@ def init_world(device: torch.device) -> World:
     if not dist.is_initialized():
         dist.init_process_group(world.backend)
         world.owns_group = True
+        if world.backend == "gloo":  # an error path that skips close() must not abort at exit (gloo's threads)
+            atexit.register(world.close)
     return world
 
 

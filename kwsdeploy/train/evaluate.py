@@ -120,12 +120,14 @@ def plot_curves(history: Iterable[dict[str, Any]], path: str | Path) -> Path | N
 
 
 def _save_fig(fig, path: Path) -> Path:
-    import os
+    """Save a PNG atomically (temp + rename, umask applied); an existing file is replaced only when it is
+    a plot kwsdeploy wrote (its PNG 'Software' text), never a file of the user's."""
+    from kwsdeploy.atomic import OutputError, is_our_png, writing_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    if path.is_dir() or (path.exists() and not is_our_png(path)):
+        raise OutputError(f"{path} exists and is not a plot kwsdeploy wrote: choose another path for the PNG.")
+    with writing_file(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png", metadata={"Software": "kwsdeploy"})
     return path
 
 

@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from kwsdeploy.atomic import ArtifactKind
+from kwsdeploy.atomic import ArtifactKind, write_file
 import torch.nn.functional as F
 
 from kwsdeploy.config import FeatureConfig
@@ -388,9 +388,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_file(path, text)
 
 
 class _Bar:

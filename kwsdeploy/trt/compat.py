@@ -2,9 +2,9 @@
 builder accept it? Catches on the workstation what would otherwise fail on the device.
 
 Checks: operators and their documented restrictions per parser version (`parser_support`), the
-default-domain opset, custom domains, Q/DQ as TensorRT runs it (signed INT8, zero point 0, scale a
-constant, per-channel only on weights), no dynamic axis but the declared batch (axis 0, named
-`batch`) on any input or output, no external data, engine I/O types. Each finding names the node
+default-domain opset, custom domains, Q/DQ as TensorRT runs it (`qdq_rules`: signed INT8, zero
+point 0, scale a constant, per-channel only on weights), no dynamic axis but the declared batch
+(axis 0, named `batch`) on any input or output, no external data, engine I/O types. Each finding names the node
 (or input) and the first TensorRT version that would accept it, or says that none does.
 Needs onnx only (no torch, no tensorrt).
 """
@@ -17,14 +17,15 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto
 
 from kwsdeploy.trt import parser_support as ps
+from kwsdeploy.trt.graph_facts import STANDARD_DOMAINS, GraphFacts, node_attr, node_input, node_where
+from kwsdeploy.trt.qdq_rules import qdq_issues
 from kwsdeploy.trt.versions import TrtVersion
 
 # The name exporters give the one dynamic axis (axis 0); the manifest marks it the same way.
 DECLARED_BATCH = "batch"
-_STANDARD_DOMAINS = ("", "ai.onnx")
 _CAST_TYPES = frozenset({"FLOAT", "FLOAT16", "BFLOAT16", "INT32", "INT64", "UINT8", "BOOL", "DOUBLE"})
 
 
@@ -92,72 +93,12 @@ def load_graph(source: str | Path | bytes | onnx.ModelProto) -> onnx.ModelProto:
         raise ValueError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc}).") from None
 
 
-# -- the graph's facts, computed once -----------------------------------------------------------
-class _Graph:
-    def __init__(self, model: onnx.ModelProto) -> None:
-        g = model.graph
-        self.model = model
-        self.constants: dict[str, Any] = {t.name: t for t in g.initializer}
-        self.producers: dict[str, onnx.NodeProto] = {}
-        for node in g.node:
-            for out in node.output:
-                self.producers[out] = node
-            if node.op_type == "Constant" and node.domain in _STANDARD_DOMAINS and node.output:
-                self.constants[node.output[0]] = node
-        self.opset = next((o.version for o in model.opset_import if o.domain in _STANDARD_DOMAINS), 0)
-
-    def is_constant(self, name: str) -> bool:
-        return name in self.constants
-
-    def value(self, name: str) -> np.ndarray | None:
-        """The array of a constant (initializer or Constant node), None when not a constant."""
-        src = self.constants.get(name)
-        if src is None:
-            return None
-        if isinstance(src, TensorProto):
-            return numpy_helper.to_array(src)
-        for attr in src.attribute:
-            if attr.name == "value":
-                return numpy_helper.to_array(attr.t)
-            if attr.name in ("value_float", "value_int", "value_floats", "value_ints"):
-                return np.asarray(helper.get_attribute_value(attr))
-        return None
-
-    def dtype(self, name: str) -> str | None:
-        """ONNX element type name of a constant, None when unknown."""
-        src = self.constants.get(name)
-        if isinstance(src, TensorProto):
-            return TensorProto.DataType.Name(src.data_type)
-        if src is not None:
-            for attr in src.attribute:
-                if attr.name == "value":
-                    return TensorProto.DataType.Name(attr.t.data_type)
-        return None
-
-
-def _where(node: onnx.NodeProto, index: int) -> str:
-    return f"node {node.name!r} ({node.op_type})" if node.name else f"node #{index} ({node.op_type})"
-
-
-def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
-    for a in node.attribute:
-        if a.name == name:
-            value = helper.get_attribute_value(a)
-            return value.decode() if isinstance(value, bytes) else value
-    return default
-
-
-def _input(node: onnx.NodeProto, i: int) -> str:
-    """The node's i-th input name, '' when absent (optional inputs may be empty strings)."""
-    return node.input[i] if len(node.input) > i else ""
-
-
 # -- rules: each yields (rule, message, accepted_from) --------------------------------------------
 Issue = tuple[str, str, "TrtVersion | None"]
 
 
-def _op_issues(node: onnx.NodeProto, g: _Graph) -> Iterator[Issue]:
-    if node.domain not in _STANDARD_DOMAINS:
+def _op_issues(node: onnx.NodeProto, g: GraphFacts) -> Iterator[Issue]:
+    if node.domain not in STANDARD_DOMAINS:
         yield ("domain", f"custom domain {node.domain!r}: TensorRT parses it only through a plugin, and the "
                          "bundle ships none; export with standard ONNX ops", None)
         return
@@ -169,15 +110,15 @@ def _op_issues(node: onnx.NodeProto, g: _Graph) -> Iterator[Issue]:
         yield ("op", f"{node.op_type} is not in this version's ONNX parser", since)
 
 
-def _constant_input(node: onnx.NodeProto, g: _Graph, i: int, what: str, lifted: TrtVersion | None) -> Iterator[Issue]:
-    name = _input(node, i)
+def _constant_input(node: onnx.NodeProto, g: GraphFacts, i: int, what: str, lifted: TrtVersion | None) -> Iterator[Issue]:
+    name = node_input(node, i)
     if name and not g.is_constant(name):
         yield ("attribute", f"`{what}` (input {i}) must be a constant (initializer or Constant node)", lifted)
 
 
-def _attribute_issues(node: onnx.NodeProto, g: _Graph) -> Iterator[Issue]:
+def _attribute_issues(node: onnx.NodeProto, g: GraphFacts) -> Iterator[Issue]:
     op = node.op_type
-    if node.domain not in _STANDARD_DOMAINS:
+    if node.domain not in STANDARD_DOMAINS:
         return
     if op in ("Slice", "Pad"):
         yield from _constant_input(node, g, 3, "axes", ps.LIFTED[(op, "axes")])
@@ -190,22 +131,22 @@ def _attribute_issues(node: onnx.NodeProto, g: _Graph) -> Iterator[Issue]:
     elif op == "OneHot":
         yield from _constant_input(node, g, 1, "depth", None)
     elif op in ps.POOL_OPS:
-        kernel = _attr(node, "kernel_shape", [])
+        kernel = node_attr(node, "kernel_shape", [])
         if op != "LpPool" and len(kernel) not in (2, 3):
             yield ("attribute", f"{len(kernel)}D pooling: the parser documents 2D or 3D pooling only", None)
-        if any(d != 1 for d in _attr(node, "dilations", [])):
+        if any(d != 1 for d in node_attr(node, "dilations", [])):
             yield ("attribute", "`dilations` must be empty or all ones", None)
         if op == "MaxPool" and len(node.output) > 1 and node.output[1]:
             yield ("attribute", "the `Indices` output is unsupported", None)
     elif op == "Einsum":
-        eq = str(_attr(node, "equation", "")).replace(" ", "")
+        eq = str(node_attr(node, "equation", "")).replace(" ", "")
         lhs = eq.split("->")[0]
         if "..." in eq:
             yield ("attribute", f"Einsum ellipsis in {eq!r}", ps.LIFTED[("Einsum", "ellipsis")])
         if any(len(set(t.replace("...", ""))) < len(t.replace("...", "")) for t in lhs.split(",")):
             yield ("attribute", f"Einsum diagonal (an index repeated in one operand) in {eq!r}", ps.LIFTED[("Einsum", "diagonal")])
     elif op == "Dropout":
-        name = _input(node, 2)
+        name = node_input(node, 2)
         if name:
             v = g.value(name)
             if v is None or bool(np.any(v)):
@@ -218,76 +159,29 @@ def _attribute_issues(node: onnx.NodeProto, g: _Graph) -> Iterator[Issue]:
         if any(o for o in node.output[1:]):
             yield ("attribute", "only the first output `Y` is supported", None)
     elif op == "LSTM":
-        if _attr(node, "input_forget", 0) != 0 or _attr(node, "layout", 0) != 0:
+        if node_attr(node, "input_forget", 0) != 0 or node_attr(node, "layout", 0) != 0:
             yield ("attribute", "`input_forget` and `layout` must be 0", None)
     elif op == "TopK":
-        if _attr(node, "sorted", 1) != 1:
+        if node_attr(node, "sorted", 1) != 1:
             yield ("attribute", "`sorted` must be 1", None)
     elif op == "Resize":
-        mode = _attr(node, "mode", "nearest")
-        ctm = _attr(node, "coordinate_transformation_mode", "half_pixel")
-        nearest = _attr(node, "nearest_mode", "round_prefer_floor")
+        mode = node_attr(node, "mode", "nearest")
+        ctm = node_attr(node, "coordinate_transformation_mode", "half_pixel")
+        nearest = node_attr(node, "nearest_mode", "round_prefer_floor")
         if mode not in ps.RESIZE_MODES:
             yield ("attribute", f"Resize mode {mode!r} (supported: nearest, linear)", None)
         if ctm not in ps.RESIZE_COORDINATE_MODES:
             yield ("attribute", f"Resize coordinate_transformation_mode {ctm!r}", None)
         if mode == "nearest" and nearest not in ps.RESIZE_NEAREST_MODES:
             yield ("attribute", f"Resize nearest_mode {nearest!r}", None)
-        if _attr(node, "antialias", 0):
+        if node_attr(node, "antialias", 0):
             yield ("attribute", "Resize antialiasing is unsupported", None)
-        if _attr(node, "keep_aspect_ratio_policy", "stretch") != "stretch":
+        if node_attr(node, "keep_aspect_ratio_policy", "stretch") != "stretch":
             yield ("attribute", "Resize keep_aspect_ratio_policy must be 'stretch'", None)
     elif op == "Cast":
-        to = TensorProto.DataType.Name(_attr(node, "to", TensorProto.FLOAT))
+        to = TensorProto.DataType.Name(node_attr(node, "to", TensorProto.FLOAT))
         if to not in _CAST_TYPES:
             yield ("attribute", f"Cast to {to} (supported: {', '.join(sorted(_CAST_TYPES))})", None)
-
-
-def _is_weight(node: onnx.NodeProto, g: _Graph) -> bool:
-    """Whether a Q/DQ node quantizes a constant (a weight) rather than an activation."""
-    x = _input(node, 0)
-    if g.is_constant(x):
-        return True
-    if node.op_type == "DequantizeLinear":
-        src = g.producers.get(x)
-        return src is not None and src.op_type == "QuantizeLinear" and g.is_constant(_input(src, 0))
-    return False
-
-
-def _qdq_issues(node: onnx.NodeProto, g: _Graph) -> Iterator[Issue]:
-    if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or node.domain not in _STANDARD_DOMAINS:
-        return
-    scale, zp = _input(node, 1), _input(node, 2)
-    if not g.is_constant(scale):
-        yield ("qdq", "the scale must be a constant (TensorRT takes Q/DQ scales at build time)", None)
-    else:
-        s = g.value(scale)
-        if s is not None and s.size > 1 and not _is_weight(node, g):
-            yield ("qdq", f"per-channel scale ({s.size} values) on an activation: TensorRT quantizes activations "
-                          "per tensor; per-channel only on weights", None)
-        if s is not None and s.size and not np.all(np.asarray(s, dtype=np.float64) > 0):
-            yield ("qdq", "scales must be positive", None)
-    if _attr(node, "block_size", 0):
-        yield ("qdq", "block quantization (block_size) is not INT8 Q/DQ", None)
-    if not zp:
-        if node.op_type == "QuantizeLinear" and not _attr(node, "output_dtype", 0):
-            yield ("qdq", "no zero point: ONNX then quantizes to UINT8; give a signed INT8 zero point of 0", None)
-        elif node.op_type == "DequantizeLinear" and g.dtype(_input(node, 0)) not in (None, "INT8"):
-            yield ("qdq", f"dequantizes {g.dtype(_input(node, 0))} data; TensorRT runs signed INT8 Q/DQ", None)
-        elif node.op_type == "QuantizeLinear" and _attr(node, "output_dtype", 0) != TensorProto.INT8:
-            name = TensorProto.DataType.Name(_attr(node, "output_dtype", 0))
-            yield ("qdq", f"quantizes to {name}; TensorRT runs signed INT8 Q/DQ", None)
-        return
-    if not g.is_constant(zp):
-        yield ("qdq", "the zero point must be a constant", None)
-        return
-    dtype = g.dtype(zp)
-    if dtype is not None and dtype != "INT8":
-        yield ("qdq", f"zero point of type {dtype}: TensorRT runs signed INT8 Q/DQ (int8 zero point 0)", None)
-    v = g.value(zp)
-    if v is not None and np.any(np.asarray(v, dtype=np.int64) != 0):
-        yield ("qdq", f"zero point is not 0 (max |zero point| = {int(np.max(np.abs(np.asarray(v, np.int64))))}): "
-                      "TensorRT needs symmetric quantization", None)
 
 
 def _io_issues(model: onnx.ModelProto, batch: str) -> Iterator[tuple[str, Issue]]:
@@ -326,12 +220,12 @@ def _external_issues(model: onnx.ModelProto) -> Iterator[tuple[str, Issue]]:
     for i, node in enumerate(model.graph.node):
         for a in node.attribute:
             if a.type == onnx.AttributeProto.TENSOR and a.t.data_location == TensorProto.EXTERNAL:
-                yield _where(node, i), ("external-data", f"attribute {a.name!r} stored in an external file", None)
+                yield node_where(node, i), ("external-data", f"attribute {a.name!r} stored in an external file", None)
 
 
 def find_issues(model: onnx.ModelProto, batch: str = DECLARED_BATCH) -> list[Finding]:
     """Every finding of any TensorRT version, each with the first version accepting it (or None)."""
-    g = _Graph(model)
+    g = GraphFacts(model)
     out: list[Finding] = []
     if g.opset < ps.MIN_OPSET:
         out.append(Finding("opset", "graph", f"opset {g.opset} is below {ps.MIN_OPSET}, the oldest TensorRT parses", None))
@@ -342,8 +236,8 @@ def find_issues(model: onnx.ModelProto, batch: str = DECLARED_BATCH) -> list[Fin
     for where, (rule, msg, since) in _external_issues(model):
         out.append(Finding(rule, where, msg, since))
     for i, node in enumerate(model.graph.node):
-        for rule, msg, since in (*_op_issues(node, g), *_attribute_issues(node, g), *_qdq_issues(node, g)):
-            out.append(Finding(rule, _where(node, i), msg, since))
+        for rule, msg, since in (*_op_issues(node, g), *_attribute_issues(node, g), *qdq_issues(node, g)):
+            out.append(Finding(rule, node_where(node, i), msg, since))
     return out
 
 
@@ -362,7 +256,7 @@ def check_model(
     model = load_graph(source)
     label = name or (Path(source).name if isinstance(source, (str, Path)) else "graph")
     issues = find_issues(model, batch)
-    opset = _Graph(model).opset
+    opset = GraphFacts(model).opset
     results = []
     for v in sorted({TrtVersion.parse(x) for x in versions}):
         kept = tuple(f for f in issues if _rejects(f, v))

@@ -49,7 +49,7 @@ class BuildPlan:
         return (1 << strongly_typed_bit) if self.strongly_typed else 0
 
 
-def _step_file(manifest, precision: str, input_kind: str | None):
+def step_file(manifest, precision: str, input_kind: str | None):
     """The manifest's step ONNX file of a precision ('int8': a Q/DQ graph of the TensorRT recipe),
     or None when the bundle has none."""
     for f in manifest.files:
@@ -70,8 +70,8 @@ def build_plan(manifest, precision: str, version: str | TrtVersion, input_kind: 
     v = TrtVersion.parse(version)
     if precision not in PRECISIONS:
         raise PlanError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
-    fp32 = _step_file(manifest, "fp32", input_kind)
-    own = _step_file(manifest, precision, input_kind)
+    fp32 = step_file(manifest, "fp32", input_kind)
+    own = step_file(manifest, precision, input_kind)
     strong = v.builds_strongly_typed
     typing_flag = ("--stronglyTyped",) if strong and not v.always_strongly_typed else ()
     if precision == "fp32":

@@ -164,3 +164,43 @@ def test_data_gives_each_row_its_accuracy_and_false_alarms():
     assert step[0]["accuracy"] == step[1]["accuracy"] and step[0]["fa_per_hour"] == step[1]["fa_per_hour"]
     for r in offline:
         assert r["accuracy"] in (0.0, 0.25, 0.5, 0.75, 1.0) and r["fa_per_hour"] is None
+
+
+def test_natural_packet_equal_to_a_listed_one_is_one_row():
+    s = Settings(models=("tcresnet8-causal",), runtimes=("ort",), modes=("step",), packet_frames=(None, 8, 16),
+                 calls=2, warmup=0, max_seconds=0.01, rounds=1, audio_seconds=1.0, peers=False)
+    rows = run(s).rows
+    assert [(r["packet_frames"], r["status"]) for r in rows] == [(8, "ok"), (16, "ok")]
+    assert rows[1]["macs_per_call"] == pytest.approx(2 * rows[0]["macs_per_call"], rel=0.01)
+
+
+def test_int8_rows_carry_a_quantized_graph():
+    s = Settings(models=("kwm",), runtimes=("ort",), precisions=("fp32", "int8"), modes=("step",), calls=2,
+                 warmup=0, max_seconds=0.01, rounds=1, audio_seconds=1.0, peers=False)
+    fp32, int8 = run(s).rows
+    assert fp32["status"] == int8["status"] == "ok" and int8["precision"] == "int8"
+    assert int8["weight_bytes"] < 0.6 * fp32["weight_bytes"]  # int8 MatMul weights
+    assert 0 < int8["max_abs_diff_vs_torch"] < 0.05 and int8["bound_kind"] in ("memory", "compute")
+
+
+def test_model_without_checkpoint_is_timed_with_random_weights():
+    s = Settings(models=("tcresnet14-causal",), runtimes=("torch",), modes=("step",), calls=2, warmup=0,
+                 max_seconds=0.01, rounds=1, audio_seconds=1.0, peers=False)
+    (row,) = run(s).rows
+    assert row["status"] == "ok" and row["params"] > 100_000
+    assert row["weights"] == "random init"
+
+
+def test_rerun_into_its_own_folder_replaces_its_reports(cli_run, tmp_path):
+    import copy
+    import shutil
+
+    from kwsdeploy.bench import report
+
+    out, result = cli_run
+    again = shutil.copytree(out, tmp_path / "again")
+    second = copy.deepcopy(result)
+    second["notes"].append("second run")
+    report.write(second, again)
+    assert "- second run" in (again / "benchmark.md").read_text()
+    assert json.loads((again / "benchmark.json").read_text())["notes"][-1] == "second run"

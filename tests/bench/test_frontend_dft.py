@@ -74,3 +74,21 @@ def test_exported_frontend_runs_in_ort_and_passes_the_trt_check():
         ref = front(torch.from_numpy(audio), torch.from_numpy(cache))[0].numpy()
     assert np.max(np.abs(got - ref)) <= MFCC_FACTORISED_REL * np.abs(ref).max()
     assert np.max(np.abs(got - ref)) <= 1e3 * ONNX_PARITY_ATOL
+
+
+def test_bench_frontend_script_writes_its_table(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "frontend.md"
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "bench_frontend.py"), "--packets", "2",
+                           "--batches", "1", "--rounds", "1", "--calls", "3", "--out", str(out)],
+                          cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| factorised") or line.startswith("| direct")]
+    assert [r.split("|")[1].strip() for r in rows] == ["factorised", "direct"]
+    nodes = [int(r.split("|")[4]) for r in rows]
+    assert nodes[0] <= 30 and all(float(r.split("|")[6]) > 0 for r in rows)
+    assert float(rows[0].split("|")[5]) < 100.0 < float(rows[1].split("|")[5])  # constants KB

@@ -164,3 +164,22 @@ def test_a_graph_without_quantizable_layers_is_refused(tc_calib):
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 40, 8])])
     with pytest.raises(QuantizeError, match="no Conv/MatMul/Gemm layer with constant weights.*without --int8"):
         quantize_tensorrt(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]), tc_calib)
+
+
+def test_offline_graph_calibrates_per_clip_and_quantizes(tc_graph):
+    from kwsdeploy.calibration.data import load_calibration_clips
+    from kwsdeploy.calibration.passes import CalibrationSource, tensorrt_pass
+    from kwsdeploy.exporters import onnx as ox
+    from kwsdeploy.precisions import PassContext
+
+    _, ck = tc_graph
+    fc = ck.feature_config
+    proto = ox.export_offline(ck.model, clip_frames=fc.clip_frames, exporter="legacy")
+    clips = load_calibration_clips(None, ck.labels, fc.sample_rate, fc.clip_samples, clips=6)
+    src = CalibrationSource(clips, fc)
+    calib = src.for_graph(proto, "offline")
+    assert len(calib) == 6 and calib.names == ["features"] and calib.tuples[0]["features"].shape == (1, 1, 40, 98)
+    ctx = PassContext("offline", calibration=src)
+    q = tensorrt_pass(proto, ctx)
+    assert validate_tensorrt_qdq(q) > 0
+    assert ctx.record["clips"] == 6 and "model.offline.int8-tensorrt.onnx" in ctx.record["extra"]["files"]

@@ -52,3 +52,17 @@ def test_cpu_candidates_under_the_sqnr_floor_are_rejected(kwm_graph, kwm_calib):
     r = cpu_recipe(kwm_graph[0], kwm_calib, floor_db=500.0, candidates=("dynamic-u8s8",),
                    timer=_timer({"dynamic-u8s8": 3.0}))
     assert r.settings["chosen"] == "fp32" and "dynamic-u8s8" in r.settings["rejected"]
+
+
+def test_cpu_recipe_needs_the_confirming_timing_to_agree(kwm_graph, kwm_calib):
+    calls = []
+
+    def timer(graphs):
+        calls.append(sorted(graphs))
+        speed = 2.0 if len(calls) == 1 else 0.9  # fast in the first timing, slower in the confirmation
+        return {n: Timing(n, {1: 1e-3 / (speed if n != "fp32" else 1.0), 64: 1e-2 / (speed if n != "fp32" else 1.0)})
+                for n in graphs}
+
+    r = cpu_recipe(kwm_graph[0], kwm_calib, candidates=("dynamic-u8s8",), timer=timer)
+    assert calls == [["dynamic-u8s8", "fp32"], ["dynamic-u8s8", "fp32"]]
+    assert r.settings["chosen"] == "fp32" and r.settings["confirmation_speed_vs_fp32"] == {"1": 0.9, "64": 0.9}

@@ -101,3 +101,37 @@ def test_tune_writes_a_threshold_that_meets_the_target(bundle, tmp_path):
     verify_bundle(tuned)
     bad = runner.invoke(app, ["tune", "--bundle", str(tuned), "--target-fa-per-hour", "-1"])
     assert bad.exit_code == 2 and "--target-fa-per-hour must be >= 0" in bad.output
+
+
+def test_a_checkpoint_card_carries_tuned_settings_into_stream_and_export(recording, tmp_path):
+    from kwsdeploy.runtime.tuning import card_detection, write_card_detection
+    from kwsdeploy.train.checkpoint import demo_checkpoint_path, load_checkpoint, read_card
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(demo_checkpoint_path(MODEL), ckpt)
+    settings = DetectionSettings(threshold=0.9999, smoothing_seconds=0.1, tuned={"target_fa_per_hour": 1.0})
+    write_card_detection(ckpt, settings)
+    assert card_detection(read_card(ckpt)) == settings
+    load_checkpoint(ckpt)  # the weights still match their card
+    wav = save_wav_atomic(tmp_path / "rec.wav", recording[0], 16000)
+    out = json.loads(runner.invoke(app, ["stream", "--checkpoint", str(ckpt), str(wav), "--json"]).output)
+    assert out["detection"] == settings.to_dict() and all(d["score"] >= 0.9999 for d in out["detections"])
+    r = runner.invoke(app, ["export", "--model", MODEL, "--checkpoint", str(ckpt), "--frontend", "--out",
+                            str(tmp_path / "b"), "--exporter", "legacy"])
+    assert r.exit_code == 0, r.output
+    assert bundle_detection(Manifest.read(tmp_path / "b")) == settings
+
+
+def test_eval_stream_digits_recording_reports_the_det_curve(bundle, tmp_path):
+    r = runner.invoke(app, ["eval-stream", "--bundle", str(bundle), "--recording", "digits", "--target-fa-per-hour", "5",
+                            "--out", str(tmp_path / "det"), "--json"])
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)["recordings"]["digits"]
+    # the demo corpus holds 10 of jackson's 50 takes per digit, drawn per digit: 46 distinct takes
+    assert rec["recording"]["keywords"] == 100 and rec["recording"]["sequences"] == 46
+    assert rec["at_settings"]["keyword_events"] == 100
+    assert [b["fa_per_hour_budget"] for b in rec["det"]["at_budget"]] == [0.5, 1.0, 5.0]
+    assert rec["det"]["target"]["fa_per_hour_budget"] == 5.0
+    assert json.loads((tmp_path / "det" / "det.json").read_text())["recordings"]["digits"]["curve"] == rec["curve"]
+    bad = runner.invoke(app, ["eval-stream", "--bundle", str(bundle), "--recording", "speech"])
+    assert bad.exit_code == 2 and "--recording 'speech'" in bad.output

@@ -34,6 +34,12 @@ WAV = "x.wav"  # never read: the options are refused first
     (["train", "--out", "r", "--seed", "-3"], "--seed"),
     (["eval", "--model", "tcresnet8-causal", "--folder", ".", "--batch-size", "0"], "--batch-size"),
     (["data", "synth", "--words", "zero", "--out", "s", "--per-voice", "0"], "--per-voice"),
+    (["engine", "build", "b", "--max-batch", "0"], "--max-batch"),
+    (["engine", "build", "b", "--max-batch", "1000000"], "--max-batch"),
+    (["engine", "build", "b", "--opt-batch", "-2"], "--opt-batch"),
+    (["engine", "build", "b", "--workspace", "0"], "--workspace"),
+    (["engine", "build", "b", "--workspace", "-256"], "--workspace"),
+    (["engine", "build", "b", "--workspace", "9999999999"], "--workspace"),
 ])
 def test_out_of_range_numbers_are_refused_naming_the_option(tmp_path, monkeypatch, args, option):
     monkeypatch.chdir(tmp_path)

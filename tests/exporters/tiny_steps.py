@@ -71,3 +71,15 @@ def seeded(module: nn.Module, seed: int = 0) -> nn.Module:
         for p in module.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.3)
     return module.eval()
+
+
+def export_tiny(out, features, labels, source: str = "", **kwargs):
+    """Export the seeded tiny step form (offline model: `TinyOffline`) to `out` with the legacy exporter,
+    parity on `features`: (the step module, the bundle path). `kwargs` go to `export_bundle`."""
+    from kwsdeploy.exporters.bundle import ParityData, export_bundle
+
+    step = seeded(TinyCausalStep())
+    res = export_bundle(out, model=seeded(TinyOffline()), smodel=step, labels=list(labels),
+                        feature_config=step.stream_spec.feature_config, exporter="legacy",
+                        parity=ParityData(features=features, source=source), **kwargs)
+    return step, res.path

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from kwsdeploy import tolerances
-from kwsdeploy.models.mamba_mixer import MambaMixer, causal_depthwise_conv, selective_scan
-from kwsdeploy.models.mamba_ssm_bridge import mamba_ssm_available
+from kwsdeploy.models._mamba_mixer import MambaMixer, causal_depthwise_conv, selective_scan
+from kwsdeploy.models._mamba_ssm_bridge import mamba_ssm_available
 
 
 def _scan_inputs(batch=2, d=24, n=16, length=37, seed=0):
@@ -166,7 +166,7 @@ def test_extra_macs_count_conv_taps_and_three_per_scan_element():
 
 @pytest.mark.skipif(not mamba_ssm_available(), reason="mamba-ssm with CUDA is not available")
 def test_scan_and_step_agree_with_mamba_ssm_kernels():
-    from kwsdeploy.models.mamba_ssm_bridge import load_mamba_ssm
+    from kwsdeploy.models._mamba_ssm_bridge import load_mamba_ssm
 
     ops = load_mamba_ssm()
     dev = torch.device("cuda")

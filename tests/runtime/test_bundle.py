@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -15,22 +14,11 @@ from kwsdeploy.manifest import HashMismatchError, ManifestError, SchemaTooNewErr
 from kwsdeploy.runtime.bundle import load_bundle
 from kwsdeploy.runtime.verify import verify_bundle
 
-_spec = importlib.util.spec_from_file_location("tiny_steps", Path(__file__).parents[1] / "exporters" / "tiny_steps.py")
-tiny = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tiny)
-
 
 @pytest.fixture()
-def bundle(tmp_path, reference_dir) -> Path:
-    from kwsdeploy.exporters.bundle import ParityData, export_bundle
-
-    smodel = tiny.seeded(tiny.TinyCausalStep())
-    model = tiny.seeded(tiny.TinyOffline())
-    return export_bundle(
-        tmp_path / "bundle", model=model, smodel=smodel, labels=[str(i) for i in range(12)],
-        feature_config=smodel.stream_spec.feature_config, modes=("step", "offline"),
-        parity=ParityData(features=np.load(reference_dir / "features.npy")[:2]), exporter="legacy",
-    ).path
+def bundle(tmp_path, reference_dir, tiny_steps) -> Path:
+    return tiny_steps.export_tiny(tmp_path / "bundle", np.load(reference_dir / "features.npy")[:2],
+                                  [str(i) for i in range(12)], modes=("step", "offline"))[1]
 
 
 def test_verify_passes_with_golden_parity_numbers(bundle):

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,10 +13,6 @@ from kwsdeploy import tolerances
 from kwsdeploy.runtime.base import StepRunner, split_packets
 from kwsdeploy.runtime.runners import open_runner
 
-_spec = importlib.util.spec_from_file_location("tiny_steps", Path(__file__).parents[1] / "exporters" / "tiny_steps.py")
-tiny = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tiny)
-
 
 @pytest.fixture(scope="module")
 def features(reference_dir) -> np.ndarray:
@@ -26,20 +20,13 @@ def features(reference_dir) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def step_and_bundle(tmp_path_factory, features):
-    from kwsdeploy.exporters.bundle import ParityData, export_bundle
-
-    smodel = tiny.seeded(tiny.TinyCausalStep())
-    res = export_bundle(
-        tmp_path_factory.mktemp("rt") / "bundle", model=tiny.seeded(tiny.TinyOffline()), smodel=smodel,
-        labels=[str(i) for i in range(12)], feature_config=smodel.stream_spec.feature_config,
-        parity=ParityData(features=features, source="reference features"), exporter="legacy",
-    )
-    return smodel, res.path
+def step_and_bundle(tmp_path_factory, features, tiny_steps):
+    return tiny_steps.export_tiny(tmp_path_factory.mktemp("rt") / "bundle", features, [str(i) for i in range(12)],
+                                  source="reference features")
 
 
 def _torch_logits(smodel, x):
-    from kwsdeploy.exporters.bundle import torch_stream
+    from kwsdeploy.exporters.graphs import torch_stream
 
     return torch_stream(smodel, smodel.init_state(x.shape[0]), x, 1)
 

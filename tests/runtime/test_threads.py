@@ -3,7 +3,6 @@ stream exactly what it would get alone."""
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from pathlib import Path
 
@@ -13,21 +12,11 @@ import pytest
 from kwsdeploy.runtime.base import ConcurrentUseError
 from kwsdeploy.runtime.runners import open_runner
 
-_spec = importlib.util.spec_from_file_location("tiny_steps", Path(__file__).parents[1] / "exporters" / "tiny_steps.py")
-tiny = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tiny)
-
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory, reference_dir) -> Path:
-    from kwsdeploy.exporters.bundle import ParityData, export_bundle
-
-    smodel = tiny.seeded(tiny.TinyCausalStep())
-    return export_bundle(
-        tmp_path_factory.mktemp("thr") / "bundle", model=tiny.seeded(tiny.TinyOffline()), smodel=smodel,
-        labels=[str(i) for i in range(12)], feature_config=smodel.stream_spec.feature_config, modes=("step",),
-        parity=ParityData(features=np.load(reference_dir / "features.npy")[:2]), exporter="legacy",
-    ).path
+def bundle(tmp_path_factory, reference_dir, tiny_steps) -> Path:
+    return tiny_steps.export_tiny(tmp_path_factory.mktemp("thr") / "bundle", np.load(reference_dir / "features.npy")[:2],
+                                  [str(i) for i in range(12)], modes=("step",))[1]
 
 
 def _streams(n: int, runner) -> list[np.ndarray]:

@@ -118,3 +118,27 @@ def test_recordings_place_their_parts_where_they_say():
     assert sum(p.kind == "speech" for p in parts) == 5 and sum(p.kind == "noise" for p in parts) == 1
     assert parts[0].start == 0 and all(a.end == pytest.approx(b.start) for a, b in zip(parts, parts[1:]))
     assert parts[-1].end == pytest.approx(len(audio) / 16000)
+
+
+def test_det_png_with_matplotlib_and_none_without(tmp_path, monkeypatch):
+    from kwsdeploy.streaming.det import plot_det
+
+    stream, parts = _hand_made()
+    curve = det_curve(stream, parts, 36.0, refractory_seconds=1.0, thresholds=[0.5, 0.7, 0.85])
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # import fails as without the extra
+    assert plot_det({"all": curve}, tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
+    monkeypatch.undo()
+    pytest.importorskip("matplotlib")
+    png = plot_det({"all": curve}, tmp_path / "det.png", title="hand-made")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_keywords_curve_counts_its_own_false_alarms():
+    from kwsdeploy.streaming.det import keyword_curve
+
+    stream, parts = _hand_made()
+    curve = det_curve(stream, parts, 36.0, refractory_seconds=1.0, thresholds=[0.5, 0.7])
+    one = keyword_curve(curve, "one")
+    two = keyword_curve(curve, "two")
+    assert [(p.false_reject_rate, p.false_alarms) for p in one] == [(0.0, 1), (0.0, 1)]  # the 0.8 blip in speech
+    assert [(p.false_reject_rate, p.false_alarms) for p in two] == [(0.0, 1), (0.0, 0)]  # the 0.6 blip in noise

@@ -152,3 +152,37 @@ def test_windowed_cards_report_the_window_recompute():
     assert costs["packet_frames"] == HOP_FRAMES
     assert costs["macs_per_hop"] == costs["macs_per_hop_windowed"] == costs["macs_per_step"] > 0
     assert costs["step_vs_window_ratio"] == 1.0
+
+
+def test_every_step_form_is_a_step_module_with_the_one_signature():
+    import inspect
+
+    from kwsdeploy.config import FeatureConfig
+    from kwsdeploy.streaming.layers import StepModule
+    from kwsdeploy.streaming.windowed import ReferenceWindowedStream
+
+    small = {c.family: c for c in reversed(_forward_cards("exact"))}  # one (the smallest) per exact family
+    steps = [to_streaming(create_small(c)) for c in small.values()]
+    steps.append(to_streaming(create_small(_forward_cards("windowed")[0]), mode="windowed"))
+    classes = {type(s) for s in steps} | {ReferenceWindowedStream}
+    assert len(classes) == len(small) + 2
+    for cls in classes:
+        assert issubclass(cls, StepModule), cls
+        init = list(inspect.signature(cls.__init__).parameters)[:4]
+        assert init == ["self", "model", "packet_frames", "feature_config"], (cls, init)
+        fwd = inspect.signature(cls.forward).parameters
+        assert list(fwd)[:2] == ["self", "features"] and fwd["state"].kind is inspect.Parameter.VAR_POSITIONAL, cls
+    for s in steps:
+        state = s.init_state(2)
+        assert [tuple(t.shape[1:]) for t in state] == [x.shape for x in s.stream_spec.states]
+        logits, *new = s(torch.zeros(2, s.stream_spec.n_mfcc, s.stream_spec.packet_frames), *state)
+        assert logits.shape == (2, s.stream_spec.num_classes) and len(new) == len(state)
+    ref = to_streaming(create_small(_forward_cards("windowed")[0]), feature_config=FeatureConfig.reference())
+    assert isinstance(ref, ReferenceWindowedStream) and ref.stream_spec.packet_frames == 10
+
+
+def create_small(card):
+    from kwsdeploy.models import create
+
+    torch.manual_seed(0)
+    return create(card.name, n_mfcc=40).eval()

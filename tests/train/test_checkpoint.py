@@ -92,6 +92,16 @@ def test_wrong_card_is_refused(saved, tmp_path, field, value, match):
         load_checkpoint(ck)
 
 
+def test_a_model_config_key_with_a_newline_is_refused_in_one_line(saved, tmp_path):
+    ck = _copy(saved, tmp_path)
+    card = json.loads((ck / "card.json").read_text())
+    card["model_config"] = {"bad\nkey": 1}
+    (ck / "card.json").write_text(json.dumps(card))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(ck)
+    assert "\n" not in str(info.value) and "unexpected keyword argument 'bad\\nkey'" in str(info.value)
+
+
 def test_missing_or_foreign_files_are_refused(saved, tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nothing")
@@ -127,3 +137,22 @@ def test_demo_checkpoint_path_resolves_aliases_or_says_none_ships():
         assert path.name == "kwm-causal-64-4" and (path / "card.json").is_file()
     except CheckpointError as exc:
         assert "No demo checkpoint is shipped for 'kwm-causal-64-4'" in str(exc)
+
+
+def test_a_checkpoint_follows_the_umask_not_0700(tmp_path):
+    import os
+    import stat
+
+    import torch
+
+    from kwsdeploy.models import create
+
+    torch.manual_seed(0)
+    old = os.umask(0o022)
+    try:
+        ck = save_checkpoint(tmp_path / "ck", create("tcresnet8", num_classes=3), ["a", "b", "c"],
+                             FeatureConfig.deployable())
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(ck.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(p.stat().st_mode) for p in ck.iterdir()} == {0o644}

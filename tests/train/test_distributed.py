@@ -67,8 +67,9 @@ def test_validation_batches_are_dealt_to_ranks_once_each():
 
 def test_nproc_relaunches_the_same_command_under_torchrun():
     cmd = torchrun_command(2, ["train", "--out", "r", "--nproc", "2", "--nproc=2", "--epochs", "1"])
-    assert cmd[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "kwsdeploy",
+    assert cmd[1:] == ["-m", "kwsdeploy.train.launch", "--standalone", "--nproc-per-node=2", "-m", "kwsdeploy",
                        "train", "--out", "r", "--epochs", "1"]
+    assert torchrun_command(2, ["--debug", "train", "--nproc", "2"])[1:3] == ["-m", "torch.distributed.run"]
     assert strip_option(["--nprocx", "3"], "--nproc") == ["--nprocx", "3"]
 
 
@@ -104,9 +105,12 @@ def test_a_disk_cache_reaches_spawned_workers_as_a_mapping(tiny_prepared, tmp_pa
 
 
 # -- two ranks -------------------------------------------------------------------------------------
+def _env():
+    return dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+
+
 def _run(cmd, cwd):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -141,8 +145,9 @@ def single(tiny_prepared, tmp_path_factory):
 
 def test_two_ranks_match_one_process_and_only_rank_0_writes(single, tiny_prepared, tmp_path):
     run = tmp_path / "ddp"
-    proc = _run([sys.executable, "-m", "kwsdeploy", "train", "--out", str(run), "--data", str(tiny_prepared),
-                 *CLI_ARGS, "--stop-after", "2", "--nproc", "2"], tmp_path)
+    cmd = [sys.executable, "-m", "kwsdeploy", "train", "--out", str(run), "--data", str(tiny_prepared), *CLI_ARGS,
+           "--stop-after", "2", "--nproc", "2"]
+    proc = _run(cmd, tmp_path)
     ref = single / "cut2"
     diff = _max_diff(_weights(ref), _weights(run))
     assert diff <= DDP_WEIGHT_ATOL, diff
@@ -159,6 +164,10 @@ def test_two_ranks_match_one_process_and_only_rank_0_writes(single, tiny_prepare
     assert tm["n"] == 11 and np.array(tm["confusion"]).sum() == 11
     card = json.loads((run / "last" / "card.json").read_text())
     assert card["training"]["world_size"] == 2 and card["training"]["micro_batch"] == 1
+    again = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=240)
+    assert again.returncode == 2, again.stderr[-3000:]  # bad input: exit 2,
+    assert "already holds a run; pass --resume" in again.stderr
+    assert "Traceback" not in again.stderr and _rows(run) == rows  # no traceback, nothing touched
 
     # Validation over the whole split, 3 batches dealt to 2 ranks, equals one process exactly.
     last = load_checkpoint(run / "last")

@@ -14,6 +14,13 @@ import onnxruntime as ort
 OK = 0
 
 
+class FakeStream:
+    """cuda-python's cudaStream_t converts to its integer handle."""
+
+    def __int__(self) -> int:
+        return 0x5EED
+
+
 class FakeCudart:
     cudaMemcpyKind = SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
     cudaStreamCaptureMode = SimpleNamespace(cudaStreamCaptureModeThreadLocal=1)
@@ -79,7 +86,7 @@ class FakeCudart:
 
     # streams and graphs
     def cudaStreamCreate(self):
-        return (OK, "stream0")
+        return (OK, FakeStream())
 
     def cudaStreamSynchronize(self, s):
         return (OK,)
@@ -127,6 +134,7 @@ def fake_tensorrt(cudart: FakeCudart, version: str = "10.3.0.30") -> SimpleNames
             self.addr[name] = int(ptr)
 
         def execute_async_v3(self, stream):
+            assert isinstance(stream, int), "execute_async_v3 takes the stream's integer handle"
             addr = dict(self.addr)  # bound now, as a captured graph would bake them in
             batch = next(iter(self.shapes.values()))[0]
 

@@ -298,3 +298,57 @@ def test_bundle_refusals(tiny_bundle, demo_bundle, tmp_path):
     r = runner.invoke(app, ["bundle", str(demo_bundle), "--target", "pi", "--out", str(tmp_path / "p.tar.gz")])
     assert r.exit_code == 2 and "--target must be 'jetson'" in r.output
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_run_py_follows_the_manifests_detection_settings(demo_bundle, clip_sequence, tmp_path):
+    """A bundle with its own (tuned) settings: run.py and `kwsdeploy stream --bundle` both use them."""
+    import dataclasses
+
+    from kwsdeploy.atomic import write_file
+    from kwsdeploy.contract import DetectionSettings
+    from kwsdeploy.manifest import Manifest
+
+    tuned = tmp_path / "tuned"
+    shutil.copytree(demo_bundle, tuned)
+    m = Manifest.read(tuned)
+    settings = DetectionSettings(threshold=0.95, smoothing_seconds=0.4, refractory_seconds=2.0, min_gap_seconds=1.0)
+    write_file(tuned / "manifest.json", dataclasses.replace(m, detection=settings).to_json(), overwrite=True)
+    tgz = tmp_path / "tuned.tar.gz"
+    assert runner.invoke(app, ["bundle", str(tuned), "--out", str(tgz)]).exit_code == 0
+    folder = jetson.unpack(tgz, tmp_path / "x")
+    assert json.loads((folder / "manifest.json").read_text())["detection"]["threshold"] == 0.95
+    ref = runner.invoke(app, ["stream", str(clip_sequence), "--bundle", str(tuned), "--json", "--backend", "onnxruntime"])
+    assert ref.exit_code == 0, ref.output
+    default = runner.invoke(app, ["stream", str(clip_sequence), "--bundle", str(demo_bundle), "--json",
+                                  "--backend", "onnxruntime"])
+    proc = subprocess.run([*_isolated_python(tmp_path), str(folder / "run.py"), str(clip_sequence), "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    got, want = _events(json.loads(proc.stdout))[0], _events(json.loads(ref.stdout))[0]
+    assert got == want and 0 < len(got) < len(_events(json.loads(default.stdout))[0])  # stricter: fewer events
+
+
+def test_run_py_without_any_runtime_says_what_to_install(packed, clip_sequence, tmp_path):
+    import numpy
+
+    only_numpy = tmp_path / "np"
+    only_numpy.mkdir()
+    (only_numpy / "numpy").symlink_to(Path(numpy.__file__).parent)
+    boot = ("import sys, runpy; sys.path = [p for p in sys.path if 'site-packages' not in p]; "
+            f"sys.path[:0] = [{str(packed['fp32'][1])!r}, {str(only_numpy)!r}]; "
+            f"sys.argv = ['run.py', {str(clip_sequence)!r}]; "
+            f"runpy.run_path({str(packed['fp32'][1] / 'run.py')!r}, run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-S", "-E", "-c", boot], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+        "error: neither a TensorRT engine nor ONNX Runtime here: run ./build_engine.sh (JetPack's TensorRT) "
+        "or pip install onnxruntime"]
+
+
+def test_bundle_never_overwrites_without_overwrite(packed, demo_bundle):
+    tgz = packed["fp32"][0]
+    before = tgz.read_bytes()
+    r = runner.invoke(app, ["bundle", str(demo_bundle), "--out", str(tgz)])
+    assert r.exit_code == 2 and "--overwrite" in r.output and tgz.read_bytes() == before
+    r = runner.invoke(app, ["bundle", str(demo_bundle), "--out", str(tgz), "--overwrite", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["top"] == "tcresnet8-causal-jetson-fp32"
+    assert tgz.read_bytes() == before  # deterministic: the same bytes again

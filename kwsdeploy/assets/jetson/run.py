@@ -146,7 +146,11 @@ class TrtStep:
         for n in self.states:
             self.ctx.set_tensor_address(n, self.dev[n][self.parity])
             self.ctx.set_tensor_address(NEW_STATE + n[len(STATE):], self.dev[n][1 - self.parity])
-        if not self.ctx.execute_async_v3(self.stream):
+        try:
+            handle = int(self.stream)  # cuda-python's cudaStream_t converts to its handle
+        except (TypeError, ValueError):
+            handle = self.stream
+        if not self.ctx.execute_async_v3(handle):
             raise SystemExit("error: execute_async_v3 failed (see TensorRT's log)")
         self._ok(rt.cudaMemcpyAsync(self.out.ctypes.data, self.dev["logits"], self.out.nbytes,
                                     kind.cudaMemcpyDeviceToHost, self.stream))
@@ -179,13 +183,21 @@ def engine_path(device: dict, given: str | None) -> Path | None:
 
 
 def open_step(device: dict, backend: str, engine: str | None, batch: int = 1):
+    """The TensorRT engine when asked for or found, else the ONNX graph on ONNX Runtime."""
     if backend in ("auto", "tensorrt"):
         path = engine_path(device, engine)
         if path is not None:
-            return TrtStep(path, batch)
+            try:
+                return TrtStep(path, batch)
+            except ImportError as exc:
+                raise SystemExit(f"error: {exc}: TensorRT needs cuda-python here (pip install cuda-python)")
         if backend == "tensorrt":
             raise SystemExit("error: no TensorRT engine here: run ./build_engine.sh first (or pass --engine FILE)")
-    return OrtStep(HERE / device["onnx"], batch)
+    try:
+        return OrtStep(HERE / device["onnx"], batch)
+    except ImportError:
+        raise SystemExit("error: neither a TensorRT engine nor ONNX Runtime here: run ./build_engine.sh "
+                         "(JetPack's TensorRT) or pip install onnxruntime")
 
 
 def stream_logits(runner, audio: np.ndarray, packet: int) -> np.ndarray:
