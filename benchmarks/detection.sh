@@ -20,7 +20,7 @@ KWS=${KWS:-kwsdeploy}
 PY=${PY:-python}
 TARGET=${TARGET:-1}
 TAG=${TAG:-shipped}
-WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/kws-detection.XXXXXX")}
+WORK=${WORK:-$(mktemp -d -t kws-detection.XXXXXX)}
 OUT="$ROOT/benchmarks/results/detection/$TAG"
 KEYWORDS=zero,one,two,three,four,five,six,seven,eight,nine
 mkdir -p "$WORK" "$OUT"

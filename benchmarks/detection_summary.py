@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+CURVE_THRESHOLDS = (0.5, 0.7, 0.9, 0.95)
+
 
 def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f} %"
@@ -28,6 +30,19 @@ def main(folder: Path) -> str:
                 f"{_pct(at['recall'])} | {fa.get('speech', 0):.1f} ({at['false_alarms_by_part']['speech']}) | "
                 f"{fa.get('noise', 0):.1f} ({at['false_alarms_by_part']['noise']}) | "
                 f"{at['false_alarms_by_part']['near_keyword']} | {budgets} |")
+    rows += ["", "Along the DET curve (same smoothing), fixed thresholds:", "",
+             "| model | recording | threshold | heard | FA/h all | FA/h speech | FA/h noise |", "|---|---|---:|---:|---:|---:|---:|"]
+    for model_dir in sorted(p for p in folder.iterdir() if (p / "det.json").is_file()):
+        det = json.loads((model_dir / "det.json").read_text())
+        for name, r in det["recordings"].items():
+            points = {round(p["threshold"], 4): p for p in r["curve"]}
+            for th in CURVE_THRESHOLDS:
+                p = points.get(th)
+                if p is None:
+                    continue
+                fa = p["false_alarms_per_hour_by_part"]
+                rows.append(f"| {model_dir.name} | {name} | {th:g} | {_pct(1 - p['false_reject_rate'])} | "
+                            f"{p['false_alarms_per_hour']:.1f} | {fa.get('speech', 0):.1f} | {fa.get('noise', 0):.1f} |")
     head = (f"# Detection on unseen speech ({folder.name})\n\n"
             "Exact step form through ONNX Runtime at the threshold `kwsdeploy tune` wrote into the manifest "
             "(validation speaker + `tune` half of the held-out synthetic speech); measured on the test speaker "

@@ -8,8 +8,9 @@ is a `Part(kind, start, end, label)`, kinds keyword | speech | noise | gap, tili
 Scoring (`score_parts`): a detection hits a keyword of its label whose window [start, end +
 tolerance] holds it and that no earlier detection hit; any other detection is a false alarm,
 counted in the part where it fires ('near_keyword' when it falls in any keyword's window: a
-confusion or a second event for one word), so the false alarms on non-keyword speech and on noise
-are separate numbers with their own hours.
+confusion or a second event for one word; in a gap less than `tolerance` after a speech or noise
+part, that part, whose sound is still in the model's window), so the false alarms on non-keyword
+speech and on noise are separate numbers with their own hours.
 """
 
 from __future__ import annotations
@@ -141,6 +142,20 @@ def digit_recording(
     return tape.audio(floor, ref * 10 ** (floor_db / 20), rng), tape.parts
 
 
+def _cause(parts: Sequence[Part], part_starts: np.ndarray, t: float, tolerance: float) -> str:
+    """The kind of part a false alarm at `t` is charged to: the part it fires in, or, in a gap, the
+    speech or noise part that ended less than `tolerance` before (still in the model's window)."""
+    i = int(np.searchsorted(part_starts, t, side="right")) - 1
+    if not 0 <= i < len(parts):
+        return "gap"
+    j = i
+    while j >= 0 and parts[j].kind == "gap":
+        j -= 1
+    if parts[i].kind == "gap" and j >= 0 and parts[j].kind in ("speech", "noise") and parts[j].end >= t - tolerance:
+        return parts[j].kind
+    return "gap" if parts[i].kind == "keyword" else parts[i].kind
+
+
 @dataclass
 class PartsScore:
     """Hits and false alarms of one run of the detector over an annotated recording."""
@@ -182,9 +197,7 @@ def score_parts(detections: Iterable[tuple[str, float]], parts: Sequence[Part], 
         if inside.any():
             fa_part[NEAR_KEYWORD] += 1
         else:
-            i = int(np.searchsorted(part_starts, t, side="right")) - 1
-            kind = parts[i].kind if 0 <= i < len(parts) else "gap"
-            fa_part["gap" if kind == "keyword" else kind] += 1
+            fa_part[_cause(parts, part_starts, t, tolerance)] += 1
     hours_part = {k: sum(p.end - p.start for p in parts if p.kind == k) / 3600.0 for k in ("speech", "noise", "gap")}
     recall: dict[str, list[bool]] = {}
     for p, h in zip(keys, hit):

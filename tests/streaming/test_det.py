@@ -96,13 +96,16 @@ def test_refractory_is_per_keyword_and_the_gap_across_keywords():
 def test_scoring_attributes_false_alarms_to_their_part():
     parts = [Part("gap", 0, 1), Part("keyword", 1, 1.5, "one"), Part("speech", 1.5, 10), Part("noise", 10, 20),
              Part("keyword", 20, 20.4, "two"), Part("gap", 20.4, 30)]
-    dets = [("one", 1.4), ("one", 2.0), ("two", 2.2), ("one", 5.0), ("two", 15.0), ("two", 20.5), ("one", 28.0)]
+    parts = parts[:-1] + [Part("gap", 20.4, 22), Part("speech", 22, 25), Part("gap", 25, 30)]
+    dets = [("one", 1.4), ("one", 2.0), ("two", 2.2), ("one", 5.0), ("two", 15.0), ("two", 20.5), ("one", 25.8),
+            ("one", 28.0)]
     s = score_parts(dets, parts, 30.0, tolerance=1.0)
-    # one@1.4 hits; one@2.0 a second event for that word; two@2.2 a confusion (window ends at 2.5 s)
+    # one@1.4 hits; one@2.0 a second event for that word; two@2.2 a confusion (window ends at 2.5 s);
+    # one@25.8 fires in a gap 0.8 s after speech: charged to the speech; one@28.0 to the gap
     assert s.detected == 2 and s.recall == 1.0
-    assert s.false_alarms_by_part == {"speech": 1, "noise": 1, "gap": 1, "near_keyword": 2}
-    assert s.false_alarms_by_label == {"one": 3, "two": 2}
-    assert s.hours_by_part["speech"] == pytest.approx(8.5 / 3600)
+    assert s.false_alarms_by_part == {"speech": 2, "noise": 1, "gap": 1, "near_keyword": 2}
+    assert s.false_alarms_by_label == {"one": 4, "two": 2}
+    assert s.hours_by_part["speech"] == pytest.approx(11.5 / 3600)
 
 
 def test_recordings_place_their_parts_where_they_say():
