@@ -216,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         fresh = {r["model"] for r in rows}
         rows = [r for r in old.get("models", []) if r["model"] not in fresh] + rows
         rows.sort(key=lambda r: r["model"])
+    for row in rows:
+        row["targets"] = check_targets(row)
     ref = None if args.no_reference_size else reference_size(args.calib_clips, args.calib_method,
                                                               args.round_seconds, args.rounds)
     if ref is None:
