@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         data = json.loads(Path(f"{args.out}.json").read_text())
         for row in data["models"]:
             row["targets"] = check_targets(row)
+        Path(f"{args.out}.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
         Path(f"{args.out}.md").write_text(markdown(data["models"], data["reference_size"], data["env"],
                                                    data.get("argv", [])))
         return 0
