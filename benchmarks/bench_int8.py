@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         data = json.loads(Path(f"{args.out}.json").read_text())
         for row in data["models"]:
             row["targets"] = check_targets(row)
+        Path(f"{args.out}.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
         Path(f"{args.out}.md").write_text(markdown(data["models"], data["reference_size"], data["env"],
                                                    data.get("argv", [])))
         return 0
@@ -212,8 +213,12 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     old = json.loads(Path(f"{args.out}.json").read_text()) if args.merge and Path(f"{args.out}.json").is_file() else {}
-    if not names:
-        rows = old.get("models", [])
+    if args.merge:  # keep the other models' rows; the ones measured now replace theirs
+        fresh = {r["model"] for r in rows}
+        rows = [r for r in old.get("models", []) if r["model"] not in fresh] + rows
+        rows.sort(key=lambda r: r["model"])
+    for row in rows:
+        row["targets"] = check_targets(row)
     ref = None if args.no_reference_size else reference_size(args.calib_clips, args.calib_method,
                                                               args.round_seconds, args.rounds)
     if ref is None:

@@ -2,6 +2,9 @@
 
 Usage: python benchmarks/record_checkpoint.py MODEL RUN_DIR RESULTS_STEM SHIPPED(0|1) COMMAND
 Reads RUN_DIR/{metrics.jsonl,config.json,best/} and RUN_DIR.{eval,old.eval,demo.eval}.json.
+       python benchmarks/record_checkpoint.py --annotate CKPT PREPARED
+writes into the card of CKPT where PREPARED's clips came from (corpus, extra trees, synthetic or not),
+for checkpoints trained before the trainer recorded it.
 """
 
 from __future__ import annotations
@@ -57,9 +60,9 @@ def main(model: str, run: str, results: str, shipped: str, command: str) -> None
 def write_md(data: dict, md: Path) -> None:
     lines = [
         "# Shipped checkpoints", "",
-        "Trained by `benchmarks/train_shipped_checkpoints.sh FSDD_ROOT` on " + data["corpus"] + "; `speakers` preset "
-        "(demo + speaker augmentation + noise at 5-30 dB SNR) + the overrides shown, deployable features, seed 0, "
-        "CPU (2 shared cores: wall times are indicative only). **Test = jackson, a speaker no training step "
+        "Trained by `benchmarks/train_shipped_checkpoints.sh FSDD_ROOT` on " + data["corpus"] + "; the preset and "
+        "overrides shown, deployable features, seed 0, CPU (2 cores shared by several sessions: wall times are "
+        "indicative only). **Test = jackson, a speaker no training step "
         "saw**: all 500 of his FSDD recordings + 50 `_silence_` clips, from `kwsdeploy eval --checkpoint CKPT "
         "--data FSDD_REAL --split test` (FSDD_REAL: `prepare-gsc --keywords zero,...,nine` of the FSDD tree); "
         "'before' is the checkpoint shipped before, on the same clips; 'demo test' is the embedded corpus's "
@@ -80,7 +83,21 @@ def write_md(data: dict, md: Path) -> None:
     os.replace(tmp, md)
 
 
+def annotate(ckpt: str, prepared: str) -> None:
+    from kwsdeploy.train.checkpoint import load_checkpoint, save_checkpoint
+    from kwsdeploy.train.trainer import data_sources
+
+    ck = load_checkpoint(ckpt)
+    training = dict(ck.card.get("training", {}))
+    training["data"] = {**training.get("data", {}), **data_sources(prepared)}
+    save_checkpoint(ckpt, ck.model, ck.labels, ck.feature_config, model_config=ck.card.get("model_config"),
+                    training=training, metrics=ck.card.get("metrics"), overwrite=True)
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 6:
+    if len(sys.argv) == 4 and sys.argv[1] == "--annotate":
+        annotate(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 6:
+        main(*sys.argv[1:])
+    else:
         sys.exit(__doc__)
-    main(*sys.argv[1:])

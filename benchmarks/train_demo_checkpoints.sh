@@ -2,7 +2,8 @@
 # Train the demo checkpoints shipped in kwsdeploy/assets/checkpoints/<registry-name>/ on the
 # embedded demo corpus (FSDD digits + _silence_; train george/nicolas/yweweler, valid theo,
 # test jackson: a speaker no training step sees), evaluate each best checkpoint on the test
-# split, copy it into the package and write benchmarks/results/demo_checkpoints.{json,md}.
+# split, copy it into the package and write benchmarks/results/demo_corpus_checkpoints.{json,md}
+# (the checkpoints shipped before the FSDD + synthetic-speaker recipe; they are its --init).
 #
 # Usage: benchmarks/train_demo_checkpoints.sh [MODEL ...]   (default: all models below, in order)
 # Env:   WORK=<dir> (run directories; default a fresh /tmp/kws-demo-ckpt.XXXX), REUSE=1 (a run
@@ -18,7 +19,7 @@ SHIP=${SHIP:-1}
 WORK=${WORK:-$(mktemp -d /tmp/kws-demo-ckpt.XXXXXX)}
 DATA="$ROOT/kwsdeploy/assets/demo_corpus"
 DEST="$ROOT/kwsdeploy/assets/checkpoints"
-RESULTS="$ROOT/benchmarks/results/demo_checkpoints"
+RESULTS=${RESULTS:-"$ROOT/benchmarks/results/demo_corpus_checkpoints"}
 mkdir -p "$WORK" "$DEST" "$(dirname "$RESULTS")"
 
 # The `demo` preset plus the overrides each model was trained with (the exact commands).

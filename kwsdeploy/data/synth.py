@@ -53,7 +53,7 @@ FESTIVAL_VOICES = ("kal_diphone",)
 HELD_OUT_FESTIVAL: tuple[str, ...] = ()
 ESPEAK_WPM = 175  # espeak-ng's default rate, speed 1.0
 
-SPEED_RANGE = (0.55, 1.3)  # synth_tree draws per clip; slow speakers say a word in up to 1.8x the time
+SPEED_RANGE = (0.8, 1.25)  # synth_tree draws per clip (data synth --speed); 0.55-1.3 did not help (speakers_ablation.md)
 PITCH_RANGE = (0.86, 1.18)
 ESPEAK_PITCH_RANGE = (25, 75)  # espeak-ng -p (0-99, default 50): base pitch on top of the shift
 PEAK_DBFS_RANGE = (-32.0, -3.0)  # level of each written clip (FSDD speakers peak near -23 dBFS)

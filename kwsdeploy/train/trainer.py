@@ -320,7 +320,7 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out_dir: str | os.PathL
         valid_set = _optional_split(KwsDataset, data_dir, "valid")
         test_set = _optional_split(KwsDataset, data_dir, "test") if test else None
     summary = {"dir": Path(data_dir).name, "labels": labels, "train_clips": len(train_set),
-               "valid_clips": len(valid_set) if valid_set is not None else 0}
+               "valid_clips": len(valid_set) if valid_set is not None else 0, **data_sources(data_dir)}
     trainer = Trainer(cfg, train_set, valid_set, labels, out, data_summary=summary, progress=progress, log=log,
                       world=world)
     result = trainer.fit(resume=resume, stop_after=stop_after)
@@ -342,6 +342,28 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out_dir: str | os.PathL
     world.barrier()
     world.close()
     return result
+
+
+def data_sources(data_dir) -> dict[str, Any]:
+    """What the card says about where a prepared set's clips came from: its corpus, and the extra
+    training trees, each with its name and source (a synthetic tree says SYNTHETIC in its source)."""
+    from kwsdeploy.data.prepared import audio_root, load_meta
+
+    try:
+        meta = load_meta(data_dir)
+    except ValueError:
+        return {}
+    out: dict[str, Any] = {"corpus": meta.get("corpus")}
+    extra = []
+    for rel in meta.get("extra_train", []):
+        marker = audio_root(data_dir, meta) / rel / "kwsdeploy_corpus.json"
+        info = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
+        extra.append({"name": info.get("name", Path(rel).name), "source": info.get("source", "unknown"),
+                      "voices": len(info.get("voices", [])) or None})
+    if extra:
+        out["extra_train"] = extra
+        out["synthetic"] = any("SYNTHETIC" in str(e["source"]).upper() for e in extra)
+    return out
 
 
 def _optional_split(cls, data_dir, split):

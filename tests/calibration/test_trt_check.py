@@ -9,7 +9,7 @@ from kwsdeploy.calibration.qdq import tensorrt_recipe
 from kwsdeploy.trt.compat import check_model
 
 
-@pytest.mark.parametrize("which", ["tc"])
+@pytest.mark.parametrize("which", ["tc", "kwm"])
 def test_tensorrt_recipe_graphs_pass_the_tensorrt_check(which, request):
     graph, _ = request.getfixturevalue(f"{which}_graph")
     q = tensorrt_recipe(graph, request.getfixturevalue(f"{which}_calib")).proto

@@ -82,3 +82,16 @@ def test_recording_windows():
     assert len(recording_windows(np.full(40000, 0.1, np.float32))) == 3  # 2.5 s: 1 + 1 + a padded half
     assert len(recording_windows(np.full(36000, 0.1, np.float32))) == 2  # 0.25 s left over: dropped
     assert recording_windows(np.zeros(16000, np.float32)) == []
+
+
+def test_cards_say_which_training_trees_are_synthetic(trees, tmp_path):
+    from kwsdeploy.train.trainer import data_sources
+
+    fsdd, extra, _ = trees
+    (extra / "kwsdeploy_corpus.json").write_text(json.dumps({"name": "synth", "source": "SYNTHETIC speech", "voices": ["a", "b"]}))
+    out = prepare_gsc(fsdd, keywords=["zero", "one", "two"], extra_train=[extra], out=tmp_path / "p", allow_download=False)
+    info = data_sources(out)
+    assert info == {"corpus": "fsdd", "extra_train": [{"name": "synth", "source": "SYNTHETIC speech", "voices": 2}],
+                    "synthetic": True}
+    plain = prepare_gsc(fsdd, keywords=["zero", "one", "two"], out=tmp_path / "q", allow_download=False)
+    assert data_sources(plain) == {"corpus": "fsdd"}
