@@ -312,17 +312,17 @@ def is_our_png(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def writing_file(path: Path, suffix: str = "") -> Iterator[Path]:
+def writing_file(path: Path, suffix: str = "", mode: Optional[int] = None) -> Iterator[Path]:
     """Yield a temp sibling of `path` for a writer that takes a path (soundfile, savefig, a memmap);
-    then give it the umask's mode and rename it over `path`. On any error the temp is removed and
-    `path` is untouched."""
+    then give it `mode` (default: the umask's) and rename it over `path`. On any error the temp is
+    removed and `path` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~umask())  # mkstemp made it 0600
+        os.chmod(tmp, 0o666 & ~umask() if mode is None else mode)  # mkstemp made it 0600
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -178,6 +178,20 @@ def test_outputs_follow_the_umask(tmp_path):
     assert stat.S_IMODE(f.stat().st_mode) == 0o644
 
 
+def test_writing_file_gives_the_asked_mode(tmp_path):
+    old = os.umask(0o077)
+    try:
+        with atomic.writing_file(tmp_path / "cache.npy", suffix=".tmp", mode=0o644) as tmp:
+            tmp.write_bytes(b"x")
+        with atomic.writing_file(tmp_path / "plain.bin") as tmp:
+            tmp.write_bytes(b"y")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "cache.npy").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "plain.bin").stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.npy", "plain.bin"]
+
+
 def test_write_file_refuses_a_directory_and_needs_overwrite(tmp_path):
     (tmp_path / "d").mkdir()
     with pytest.raises(OutputError, match="is a directory"):

@@ -3,9 +3,10 @@ latency vs accuracy, CPU per second of audio by packet size, step vs window."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
+
+from kwsdeploy.atomic import writing_file
 
 PLOTS = ("latency_vs_accuracy.png", "cost_by_packet.png", "step_vs_window.png")
 
@@ -26,9 +27,8 @@ def write_all(result: dict[str, Any], out: Path) -> tuple[list[Path], str]:
         if fn(ax, ok):
             fig.tight_layout()
             path = out / name
-            tmp = path.with_name("tmp-" + name)
-            fig.savefig(tmp, dpi=110)
-            os.replace(tmp, path)
+            with writing_file(path, suffix=".png") as tmp:
+                fig.savefig(tmp, dpi=110)
             written.append(path)
         else:
             skipped.append(name)

@@ -9,14 +9,14 @@ random gain, SNR noise and speaker steps) is seeded per (seed, epoch, index).
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from kwsdeploy.atomic import writing_file
 from kwsdeploy.data.augment import augment_waveform, parse_snr_range
 from kwsdeploy.data.prepared import (
     CLIP_SAMPLES, SAMPLE_RATE, SILENCE, SPLITS, PreparedError, audio_root, load_labels, load_meta, read_jsonl,
@@ -113,28 +113,21 @@ class KwsDataset:
             arr = np.load(path, mmap_mode="r")
             if arr.shape == (len(self._unique), CLIP_SAMPLES) and arr.dtype == np.int16:
                 return arr
-        try:
-            cache_dir.mkdir(exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=cache_dir)
-        except OSError:
-            log.warning("cannot write a cache under %s: decoding %s into memory", self.prepared_dir, self.split)
-            return self._decode_all()
-        try:
-            with os.fdopen(fd, "wb"):
-                pass
+        with contextlib.ExitStack() as stack:
+            try:
+                cache_dir.mkdir(exist_ok=True)
+                tmp = stack.enter_context(writing_file(path, suffix=".tmp", mode=0o644))
+            except OSError:
+                log.warning("cannot write a cache under %s: decoding %s into memory", self.prepared_dir, self.split)
+                return self._decode_all()
             arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int16, shape=(len(self._unique), CLIP_SAMPLES))
             noise_cache: dict = {}
             for i, e in enumerate(self._unique):
                 arr[i] = decode_entry(e, self.root, noise_cache)
             arr.flush()
             del arr
-            os.chmod(tmp, 0o644)
-            for old in cache_dir.glob(f"{self.split}-v*.int16.npy"):
+            for old in cache_dir.glob(f"{self.split}-v*.int16.npy"):  # then the rename, on leaving the block
                 old.unlink(missing_ok=True)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         return np.load(path, mmap_mode="r")
 
     def __getstate__(self) -> dict:

@@ -167,8 +167,9 @@ def plot_det(curves: Mapping[str, Sequence[DetPoint]], path, title: str = "") ->
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    import os
     from pathlib import Path
+
+    from kwsdeploy.atomic import writing_file
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     colours = plt.get_cmap("tab10")
@@ -185,9 +186,9 @@ def plot_det(curves: Mapping[str, Sequence[DetPoint]], path, title: str = "") ->
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with writing_file(path, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png", dpi=120)
+    finally:
+        plt.close(fig)
     return path

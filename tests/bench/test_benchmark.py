@@ -86,6 +86,7 @@ def test_every_output_file_has_the_documented_columns(cli_run):
     for name in COLUMN_NAMES:
         assert f"- `{name}`:" in "\n".join(md)
     pngs = sorted(p.name for p in out.glob("*.png"))
+    assert not [p.name for p in out.iterdir() if "tmp-" in p.name]  # plots and reports went through temp files
     try:
         import matplotlib  # noqa: F401
         assert "step_vs_window.png" not in pngs  # no windowed rows were asked for

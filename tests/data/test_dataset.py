@@ -98,6 +98,27 @@ def test_disk_cache_is_memory_mapped_and_reused(tree_copy):
     assert all(torch.equal(mem[i][0], again[i][0]) for i in range(0, 108, 7))
 
 
+def test_disk_cache_is_0644_replaces_old_caches_and_falls_back_to_memory(tree_copy):
+    import os
+    import stat
+
+    out = prepare_gsc(tree_copy, class_split="sub", allow_download=False)
+    (out / ".cache").mkdir()
+    stale = out / ".cache" / "train-v0-0123456789abcdef.int16.npy"
+    stale.write_bytes(b"old")
+    mask = os.umask(0o077)
+    try:
+        disk = KwsDataset(out, "train", cache="disk")
+    finally:
+        os.umask(mask)
+    (cached,) = (out / ".cache").iterdir()  # the stale cache is gone, no temp file is left
+    assert cached.name.startswith("train-v") and cached != stale and stat.S_IMODE(cached.stat().st_mode) == 0o644
+    other = prepare_gsc(tree_copy, out=tree_copy.parent / "other", class_split="sub", allow_download=False)
+    (other / ".cache").write_text("a file where the cache folder goes")
+    mem = KwsDataset(other, "train", cache="disk")
+    assert not isinstance(mem.clips, np.memmap) and np.array_equal(mem.clips, disk.clips)
+
+
 def test_rebalanced_duplicates_share_one_cached_clip(tmp_path):
     from datatrees import build_tree, sub_words
 
