@@ -9,7 +9,6 @@ Activation ranges measured on these tuples are those of real streaming, state te
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -17,6 +16,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from kwsdeploy.contract import AUDIO, FEATURES, NEW_STATE_PREFIX, STATE_PREFIX
+from kwsdeploy.hashing import sha256_bytes
 
 DEFAULT_CLIPS = 64
 DEFAULT_STREAMS = 8
@@ -115,7 +115,7 @@ class CalibrationSet:
         rec = {
             "tuples": len(self), "streams": self.streams, "steps_per_stream": self.steps, "stride": self.stride,
             "input": self.input_name, "state_inputs": [n for n in self.names if n.startswith(STATE_PREFIX)],
-            "input_ranges_sha256": hashlib.sha256(blob.encode()).hexdigest(),
+            "input_ranges_sha256": sha256_bytes(blob.encode()),
         }
         if self.clips is not None:
             rec.update(data=self.clips.source, split=self.clips.split, clips=len(self.clips.indices),

@@ -23,6 +23,7 @@ from kwsdeploy.calibration.data import (
     load_calibration_clips,
 )
 from kwsdeploy.calibration.qdq import QuantizeError, QuantResult, tensorrt_recipe
+from kwsdeploy.hashing import sha256_bytes
 
 TARGETS = ("tensorrt", "cpu")
 PRECISION_OF_TARGET = {"tensorrt": "int8-tensorrt", "cpu": "int8-cpu"}
@@ -80,10 +81,8 @@ class CalibrationSource:
 
     def for_graph(self, proto: onnx.ModelProto, mode: str) -> CalibrationSet:
         """The calibration tuples of this fp32 model graph (step: streamed; offline: one per clip)."""
-        import hashlib
-
         data = proto.SerializeToString()
-        key = hashlib.sha256(data).hexdigest()
+        key = sha256_bytes(data)
         if key not in self.sets:
             self._say(f"calibrating the {mode} graph on {len(self.clips.indices)} clips of {self.clips.source}")
             calib = (collect_calibration(data, self.clips, self.feature_config) if mode == "step"

@@ -65,6 +65,10 @@ def test_stride_bounds_the_tuple_count(kwm_graph):
     rec = calib.record()
     assert rec["clips"] == 8 and rec["data"] == "demo corpus" and rec["split"] == "train" and rec["seed"] == 0
     assert len(rec["input_ranges_sha256"]) == 64 and rec["tuples"] == len(calib)
+    import hashlib  # the recorded digest keeps its format: sha256 of "name:lo:hi;..." sorted by name
+
+    blob = ";".join(f"{k}:{lo:.9g}:{hi:.9g}" for k, (lo, hi) in sorted(calib.ranges().items()))
+    assert rec["input_ranges_sha256"] == hashlib.sha256(blob.encode()).hexdigest()
 
 
 def test_equal_batches_drop_only_the_remainder(tc_calib):
