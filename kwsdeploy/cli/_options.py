@@ -7,9 +7,10 @@ alone lets `nan` through). A refused value is a usage error (exit 2) naming the 
 
 from __future__ import annotations
 
+import inspect
 import math
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import typer
 
@@ -52,6 +53,23 @@ def choice(*allowed: str) -> Callable[[Optional[str]], Optional[str]]:
         return value
 
     return check
+
+
+OptionGroup = dict[str, tuple[Any, typer.models.OptionInfo]]  # parameter name -> (type, typer.Option)
+
+
+def with_options(*groups: OptionGroup) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a command written as `def cmd(**o)` the options of `groups`, in order, as keyword
+    parameters of its signature (where typer reads them): a long option list lives in named groups."""
+
+    def apply(fn: Callable[..., Any]) -> Callable[..., Any]:
+        params = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=kind)
+                  for group in groups for name, (kind, info) in group.items()]
+        fn.__signature__ = inspect.Signature(params, return_annotation=None)
+        fn.__annotations__ = {**{p.name: p.annotation for p in params}, "return": None}
+        return fn
+
+    return apply
 
 
 # -- the source of a model: a checkpoint, a bundle, or a registry name's demo checkpoint -----------

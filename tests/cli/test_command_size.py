@@ -43,3 +43,8 @@ def test_build_bundle_fits_on_a_screen():
     tree = ast.parse((ROOT / "exporters" / "bundle.py").read_text())
     (fn,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "build_bundle"]
     assert fn.end_lineno - fn.lineno + 1 <= SCREEN
+
+
+def test_train_command_with_its_options_fits_on_a_screen():
+    node = COMMANDS["train.py:train_cmd"]  # its ~40 options live in kwsdeploy/cli/_train_options.py
+    assert node.end_lineno - min(d.lineno for d in node.decorator_list) + 1 <= SCREEN
