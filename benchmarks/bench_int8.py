@@ -47,7 +47,15 @@ def export_one(name: str, out: Path, clips: int, method: str) -> dict:
     rows = {r["precision"]: r for r in report["step"]["rows"]}
     return {"model": name, "params": count_params(m), "export_seconds": round(time.perf_counter() - t0, 1),
             "bundle": result.path, "rows": rows,
-            "cpu_settings": result.manifest.calibration.extra["files"]["model.int8-cpu.onnx"]["settings"]}
+            "cpu_settings": result.manifest.calibration.extra["files"]["model.int8-cpu.onnx"]["settings"],
+            "tensorrt_gate": _stream_gate(result.manifest.calibration.extra["files"]["model.int8-tensorrt.onnx"])}
+
+
+def _stream_gate(rec: dict) -> dict:
+    """The tensorrt recipe's free-running stream SQNR per round and the layers its stream gate kept float."""
+    s = rec["settings"]
+    return {"stream_sqnr_floor_db": s.get("stream_sqnr_floor_db"), "stream_sqnr_rounds_db": s.get("stream_sqnr_rounds_db"),
+            "kept_float_by_stream_gate": {k: v for k, v in rec["float_layers"].items() if "stream floor" in v}}
 
 
 def time_side_by_side(graphs: dict[str, bytes], round_seconds: float, rounds: int) -> dict:
@@ -149,6 +157,17 @@ def markdown(rows: list[dict], ref: dict | None, env: dict, argv: list[str]) -> 
             w = ref["weights_vs_fp32"].get(p, 1.0)
             lines.append(f"| {p} | {w:.2f}x | {ref['bytes'][p]:,} | {1e3 * sp[p]['1']:.3f} | {1e3 * sp[p]['64']:.2f} | "
                          f"{sp['fp32']['1'] / sp[p]['1']:.2f}x / {sp['fp32']['64'] / sp[p]['64']:.2f}x |")
+    gated = [row for row in rows if row.get("tensorrt_gate", {}).get("stream_sqnr_rounds_db")]
+    if gated:
+        lines += ["", "## tensorrt: free-running stream SQNR gate", "",
+                  "Logits SQNR of the INT8 graph vs fp32, both streaming the calibration clips free-running, after the "
+                  "per-layer pass and after each layer the gate kept float (floor "
+                  f"{gated[0]['tensorrt_gate']['stream_sqnr_floor_db']} dB).", "",
+                  "| model | stream SQNR per round (dB) | layers kept float by the gate |", "|---|---|---|"]
+        for row in gated:
+            g = row["tensorrt_gate"]
+            kept = ", ".join(f"`{k}`" for k in g["kept_float_by_stream_gate"]) or "none"
+            lines.append(f"| {row['model']} | {' -> '.join(f'{x:.1f}' for x in g['stream_sqnr_rounds_db'])} | {kept} |")
     lines += ["", "## Targets", ""]
     for row in rows:
         for k, v in row["targets"].items():

@@ -171,13 +171,32 @@ def quantize_tensorrt(
     return QuantResult(out, "tensorrt", todo, dict(sorted(keep.items())), settings)
 
 
-def tensorrt_recipe(proto: onnx.ModelProto, calib, method: str = "minmax", floor_db: float | None = None) -> QuantResult:
+def alone_stream_sqnr(proto: onnx.ModelProto, calib, method: str, layers: list[str],
+                      keep: Mapping[str, str]) -> dict[str, float]:
+    """Free-running stream logits SQNR (dB) with only one of `layers` quantized, per layer (its own
+    effect on what a device reads; `keep` stays float as well)."""
+    from kwsdeploy.calibration.sqnr import stream_sqnr
+
+    out = {}
+    for name in layers:
+        others = {k: "" for k in layers if k != name}
+        out[name] = stream_sqnr(proto, quantize_tensorrt(proto, calib, method, exclude={**keep, **others}).proto, calib)
+    return out
+
+
+def tensorrt_recipe(proto: onnx.ModelProto, calib, method: str = "minmax", floor_db: float | None = None,
+                    stream_floor_db: float | None = None, max_rounds: int | None = None) -> QuantResult:
     """`quantize_tensorrt`, then selective precision: layers whose isolated SQNR is under `floor_db`
-    (default tolerances.INT8_MIN_SQNR_DB) are kept float and the graph is quantized again."""
+    (default tolerances.INT8_MIN_SQNR_DB) are kept float and the graph is quantized again; then, while
+    the free-running stream logits SQNR is under `stream_floor_db` (tolerances.INT8_MIN_STREAM_SQNR_DB),
+    the quantized layer that alone costs the stream most is kept float too (at most `max_rounds` rounds,
+    tolerances.INT8_STREAM_MAX_ROUNDS, and never the last quantized layer)."""
     from kwsdeploy import tolerances
     from kwsdeploy.calibration.sqnr import below_floor, layer_sqnr, output_sqnr, stream_sqnr
 
     floor = tolerances.INT8_MIN_SQNR_DB if floor_db is None else floor_db
+    sfloor = tolerances.INT8_MIN_STREAM_SQNR_DB if stream_floor_db is None else stream_floor_db
+    rounds = tolerances.INT8_STREAM_MAX_ROUNDS if max_rounds is None else max_rounds
     proto = name_nodes(proto)
     with quiet():
         first = quantize_tensorrt(proto, calib, method)
@@ -190,11 +209,26 @@ def tensorrt_recipe(proto: onnx.ModelProto, calib, method: str = "minmax", floor
             raise QuantizeError(f"every quantizable layer is under the {floor:g} dB SQNR floor "
                                 f"({', '.join(f'{k}: {v:.1f} dB' for k, v in sqnr.items())}); INT8 would change nothing "
                                 "worth having: calibrate on more representative data or export without --int8.")
+        free = stream_sqnr(proto, result.proto, calib)
+        history = [] if free is None else [round(free, 2)]
+        alone: dict[str, float] = {}
+        if free is not None and free < sfloor:
+            alone = alone_stream_sqnr(proto, calib, method, result.quantized, low)
+        while free is not None and free < sfloor and len(history) <= rounds and len(result.quantized) > 1:
+            worst = min(result.quantized, key=lambda k: alone.get(k, float("inf")))
+            low[worst] = (f"stream logits SQNR {free:.1f} dB < {sfloor:g} dB stream floor; worst layer left "
+                          f"(quantized alone: stream {alone.get(worst, float('nan')):.1f} dB, "
+                          f"isolated {sqnr.get(worst, float('nan')):.1f} dB)")
+            result = quantize_tensorrt(proto, calib, method, exclude=low)
+            free = stream_sqnr(proto, result.proto, calib)
+            history.append(round(free, 2))
         result.settings.update(
             layer_sqnr_db={k: round(v, 2) for k, v in sqnr.items()}, sqnr_floor_db=floor,
             logits_sqnr_db=round(output_sqnr(proto, result.proto, calib), 2),
         )
-        free = stream_sqnr(proto, result.proto, calib)
         if free is not None:
-            result.settings["stream_logits_sqnr_db"] = round(free, 2)
+            result.settings.update(stream_logits_sqnr_db=round(free, 2), stream_sqnr_floor_db=sfloor,
+                                   stream_sqnr_rounds_db=history)
+        if alone:
+            result.settings["alone_stream_sqnr_db"] = {k: round(v, 2) for k, v in alone.items()}
     return result

@@ -6,7 +6,8 @@ int8 weights), so a layer's figure is its own error, not what earlier layers lef
 compares whole-graph logits with the state fed from the fp32 stream (per step, no drift);
 `stream_sqnr` lets both graphs stream freely (what a device sees: a window-mean readout sums
 every frame's error). Layers under
-`tolerances.INT8_MIN_SQNR_DB` are kept float by the recipes (selective precision).
+`tolerances.INT8_MIN_SQNR_DB` are kept float by the recipes (selective precision); the tensorrt recipe
+then keeps more float while `stream_sqnr` is under `tolerances.INT8_MIN_STREAM_SQNR_DB`.
 """
 
 from __future__ import annotations

@@ -131,6 +131,33 @@ def test_selective_precision_keeps_the_low_sqnr_layers_float_and_says_so(tc_int8
     assert tc_int8.settings["logits_sqnr_db"] > floor
 
 
+def _gate_layers(r):
+    return {k for k, v in r.float_layers.items() if "stream floor" in v}
+
+
+def test_stream_gate_keeps_more_layers_float_until_the_stream_floor_is_met(tc_graph, tc_calib, tc_int8):
+    base = tc_int8.settings["stream_logits_sqnr_db"]
+    assert tc_int8.settings["stream_sqnr_rounds_db"] == [base] and not _gate_layers(tc_int8)
+    assert base >= tolerances.INT8_MIN_STREAM_SQNR_DB  # tcresnet8-causal meets the default floor untouched
+    raised = base + 3.0
+    r = tensorrt_recipe(tc_graph[0], tc_calib, stream_floor_db=raised)
+    gated = _gate_layers(r)
+    assert gated and len(r.float_layers) == len(tc_int8.float_layers) + len(gated)
+    assert not gated & set(r.quantized) and set(tc_int8.float_layers) <= set(r.float_layers)
+    rounds = r.settings["stream_sqnr_rounds_db"]
+    assert rounds[0] == base and len(rounds) == 1 + len(gated)
+    assert r.settings["stream_logits_sqnr_db"] == rounds[-1] >= raised > max(rounds[:-1])
+    # the first layer kept float is the one that alone costs the stream most
+    alone = r.settings["alone_stream_sqnr_db"]
+    assert set(alone) == set(tc_int8.quantized) and min(alone, key=alone.get) in gated
+
+
+def test_stream_gate_rounds_are_bounded(tc_graph, tc_calib, tc_int8):
+    r = tensorrt_recipe(tc_graph[0], tc_calib, stream_floor_db=500.0, max_rounds=2)
+    assert len(_gate_layers(r)) == 2 and len(r.settings["stream_sqnr_rounds_db"]) == 3
+    assert r.settings["stream_logits_sqnr_db"] < 500.0 and len(r.quantized) == len(tc_int8.quantized) - 2
+
+
 def test_a_floor_no_layer_meets_is_refused(tc_graph, tc_calib):
     with pytest.raises(QuantizeError, match="every quantizable layer is under the 200 dB SQNR floor"):
         tensorrt_recipe(tc_graph[0], tc_calib, floor_db=200.0)
