@@ -32,11 +32,9 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    out = tmp_path_factory.mktemp("det") / "bundle"
-    r = runner.invoke(app, ["export", "--model", MODEL, "--frontend", "--out", str(out), "--exporter", "legacy"])
-    assert r.exit_code == 0, r.output
-    return out
+def bundle(tcresnet8_frontend_bundle):
+    assert MODEL == "tcresnet8-causal"  # the shared fixture's model
+    return tcresnet8_frontend_bundle
 
 
 @pytest.fixture(scope="module")

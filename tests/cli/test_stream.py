@@ -51,11 +51,9 @@ def sequence():
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    out = tmp_path_factory.mktemp("stream") / "bundle"
-    r = runner.invoke(app, ["export", "--model", MODEL, "--frontend", "--out", str(out), "--exporter", "legacy"])
-    assert r.exit_code == 0, r.output
-    return out
+def bundle(tcresnet8_frontend_bundle):
+    assert MODEL == "tcresnet8-causal"  # the shared fixture's model
+    return tcresnet8_frontend_bundle
 
 
 def test_torch_step_form_hears_confident_keywords_where_they_are(sequence):
