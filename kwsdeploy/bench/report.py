@@ -25,6 +25,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("file_bytes", "size of the ONNX graph file"),
     ("nodes", "nodes of the ONNX graph"),
     ("weight_bytes", "bytes of the graph's constants (torch: parameters and buffers)"),
+    ("state_bytes", "bytes of the state one stream reads per call (it writes as many): ring buffers, SSM state"),
     ("p50_us", "median wall time per call, microseconds"),
     ("p90_us", "90th percentile per call"),
     ("p99_us", "99th percentile per call"),
@@ -34,7 +35,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("streams_per_core", "real-time streams one core sustains at this batch (audio seconds per CPU second)"),
     ("accuracy", "with --data: keyword detection accuracy on the long recording (offline: top-1 on clips)"),
     ("fa_per_hour", "with --data: false alarms per hour of that recording"),
-    ("bound_us", "physical bound per call: max(weight bytes / bandwidth at that size, MACs x batch / GEMM peak)"),
+    ("bound_us", "physical bound per call: max((weight bytes + 2 x state bytes x batch) / bandwidth at that size, "
+                 "MACs x batch / GEMM peak); benchmark.json also has each term and the bound without the state"),
     ("bound_kind", "which term binds: memory or compute"),
     ("measured_over_bound", "p50_us / bound_us"),
     ("max_abs_diff_vs_torch", "max |logits - torch logits| over the first packets from the zero state (batch 1)"),
