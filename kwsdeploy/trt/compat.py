@@ -3,7 +3,8 @@ builder accept it? Catches on the workstation what would otherwise fail on the d
 
 Checks: operators and their documented restrictions per parser version (`parser_support`), the
 default-domain opset, custom domains, Q/DQ as TensorRT runs it (`qdq_rules`: signed INT8, zero
-point 0, scale a constant, per-channel only on weights), no dynamic axis but the declared batch
+point 0, scale a constant, per-channel only on weights on the output-channel axis: the rule the INT8
+export applies too), no dynamic axis but the declared batch
 (axis 0, named `batch`) on any input or output, no external data, engine I/O types. Each finding names the node
 (or input) and the first TensorRT version that would accept it, or says that none does.
 Needs onnx only (no torch, no tensorrt).

@@ -1,5 +1,5 @@
 """The facts of an ONNX graph the TensorRT checks read, computed once: constants (initializers and
-Constant nodes), producers, the default-domain opset; node attribute and input helpers. onnx only."""
+Constant nodes), producers, consumers, the default-domain opset; node attribute and input helpers. onnx only."""
 
 from __future__ import annotations
 
@@ -13,16 +13,19 @@ STANDARD_DOMAINS = ("", "ai.onnx")
 
 
 class GraphFacts:
-    """A graph's constants (initializers and Constant nodes), producers and default-domain opset."""
+    """A graph's constants (initializers and Constant nodes), producers, consumers and default-domain opset."""
 
     def __init__(self, model: onnx.ModelProto) -> None:
         g = model.graph
         self.model = model
         self.constants: dict[str, Any] = {t.name: t for t in g.initializer}
         self.producers: dict[str, onnx.NodeProto] = {}
+        self.consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}  # tensor -> (node, input index)
         for node in g.node:
             for out in node.output:
                 self.producers[out] = node
+            for k, name in enumerate(node.input):
+                self.consumers.setdefault(name, []).append((node, k))
             if node.op_type == "Constant" and node.domain in STANDARD_DOMAINS and node.output:
                 self.constants[node.output[0]] = node
         self.opset = next((o.version for o in model.opset_import if o.domain in STANDARD_DOMAINS), 0)
