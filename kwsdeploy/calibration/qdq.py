@@ -6,7 +6,8 @@ activations, weights stored as int8 initializers feeding a DequantizeLinear, bia
 Conv/MatMul/Gemm with a constant weight are quantized; what stays float and why is returned:
 the MFCC frontend, activation x activation MatMuls (the Keyword Mamba recurrence: dt x B outer
 product and the C readout), depthwise convolutions (TensorRT on Jetson Orin runs them slower or not
-at all in INT8) and any layer the caller names (selective precision by SQNR).
+at all in INT8) and any layer the caller names (selective precision by SQNR). Float layers with a
+constant weight still store it int8 (weight-only, `calibration.weights`).
 """
 
 from __future__ import annotations
@@ -133,9 +134,11 @@ def quantize_tensorrt(
     method: str = "minmax",
     exclude: Mapping[str, str] | None = None,
     batch: int = 64,
+    weight_only: bool = True,
 ) -> QuantResult:
     """The `tensorrt` recipe on `proto` calibrated on `calib` (a CalibrationSet); `exclude` adds
-    layers kept float (name -> reason)."""
+    layers kept float (name -> reason). `weight_only`: the float layers with a constant weight (not the
+    frontend, not the recurrence) and decay constants still store int8 (`calibration.weights`)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     proto = name_nodes(proto)
@@ -163,9 +166,17 @@ def quantize_tensorrt(
             extra_options=extra,
         )
         out = onnx.load(str(dst))
+    stored: list[str] = []
+    if weight_only:
+        from kwsdeploy.calibration.weights import REASON_SUFFIX, store_weights_int8
+
+        design = (REASON_FRONTEND, REASON_RECURRENCE)
+        out, stored = store_weights_int8(out, [k for k, v in keep.items() if v not in design])
+        keep = {k: v + REASON_SUFFIX if k in stored else v for k, v in keep.items()}
     settings = {
         "tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "activations": "int8 symmetric per-tensor",
         "weights": "int8 symmetric per-channel (output-channel axis)", "bias": "float", "method": method,
+        "weight_only_int8": stored,
         **({"percentile": PERCENTILE} if method == "percentile" else {}),
     }
     return QuantResult(out, "tensorrt", todo, dict(sorted(keep.items())), settings)

@@ -44,7 +44,11 @@ def test_every_qdq_is_int8_zero_point_0_and_per_channel_on_the_output_axis(tc_in
         inits = {i.name: i for i in g.initializer}
         weight_dqs = [n for n in g.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
         assert weight_dqs and all(inits[n.input[0]].data_type == TensorProto.INT8 for n in weight_dqs)
-        assert all(numpy_helper.to_array(inits[n.input[1]]).ndim == 1 for n in weight_dqs)  # per-channel
+        users = {i: m.op_type for m in g.node for i in m.input}
+        layer_dqs = [n for n in weight_dqs if users[n.output[0]] in ("Conv", "MatMul", "Gemm")]
+        assert layer_dqs and all(numpy_helper.to_array(inits[n.input[1]]).ndim == 1 for n in layer_dqs)  # per-channel
+        # the rest are decay constants stored in the log domain (per-tensor, into an Exp)
+        assert all(users[n.output[0]] == "Exp" for n in weight_dqs if n not in layer_dqs)
         for vi in (*g.input, *g.output):  # state stays float at the boundary
             assert vi.type.tensor_type.elem_type == TensorProto.FLOAT
 

@@ -1,0 +1,177 @@
+"""INT8 ablations of the tensorrt recipe on the shipped demo checkpoints, measured on held-out data the
+way `bench_int8.py` measures them (top-1 of the unseen speaker's clips through the ONNX Runtime step
+runner, stream detection on the `eval-stream` recording), one variant per row.
+
+    python benchmarks/int8_ablation.py --study gate [--models a,b] [--out benchmarks/results/int8_gate]
+
+Studies: `gate` (the free-running stream-SQNR gate off, and at several floors: one greedy run at the
+highest floor, each lower floor is a prefix of its rounds, exactly what the recipe does at that floor).
+Writes <out>.json and <out>.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+GATE_FLOORS = (20.0, 25.0, 30.0, 35.0, 40.0)
+
+
+@dataclass
+class Setup:
+    """One model's fp32 step graph, its calibration set, the held-out data and how to score a graph."""
+
+    name: str
+    params: int
+    proto: object
+    calib: object
+    data: object
+    manifest: object
+    input_kind: str
+    method: str
+
+    def score(self, model: bytes) -> dict:
+        from kwsdeploy.calibration.report import evaluate_file
+
+        m = self.manifest
+        row = evaluate_file(model, "step", self.input_kind, self.data, m.labels, m.feature_config, m.stream,
+                            m.detection_settings)
+        row.pop("predictions")
+        return row
+
+
+def setup(name: str, clips: int, method: str) -> Setup:
+    """Export the fp32 step graph of a shipped checkpoint and calibrate it as `export --int8` does."""
+    import onnx
+    from rich.console import Console
+
+    from kwsdeploy.calibration.passes import CalibrationSource, Int8Options, calibration_clips
+    from kwsdeploy.cli._export_int8 import eval_data_for
+    from kwsdeploy.exporters.bundle import build_bundle
+    from kwsdeploy.exporters.inputs import load_export_model, parity_clips
+    from kwsdeploy.models.registry import count_params
+
+    m, labels, fc, info, accuracy, _ = load_export_model(name, None, False)
+    manifest, blobs, _ = build_bundle(model=m, labels=labels, feature_config=fc, parity=parity_clips(fc),
+                                      modes=("step",), frontend=False, precisions=("fp32",), hop_frames=None,
+                                      checkpoint=info, accuracy=accuracy, exporter="legacy")
+    f = next(x for x in manifest.files if x.precision == "fp32" and x.mode == "step")
+    proto = onnx.load_from_string(blobs[f.path])
+    source = CalibrationSource(calibration_clips(Int8Options(clips=clips, method=method), labels, fc), fc, method)
+    calib = source.for_graph(proto, "step")
+    data = eval_data_for(manifest, None, Console(file=sys.stderr))
+    return Setup(name, count_params(m), proto, calib, data, manifest, f.input_kind, method)
+
+
+def _weights_ratio(fp32, q) -> float:
+    from kwsdeploy.calibration.report import model_weight_bytes
+
+    return round(model_weight_bytes(q.SerializeToString()) / model_weight_bytes(fp32.SerializeToString()), 4)
+
+
+def _row(s: Setup, variant: str, proto, extra: dict) -> dict:
+    from kwsdeploy.calibration.sqnr import stream_sqnr
+
+    t0 = time.perf_counter()
+    row = {"model": s.name, "params": s.params, "variant": variant, **extra, **s.score(proto.SerializeToString())}
+    if "stream_sqnr_db" not in row:
+        row["stream_sqnr_db"] = round(stream_sqnr(s.proto, proto, s.calib), 2)
+    row["weights_vs_fp32"] = _weights_ratio(s.proto, proto)
+    row["eval_seconds"] = round(time.perf_counter() - t0, 1)
+    print(f"[ablation] {s.name} {variant}: top-1 {100 * row['top1']:.1f} stream {100 * row['stream']['accuracy']:.1f} "
+          f"SQNR {row['stream_sqnr_db']}", file=sys.stderr)
+    return row
+
+
+def gate_study(s: Setup, floors=GATE_FLOORS) -> list[dict]:
+    """fp32, the gate off, and each floor (rounds of one greedy run at the highest floor)."""
+    from kwsdeploy.calibration.qdq import quantize_tensorrt, quiet, tensorrt_recipe
+    from kwsdeploy import tolerances
+
+    top = max(floors)
+    r = tensorrt_recipe(s.proto, s.calib, s.method, stream_floor_db=top)
+    history = r.settings.get("stream_sqnr_rounds_db", [])
+    alone = r.settings.get("alone_stream_sqnr_db", {})
+    gate = sorted((k for k, v in r.float_layers.items() if "stream floor" in v), key=lambda k: alone[k])
+    base = {k: v for k, v in r.float_layers.items() if v.startswith("SQNR")}
+    rows = [_row(s, "fp32", s.proto, {"floor_db": None, "gate_layers": 0, "stream_sqnr_db": None})]
+    seen: dict[int, dict] = {}  # gate layers -> measured row (floors that stop at the same round share it)
+    for label, floor in (("gate off", -math.inf), *((f"floor {f:g} dB", f) for f in floors)):
+        k = next((i for i, h in enumerate(history) if h >= floor), len(history) - 1)
+        k = min(k, len(gate))
+        name = label + (" (default)" if floor == tolerances.INT8_MIN_STREAM_SQNR_DB else "")
+        extra = {"floor_db": None if math.isinf(floor) else floor, "gate_layers": k,
+                 "stream_sqnr_db": history[k] if history else None}
+        if k in seen:
+            rows.append({**seen[k], **extra, "variant": name})
+            continue
+        if k == len(gate):
+            proto = r.proto
+        else:
+            with quiet():
+                proto = quantize_tensorrt(s.proto, s.calib, s.method, exclude={**base, **{g: "" for g in gate[:k]}}).proto
+        rows.append(_row(s, name, proto, extra))
+        seen[k] = rows[-1]
+    return rows
+
+
+def markdown(rows: list[dict], title: str, argv: list[str]) -> str:
+    lines = [f"# {title}", "", f"Command: `python benchmarks/int8_ablation.py {' '.join(argv)}`", "",
+             "Held-out: demo corpus test split (jackson, 110 clips, unseen speaker; one clip = 0.9 points), each "
+             "streamed from the zero state through the ONNX Runtime step runner; stream: 40 test clips joined by "
+             "noise (`eval-stream` recording). Stream SQNR: logits of INT8 vs fp32, both free-running on the "
+             "calibration streams (train split, 64 clips).", "",
+             "| model | variant | layers kept float by the gate | stream SQNR (dB) | top-1 | d top-1 | stream | d stream | FA/h | weights vs fp32 |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    ref = {}
+    for r in rows:
+        if r["variant"] == "fp32":
+            ref[r["model"]] = r
+        f = ref[r["model"]]
+        sq = r.get("stream_sqnr_db")
+        lines.append(
+            f"| {r['model']} | {r['variant']} | {r.get('gate_layers', '-')} | "
+            f"{'-' if sq is None or math.isinf(sq) else f'{sq:.1f}'} | {100 * r['top1']:.1f} | "
+            f"{100 * (r['top1'] - f['top1']):+.1f} | {100 * r['stream']['accuracy']:.1f} | "
+            f"{100 * (r['stream']['accuracy'] - f['stream']['accuracy']):+.1f} | "
+            f"{r['stream']['false_alarms_per_hour']:.0f} | {r['weights_vs_fp32']:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+STUDIES = {"gate": (gate_study, "INT8 tensorrt recipe: the stream-SQNR gate on held-out data")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--study", choices=sorted(STUDIES), required=True)
+    ap.add_argument("--models", default="", help="Comma list (default: every shipped demo checkpoint).")
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--calib-clips", type=int, default=64)
+    ap.add_argument("--calib-method", default="minmax")
+    args = ap.parse_args(argv)
+    from kwsdeploy.cli.demo import shipped_demo_models
+
+    fn, title = STUDIES[args.study]
+    out = args.out or Path(f"benchmarks/results/int8_{args.study}")
+    names = [m for m in args.models.split(",") if m] or shipped_demo_models()
+    rows: list[dict] = []
+    for name in names:
+        print(f"[ablation] {name}: export and calibrate", file=sys.stderr)
+        rows += fn(setup(name, args.calib_clips, args.calib_method))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shown = argv if argv is not None else sys.argv[1:]
+        out.with_suffix(".json").write_text(json.dumps({"rows": rows, "argv": shown}, indent=1, default=str) + "\n")
+        out.with_suffix(".md").write_text(markdown(rows, title, shown))
+    print(out.with_suffix(".md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
