@@ -53,7 +53,7 @@ def make_step(model, opt, x, target):
         loss = F.cross_entropy(logits, target)
         loss.backward()
         opt.step()
-        return float(loss)
+        return loss.item()
     return step
 
 
