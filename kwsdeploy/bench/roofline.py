@@ -1,7 +1,10 @@
 """The physical bound of a row, from this machine's memory bandwidth and GEMM peak, measured once per run.
 
-bound = max(weight bytes / bandwidth at that working-set size, MACs / GEMM peak of the precision).
-Bandwidth: the best of a few numpy copies of a buffer of each size (read + write bytes counted), so a
+bound = max(bytes / bandwidth at that working-set size, MACs / GEMM peak of the precision), where the
+bytes are those a call must move: the graph's weights, plus the state it reads and the new state it
+writes (2 x state bytes per stream x batch; at batch 64 the reference-size KWM's SSM state, 19 MB in
+and 19 MB out, outweighs its 12 MB of weights). Elementwise work (exp(dt A), the state update) is
+counted in the MACs at the GEMM peak, an optimistic roof for it. Bandwidth: the best of a few numpy copies of a buffer of each size (read + write bytes counted), so a
 working set that fits in cache gets cache bandwidth. Peak: one ONNX Runtime MatMul (fp32) or
 MatMulInteger (uint8 x int8) of 256 x 512 x 512 at the run's thread count, best of a few calls.
 """
@@ -33,13 +36,16 @@ class Machine:
         size = next((s for s in sizes if s >= working_set), sizes[-1])
         return self.bandwidth[size]
 
-    def bound_seconds(self, weight_bytes: int, macs: int, precision: str, working_set: int | None = None) -> dict:
-        """The row's bound: seconds, which side binds ('memory' or 'compute'), and both terms."""
-        mem = weight_bytes / self.bandwidth_at(working_set or weight_bytes)
+    def bound_seconds(self, weight_bytes: int, macs: int, precision: str, working_set: int | None = None,
+                      state_bytes: int = 0) -> dict:
+        """The row's bound: seconds, which side binds ('memory' or 'compute'), and both terms. `state_bytes`:
+        the state a call reads plus the state it writes (all streams), moved besides the weights."""
+        moved = int(weight_bytes) + int(state_bytes)
+        mem = moved / self.bandwidth_at(working_set or moved)
         peak = self.peak_macs.get("int8" if precision.startswith("int8") else "fp32")
         comp = macs / peak if peak else 0.0
         return {"bound_s": max(mem, comp), "bound_kind": "memory" if mem >= comp else "compute",
-                "memory_s": mem, "compute_s": comp}
+                "memory_s": mem, "compute_s": comp, "bytes": moved}
 
     def to_dict(self) -> dict:
         """JSON-ready (sizes as strings)."""
