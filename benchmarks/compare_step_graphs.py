@@ -44,14 +44,17 @@ def runner(path: Path, batch: int):
     return r, x
 
 
-def time_round(r, x, seconds: float) -> list[float]:
-    """Per-call wall times (us) of consecutive steps for about `seconds`."""
+def time_round(r, x, seconds: float) -> tuple[list[float], float]:
+    """Per-call wall times (us) of consecutive steps for about `seconds`, and the thread's CPU time per
+    call (us; ONNX Runtime with 1 intra-op thread computes on the calling thread), which a machine
+    shared with other jobs inflates less than wall time."""
     out, end = [], time.perf_counter() + seconds
+    c0 = time.thread_time_ns()
     while time.perf_counter() < end or len(out) < 3:
         t0 = time.perf_counter_ns()
         r.step(x)
         out.append((time.perf_counter_ns() - t0) / 1e3)
-    return out
+    return out, (time.thread_time_ns() - c0) / 1e3 / len(out)
 
 
 def profile(path: Path, batch: int, calls: int = 10) -> dict[str, float]:
@@ -85,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--seconds", type=float, default=0.4, help="per graph, batch and round")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--out", type=Path, help="also write the Markdown here (with the command line)")
     args = ap.parse_args(argv)
     for item in args.export:
         file, _, model = item.partition("=")
@@ -99,26 +103,38 @@ def main(argv: list[str] | None = None) -> int:
     for r, x in runs.values():
         time_round(r, x, 0.05)  # warm-up
     times: dict = collections.defaultdict(list)
+    cpu: dict = collections.defaultdict(list)
     for _ in range(args.rounds):
         for key, (r, x) in runs.items():
-            times[key] += time_round(r, x, args.seconds)
+            wall, per_call = time_round(r, x, args.seconds)
+            times[key] += wall
+            cpu[key].append(per_call)
     load = os.getloadavg()
-    print(f"ONNX Runtime, 1 thread, {args.rounds} interleaved rounds of {args.seconds} s per graph and batch; "
-          f"load average {load[0]:.2f} at the end\n")
-    print("| graph | nodes | batch | p50 us per call | p50 us per stream | x first graph |")
-    print("|---|---:|---:|---:|---:|---:|")
+    lines = [f"ONNX Runtime, 1 thread, {args.rounds} interleaved rounds of {args.seconds} s per graph and batch; "
+             f"load average {load[0]:.2f} at the end", "",
+             "| graph | nodes | batch | p50 us per call | p50 us per stream | x first graph | CPU us per call "
+             "(best round) | x first graph (CPU) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for b in batches:
         base = float(np.median(times[(args.graphs[0], b)]))
+        cbase = min(cpu[(args.graphs[0], b)])
         for g in args.graphs:
-            p50 = float(np.median(times[(g, b)]))
-            print(f"| {g.name} | {nodes[g]} | {b} | {p50:,.0f} | {p50 / b:,.1f} | {p50 / base:.3f} |")
+            p50, c = float(np.median(times[(g, b)])), min(cpu[(g, b)])
+            lines.append(f"| {g.name} | {nodes[g]} | {b} | {p50:,.0f} | {p50 / b:,.1f} | {p50 / base:.3f} | "
+                         f"{c:,.0f} | {c / cbase:.3f} |")
     if args.profile:
+        lines += ["", "ONNX Runtime's profiler, kernel time by op type (us per call, 10 calls, zero inputs):", ""]
         for b in batches:
             for g in args.graphs:
                 ops = profile(g, b)
-                total = sum(ops.values())
                 top = ", ".join(f"{k} {v:,.0f}" for k, v in list(ops.items())[:8])
-                print(f"\nprofile {g.name} batch {b}: kernels {total:,.0f} us per call: {top}")
+                lines.append(f"- {g.name}, batch {b}: {sum(ops.values()):,.0f} in all; {top}")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        cmd = "python benchmarks/compare_step_graphs.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        tmp = args.out.with_suffix(".tmp")
+        tmp.write_text(f"# Step graphs side by side\n\n`{cmd}`\n\n{text}")
+        tmp.replace(args.out)
     return 0
 
 

@@ -250,7 +250,8 @@ def time_rows(timed: list[Timed], s: Settings, progress: Callable[[int, int, str
         cpu_s = t.cpu_ns * 1e-9
         streamed_s = t.audio_s_per_call * st["calls"]
         t.row.update(st, cpu_ms_per_s=cpu_s * 1e3 / streamed_s, rtf=st["mean_us"] * 1e-6 / per_call,
-                     streams_per_core=streamed_s / cpu_s if cpu_s > 0 else None)
+                     streams_per_core=streamed_s / cpu_s if cpu_s > 0 else None,
+                     cpu_us_per_call=cpu_s * 1e6 / st["calls"] if st["calls"] else None)
         t.runner = None
 
 
@@ -266,6 +267,8 @@ def add_bound(row: dict[str, Any], machine: roofline.Machine) -> None:
     row.update(bound_us=b["bound_s"] * 1e6, bound_kind=b["bound_kind"], bound_bytes=b["bytes"],
                memory_bound_us=b["memory_s"] * 1e6, compute_bound_us=b["compute_s"] * 1e6,
                measured_over_bound=row["p50_us"] / (b["bound_s"] * 1e6) if b["bound_s"] > 0 else None)
+    if row.get("cpu_us_per_call") and b["bound_s"] > 0:  # CPU time: what other jobs' time slices do not inflate
+        row["cpu_over_bound"] = row["cpu_us_per_call"] / (b["bound_s"] * 1e6)
     # the bound without the state (the issue's first formula), kept beside it for comparison
     w = machine.bound_seconds(int(row["weight_bytes"]), macs, precision)
     row["weights_only_bound_us"] = w["bound_s"] * 1e6

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from kwsdeploy import tolerances
-from kwsdeploy.models import _mamba_mixer
+from kwsdeploy.models import _mamba_mixer, _scan_fn
 from kwsdeploy.models._mamba_mixer import _scan_sequential, _scan_sequential_ref
 from kwsdeploy.models._scan_fn import SelectiveScanFn
 from kwsdeploy.models.kwm import KeywordMamba
@@ -112,3 +112,16 @@ def test_the_training_forward_uses_the_function_and_matches_plain_autograd():
     for (name, _), got, ref in zip(model.named_parameters(), grads, grads_ref):
         err = (got - ref).abs().max().item() / max(ref.abs().max().item(), 1e-30)
         assert err <= tolerances.SCAN_GRAD_REL_ATOL, (name, err)
+
+
+def test_buffers_go_back_to_the_pool_and_dirty_buffers_give_the_same_results():
+    _scan_fn.release_buffers()
+    inputs = _inputs(2, 8, 4, 11)
+    first = _run(_scan_sequential, inputs, True)
+    assert len(_scan_fn._POOL._free) == 2  # deltaA and the states, holding gradients now
+    second = _run(_scan_sequential, inputs, True)  # forward on the reused (dirty) buffers
+    assert len(_scan_fn._POOL._free) == 2
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    assert all(torch.equal(a, b) for a, b in zip(first[2], second[2]))
+    _scan_fn.release_buffers()
+    assert not _scan_fn._POOL._free
