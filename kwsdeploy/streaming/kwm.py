@@ -25,7 +25,6 @@ from torch import nn
 
 from kwsdeploy.config import FeatureConfig
 from kwsdeploy.contract import StateSpec
-from kwsdeploy.models._mamba_mixer import causal_depthwise_conv
 from kwsdeploy.models.registry import display_name
 from kwsdeploy.streaming.convert import register_converter
 from kwsdeploy.streaming.layers import StepModule, StreamMeanPool, exact_stream_spec, resolve_packet_frames
