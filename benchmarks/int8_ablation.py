@@ -5,7 +5,8 @@ runner, stream detection on the `eval-stream` recording), one variant per row.
     python benchmarks/int8_ablation.py --study gate [--models a,b] [--out benchmarks/results/int8_gate]
 
 Studies: `gate` (the free-running stream-SQNR gate off, and at several floors: one greedy run at the
-highest floor, each lower floor is a prefix of its rounds, exactly what the recipe does at that floor).
+highest floor, each lower floor is a prefix of its rounds, exactly what the recipe does at that floor);
+`state` (Keyword Mamba: the SSM state float vs int8, `--quantize-state`).
 Writes <out>.json and <out>.md.
 """
 
@@ -122,6 +123,18 @@ def gate_study(s: Setup, floors=GATE_FLOORS) -> list[dict]:
     return rows
 
 
+def state_study(s: Setup) -> list[dict]:
+    """fp32, the default tensorrt graph, and the same graph with its SSM state Q/DQ'd (--quantize-state)."""
+    from kwsdeploy.calibration.qdq import tensorrt_recipe
+    from kwsdeploy.calibration.state_q import quantize_state
+
+    r = tensorrt_recipe(s.proto, s.calib, s.method)
+    q, scales = quantize_state(r.proto, s.calib.ranges())
+    return [_row(s, "fp32", s.proto, {"stream_sqnr_db": None}),
+            _row(s, "tensorrt (state float)", r.proto, {}),
+            _row(s, "tensorrt --quantize-state", q, {"state_scales": scales})]
+
+
 def markdown(rows: list[dict], title: str, argv: list[str]) -> str:
     lines = [f"# {title}", "", f"Command: `python benchmarks/int8_ablation.py {' '.join(argv)}`", "",
              "Held-out: demo corpus test split (jackson, 110 clips, unseen speaker; one clip = 0.9 points), each "
@@ -145,7 +158,8 @@ def markdown(rows: list[dict], title: str, argv: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-STUDIES = {"gate": (gate_study, "INT8 tensorrt recipe: the stream-SQNR gate on held-out data")}
+STUDIES = {"gate": (gate_study, "INT8 tensorrt recipe: the stream-SQNR gate on held-out data"),
+           "state": (state_study, "INT8 tensorrt recipe: the cost of --quantize-state (int8 SSM state)")}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -196,12 +196,14 @@ def alone_stream_sqnr(proto: onnx.ModelProto, calib, method: str, layers: list[s
 
 
 def tensorrt_recipe(proto: onnx.ModelProto, calib, method: str = "minmax", floor_db: float | None = None,
-                    stream_floor_db: float | None = None, max_rounds: int | None = None) -> QuantResult:
+                    stream_floor_db: float | None = None, max_rounds: int | None = None,
+                    quantize_state: bool = False) -> QuantResult:
     """`quantize_tensorrt`, then selective precision: layers whose isolated SQNR is under `floor_db`
     (default tolerances.INT8_MIN_SQNR_DB) are kept float and the graph is quantized again; then, while
     the free-running stream logits SQNR is under `stream_floor_db` (tolerances.INT8_MIN_STREAM_SQNR_DB),
     the quantized layer that alone costs the stream most is kept float too (at most `max_rounds` rounds,
-    tolerances.INT8_STREAM_MAX_ROUNDS, and never the last quantized layer)."""
+    tolerances.INT8_STREAM_MAX_ROUNDS, and never the last quantized layer). `quantize_state`: then the
+    SSM state is Q/DQ'd at the graph boundary (`calibration.state_q`) and the SQNRs re-measured."""
     from kwsdeploy import tolerances
     from kwsdeploy.calibration.sqnr import below_floor, layer_sqnr, output_sqnr, stream_sqnr
 
@@ -233,6 +235,13 @@ def tensorrt_recipe(proto: onnx.ModelProto, calib, method: str = "minmax", floor
             result = quantize_tensorrt(proto, calib, method, exclude=low)
             free = stream_sqnr(proto, result.proto, calib)
             history.append(round(free, 2))
+        if quantize_state:
+            from kwsdeploy.calibration.state_q import quantize_state as q_state
+
+            result.proto, scales = q_state(result.proto, calib.ranges())
+            result.settings.update(state_int8_scales={k: float(f"{v:.6g}") for k, v in scales.items()},
+                                   stream_logits_sqnr_db_float_state=None if free is None else round(free, 2))
+            free = stream_sqnr(proto, result.proto, calib)
         result.settings.update(
             layer_sqnr_db={k: round(v, 2) for k, v in sqnr.items()}, sqnr_floor_db=floor,
             logits_sqnr_db=round(output_sqnr(proto, result.proto, calib), 2),

@@ -24,11 +24,6 @@ def tc_int8(tc_graph, tc_calib):
     return tensorrt_recipe(tc_graph[0], tc_calib)
 
 
-@pytest.fixture(scope="module")
-def kwm_int8(kwm_graph, kwm_calib):
-    return tensorrt_recipe(kwm_graph[0], kwm_calib)
-
-
 def _last_logits(proto, audio, fc):
     from kwsdeploy.calibration.data import stream_inputs
     from kwsdeploy.runtime.ort import OrtStepRunner as StepSession

@@ -84,10 +84,8 @@ def test_a_shared_or_mixed_sign_constant_is_left_alone():
     assert done == [] and model_weight_bytes(out.SerializeToString()) == model_weight_bytes(proto.SerializeToString())
 
 
-def test_kwm_tensorrt_graph_is_at_most_0_3x_and_float_layers_store_int8(kwm_graph, kwm_calib):
-    from kwsdeploy.calibration.qdq import tensorrt_recipe
-
-    r = tensorrt_recipe(kwm_graph[0], kwm_calib)
+def test_kwm_tensorrt_graph_is_at_most_0_3x_and_float_layers_store_int8(kwm_graph, kwm_int8):
+    r = kwm_int8
     ratio = model_weight_bytes(r.proto.SerializeToString()) / model_weight_bytes(kwm_graph[0].SerializeToString())
     assert ratio <= 0.30
     decays = [k for k in r.settings["weight_only_int8"] if k not in r.float_layers]
