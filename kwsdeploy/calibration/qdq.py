@@ -197,11 +197,12 @@ def alone_stream_sqnr(proto: onnx.ModelProto, calib, method: str, layers: list[s
 
 def tensorrt_recipe(proto: onnx.ModelProto, calib, method: str = "minmax", floor_db: float | None = None,
                     stream_floor_db: float | None = None, max_rounds: int | None = None,
-                    quantize_state: bool = False) -> QuantResult:
+                    quantize_state: bool = False, stream_trigger_db: float | None = None) -> QuantResult:
     """`quantize_tensorrt`, then selective precision: layers whose isolated SQNR is under `floor_db`
-    (default tolerances.INT8_MIN_SQNR_DB) are kept float and the graph is quantized again; then, while
-    the free-running stream logits SQNR is under `stream_floor_db` (tolerances.INT8_MIN_STREAM_SQNR_DB),
-    the quantized layer that alone costs the stream most is kept float too (at most `max_rounds` rounds,
+    (default tolerances.INT8_MIN_SQNR_DB) are kept float and the graph is quantized again; then, if the
+    free-running stream logits SQNR is under `stream_trigger_db` (tolerances.INT8_STREAM_GATE_BELOW_DB),
+    while it is under `stream_floor_db` (tolerances.INT8_MIN_STREAM_SQNR_DB) the quantized layer that
+    alone costs the stream most is kept float too (at most `max_rounds` rounds,
     tolerances.INT8_STREAM_MAX_ROUNDS, and never the last quantized layer). `quantize_state`: then the
     SSM state is Q/DQ'd at the graph boundary (`calibration.state_q`) and the SQNRs re-measured."""
     from kwsdeploy import tolerances
@@ -210,6 +211,7 @@ def tensorrt_recipe(proto: onnx.ModelProto, calib, method: str = "minmax", floor
     floor = tolerances.INT8_MIN_SQNR_DB if floor_db is None else floor_db
     sfloor = tolerances.INT8_MIN_STREAM_SQNR_DB if stream_floor_db is None else stream_floor_db
     rounds = tolerances.INT8_STREAM_MAX_ROUNDS if max_rounds is None else max_rounds
+    trigger = tolerances.INT8_STREAM_GATE_BELOW_DB if stream_trigger_db is None else stream_trigger_db
     proto = name_nodes(proto)
     with quiet():
         first = quantize_tensorrt(proto, calib, method)
@@ -225,9 +227,10 @@ def tensorrt_recipe(proto: onnx.ModelProto, calib, method: str = "minmax", floor
         free = stream_sqnr(proto, result.proto, calib)
         history = [] if free is None else [round(free, 2)]
         alone: dict[str, float] = {}
-        if free is not None and free < sfloor:
+        gate = free is not None and free < min(trigger, sfloor)
+        if gate:
             alone = alone_stream_sqnr(proto, calib, method, result.quantized, low)
-        while free is not None and free < sfloor and len(history) <= rounds and len(result.quantized) > 1:
+        while gate and free < sfloor and len(history) <= rounds and len(result.quantized) > 1:
             worst = min(result.quantized, key=lambda k: alone.get(k, float("inf")))
             low[worst] = (f"stream logits SQNR {free:.1f} dB < {sfloor:g} dB stream floor; worst layer left "
                           f"(quantized alone: stream {alone.get(worst, float('nan')):.1f} dB, "
@@ -248,7 +251,7 @@ def tensorrt_recipe(proto: onnx.ModelProto, calib, method: str = "minmax", floor
         )
         if free is not None:
             result.settings.update(stream_logits_sqnr_db=round(free, 2), stream_sqnr_floor_db=sfloor,
-                                   stream_sqnr_rounds_db=history)
+                                   stream_gate_below_db=trigger, stream_sqnr_rounds_db=history)
         if alone:
             result.settings["alone_stream_sqnr_db"] = {k: round(v, 2) for k, v in alone.items()}
     return result
