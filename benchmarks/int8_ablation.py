@@ -73,6 +73,14 @@ def setup(name: str, clips: int, method: str) -> Setup:
     return Setup(name, count_params(m), proto, calib, data, manifest, f.input_kind, method)
 
 
+def _weight_only(s: Setup) -> bool:
+    """Whether the recipe stores the float layers' weights int8 for this graph (as tensorrt_recipe decides)."""
+    from kwsdeploy import tolerances
+    from kwsdeploy.calibration.qdq import model_params
+
+    return model_params(s.proto) > tolerances.INT8_WEIGHT_ONLY_MIN_PARAMS
+
+
 def _weights_ratio(fp32, q) -> float:
     from kwsdeploy.calibration.report import model_weight_bytes
 
@@ -121,7 +129,8 @@ def gate_study(s: Setup, floors=GATE_FLOORS) -> list[dict]:
             proto = r.proto
         else:
             with quiet():
-                proto = quantize_tensorrt(s.proto, s.calib, s.method, exclude={**base, **{g: "" for g in gate[:k]}}).proto
+                proto = quantize_tensorrt(s.proto, s.calib, s.method, exclude={**base, **{g: "" for g in gate[:k]}},
+                                          weight_only=_weight_only(s)).proto
         rows.append(_row(s, name, proto, extra))
         seen[k] = rows[-1]
     return rows
@@ -161,7 +170,7 @@ def drift_study(s: Setup, parts: int = 4) -> list[dict]:
     r = tensorrt_recipe(s.proto, s.calib, s.method)
     base = {k: v for k, v in r.float_layers.items() if v.startswith("SQNR")}
     with quiet():
-        off = quantize_tensorrt(s.proto, s.calib, s.method, exclude=base)
+        off = quantize_tensorrt(s.proto, s.calib, s.method, exclude=base, weight_only=_weight_only(s))
     rows = []
     for label, q in (("gate off", off), ("default", r)):
         per = stream_layer_sqnr(s.proto, q.proto, x, off.quantized, parts)

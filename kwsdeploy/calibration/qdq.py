@@ -182,8 +182,16 @@ def quantize_tensorrt(
     return QuantResult(out, "tensorrt", todo, dict(sorted(keep.items())), settings)
 
 
+def model_params(proto: onnx.ModelProto) -> int:
+    """Float weights of a graph outside the MFCC frontend (elements of its float initializers)."""
+    import math
+
+    return sum(math.prod(i.dims) for i in proto.graph.initializer
+               if i.data_type == onnx.TensorProto.FLOAT and not i.name.startswith(FRONTEND_PREFIX))
+
+
 def alone_stream_sqnr(proto: onnx.ModelProto, calib, method: str, layers: list[str],
-                      keep: Mapping[str, str]) -> dict[str, float]:
+                      keep: Mapping[str, str], weight_only: bool = True) -> dict[str, float]:
     """Free-running stream logits SQNR (dB) with only one of `layers` quantized, per layer (its own
     effect on what a device reads; `keep` stays float as well)."""
     from kwsdeploy.calibration.sqnr import stream_sqnr
@@ -191,7 +199,8 @@ def alone_stream_sqnr(proto: onnx.ModelProto, calib, method: str, layers: list[s
     out = {}
     for name in layers:
         others = {k: "" for k in layers if k != name}
-        out[name] = stream_sqnr(proto, quantize_tensorrt(proto, calib, method, exclude={**keep, **others}).proto, calib)
+        q = quantize_tensorrt(proto, calib, method, exclude={**keep, **others}, weight_only=weight_only)
+        out[name] = stream_sqnr(proto, q.proto, calib)
     return out
 
 
@@ -203,7 +212,9 @@ def tensorrt_recipe(proto: onnx.ModelProto, calib, method: str = "minmax", floor
     free-running stream logits SQNR is under `stream_trigger_db` (tolerances.INT8_STREAM_GATE_BELOW_DB),
     while it is under `stream_floor_db` (tolerances.INT8_MIN_STREAM_SQNR_DB) the quantized layer that
     alone costs the stream most is kept float too (at most `max_rounds` rounds,
-    tolerances.INT8_STREAM_MAX_ROUNDS, and never the last quantized layer). `quantize_state`: then the
+    tolerances.INT8_STREAM_MAX_ROUNDS, and never the last quantized layer). Float layers store int8
+    weights (weight-only) in graphs of more than tolerances.INT8_WEIGHT_ONLY_MIN_PARAMS weights.
+    `quantize_state`: then the
     SSM state is Q/DQ'd at the graph boundary (`calibration.state_q`) and the SQNRs re-measured."""
     from kwsdeploy import tolerances
     from kwsdeploy.calibration.sqnr import below_floor, layer_sqnr, output_sqnr, stream_sqnr
@@ -213,13 +224,14 @@ def tensorrt_recipe(proto: onnx.ModelProto, calib, method: str = "minmax", floor
     rounds = tolerances.INT8_STREAM_MAX_ROUNDS if max_rounds is None else max_rounds
     trigger = tolerances.INT8_STREAM_GATE_BELOW_DB if stream_trigger_db is None else stream_trigger_db
     proto = name_nodes(proto)
+    wo = model_params(proto) > tolerances.INT8_WEIGHT_ONLY_MIN_PARAMS
     with quiet():
-        first = quantize_tensorrt(proto, calib, method)
+        first = quantize_tensorrt(proto, calib, method, weight_only=wo)
         sqnr = layer_sqnr(proto, first.proto, calib, first.quantized)
         low = below_floor(sqnr, floor)
         result = first
         if low and len(low) < len(first.quantized):
-            result = quantize_tensorrt(proto, calib, method, exclude=low)
+            result = quantize_tensorrt(proto, calib, method, exclude=low, weight_only=wo)
         elif low:
             raise QuantizeError(f"every quantizable layer is under the {floor:g} dB SQNR floor "
                                 f"({', '.join(f'{k}: {v:.1f} dB' for k, v in sqnr.items())}); INT8 would change nothing "
@@ -229,13 +241,13 @@ def tensorrt_recipe(proto: onnx.ModelProto, calib, method: str = "minmax", floor
         alone: dict[str, float] = {}
         gate = free is not None and free < min(trigger, sfloor)
         if gate:
-            alone = alone_stream_sqnr(proto, calib, method, result.quantized, low)
+            alone = alone_stream_sqnr(proto, calib, method, result.quantized, low, wo)
         while gate and free < sfloor and len(history) <= rounds and len(result.quantized) > 1:
             worst = min(result.quantized, key=lambda k: alone.get(k, float("inf")))
             low[worst] = (f"stream logits SQNR {free:.1f} dB < {sfloor:g} dB stream floor; worst layer left "
                           f"(quantized alone: stream {alone.get(worst, float('nan')):.1f} dB, "
                           f"isolated {sqnr.get(worst, float('nan')):.1f} dB)")
-            result = quantize_tensorrt(proto, calib, method, exclude=low)
+            result = quantize_tensorrt(proto, calib, method, exclude=low, weight_only=wo)
             free = stream_sqnr(proto, result.proto, calib)
             history.append(round(free, 2))
         if quantize_state:

@@ -5,6 +5,7 @@ every graph still passes the one Q/DQ rule, and the tensorrt graph meets the 0.3
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
@@ -93,3 +94,20 @@ def test_kwm_tensorrt_graph_is_at_most_0_3x_and_float_layers_store_int8(kwm_grap
     for k, v in r.float_layers.items():  # every float layer with a weight stores it int8; the recurrence has none
         assert (v == REASON_RECURRENCE) != v.endswith(REASON_SUFFIX)
     assert qdq_problems(r.proto) == []
+
+
+def test_weight_only_storage_only_over_the_parameter_threshold(tc_graph, tc_calib, monkeypatch):
+    from kwsdeploy import tolerances
+    from kwsdeploy.calibration.qdq import model_params, tensorrt_recipe
+
+    proto = tc_graph[0]
+    assert model_params(proto) > tolerances.INT8_WEIGHT_ONLY_MIN_PARAMS  # tcresnet8-causal: 65k weights
+    on = tensorrt_recipe(proto, tc_calib)
+    kept = [k for k, v in on.float_layers.items() if v.startswith("SQNR")]
+    assert kept and on.settings["weight_only_int8"] == kept  # the SQNR-kept first layer stores int8
+    monkeypatch.setattr(tolerances, "INT8_WEIGHT_ONLY_MIN_PARAMS", model_params(proto))
+    off = tensorrt_recipe(proto, tc_calib)
+    assert off.settings["weight_only_int8"] == [] and not any(v.endswith(REASON_SUFFIX) for v in off.float_layers.values())
+    grown = model_weight_bytes(off.proto.SerializeToString()) - model_weight_bytes(on.proto.SerializeToString())
+    n = sum(numpy_helper.to_array(i).size for i in on.proto.graph.initializer if i.name.endswith("_int8"))
+    assert grown == pytest.approx(3 * n, rel=0.05)  # float32 instead of int8, less the scales
