@@ -11,6 +11,10 @@ REFERENCE_E2E_REL_ATOL = 1e-3      # import-reference + predict from WAV files, 
 # Streaming
 STEP_PARITY_ATOL = 1e-4            # step form vs offline model, max abs logit difference
 SCAN_PARITY_ATOL = 1e-4            # parallel selective scan vs unrolled recurrence
+# Training scan (SelectiveScanFn, hand-written backward) vs the plain-autograd scan, fp32 gradients:
+# |ours - autograd| <= this * max|autograd| per input (float summation order only; measured <= 1.3e-6
+# at B 32, d 128, n 16, L 200).
+SCAN_GRAD_REL_ATOL = 2e-5
 
 # Export
 ONNX_PARITY_ATOL = 1e-4            # ONNX Runtime step graph vs torch step form, fp32

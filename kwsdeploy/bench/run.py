@@ -165,6 +165,7 @@ class Runner:
             return None, None
         self._seen.add(resolved)
         row.update(packet_frames=subj.packet_frames, weights=subj.weights, params=subj.params,
+                   state_bytes=subj.state_bytes,
                    macs_per_call=subj.macs_per_call, frontend_macs_per_call=subj.frontend_macs_per_call,
                    macs_per_second=subj.macs_per_call / subj.audio_seconds_per_call,
                    audio_ms_per_call=subj.audio_seconds_per_call * 1e3)
@@ -249,7 +250,8 @@ def time_rows(timed: list[Timed], s: Settings, progress: Callable[[int, int, str
         cpu_s = t.cpu_ns * 1e-9
         streamed_s = t.audio_s_per_call * st["calls"]
         t.row.update(st, cpu_ms_per_s=cpu_s * 1e3 / streamed_s, rtf=st["mean_us"] * 1e-6 / per_call,
-                     streams_per_core=streamed_s / cpu_s if cpu_s > 0 else None)
+                     streams_per_core=streamed_s / cpu_s if cpu_s > 0 else None,
+                     cpu_us_per_call=cpu_s * 1e6 / st["calls"] if st["calls"] else None)
         t.runner = None
 
 
@@ -260,9 +262,16 @@ def add_bound(row: dict[str, Any], machine: roofline.Machine) -> None:
     macs = int(row["macs_per_call"]) * int(row["batch"])
     # the int8 GEMM peak only where the graph computes in integers (an INT8 recipe may ship fp32)
     precision = row["precision"] if row.get("integer_graph", row["precision"].startswith("int8")) else "fp32"
-    b = machine.bound_seconds(int(row["weight_bytes"]), macs, precision)
-    row.update(bound_us=b["bound_s"] * 1e6, bound_kind=b["bound_kind"],
+    state = 2 * int(row.get("state_bytes") or 0) * int(row["batch"])  # read the state, write the new one
+    b = machine.bound_seconds(int(row["weight_bytes"]), macs, precision, state_bytes=state)
+    row.update(bound_us=b["bound_s"] * 1e6, bound_kind=b["bound_kind"], bound_bytes=b["bytes"],
+               memory_bound_us=b["memory_s"] * 1e6, compute_bound_us=b["compute_s"] * 1e6,
                measured_over_bound=row["p50_us"] / (b["bound_s"] * 1e6) if b["bound_s"] > 0 else None)
+    if row.get("cpu_us_per_call") and b["bound_s"] > 0:  # CPU time: what other jobs' time slices do not inflate
+        row["cpu_over_bound"] = row["cpu_us_per_call"] / (b["bound_s"] * 1e6)
+    # the bound without the state (the issue's first formula), kept beside it for comparison
+    w = machine.bound_seconds(int(row["weight_bytes"]), macs, precision)
+    row["weights_only_bound_us"] = w["bound_s"] * 1e6
 
 
 def run(settings: Settings, progress: Callable[[int, int, str], None] | None = None) -> Result:

@@ -55,6 +55,11 @@ class Subject:
     def stateful(self) -> bool:
         return self.key.mode != "offline"
 
+    @property
+    def state_bytes(self) -> int:
+        """Bytes of the state one stream carries into a call (the call writes as many out); 0 offline."""
+        return sum(int(t.numel()) * int(t.element_size()) for t in self.init_state(1)) if self.stateful else 0
+
     def onnx_parts(self):
         """(fp32 model graph, fp32 frontend graph or None), exported on first use, then cached."""
         if "parts" not in self._onnx:

@@ -134,6 +134,7 @@ def synth_cmd(
     per_voice: int = typer.Option(1, "--per-voice", min=1, max=10_000, help="Clips of each word per voice (each its own speed, pitch, level)."),
     unknown_per_voice: int = typer.Option(2, "--unknown-per-voice", min=0, max=10_000, help="_unknown_ clips per voice (hard negatives, sentence cuts)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the speed/pitch/level draws."),
+    speed: str = typer.Option("0.8,1.25", "--speed", help="'LO,HI': each clip's speaking-rate factor is drawn from U(LO, HI)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a tree that kwsdeploy wrote at --out."),
     list_voices: bool = typer.Option(False, "--list-voices", help="Print the installed voices and their split (JSON) and exit."),
     log: bool = typer.Option(False, "--log", help="Log each step."),
@@ -148,10 +149,14 @@ def synth_cmd(
     with user_errors():
         if not words or out is None:
             raise ValueError("give --words (e.g. zero,one,two) and --out DIR, or --list-voices.")
+        try:
+            speed_range = tuple(float(v) for v in speed.split(","))
+        except ValueError:
+            raise ValueError(f"--speed must be LO,HI (two numbers), got {speed!r}.") from None
         update, close = _count_bar("synthetic speech")
         try:
             path = synth.synth_tree(words.split(","), out, voices, per_voice, unknown_per_voice, seed, progress=update,
-                                     overwrite=overwrite)
+                                     overwrite=overwrite, speed_range=speed_range)
         finally:
             close()
     meta = json.loads((path / "kwsdeploy_corpus.json").read_text())

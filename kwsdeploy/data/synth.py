@@ -54,7 +54,7 @@ FESTIVAL_VOICES = ("kal_diphone",)
 HELD_OUT_FESTIVAL: tuple[str, ...] = ()
 ESPEAK_WPM = 175  # espeak-ng's default rate, speed 1.0
 
-SPEED_RANGE = (0.8, 1.25)  # synth_tree draws per clip (data synth --speed); 0.55-1.3 did not help (speakers_ablation.md)
+SPEED_RANGE = (0.8, 1.25)  # the default speed draws per clip (data synth --speed LO,HI; the shipped runs use 0.55,1.3)
 PITCH_RANGE = (0.86, 1.18)
 ESPEAK_PITCH_RANGE = (25, 75)  # espeak-ng -p (0-99, default 50): base pitch on top of the shift
 PEAK_DBFS_RANGE = (-32.0, -3.0)  # level of each written clip (FSDD speakers peak near -23 dBFS)
@@ -265,8 +265,8 @@ def set_peak(x: np.ndarray, peak_dbfs: float) -> np.ndarray:
     return (x * np.float32(10.0 ** (peak_dbfs / 20.0) / peak)).astype(np.float32)
 
 
-def _draw(rng: np.random.Generator) -> dict:
-    return {"speed": float(rng.uniform(*SPEED_RANGE)), "pitch": float(rng.uniform(*PITCH_RANGE)),
+def _draw(rng: np.random.Generator, speed_range: tuple[float, float] = SPEED_RANGE) -> dict:
+    return {"speed": float(rng.uniform(*speed_range)), "pitch": float(rng.uniform(*PITCH_RANGE)),
             "espeak_pitch": int(rng.integers(ESPEAK_PITCH_RANGE[0], ESPEAK_PITCH_RANGE[1] + 1)),
             "peak_dbfs": float(rng.uniform(*PEAK_DBFS_RANGE))}
 
@@ -314,6 +314,7 @@ def synth_tree(
     seed: int = 0,
     progress: Optional[Callable[[int, int], None]] = None,
     overwrite: bool = False,
+    speed_range: tuple[float, float] = SPEED_RANGE,
 ) -> Path:
     """Write a GSC-layout tree of SYNTHETIC speech (training only) to `out` (temp dir + swap; an older
     tree is replaced only with `overwrite`, anything else at `out` never).
@@ -334,6 +335,9 @@ def synth_tree(
         raise SynthError(f"word '{bad[0]}' is not plain lower-case text: give words as they are spoken, e.g. 'seven'.")
     if per_voice < 1 or unknown_per_voice < 0:
         raise SynthError("--per-voice must be >= 1 and --unknown-per-voice >= 0.")
+    speed_range = tuple(float(v) for v in speed_range)
+    if len(speed_range) != 2 or not 0.3 <= speed_range[0] <= speed_range[1] <= 3.0:
+        raise SynthError(f"--speed must be LO,HI with 0.3 <= LO <= HI <= 3 (speaking-rate factors), got {speed_range}.")
     vs = resolve_voices(voices)
     negatives = [w for w in HARD_NEGATIVES if w not in words]
     jobs = []  # (voice index, voice, folder, text, kind, n)
@@ -354,7 +358,7 @@ def synth_tree(
                 else:
                     text = TRAIN_SENTENCES[int(rng.integers(0, len(TRAIN_SENTENCES)))]
                     folder = "sentences"
-            d = _draw(rng)
+            d = _draw(rng, speed_range)
             x = render(text, v, d["speed"], d["pitch"], d["espeak_pitch"])
             x = trim_word(x)
             clip = _sentence_cut(x, rng) if folder == "sentences" else centre_clip(x)
@@ -372,7 +376,7 @@ def synth_tree(
             "name": "synth", "source": "SYNTHETIC speech (espeak-ng, flite, festival), training only",
             "synthetic": ["everything"], "words": list(words), "voices": [v.id for v in vs],
             "per_voice": per_voice, "unknown_per_voice": unknown_per_voice, "seed": seed, "clips": counts,
-            "ranges": {"speed": SPEED_RANGE, "pitch": PITCH_RANGE, "espeak_pitch": ESPEAK_PITCH_RANGE,
+            "ranges": {"speed": list(speed_range), "pitch": PITCH_RANGE, "espeak_pitch": ESPEAK_PITCH_RANGE,
                        "peak_dbfs": PEAK_DBFS_RANGE},
         }))
         (tmp / "README.md").write_text(

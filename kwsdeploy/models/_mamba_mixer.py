@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kwsdeploy.models._scan_fn import SelectiveScanFn
+
 
 def selective_scan(
     u: torch.Tensor,
@@ -58,8 +60,24 @@ def selective_scan(
 def _scan_sequential(
     u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, h: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """L steps of h = exp(dt A) * h + dt u B over [B, d, n]; readout by one batched matmul."""
-    delta_t = delta.permute(2, 0, 1)  # [L, B, d]: each step reads one contiguous slab
+    """The scan of `_scan_sequential_ref`, bitwise equal forward; when a gradient is needed (and not
+    while exporting), through `SelectiveScanFn`, whose hand-written backward batches over time."""
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C, h))):
+        return _scan_sequential_ref(u, delta, A, B, C, h)
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or u.shape[-1] == 0:
+        return _scan_sequential_ref(u, delta, A, B, C, h)
+    y, h = SelectiveScanFn.apply(
+        delta.permute(2, 0, 1), u.permute(2, 0, 1), A, B.permute(2, 0, 1), C.permute(2, 0, 1), h
+    )
+    return y.permute(1, 2, 0), h
+
+
+def _scan_sequential_ref(
+    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, h: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """L steps of h = exp(dt A) * h + dt u B over [B, d, n]; readout by one batched matmul. Plain
+    autograd (two recorded ops per step): the reference the fast Function is tested against."""
+    delta_t = delta.permute(2, 0, 1)  # [L, B, d], a view (layouts follow the inputs' strides)
     deltaA = torch.exp(delta_t.unsqueeze(-1) * A)  # [L, B, d, n]
     deltaB_u = (delta_t * u.permute(2, 0, 1)).unsqueeze(-1) * B.permute(2, 0, 1).unsqueeze(2)
     states = []

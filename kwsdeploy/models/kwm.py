@@ -39,7 +39,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
-        out = xf * torch.rsqrt(xf.square().mean(dim=-1, keepdim=True) + self.eps) * self.weight.float()
+        out = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps) * self.weight.float()
         return out.to(x.dtype)
 
 
@@ -270,7 +270,7 @@ _CAUSAL_NOTES = (
     "past 98 frames; the causal conv and the SSM state carry position); at every step the classifier reads "
     "the mean of the per-frame outputs over the last second (readout='mean'; a last-frame readout, "
     "readout='last', barely trains on centred 1 s clips, whose word ends ~0.3 s before the last frame). "
-    "Streams exactly: one step per 10 ms frame (state per layer: conv [2D, 3], ssm [2D, 16], plus a "
+    "Streams exactly: one step per 10 ms frame (state per layer: conv [3, 2D], ssm [16, 2D], plus a "
     "window of the last 97 per-frame logits), or "
     "packet_frames=N (N frames per call; chunk_frames is an alias). Reset policy: the state is reset to zero at the start "
     "of a stream only; it is a fading memory (|exp(dt*A)| < 1 per frame) and stays bounded on long "

@@ -1,11 +1,13 @@
 """Step form of the causal Keyword Mamba: per layer the unrolled selective-SSM recurrence.
 
-State per layer i: `state.layer<i>.conv` [d_inner, d_conv-1] (the last d_conv-1 inputs of the
-causal depthwise conv) and `state.layer<i>.ssm` [d_inner, d_state]. The block's residual stream
+State per layer i: `state.layer<i>.conv` [d_conv-1, d_inner] (the last d_conv-1 inputs of the
+causal depthwise conv) and `state.layer<i>.ssm` [d_state, d_inner]: the mixer's own layouts
+(`MambaMixer.state_shapes`) transposed, so that every state-sized tensor of the step graph has
+d_inner as its contiguous last axis (see `chunk_mix`). The block's residual stream
 is per frame, so it needs no state. With `readout="mean"` (the causal cards' default) one more
 state, `state.logits.pool` [classes, 97], keeps the last second's per-frame logits, whose mean
 is the output (a sliding window, exact from the zero state once a second has been fed). `packet_frames=1` (default) runs one frame per call with no
-loop; `packet_frames=k` runs k frames per call, carrying both states across calls, and returns the
+loop (a chunk of one frame: the [B, frames, ...] layout throughout, no Squeeze/Unsqueeze); `packet_frames=k` runs k frames per call, carrying both states across calls, and returns the
 logits of the packet's last frame (only that frame goes through the final norm and head). The
 chunk's scan (`chunk_mix`) is unrolled over the k frames: the graph for a fixed k is straight-line
 code of about 2 extra nodes per frame and layer. `chunk_frames` is the older name of `packet_frames`.
@@ -23,7 +25,6 @@ from torch import nn
 
 from kwsdeploy.config import FeatureConfig
 from kwsdeploy.contract import StateSpec
-from kwsdeploy.models._mamba_mixer import causal_depthwise_conv
 from kwsdeploy.models.registry import display_name
 from kwsdeploy.streaming.convert import register_converter
 from kwsdeploy.streaming.layers import StepModule, StreamMeanPool, exact_stream_spec, resolve_packet_frames
@@ -58,7 +59,7 @@ class CausalKwmStream(StepModule):
         n_mfcc = int(model.patch_embed.in_features)
         states = []
         for i, layer in enumerate(model.layers):
-            conv_shape, ssm_shape = layer.mixer.state_shapes()
+            conv_shape, ssm_shape = step_state_shapes(layer.mixer)
             states += [StateSpec(f"state.layer{i}.conv", conv_shape), StateSpec(f"state.layer{i}.ssm", ssm_shape)]
         num_classes = int(model.head.out_features)
         self.pool = (
@@ -84,19 +85,11 @@ class CausalKwmStream(StepModule):
 
     def forward(self, features: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.pool is not None:  # every frame's logits go into the window; its mean is the output
-            if self.packet_frames == 1:
-                frame_logits, new_state = self.step(features[:, :, 0], state[:-1])
-                frame_logits = frame_logits.unsqueeze(-1)
-            else:
-                frame_logits, new_state = self.chunk(features, state[:-1])
-                frame_logits = frame_logits.transpose(1, 2)
-            logits, window = self.pool(frame_logits, state[-1])
+            frame_logits, new_state = self.chunk(features, state[:-1])
+            logits, window = self.pool(frame_logits.transpose(1, 2), state[-1])
             return (logits, *new_state, window)
-        if self.packet_frames == 1:
-            logits, new_state = self.step(features[:, :, 0], state)
-        else:
-            hidden, residual, new_state = self._mix_chunk(features, state)
-            logits = self.model.head(self.model.final_norm(hidden[:, -1], residual[:, -1]))
+        hidden, residual, new_state = self._mix_chunk(features, state)
+        logits = self.model.head(self.model.final_norm(hidden[:, -1], residual[:, -1]))
         return (logits, *new_state)
 
     def step(
@@ -104,15 +97,8 @@ class CausalKwmStream(StepModule):
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """One frame [B, n_mfcc] -> (that frame's logits [B, classes], new layer state): the unrolled
         recurrence (`state`: the layers' states only, without the readout window)."""
-        model = self.model
-        hidden, residual = model.patch_embed(frame), None
-        new_state: list[torch.Tensor] = []
-        for i, layer in enumerate(model.layers):
-            h, residual = layer.pre_mix(hidden, residual)
-            h, conv, ssm = layer.mixer.step(h, state[2 * i], state[2 * i + 1])
-            hidden, residual = layer.post_mix(h, residual)
-            new_state += [conv, ssm]
-        return model.head(model.final_norm(hidden, residual)), tuple(new_state)
+        logits, new_state = self.chunk(frame.unsqueeze(-1), state)
+        return logits[:, 0], new_state
 
     def chunk(
         self, features: torch.Tensor, state: tuple[torch.Tensor, ...]
@@ -124,7 +110,8 @@ class CausalKwmStream(StepModule):
     def _mix_chunk(
         self, features: torch.Tensor, state: tuple[torch.Tensor, ...]
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
-        """The layers over N frames: (hidden [B, N, D], residual [B, N, D], new state)."""
+        """The layers over N frames: (hidden [B, N, D], residual [B, N, D], new state). Every frame
+        count, 1 included, keeps the [B, N, ...] layout (a 1-frame step is a chunk of one frame)."""
         model = self.model
         hidden, residual = model.patch_embed(features.transpose(1, 2)), None
         new_state: list[torch.Tensor] = []
@@ -136,35 +123,63 @@ class CausalKwmStream(StepModule):
         return hidden, residual, tuple(new_state)
 
 
+def step_state_shapes(mixer: nn.Module) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Per-sample shapes of the step form's (conv state, ssm state): [d_conv-1, d_inner] and
+    [d_state, d_inner], the mixer's own layouts transposed so that d_inner (384 at reference
+    size) is the contiguous last axis of every state-sized tensor."""
+    (d_inner, taps), (_, d_state) = mixer.state_shapes()
+    return (taps, d_inner), (d_state, d_inner)
+
+
 def chunk_mix(
     mixer: nn.Module, hidden: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A causal MambaMixer over a chunk [B, L, d_model] from (conv_state, ssm_state); the contract
-    and equations of `MambaMixer.forward_with_state`, laid out for small step graphs.
+    """A causal MambaMixer over a chunk [B, L, d_model] from (conv_state [B, d_conv-1, d_inner],
+    ssm_state [B, d_state, d_inner]): the equations of `MambaMixer.forward_with_state` (whose
+    states are these transposed), laid out for small, fast step graphs.
 
-    The recurrence h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t is unrolled over the L frames, kept in
-    the [B, L, ...] layout of the projections (no Transpose for ONNX Runtime to push into the loop):
-    one Split per operand, one Mul and one Add per frame, one Concat, so a traced k-frame graph
-    grows by about 2 nodes per frame and layer.
+    Every tensor keeps d_inner as its last axis: the conv window is a Concat along time, the state
+    update's broadcasts run over contiguous rows of d_inner (ONNX Runtime's broadcast Mul over a
+    last axis of d_state=16 ran ~4x slower), the input term dt u B is one batched MatMul
+    ([d_state, 1] x [1, d_inner] per stream) and the C readout another ([1, d_state] x [d_state,
+    d_inner]). The recurrence h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t is unrolled over the L
+    frames (one Mul and one Add per frame); for L = 1 there is no time axis to split or join.
     """
+    length = hidden.shape[1]
+    d_inner, n = mixer.d_inner, mixer.d_state
     xz = mixer.in_proj(hidden)
-    x, z = xz.split(mixer.d_inner, dim=-1)  # [B, L, d_inner], one Split node
-    xc, conv_state = causal_depthwise_conv(x.transpose(1, 2), mixer.conv1d.weight, mixer.conv1d.bias, conv_state)
-    xc = F.silu(xc).transpose(1, 2)  # [B, L, d_inner]
-    dt, Bm, Cm = torch.split(mixer.x_proj(xc), [mixer.dt_rank, mixer.d_state, mixer.d_state], dim=-1)
+    x, z = xz.split(d_inner, dim=-1)  # [B, L, d_inner], one Split node
+    taps = mixer.conv1d.weight.shape[-1]
+    window = torch.cat([conv_state.to(x.dtype), x], dim=1)  # [B, d_conv-1+L, d_inner]
+    if length == 1:
+        xc = (window * mixer.conv1d.weight[:, 0, :].t()).sum(dim=1, keepdim=True)  # [B, 1, d_inner]
+        if mixer.conv1d.bias is not None:
+            xc = xc + mixer.conv1d.bias
+    else:
+        xc = F.conv1d(window.transpose(1, 2), mixer.conv1d.weight, mixer.conv1d.bias, groups=d_inner).transpose(1, 2)
+    conv_state = window[:, -(taps - 1):] if taps > 1 else window[:, :0]  # a constant-start Slice
+    xc = F.silu(xc)  # [B, L, d_inner]
+    dt, Bm, Cm = torch.split(mixer.x_proj(xc), [mixer.dt_rank, n, n], dim=-1)
     dt = F.softplus(mixer.dt_proj(dt))  # [B, L, d_inner]
-    A = -torch.exp(mixer.A_log.float())  # [d_inner, d_state]
-    decay = torch.exp(dt.unsqueeze(-1) * A)  # [B, L, d_inner, d_state]
-    inputs = (dt * xc).unsqueeze(-1) * Bm.unsqueeze(2)  # dt_t u_t B_t, same layout
-    h = ssm_state.unsqueeze(1)
-    states = []
-    for decay_t, input_t in zip(decay.split(1, dim=1), inputs.split(1, dim=1)):
-        h = decay_t * h + input_t
-        states.append(h)
-    hs = torch.cat(states, dim=1)  # [B, L, d_inner, d_state]
-    y = (hs * Cm.unsqueeze(2)).sum(dim=-1)  # [B, L, d_inner]
+    A = -torch.exp(mixer.A_log.float()).t()  # [d_state, d_inner], a constant of the graph
+    u = dt * xc
+    if length == 1:
+        # [B, 1, d_inner] * [d_state, d_inner] -> [B, d_state, d_inner]: the state's layout
+        h = torch.exp(dt * A) * ssm_state + torch.matmul(Bm.transpose(1, 2), u)
+        y = torch.matmul(Cm, h)  # [B, 1, d_state] x [B, d_state, d_inner] -> [B, 1, d_inner]
+    else:
+        decay = torch.exp(dt.unsqueeze(2) * A)  # [B, L, d_state, d_inner]
+        inputs = torch.matmul(Bm.unsqueeze(-1), u.unsqueeze(2))  # [B, L, d_state, 1] x [B, L, 1, d_inner]
+        h = ssm_state.unsqueeze(1)
+        states = []
+        for decay_t, input_t in zip(decay.split(1, dim=1), inputs.split(1, dim=1)):
+            h = decay_t * h + input_t
+            states.append(h)
+        hs = torch.cat(states, dim=1)  # [B, L, d_state, d_inner]
+        y = torch.matmul(Cm.unsqueeze(2), hs).squeeze(2)  # [B, L, d_inner]
+        h = h.squeeze(1)
     y = (y + mixer.D * xc) * F.silu(z)
-    return mixer.out_proj(y), conv_state, h.squeeze(1)
+    return mixer.out_proj(y), conv_state, h
 
 
 register_converter("kwm", CausalKwmStream)

@@ -56,6 +56,9 @@ def test_ok_rows_are_consistent(cli_run):
         assert r["macs_per_second"] == pytest.approx(r["macs_per_call"] / audio_s)
         assert r["rtf"] == pytest.approx(r["mean_us"] * 1e-6 / audio_s)
         assert r["measured_over_bound"] == pytest.approx(r["p50_us"] / r["bound_us"])
+        assert r["cpu_over_bound"] == pytest.approx(r["cpu_us_per_call"] / r["bound_us"])
+        per_s_of_audio = r["cpu_us_per_call"] / 1e3 / (audio_s * r["batch"])  # one call streams batch x audio_s
+        assert r["cpu_ms_per_s"] == pytest.approx(per_s_of_audio)
         assert r["bound_kind"] in ("memory", "compute")
         if r["runtime"] == "ort":
             assert r["nodes"] > 5 and r["file_bytes"] > r["weight_bytes"] > 0.9 * 4 * r["params"]

@@ -71,6 +71,31 @@ def test_telephone_band_removes_lows_and_highs():
     assert at[150] < 0.01 * at[1000] and at[6000] < 0.02 * at[1000]
 
 
+def test_lowpass_slope_follows_its_order():
+    x = _tone(250.0) + _tone(4000.0)
+    f = np.fft.rfftfreq(RATE, 1 / RATE)
+    for order, expect_db in ((1, -12.3), (2, -24.1), (8, -96.3)):  # 4 kHz is two octaves above a 1 kHz corner
+        spec = np.abs(np.fft.rfft(sa.equalise(x, np.random.default_rng(0), 0.0, False, lowpass_hz=1000.0,
+                                              lowpass_order=order)))
+        hi, lo = (spec[np.argmin(np.abs(f - hz))] for hz in (4000, 250))
+        ratio_db = 20 * np.log10(hi / lo) + 20 * np.log10(1 / np.sqrt(1 + 0.25 ** (2 * order)))  # the gain at 4 kHz
+        assert abs(ratio_db - expect_db) < 0.5, (order, ratio_db)
+
+
+def test_lowpass_corners_cover_dull_speakers():
+    aug = sa.SpeakerAugment(lowpass_p=1.0)
+    rng = np.random.default_rng(0)
+    x = (0.05 * rng.standard_normal(RATE)).astype(np.float32)
+    f = np.fft.rfftfreq(RATE, 1 / RATE)
+    above = []
+    for _ in range(200):
+        y = sa.speaker_augment(x, aug, rng)
+        p = np.abs(np.fft.rfft(y)) ** 2
+        above.append(p[f > 1000].sum() / p.sum())
+    # white noise keeps 94 % above 1 kHz; the dullest draws keep under 10 % (the test speaker: 4.8 %)
+    assert min(above) < 0.10 and max(above) > 0.6
+
+
 def test_shift_and_speed():
     x = np.zeros(RATE, np.float32)
     x[8000] = 1.0

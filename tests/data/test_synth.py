@@ -83,3 +83,20 @@ def test_synth_tree_deterministic_for_a_seed(tmp_path):
     assert synth.PEAK_DBFS_RANGE[0] - 0.1 <= peak_db <= synth.PEAK_DBFS_RANGE[1] + 0.1
     assert (a / "validation_list.txt").read_text() == "" and (a / "testing_list.txt").read_text() == ""
     assert "SYNTHETIC" in (a / "README.md").read_text()
+
+
+@needs_espeak
+def test_speed_range_changes_word_lengths_and_is_recorded(tmp_path):
+    import json
+
+    def lengths(root):
+        return [int(np.count_nonzero(np.abs(sf.read(str(p), dtype="int16")[0]) > 30)) for p in sorted(root.rglob("zero/*.wav"))]
+
+    kw = dict(voices="en-us+f3,en-us+m3", per_voice=3, unknown_per_voice=0, seed=0)
+    slow = synth.synth_tree(["zero"], tmp_path / "slow", speed_range=(0.6, 0.6), **kw)
+    fast = synth.synth_tree(["zero"], tmp_path / "fast", speed_range=(1.3, 1.3), **kw)
+    assert json.loads((slow / "kwsdeploy_corpus.json").read_text())["ranges"]["speed"] == [0.6, 0.6]
+    ratio = np.median(lengths(slow)) / np.median(lengths(fast))
+    assert 1.4 < ratio < 3.0, ratio  # a rate of 0.6 against 1.3 says the word about twice as long
+    res = CliRunner().invoke(app, ["data", "synth", "--words", "zero", "--speed", "1.5,0.5", "--out", str(tmp_path / "bad")])
+    assert res.exit_code == 2 and "--speed must be LO,HI" in res.output and not (tmp_path / "bad").exists()

@@ -63,3 +63,24 @@ def test_sum_of_squares_fuses():
     x = np.arange(6, dtype=np.float32).reshape(3, 2)
     got = make_session(f.SerializeToString()).run(["y"], {"x": x})[0]
     assert np.array_equal(got, (x * x).sum(-1))
+
+
+def test_rms_norm_weight_stays_for_onnx_runtime_to_fuse():
+    """x / Sqrt(mean(x^2) + eps) * w before a MatMul keeps its Mul: ONNX Runtime fuses the six nodes
+    into one SimplifiedLayerNormalization, which a folded weight would prevent."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(np.array(2.0, np.float32), "two"),
+             numpy_helper.from_array(np.array(1e-5, np.float32), "eps"),
+             numpy_helper.from_array(np.array([-1], np.int64), "axes"),
+             numpy_helper.from_array(rng.standard_normal(6).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal((6, 4)).astype(np.float32), "proj")]
+    nodes = [helper.make_node("Pow", ["x", "two"], ["sq"]),
+             helper.make_node("ReduceMean", ["sq", "axes"], ["m"], keepdims=1),
+             helper.make_node("Add", ["m", "eps"], ["a"]), helper.make_node("Sqrt", ["a"], ["s"]),
+             helper.make_node("Div", ["x", "s"], ["n"]), helper.make_node("Mul", ["n", "w"], ["nw"]),
+             helper.make_node("MatMul", ["nw", "proj"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])], initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 8
+    assert [n.op_type for n in fold_scales(m).graph.node] == ["Pow", "ReduceMean", "Add", "Sqrt", "Div", "Mul", "MatMul"]

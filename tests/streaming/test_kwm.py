@@ -113,11 +113,13 @@ def test_chunk_mix_equals_the_mixers_scan_from_a_carried_state(length):
     ssm = 0.5 * torch.randn(2, 128, 16, generator=g)
     with torch.no_grad():
         want = mixer.forward_with_state(hidden, conv, ssm)
-        got = chunk_mix(mixer, hidden, conv, ssm)
-    for a, b in zip(got, want):
+        # the step form keeps its states transposed (d_inner last): [B, d_conv-1, d_inner], [B, d_state, d_inner]
+        out, got_conv, got_ssm = chunk_mix(mixer, hidden, conv.transpose(1, 2), ssm.transpose(1, 2))
+    assert got_conv.shape == (2, 3, 128) and got_ssm.shape == (2, 16, 128)
+    for a, b in zip((out, got_conv.transpose(1, 2), got_ssm.transpose(1, 2)), want):
         assert a.shape == b.shape
         assert (a - b).abs().max().item() <= tolerances.SCAN_PARITY_ATOL
-    assert want[0].abs().max().item() > 0.1
+    assert want[0].abs().max().item() > 0.1 and want[2].abs().max().item() > 0.1
 
 
 def test_stream_spec_names_and_shapes():
@@ -128,7 +130,7 @@ def test_stream_spec_names_and_shapes():
     assert spec.state_names == [f"state.layer{i}.{k}" for i in range(4) for k in ("conv", "ssm")] + [
         "state.logits.pool"
     ]
-    assert [s.shape for s in spec.states] == [(128, 3), (128, 16)] * 4 + [(12, 97)]
+    assert [s.shape for s in spec.states] == [(3, 128), (16, 128)] * 4 + [(12, 97)]  # d_inner last
     assert spec.new_state_names[1] == "new_state.layer0.ssm"
     assert spec.feature_config.causal
     state = stream.init_state(3)
