@@ -182,13 +182,19 @@ def drift_study(s: Setup, parts: int = 4) -> list[dict]:
     return rows
 
 
+def _head(title: str, argv: list[str], about: str, columns: list[str], align: str) -> list[str]:
+    """Title, command, what was measured, and the table's header rows."""
+    return [f"# {title}", "", f"Command: `python benchmarks/int8_ablation.py {' '.join(argv)}`", "", about, "",
+            "| " + " | ".join(columns) + " |", align]
+
+
 def drift_markdown(rows: list[dict], title: str, argv: list[str]) -> str:
-    lines = [f"# {title}", "", f"Command: `python benchmarks/int8_ablation.py {' '.join(argv)}`", "",
+    lines = _head(title, argv,
              "Both graphs free-running from the zero state over one long stream: the 64 calibration clips (train "
              "split) joined by 1-2 s noise gaps, as the eval-stream recording is built. Per layer: SQNR (dB) of "
              "its output, INT8 vs fp32, in each quarter of the stream (a fall from quarter to quarter is drift); "
-             "isolated: the layer alone on the calibration tuples (the per-layer floor's figure).", "",
-             "| model | graph | layer | quantized | isolated | stream SQNR per quarter |", "|---|---|---|---|---:|---|"]
+             "isolated: the layer alone on the calibration tuples (the per-layer floor's figure).",
+             ["model", "graph", "layer", "quantized", "isolated", "stream SQNR per quarter"], "|---|---|---|---|---:|---|")
     for r in rows:
         iso = "-" if r["isolated_sqnr_db"] is None else f"{r['isolated_sqnr_db']:.1f}"
         lines.append(f"| {r['model']} | {r['graph']} | `{r['layer']}` | {'yes' if r['quantized'] else 'float'} | {iso} | "
@@ -197,13 +203,13 @@ def drift_markdown(rows: list[dict], title: str, argv: list[str]) -> str:
 
 
 def markdown(rows: list[dict], title: str, argv: list[str]) -> str:
-    lines = [f"# {title}", "", f"Command: `python benchmarks/int8_ablation.py {' '.join(argv)}`", "",
+    lines = _head(title, argv,
              "Held-out: demo corpus test split (jackson, 110 clips, unseen speaker; one clip = 0.9 points), each "
              "streamed from the zero state through the ONNX Runtime step runner; stream: 40 test clips joined by "
              "noise (`eval-stream` recording). Stream SQNR: logits of INT8 vs fp32, both free-running on the "
-             "calibration streams (train split, 64 clips).", "",
-             "| model | variant | layers kept float by the gate | stream SQNR (dB) | top-1 | d top-1 | stream | d stream | FA/h | weights vs fp32 |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "calibration streams (train split, 64 clips).",
+             ["model", "variant", "layers kept float by the gate", "stream SQNR (dB)", "top-1", "d top-1", "stream",
+              "d stream", "FA/h", "weights vs fp32"], "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     ref = {}
     for r in rows:
         if r["variant"] == "fp32":
