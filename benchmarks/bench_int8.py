@@ -29,8 +29,8 @@ SIZE_MIN_PARAMS = 50_000
 KWM_REF_SPEEDUP = 1.5
 
 
-def export_one(name: str, out: Path, clips: int, method: str) -> dict:
-    """`kwsdeploy export --model NAME --int8` in process; the manifest's report rows and the files."""
+def export_one(name: str, out: Path, clips: int, method: str, targets: tuple[str, ...] = ("tensorrt", "cpu")) -> dict:
+    """`kwsdeploy export --model NAME --int8 --target ...` in process; the manifest's report rows and the files."""
     from rich.console import Console
 
     from kwsdeploy.calibration.passes import Int8Options
@@ -42,13 +42,34 @@ def export_one(name: str, out: Path, clips: int, method: str) -> dict:
     build = dict(model=m, labels=labels, feature_config=fc, parity=parity_clips(fc), modes=("step",), frontend=False,
                  precisions=("fp32",), hop_frames=None, checkpoint=info, accuracy=accuracy, exporter="legacy")
     t0 = time.perf_counter()
-    result, report = export_int8(out, True, [], Int8Options(calib_data=None, clips=clips, method=method), build,
-                                 Console(file=sys.stderr))
+    result, report = export_int8(out, True, [], Int8Options(targets, calib_data=None, clips=clips, method=method),
+                                 build, Console(file=sys.stderr))
     rows = {r["precision"]: r for r in report["step"]["rows"]}
-    return {"model": name, "params": count_params(m), "export_seconds": round(time.perf_counter() - t0, 1),
-            "bundle": result.path, "rows": rows,
-            "cpu_settings": result.manifest.calibration.extra["files"]["model.int8-cpu.onnx"]["settings"],
-            "tensorrt_gate": _stream_gate(result.manifest.calibration.extra["files"]["model.int8-tensorrt.onnx"])}
+    files = result.manifest.calibration.extra["files"]
+    row = {"model": name, "params": count_params(m), "export_seconds": round(time.perf_counter() - t0, 1),
+           "bundle": result.path, "rows": rows}
+    if "model.int8-cpu.onnx" in files:
+        row["cpu_settings"] = files["model.int8-cpu.onnx"]["settings"]
+    if "model.int8-tensorrt.onnx" in files:
+        row["tensorrt_gate"] = _stream_gate(files["model.int8-tensorrt.onnx"])
+    return row
+
+
+def merge_row(new: dict, old: dict | None, timed: bool) -> dict:
+    """A model re-measured for some recipes: the other recipe's rows, settings and timings from `old`; an
+    untimed re-measured graph loses its old timing (it changed)."""
+    if old is None:
+        return new
+    out = {**old, **new, "rows": {**old["rows"], **new["rows"]}}
+    sp = dict(old.get("seconds_per_step", {}))
+    if timed:
+        sp.update(new.get("seconds_per_step", {}))
+    else:
+        for p in new["rows"]:
+            if p.startswith("int8"):
+                sp.pop(p, None)
+    out["seconds_per_step"] = sp
+    return out
 
 
 def _stream_gate(rec: dict) -> dict:
@@ -112,7 +133,9 @@ def check_targets(row: dict) -> dict:
     if row["params"] > SIZE_MIN_PARAMS:
         out[f"tensorrt weights <= {SIZE_RATIO}x"] = r["int8-tensorrt"]["weights_vs_fp32"] <= SIZE_RATIO
     sp = row["seconds_per_step"]
-    if r["int8-cpu"]["quantized_layers"] == 0:  # the cpu recipe shipped the fp32 graph itself
+    if "int8-cpu" not in sp:
+        pass
+    elif r["int8-cpu"]["quantized_layers"] == 0:  # the cpu recipe shipped the fp32 graph itself
         out["cpu never slower than fp32 (fp32 graph shipped)"] = True
     else:
         out["cpu never slower than fp32 (measured)"] = all(sp["int8-cpu"][b] <= sp["fp32"][b] for b in ("1", "64"))
@@ -123,7 +146,10 @@ def markdown(rows: list[dict], ref: dict | None, env: dict, argv: list[str]) -> 
     lines = ["# INT8: accuracy, size and speed of the tensorrt and cpu recipes", "",
              "Commands: `python benchmarks/bench_int8.py --models none` (reference size), then "
              "`python benchmarks/bench_int8.py --no-reference-size --merge` (the shipped checkpoints); "
-             "`--render` rewrites this file from the JSON.", "",
+             "`--render` rewrites this file from the JSON. "
+             "`--targets tensorrt --merge` re-measures the tensorrt recipe only (its graph not re-timed: `-`; the cpu "
+             "rows and timings are the previous run's).", "",
+             f"Last run: `python benchmarks/bench_int8.py {' '.join(argv)}`.", "",
              f"Machine: {env['cpu']} ({env['cores']} cores, shared), Python {env['python']}, onnxruntime "
              f"{env['onnxruntime']}; timings: 1 thread, graphs interleaved round by round, fastest round kept.", "",
              "Accuracy: demo corpus test split (jackson, 110 clips, a speaker no training step saw), each clip "
@@ -196,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--round-seconds", type=float, default=0.2)
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--no-reference-size", action="store_true")
+    ap.add_argument("--targets", default="both",
+                    help="Recipes to re-measure: tensorrt, cpu or both; with tensorrt alone nothing is timed, and "
+                         "--merge keeps the cpu rows and timings already in <out>.json.")
     ap.add_argument("--render", action="store_true", help="Only rewrite <out>.md from <out>.json.")
     ap.add_argument("--merge", action="store_true",
                     help="Keep the other part's results already in <out>.json (run models and reference size apart).")
@@ -222,19 +251,28 @@ def main(argv: list[str] | None = None) -> int:
         env["cpu"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    from kwsdeploy.calibration.passes import parse_targets
+
+    targets = parse_targets(args.targets)
+    timed = "cpu" in targets
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    old = json.loads(Path(f"{args.out}.json").read_text()) if args.merge and Path(f"{args.out}.json").is_file() else {}
+    before = {r["model"]: r for r in old.get("models", [])}
+    if not timed and not args.merge:
+        ap.error("--targets tensorrt needs --merge (the cpu rows and timings come from <out>.json)")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
-            print(f"[int8] {name}: export --int8", file=sys.stderr)
-            row = export_one(name, Path(tmp) / name, args.calib_clips, args.calib_method)
+            print(f"[int8] {name}: export --int8 --target {args.targets}", file=sys.stderr)
+            row = export_one(name, Path(tmp) / name, args.calib_clips, args.calib_method, targets)
             files = {p: (row["bundle"] / r["file"]).read_bytes() for p, r in row["rows"].items()}
-            print(f"[int8] {name}: timing", file=sys.stderr)
-            row["seconds_per_step"] = time_side_by_side(files, args.round_seconds, args.rounds)
+            if timed:
+                print(f"[int8] {name}: timing", file=sys.stderr)
+                row["seconds_per_step"] = time_side_by_side(files, args.round_seconds, args.rounds)
             row.pop("bundle")
+            row = merge_row(row, before.get(name) if args.merge else None, timed)
             row["targets"] = check_targets(row)
             rows.append(row)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    old = json.loads(Path(f"{args.out}.json").read_text()) if args.merge and Path(f"{args.out}.json").is_file() else {}
     if args.merge:  # keep the other models' rows; the ones measured now replace theirs
         fresh = {r["model"] for r in rows}
         rows = [r for r in old.get("models", []) if r["model"] not in fresh] + rows

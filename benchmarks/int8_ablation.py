@@ -5,7 +5,10 @@ runner, stream detection on the `eval-stream` recording), one variant per row.
     python benchmarks/int8_ablation.py --study gate [--models a,b] [--out benchmarks/results/int8_gate]
 
 Studies: `gate` (the free-running stream-SQNR gate off, and at several floors: one greedy run at the
-highest floor, each lower floor is a prefix of its rounds, exactly what the recipe does at that floor).
+highest floor, each lower floor is a prefix of its rounds, exactly what the recipe does at that floor;
+"(default)" marks what the defaults pick: off when the graph streams over INT8_STREAM_GATE_BELOW_DB);
+`state` (Keyword Mamba: the SSM state float vs int8, `--quantize-state`); `drift` (per-layer SQNR over a
+long free-running train stream with noise gaps, by quarter).
 Writes <out>.json and <out>.md.
 """
 
@@ -70,6 +73,14 @@ def setup(name: str, clips: int, method: str) -> Setup:
     return Setup(name, count_params(m), proto, calib, data, manifest, f.input_kind, method)
 
 
+def _weight_only(s: Setup) -> bool:
+    """Whether the recipe stores the float layers' weights int8 for this graph (as tensorrt_recipe decides)."""
+    from kwsdeploy import tolerances
+    from kwsdeploy.calibration.qdq import model_params
+
+    return model_params(s.proto) > tolerances.INT8_WEIGHT_ONLY_MIN_PARAMS
+
+
 def _weights_ratio(fp32, q) -> float:
     from kwsdeploy.calibration.report import model_weight_bytes
 
@@ -96,7 +107,7 @@ def gate_study(s: Setup, floors=GATE_FLOORS) -> list[dict]:
     from kwsdeploy import tolerances
 
     top = max(floors)
-    r = tensorrt_recipe(s.proto, s.calib, s.method, stream_floor_db=top)
+    r = tensorrt_recipe(s.proto, s.calib, s.method, stream_floor_db=top, stream_trigger_db=top)
     history = r.settings.get("stream_sqnr_rounds_db", [])
     alone = r.settings.get("alone_stream_sqnr_db", {})
     gate = sorted((k for k, v in r.float_layers.items() if "stream floor" in v), key=lambda k: alone[k])
@@ -106,7 +117,9 @@ def gate_study(s: Setup, floors=GATE_FLOORS) -> list[dict]:
     for label, floor in (("gate off", -math.inf), *((f"floor {f:g} dB", f) for f in floors)):
         k = next((i for i, h in enumerate(history) if h >= floor), len(history) - 1)
         k = min(k, len(gate))
-        name = label + (" (default)" if floor == tolerances.INT8_MIN_STREAM_SQNR_DB else "")
+        default = (floor == -math.inf) if history and history[0] >= tolerances.INT8_STREAM_GATE_BELOW_DB else (
+            floor == tolerances.INT8_MIN_STREAM_SQNR_DB)
+        name = label + (" (default)" if default else "")
         extra = {"floor_db": None if math.isinf(floor) else floor, "gate_layers": k,
                  "stream_sqnr_db": history[k] if history else None}
         if k in seen:
@@ -116,20 +129,87 @@ def gate_study(s: Setup, floors=GATE_FLOORS) -> list[dict]:
             proto = r.proto
         else:
             with quiet():
-                proto = quantize_tensorrt(s.proto, s.calib, s.method, exclude={**base, **{g: "" for g in gate[:k]}}).proto
+                proto = quantize_tensorrt(s.proto, s.calib, s.method, exclude={**base, **{g: "" for g in gate[:k]}},
+                                          weight_only=_weight_only(s)).proto
         rows.append(_row(s, name, proto, extra))
         seen[k] = rows[-1]
     return rows
 
 
+def state_study(s: Setup) -> list[dict]:
+    """fp32, the default tensorrt graph, and the same graph with its SSM state Q/DQ'd (--quantize-state)."""
+    from kwsdeploy.calibration.qdq import tensorrt_recipe
+    from kwsdeploy.calibration.state_q import quantize_state
+
+    r = tensorrt_recipe(s.proto, s.calib, s.method)
+    q, scales = quantize_state(r.proto, s.calib.ranges())
+    return [_row(s, "fp32", s.proto, {"stream_sqnr_db": None}),
+            _row(s, "tensorrt (state float)", r.proto, {}),
+            _row(s, "tensorrt --quantize-state", q, {"state_scales": scales})]
+
+
+def long_train_stream(s: Setup, seed: int = 1) -> np.ndarray:
+    """The calibration clips (train split) joined by noise gaps, as the eval-stream recording is built: [1, ..., T]."""
+    from kwsdeploy.calibration.data import stream_inputs
+    from kwsdeploy.data.demo import demo_corpus_dir
+    from kwsdeploy.data.noise import background_noise
+    from kwsdeploy.streaming.stream_eval import build_long_recording
+
+    audio = s.calib.clips.audio
+    rec, _ = build_long_recording([(a, "") for a in audio], noise=background_noise(Path(demo_corpus_dir())), seed=seed)
+    return stream_inputs(rec[None], s.calib.input_name, s.manifest.feature_config)
+
+
+def drift_study(s: Setup, parts: int = 4) -> list[dict]:
+    """Per quantized layer, the SQNR of its output over a long free-running train stream (gate off and
+    default), per quarter of the stream; rows for the markdown's drift table."""
+    from kwsdeploy.calibration.qdq import quantize_tensorrt, quiet, tensorrt_recipe
+    from kwsdeploy.calibration.sqnr import stream_layer_sqnr
+
+    x = long_train_stream(s)
+    r = tensorrt_recipe(s.proto, s.calib, s.method)
+    base = {k: v for k, v in r.float_layers.items() if v.startswith("SQNR")}
+    with quiet():
+        off = quantize_tensorrt(s.proto, s.calib, s.method, exclude=base, weight_only=_weight_only(s))
+    rows = []
+    for label, q in (("gate off", off), ("default", r)):
+        per = stream_layer_sqnr(s.proto, q.proto, x, off.quantized, parts)
+        isolated = r.settings.get("layer_sqnr_db", {})
+        for k, v in per.items():
+            rows.append({"model": s.name, "graph": label, "layer": k, "stream_sqnr_db": v,
+                         "isolated_sqnr_db": isolated.get(k), "quantized": k in q.quantized})
+        print(f"[ablation] {s.name} {label}: logits per quarter {per['logits']}", file=sys.stderr)
+    return rows
+
+
+def _head(title: str, argv: list[str], about: str, columns: list[str], align: str) -> list[str]:
+    """Title, command, what was measured, and the table's header rows."""
+    return [f"# {title}", "", f"Command: `python benchmarks/int8_ablation.py {' '.join(argv)}`", "", about, "",
+            "| " + " | ".join(columns) + " |", align]
+
+
+def drift_markdown(rows: list[dict], title: str, argv: list[str]) -> str:
+    lines = _head(title, argv,
+             "Both graphs free-running from the zero state over one long stream: the 64 calibration clips (train "
+             "split) joined by 1-2 s noise gaps, as the eval-stream recording is built. Per layer: SQNR (dB) of "
+             "its output, INT8 vs fp32, in each quarter of the stream (a fall from quarter to quarter is drift); "
+             "isolated: the layer alone on the calibration tuples (the per-layer floor's figure).",
+             ["model", "graph", "layer", "quantized", "isolated", "stream SQNR per quarter"], "|---|---|---|---|---:|---|")
+    for r in rows:
+        iso = "-" if r["isolated_sqnr_db"] is None else f"{r['isolated_sqnr_db']:.1f}"
+        lines.append(f"| {r['model']} | {r['graph']} | `{r['layer']}` | {'yes' if r['quantized'] else 'float'} | {iso} | "
+                     f"{' / '.join(f'{x:.1f}' for x in r['stream_sqnr_db'])} |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown(rows: list[dict], title: str, argv: list[str]) -> str:
-    lines = [f"# {title}", "", f"Command: `python benchmarks/int8_ablation.py {' '.join(argv)}`", "",
+    lines = _head(title, argv,
              "Held-out: demo corpus test split (jackson, 110 clips, unseen speaker; one clip = 0.9 points), each "
              "streamed from the zero state through the ONNX Runtime step runner; stream: 40 test clips joined by "
              "noise (`eval-stream` recording). Stream SQNR: logits of INT8 vs fp32, both free-running on the "
-             "calibration streams (train split, 64 clips).", "",
-             "| model | variant | layers kept float by the gate | stream SQNR (dB) | top-1 | d top-1 | stream | d stream | FA/h | weights vs fp32 |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "calibration streams (train split, 64 clips).",
+             ["model", "variant", "layers kept float by the gate", "stream SQNR (dB)", "top-1", "d top-1", "stream",
+              "d stream", "FA/h", "weights vs fp32"], "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     ref = {}
     for r in rows:
         if r["variant"] == "fp32":
@@ -145,7 +225,10 @@ def markdown(rows: list[dict], title: str, argv: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-STUDIES = {"gate": (gate_study, "INT8 tensorrt recipe: the stream-SQNR gate on held-out data")}
+STUDIES = {"gate": (gate_study, "INT8 tensorrt recipe: the stream-SQNR gate on held-out data"),
+           "state": (state_study, "INT8 tensorrt recipe: the cost of --quantize-state (int8 SSM state)"),
+           "drift": (drift_study, "INT8 tensorrt recipe: per-layer SQNR over a long free-running stream")}
+RENDER = {"drift": drift_markdown}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         shown = argv if argv is not None else sys.argv[1:]
         out.with_suffix(".json").write_text(json.dumps({"rows": rows, "argv": shown}, indent=1, default=str) + "\n")
-        out.with_suffix(".md").write_text(markdown(rows, title, shown))
+        out.with_suffix(".md").write_text(RENDER.get(args.study, markdown)(rows, title, shown))
     print(out.with_suffix(".md").read_text())
     return 0
 

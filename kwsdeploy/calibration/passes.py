@@ -38,11 +38,14 @@ class Int8Options:
     clips: int = DEFAULT_CLIPS
     method: str = "minmax"
     seed: int = DEFAULT_SEED
+    quantize_state: bool = False  # the tensorrt recipe Q/DQs the SSM state (Keyword Mamba)
 
     def __post_init__(self) -> None:
         bad = [t for t in self.targets if t not in TARGETS]
         if bad or not self.targets:
             raise QuantizeError(f"--target must be tensorrt, cpu or both, got {', '.join(bad) or 'nothing'}.")
+        if self.quantize_state and "tensorrt" not in self.targets:
+            raise QuantizeError("--quantize-state applies to the tensorrt recipe: use --target tensorrt or both.")
         if self.clips < 1:
             raise QuantizeError(f"--calib-clips must be >= 1, got {self.clips}.")
         from kwsdeploy.calibration.qdq import METHODS
@@ -75,6 +78,7 @@ class CalibrationSource:
     clips: CalibrationClips
     feature_config: object
     method: str = "minmax"
+    quantize_state: bool = False
     sets: dict[str, CalibrationSet] = field(default_factory=dict)
     results: dict[str, QuantResult] = field(default_factory=dict)  # bundle file name -> recipe result
     progress: object = None
@@ -144,9 +148,14 @@ def tensorrt_pass(proto: onnx.ModelProto, ctx) -> onnx.ModelProto:
     from kwsdeploy.calibration.validate import validate_tensorrt_qdq
 
     src = _source(ctx)
+    state = src.quantize_state and ctx.mode == "step"  # an offline graph has no state to quantize
+    if state:
+        from kwsdeploy.calibration.state_q import require_ssm_states
+
+        require_ssm_states(proto)
     calib = src.for_graph(proto, ctx.mode)
     src._say(f"int8-tensorrt: quantizing the {ctx.mode} graph")
-    result = tensorrt_recipe(proto, calib, src.method)
+    result = tensorrt_recipe(proto, calib, src.method, quantize_state=state)
     validate_tensorrt_qdq(result.proto)
     src.results[_file_name("int8-tensorrt", ctx.mode)] = result
     ctx.record = src.record()

@@ -182,8 +182,16 @@ def quantize_tensorrt(
     return QuantResult(out, "tensorrt", todo, dict(sorted(keep.items())), settings)
 
 
+def model_params(proto: onnx.ModelProto) -> int:
+    """Float weights of a graph outside the MFCC frontend (elements of its float initializers)."""
+    import math
+
+    return sum(math.prod(i.dims) for i in proto.graph.initializer
+               if i.data_type == onnx.TensorProto.FLOAT and not i.name.startswith(FRONTEND_PREFIX))
+
+
 def alone_stream_sqnr(proto: onnx.ModelProto, calib, method: str, layers: list[str],
-                      keep: Mapping[str, str]) -> dict[str, float]:
+                      keep: Mapping[str, str], weight_only: bool = True) -> dict[str, float]:
     """Free-running stream logits SQNR (dB) with only one of `layers` quantized, per layer (its own
     effect on what a device reads; `keep` stays float as well)."""
     from kwsdeploy.calibration.sqnr import stream_sqnr
@@ -191,31 +199,39 @@ def alone_stream_sqnr(proto: onnx.ModelProto, calib, method: str, layers: list[s
     out = {}
     for name in layers:
         others = {k: "" for k in layers if k != name}
-        out[name] = stream_sqnr(proto, quantize_tensorrt(proto, calib, method, exclude={**keep, **others}).proto, calib)
+        q = quantize_tensorrt(proto, calib, method, exclude={**keep, **others}, weight_only=weight_only)
+        out[name] = stream_sqnr(proto, q.proto, calib)
     return out
 
 
 def tensorrt_recipe(proto: onnx.ModelProto, calib, method: str = "minmax", floor_db: float | None = None,
-                    stream_floor_db: float | None = None, max_rounds: int | None = None) -> QuantResult:
+                    stream_floor_db: float | None = None, max_rounds: int | None = None,
+                    quantize_state: bool = False, stream_trigger_db: float | None = None) -> QuantResult:
     """`quantize_tensorrt`, then selective precision: layers whose isolated SQNR is under `floor_db`
-    (default tolerances.INT8_MIN_SQNR_DB) are kept float and the graph is quantized again; then, while
-    the free-running stream logits SQNR is under `stream_floor_db` (tolerances.INT8_MIN_STREAM_SQNR_DB),
-    the quantized layer that alone costs the stream most is kept float too (at most `max_rounds` rounds,
-    tolerances.INT8_STREAM_MAX_ROUNDS, and never the last quantized layer)."""
+    (default tolerances.INT8_MIN_SQNR_DB) are kept float and the graph is quantized again; then, if the
+    free-running stream logits SQNR is under `stream_trigger_db` (tolerances.INT8_STREAM_GATE_BELOW_DB),
+    while it is under `stream_floor_db` (tolerances.INT8_MIN_STREAM_SQNR_DB) the quantized layer that
+    alone costs the stream most is kept float too (at most `max_rounds` rounds,
+    tolerances.INT8_STREAM_MAX_ROUNDS, and never the last quantized layer). Float layers store int8
+    weights (weight-only) in graphs of more than tolerances.INT8_WEIGHT_ONLY_MIN_PARAMS weights.
+    `quantize_state`: then the
+    SSM state is Q/DQ'd at the graph boundary (`calibration.state_q`) and the SQNRs re-measured."""
     from kwsdeploy import tolerances
     from kwsdeploy.calibration.sqnr import below_floor, layer_sqnr, output_sqnr, stream_sqnr
 
     floor = tolerances.INT8_MIN_SQNR_DB if floor_db is None else floor_db
     sfloor = tolerances.INT8_MIN_STREAM_SQNR_DB if stream_floor_db is None else stream_floor_db
     rounds = tolerances.INT8_STREAM_MAX_ROUNDS if max_rounds is None else max_rounds
+    trigger = tolerances.INT8_STREAM_GATE_BELOW_DB if stream_trigger_db is None else stream_trigger_db
     proto = name_nodes(proto)
+    wo = model_params(proto) > tolerances.INT8_WEIGHT_ONLY_MIN_PARAMS
     with quiet():
-        first = quantize_tensorrt(proto, calib, method)
+        first = quantize_tensorrt(proto, calib, method, weight_only=wo)
         sqnr = layer_sqnr(proto, first.proto, calib, first.quantized)
         low = below_floor(sqnr, floor)
         result = first
         if low and len(low) < len(first.quantized):
-            result = quantize_tensorrt(proto, calib, method, exclude=low)
+            result = quantize_tensorrt(proto, calib, method, exclude=low, weight_only=wo)
         elif low:
             raise QuantizeError(f"every quantizable layer is under the {floor:g} dB SQNR floor "
                                 f"({', '.join(f'{k}: {v:.1f} dB' for k, v in sqnr.items())}); INT8 would change nothing "
@@ -223,23 +239,31 @@ def tensorrt_recipe(proto: onnx.ModelProto, calib, method: str = "minmax", floor
         free = stream_sqnr(proto, result.proto, calib)
         history = [] if free is None else [round(free, 2)]
         alone: dict[str, float] = {}
-        if free is not None and free < sfloor:
-            alone = alone_stream_sqnr(proto, calib, method, result.quantized, low)
-        while free is not None and free < sfloor and len(history) <= rounds and len(result.quantized) > 1:
+        gate = free is not None and free < min(trigger, sfloor)
+        if gate:
+            alone = alone_stream_sqnr(proto, calib, method, result.quantized, low, wo)
+        while gate and free < sfloor and len(history) <= rounds and len(result.quantized) > 1:
             worst = min(result.quantized, key=lambda k: alone.get(k, float("inf")))
             low[worst] = (f"stream logits SQNR {free:.1f} dB < {sfloor:g} dB stream floor; worst layer left "
                           f"(quantized alone: stream {alone.get(worst, float('nan')):.1f} dB, "
                           f"isolated {sqnr.get(worst, float('nan')):.1f} dB)")
-            result = quantize_tensorrt(proto, calib, method, exclude=low)
+            result = quantize_tensorrt(proto, calib, method, exclude=low, weight_only=wo)
             free = stream_sqnr(proto, result.proto, calib)
             history.append(round(free, 2))
+        if quantize_state:
+            from kwsdeploy.calibration.state_q import quantize_state as q_state
+
+            result.proto, scales = q_state(result.proto, calib.ranges())
+            result.settings.update(state_int8_scales={k: float(f"{v:.6g}") for k, v in scales.items()},
+                                   stream_logits_sqnr_db_float_state=None if free is None else round(free, 2))
+            free = stream_sqnr(proto, result.proto, calib)
         result.settings.update(
             layer_sqnr_db={k: round(v, 2) for k, v in sqnr.items()}, sqnr_floor_db=floor,
             logits_sqnr_db=round(output_sqnr(proto, result.proto, calib), 2),
         )
         if free is not None:
             result.settings.update(stream_logits_sqnr_db=round(free, 2), stream_sqnr_floor_db=sfloor,
-                                   stream_sqnr_rounds_db=history)
+                                   stream_gate_below_db=trigger, stream_sqnr_rounds_db=history)
         if alone:
             result.settings["alone_stream_sqnr_db"] = {k: round(v, 2) for k, v in alone.items()}
     return result

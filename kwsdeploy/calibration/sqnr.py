@@ -170,3 +170,43 @@ def stream_sqnr(fp32: onnx.ModelProto, q: onnx.ModelProto, calib) -> float | Non
 def below_floor(sqnr: Mapping[str, float], floor: float) -> dict[str, str]:
     """Layers under the SQNR floor, as float-layer reasons."""
     return {k: f"SQNR {v:.1f} dB < {floor:g} dB floor" for k, v in sqnr.items() if not v >= floor}
+
+
+def free_running(proto: onnx.ModelProto, x: np.ndarray, names: Iterable[str] = ()) -> dict[str, np.ndarray]:
+    """Stream `x` ([S, ..., T], the step graph's input) through `proto` free-running from the zero state;
+    `logits` and each named tensor per step, stacked on a leading time axis."""
+    from kwsdeploy.contract import is_state_name, new_state_name
+
+    names = list(names)
+    sess = _session(_with_outputs(proto, names))
+    inputs = sess.get_inputs()
+    data = next(i for i in inputs if not is_state_name(i.name))
+    packet = int(data.shape[-1])
+    states = {i.name: np.zeros([x.shape[0], *[int(d) for d in i.shape[1:]]], np.float32)
+              for i in inputs if is_state_name(i.name)}
+    outs = [LOGITS, *names, *(new_state_name(n) for n in states)]
+    got: dict[str, list[np.ndarray]] = {n: [] for n in (LOGITS, *names)}
+    for t in range(x.shape[-1] // packet):
+        res = sess.run(outs, {data.name: np.ascontiguousarray(x[..., t * packet:(t + 1) * packet]), **states})
+        for n, v in zip((LOGITS, *names), res):
+            got[n].append(v)
+        states = dict(zip(states, res[1 + len(names):]))
+    return {n: np.stack(v) for n, v in got.items()}
+
+
+def stream_layer_sqnr(fp32: onnx.ModelProto, q: onnx.ModelProto, x: np.ndarray, layers: Iterable[str],
+                      parts: int = 4) -> dict[str, list[float]]:
+    """Per layer (node name shared by both graphs) the SQNR (dB) of its output, INT8 vs fp32, both graphs
+    free-running on `x`, in each of `parts` equal stretches of the stream (drift shows as a fall), plus
+    `logits`."""
+    f_nodes = {n.name: n.output[0] for n in fp32.graph.node}
+    q_nodes = {n.name: n.output[0] for n in q.graph.node}
+    todo = [k for k in layers if k in f_nodes and k in q_nodes]
+    a = free_running(fp32, x, [f_nodes[k] for k in todo])
+    b = free_running(q, x, [q_nodes[k] for k in todo])
+    out = {}
+    for k, fa, qb in [*((k, f_nodes[k], q_nodes[k]) for k in todo), (LOGITS, LOGITS, LOGITS)]:
+        ref, got = a[fa], b[qb]
+        edges = np.linspace(0, len(ref), parts + 1).astype(int)
+        out[k] = [round(sqnr_db(ref[i:j], got[i:j]), 2) for i, j in zip(edges[:-1], edges[1:])]
+    return out

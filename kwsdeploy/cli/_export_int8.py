@@ -39,7 +39,8 @@ def export_int8(out_dir: Path, overwrite: bool, inputs, options, build_kwargs: d
     clips = calibration_clips(options, build_kwargs["labels"], fc)  # refusals before any export work
     precisions = ("fp32", "fp16", *(PRECISION_OF_TARGET[t] for t in options.targets))  # fp16: a report row
     with con.status("INT8: exporting ...") as status:
-        source = CalibrationSource(clips, fc, options.method, progress=lambda msg: status.update(f"INT8: {msg}"))
+        source = CalibrationSource(clips, fc, options.method, options.quantize_state,
+                                   progress=lambda msg: status.update(f"INT8: {msg}"))
         manifest, blobs, rows = build_bundle(**{**build_kwargs, "precisions": precisions}, calibration_data=source)
         report = None
         data = eval_data_for(manifest, options.calib_data, con)

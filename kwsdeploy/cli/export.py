@@ -50,6 +50,8 @@ def register(app: typer.Typer) -> None:
         calib_clips: int = typer.Option(64, "--calib-clips", help="Clips joined into the calibration streams."),
         calib_method: str = typer.Option("minmax", "--calib-method", help="minmax, percentile or entropy."),
         target: str = typer.Option("both", "--target", help="INT8 recipe: tensorrt, cpu or both."),
+        quantize_state: bool = typer.Option(
+            False, "--quantize-state", help="tensorrt recipe: also Q/DQ the SSM state (Keyword Mamba) at the step's boundary."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Bundle directory (default exports/<model>)."),
         hop_frames: Optional[int] = opt.PACKET_FRAMES,
         random_init: bool = typer.Option(False, "--random-init", help="Random weights instead of a checkpoint (testing)."),
@@ -62,7 +64,9 @@ def register(app: typer.Typer) -> None:
         con = console()
         con.width = max(con.width, 140)
         with user_errors():
-            int8_options = _int8_options(target, calib_data, calib_clips, calib_method) if int8 else None
+            int8_options = _int8_options(target, calib_data, calib_clips, calib_method, quantize_state) if int8 else None
+            if quantize_state and not int8:
+                raise ValueError("--quantize-state needs --int8.")
             modes = _modes(mode)
             from kwsdeploy.cli.common import UserError
             from kwsdeploy.exporters.bundle import ParityError, export_bundle
@@ -103,10 +107,10 @@ def _modes(mode: str) -> tuple[str, ...]:
     return modes
 
 
-def _int8_options(target: str, calib_data: Optional[Path], calib_clips: int, calib_method: str):
+def _int8_options(target: str, calib_data: Optional[Path], calib_clips: int, calib_method: str, quantize_state: bool):
     from kwsdeploy.calibration.passes import Int8Options, parse_targets
 
-    return Int8Options(parse_targets(target), calib_data, calib_clips, calib_method)
+    return Int8Options(parse_targets(target), calib_data, calib_clips, calib_method, quantize_state=quantize_state)
 
 
 def print_trt_check(bundle_dir: Path, console) -> None:

@@ -54,6 +54,14 @@ def kwm_calib(kwm_graph):
 
 
 @pytest.fixture(scope="session")
+def kwm_int8(kwm_graph, kwm_calib):
+    """The tensorrt recipe on the kwm-causal-64-4 step graph (defaults)."""
+    from kwsdeploy.calibration.qdq import tensorrt_recipe
+
+    return tensorrt_recipe(kwm_graph[0], kwm_calib)
+
+
+@pytest.fixture(scope="session")
 def test_split():
     """The demo corpus test split (jackson, a speaker no training step saw): audio [110, 16000], labels."""
     from kwsdeploy.data.dataset import KwsDataset

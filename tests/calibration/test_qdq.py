@@ -24,11 +24,6 @@ def tc_int8(tc_graph, tc_calib):
     return tensorrt_recipe(tc_graph[0], tc_calib)
 
 
-@pytest.fixture(scope="module")
-def kwm_int8(kwm_graph, kwm_calib):
-    return tensorrt_recipe(kwm_graph[0], kwm_calib)
-
-
 def _last_logits(proto, audio, fc):
     from kwsdeploy.calibration.data import stream_inputs
     from kwsdeploy.runtime.ort import OrtStepRunner as StepSession
@@ -105,7 +100,10 @@ def test_kwm_recurrence_stays_float_projections_quantized(kwm_graph, kwm_int8):
     for op in ("Exp", "Log", "Max"):  # exp(dt A) and the softplus (written as Min, Exp, Add, Log, Max) stay float
         assert any(n.op_type == op for n in g.node)
     projections = [q for q in kwm_int8.quantized if "proj" in q]
-    assert len(projections) >= 12  # in_proj, x_proj, dt_proj, out_proj per layer (minus SQNR-kept ones)
+    kept = {k: v for k, v in kwm_int8.float_layers.items() if "proj" in k}
+    assert len(projections) + len(kept) == 16  # in_proj, x_proj, dt_proj, out_proj per layer
+    assert all("SQNR" in v for v in kept.values())  # only the selective-precision passes keep one float
+    assert len(projections) >= 16 - tolerances.INT8_STREAM_MAX_ROUNDS - sum(v.startswith("SQNR") for v in kept.values())
 
 
 def test_mfcc_frontend_stays_float():
@@ -142,9 +140,10 @@ def _gate_layers(r):
 def test_stream_gate_keeps_more_layers_float_until_the_stream_floor_is_met(tc_graph, tc_calib, tc_int8):
     base = tc_int8.settings["stream_logits_sqnr_db"]
     assert tc_int8.settings["stream_sqnr_rounds_db"] == [base] and not _gate_layers(tc_int8)
-    assert base >= tolerances.INT8_MIN_STREAM_SQNR_DB  # tcresnet8-causal meets the default floor untouched
+    # tcresnet8-causal streams over the trigger: left alone although under the floor the gate would aim for
+    assert tolerances.INT8_STREAM_GATE_BELOW_DB <= base < tolerances.INT8_MIN_STREAM_SQNR_DB
     raised = base + 3.0
-    r = tensorrt_recipe(tc_graph[0], tc_calib, stream_floor_db=raised)
+    r = tensorrt_recipe(tc_graph[0], tc_calib, stream_floor_db=raised, stream_trigger_db=raised)
     gated = _gate_layers(r)
     assert gated and len(r.float_layers) == len(tc_int8.float_layers) + len(gated)
     assert not gated & set(r.quantized) and set(tc_int8.float_layers) <= set(r.float_layers)
@@ -156,8 +155,21 @@ def test_stream_gate_keeps_more_layers_float_until_the_stream_floor_is_met(tc_gr
     assert set(alone) == set(tc_int8.quantized) and min(alone, key=alone.get) in gated
 
 
+def test_stream_gate_runs_only_under_its_trigger(tc_int8, kwm_int8):
+    trigger, floor = tolerances.INT8_STREAM_GATE_BELOW_DB, tolerances.INT8_MIN_STREAM_SQNR_DB
+    for r in (tc_int8, kwm_int8):
+        rounds = r.settings["stream_sqnr_rounds_db"]
+        assert r.settings["stream_gate_below_db"] == trigger and r.settings["stream_sqnr_floor_db"] == floor
+        if rounds[0] >= trigger:
+            assert rounds == [r.settings["stream_logits_sqnr_db"]] and not _gate_layers(r)
+        else:
+            assert len(_gate_layers(r)) == len(rounds) - 1 >= 1
+            assert rounds[-1] >= floor or len(rounds) == 1 + tolerances.INT8_STREAM_MAX_ROUNDS
+            assert max(rounds[:-1]) < floor
+
+
 def test_stream_gate_rounds_are_bounded(tc_graph, tc_calib, tc_int8):
-    r = tensorrt_recipe(tc_graph[0], tc_calib, stream_floor_db=500.0, max_rounds=2)
+    r = tensorrt_recipe(tc_graph[0], tc_calib, stream_floor_db=500.0, max_rounds=2, stream_trigger_db=500.0)
     assert len(_gate_layers(r)) == 2 and len(r.settings["stream_sqnr_rounds_db"]) == 3
     assert r.settings["stream_logits_sqnr_db"] < 500.0 and len(r.quantized) == len(tc_int8.quantized) - 2
 

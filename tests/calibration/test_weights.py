@@ -5,6 +5,7 @@ every graph still passes the one Q/DQ rule, and the tensorrt graph meets the 0.3
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
@@ -84,10 +85,8 @@ def test_a_shared_or_mixed_sign_constant_is_left_alone():
     assert done == [] and model_weight_bytes(out.SerializeToString()) == model_weight_bytes(proto.SerializeToString())
 
 
-def test_kwm_tensorrt_graph_is_at_most_0_3x_and_float_layers_store_int8(kwm_graph, kwm_calib):
-    from kwsdeploy.calibration.qdq import tensorrt_recipe
-
-    r = tensorrt_recipe(kwm_graph[0], kwm_calib)
+def test_kwm_tensorrt_graph_is_at_most_0_3x_and_float_layers_store_int8(kwm_graph, kwm_int8):
+    r = kwm_int8
     ratio = model_weight_bytes(r.proto.SerializeToString()) / model_weight_bytes(kwm_graph[0].SerializeToString())
     assert ratio <= 0.30
     decays = [k for k in r.settings["weight_only_int8"] if k not in r.float_layers]
@@ -95,3 +94,20 @@ def test_kwm_tensorrt_graph_is_at_most_0_3x_and_float_layers_store_int8(kwm_grap
     for k, v in r.float_layers.items():  # every float layer with a weight stores it int8; the recurrence has none
         assert (v == REASON_RECURRENCE) != v.endswith(REASON_SUFFIX)
     assert qdq_problems(r.proto) == []
+
+
+def test_weight_only_storage_only_over_the_parameter_threshold(tc_graph, tc_calib, monkeypatch):
+    from kwsdeploy import tolerances
+    from kwsdeploy.calibration.qdq import model_params, tensorrt_recipe
+
+    proto = tc_graph[0]
+    assert model_params(proto) > tolerances.INT8_WEIGHT_ONLY_MIN_PARAMS  # tcresnet8-causal: 65k weights
+    on = tensorrt_recipe(proto, tc_calib)
+    kept = [k for k, v in on.float_layers.items() if v.startswith("SQNR")]
+    assert kept and on.settings["weight_only_int8"] == kept  # the SQNR-kept first layer stores int8
+    monkeypatch.setattr(tolerances, "INT8_WEIGHT_ONLY_MIN_PARAMS", model_params(proto))
+    off = tensorrt_recipe(proto, tc_calib)
+    assert off.settings["weight_only_int8"] == [] and not any(v.endswith(REASON_SUFFIX) for v in off.float_layers.values())
+    grown = model_weight_bytes(off.proto.SerializeToString()) - model_weight_bytes(on.proto.SerializeToString())
+    n = sum(numpy_helper.to_array(i).size for i in on.proto.graph.initializer if i.name.endswith("_int8"))
+    assert grown == pytest.approx(3 * n, rel=0.05)  # float32 instead of int8, less the scales

@@ -112,6 +112,8 @@ def test_eval_bundle_refuses_a_precision_the_bundle_lacks(tmp_path):
     ("labels", "that the model does not know"),
     ("target", "--target must be tensorrt, cpu or both"),
     ("method", "--calib-method must be one of minmax, percentile, entropy"),
+    ("state", "--quantize-state: this model has no SSM state"),
+    ("state_cpu", "--quantize-state applies to the tensorrt recipe"),
 ])
 def test_bad_int8_requests_are_one_line_errors_and_write_nothing(tmp_path, case, match):
     calib = tmp_path / "calib"
@@ -128,6 +130,10 @@ def test_bad_int8_requests_are_one_line_errors_and_write_nothing(tmp_path, case,
         extra = ["--target", "gpu"]
     elif case == "method":
         extra = ["--calib-method", "kl"]
+    elif case == "state":
+        extra = ["--quantize-state", "--calib-clips", "4"]
+    elif case == "state_cpu":
+        extra = ["--quantize-state", "--target", "cpu"]
     args = ["export", "--model", MODEL, "--int8", "--out", str(tmp_path / "out"), "--exporter", "legacy", *extra]
     if case in ("empty", "rate", "labels"):
         args += ["--calib-data", str(calib)]
