@@ -48,7 +48,9 @@ def main(folder: Path) -> str:
             "(validation speaker + `tune` half of the held-out synthetic speech); measured on the test speaker "
             "(jackson) between the `test` half of the held-out synthetic speech and noise parts (keywords), and "
             "on jackson's digits said with 0.5 s pauses (digits). FA/h per hour of that kind of audio (count in "
-            "brackets). Produced by `benchmarks/detection.sh`.\n\n")
+            "brackets). The tuned budget and the FRR at 0.5 / 1 / 5 FA/h count false alarms on non-keyword audio "
+            "(speech, noise, gaps) per hour of it; a wrong keyword fired on a keyword is a miss, listed as 'FA "
+            "next to keywords'. Produced by `benchmarks/detection.sh`.\n\n")
     return head + "\n".join(rows) + "\n"
 
 

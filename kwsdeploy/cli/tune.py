@@ -66,7 +66,8 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"{bundle}: threshold {settings.threshold:.4g}, smoothing {settings.smoothing_seconds:g} s, "
                    f"refractory {settings.refractory_seconds:g} s per keyword, gap {settings.min_gap_seconds:g} s; "
                    f"on {info['seconds'] / 60:.1f} min ({split} keywords, {speech_set} speech): "
-                   f"{tuned['false_alarms_per_hour']:.2f} FA/h, false reject rate {tuned['false_reject_rate']:.1%}")
+                   f"{tuned['non_keyword_false_alarms_per_hour']:.2f} FA/h on non-keyword audio "
+                   f"({tuned['false_alarms_per_hour']:.2f} with substitutions next to keywords), false reject rate {tuned['false_reject_rate']:.1%}")
         if tuned["false_reject_rate"] >= 1.0:
             typer.echo("warning: at this budget the detector hears none of the keywords: the model needs more "
                        "training (non-keyword speech, more speakers) before it can be deployed at this budget.", err=True)

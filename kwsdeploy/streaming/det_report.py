@@ -47,8 +47,9 @@ def tune_settings(logits: np.ndarray, labels: Sequence[str], hop_seconds: float,
         raise ValueError(f"no threshold meets {target_fa_per_hour:g} false alarms per hour on this recording "
                          f"(tried smoothing {', '.join(f'{s:g}' for s in smoothing_choices)} s); raise the target.")
     smoothing, p = best
-    tuned = {"target_fa_per_hour": target_fa_per_hour, "false_reject_rate": p.false_reject_rate,
-             "false_alarms_per_hour": p.false_alarms_per_hour, "tried": tried}
+    tuned = {"target_fa_per_hour": target_fa_per_hour, "budget_counts": "non_keyword",
+             "false_reject_rate": p.false_reject_rate, "false_alarms_per_hour": p.false_alarms_per_hour,
+             "non_keyword_false_alarms_per_hour": p.non_keyword_false_alarms_per_hour, "tried": tried}
     return DetectionSettings(threshold=p.threshold, smoothing_seconds=smoothing,
                              refractory_seconds=base.refractory_seconds, min_gap_seconds=base.min_gap_seconds,
                              tuned=tuned), tuned

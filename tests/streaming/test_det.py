@@ -48,9 +48,28 @@ def test_det_curve_of_a_hand_made_stream():
         "two": {"false_reject_rate": 1.0, "false_alarms": 0, "false_alarms_per_hour": 0.0}}
     assert operating_point(curve, 150.0).threshold == 0.7
     assert operating_point(curve, 0.0).threshold == 0.85
-    s = summary(curve, target_fa_per_hour=100.0, budgets=(0.5, 300.0))
+    # budgets count non-keyword audio: 35 s here (all but the keywords' 1 s)
+    assert curve[1].non_keyword_false_alarms_per_hour == pytest.approx(3600 / 35)
+    s = summary(curve, target_fa_per_hour=105.0, budgets=(0.5, 300.0))
     assert [b["threshold"] for b in s["at_budget"]] == [0.85, 0.5]
     assert s["target"]["threshold"] == 0.7 and s["target"]["false_reject_rate"] == 0.0
+    assert operating_point(curve, 101.0).threshold == 0.85  # 102.9 per hour of non-keyword audio at 0.7
+    assert operating_point(curve, 101.0, measure="all").threshold == 0.7  # 100 per hour of the whole recording
+
+
+def test_a_substitution_on_a_keyword_is_a_miss_not_spent_from_the_budget():
+    # "one" is said at 1.0-1.5 s but "two" fires there (0.9): a substitution; nothing fires elsewhere
+    logits = _posteriors(360, {12: ("two", 0.9), 52: ("two", 0.95)})
+    parts = [Part("gap", 0, 1), Part("keyword", 1.0, 1.5, "one"), Part("gap", 1.5, 5), Part("keyword", 5, 5.5, "two"),
+             Part("speech", 5.5, 36)]
+    curve = det_curve(score_stream(logits, LABELS, HOP, 1), parts, 36.0, refractory_seconds=1.0, thresholds=[0.5, 0.93])
+    assert curve[0].false_reject_rate == 0.5 and curve[0].false_alarms_by_part["near_keyword"] == 1
+    assert curve[0].false_alarms_per_hour == pytest.approx(100.0)  # 1 in 36 s
+    assert curve[0].non_keyword_false_alarms_per_hour == 0.0
+    assert operating_point(curve, 1.0).threshold == 0.5
+    assert operating_point(curve, 1.0, measure="all").threshold == 0.93
+    with pytest.raises(ValueError, match="budget measure"):
+        operating_point(curve, 1.0, measure="speech")
 
 
 def test_no_threshold_meets_a_budget_below_what_the_top_threshold_gives():
