@@ -22,7 +22,7 @@ $KWS --models tcresnet8-causal,kwm --modes step --packet-frames natural,8 --batc
 $KWS --models tcresnet8-causal,kwm --modes step --frontend --packet-frames natural,8 --batch 1,64,256 \
     --runtimes ort --no-peers --out "$OUT/batched-frontend" "$@"
 $KWS --models kwm-causal-192-12 --modes step,windowed --packet-frames 1 --batch 1 --runtimes ort \
-    --no-peers --calls 100 --rounds 1 --out "$OUT/reference-size" "$@"  # rows 100x apart in cost: not interleaved
+    --no-peers --calls 100 --rounds 1 --max-seconds 5 --out "$OUT/reference-size" "$@"  # rows 100x apart in cost: not interleaved
 $KWS --models kwm-causal-192-12 --modes step --packet-frames 1 --batch 64 --runtimes ort --no-peers \
     --out "$OUT/reference-size-batch64" "$@"
 $PY benchmarks/bench_frontend.py --packets 1,8 --batches 1,64 --out "$OUT/frontend.md"

@@ -220,3 +220,25 @@ def test_state_stays_finite_and_bounded_over_ten_minutes(reference_dir):
     with torch.no_grad():
         again = stream.chunk(clip, stream.init_state(1)[:-1])[0].mean(1)  # mean readout over the second
         assert (again - model(clip[:, None])).abs().max().item() <= tolerances.STEP_PARITY_ATOL
+
+
+def test_step_graph_runs_fused_norms_and_no_scalar_softplus(tmp_path):
+    """The exported kwm step graph: no Softplus (ONNX Runtime's is scalar), every RMSNorm (4 layers +
+    the final one) fused by ONNX Runtime into one SimplifiedLayerNormalization node, state d_inner-last."""
+    ort = pytest.importorskip("onnxruntime")
+    import onnx
+
+    from kwsdeploy.exporters.onnx import export_step
+
+    torch.manual_seed(0)
+    proto = export_step(to_streaming(create("kwm")), exporter="legacy")
+    assert not [n for n in proto.graph.node if n.op_type == "Softplus"]
+    shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim[1:]] for i in proto.graph.input}
+    assert shapes["state.layer0.ssm"] == [16, 128] and shapes["state.layer0.conv"] == [3, 128]
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    opts.log_severity_level = 3
+    ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node]
+    assert ops.count("SimplifiedLayerNormalization") == 5
+    assert len(ops) < len(proto.graph.node) - 30  # ORT runs fewer nodes than the file holds
