@@ -212,7 +212,8 @@ def tensorrt_recipe(proto: onnx.ModelProto, calib, method: str = "minmax", floor
     free-running stream logits SQNR is under `stream_trigger_db` (tolerances.INT8_STREAM_GATE_BELOW_DB),
     while it is under `stream_floor_db` (tolerances.INT8_MIN_STREAM_SQNR_DB) the quantized layer that
     alone costs the stream most is kept float too (at most `max_rounds` rounds,
-    tolerances.INT8_STREAM_MAX_ROUNDS, and never the last quantized layer). Float layers store int8
+    tolerances.INT8_STREAM_MAX_ROUNDS, never the last quantized layer, and no more once a round gained
+    under tolerances.INT8_STREAM_MIN_GAIN_DB: what is left is not any one layer's). Float layers store int8
     weights (weight-only) in graphs of more than tolerances.INT8_WEIGHT_ONLY_MIN_PARAMS weights.
     `quantize_state`: then the
     SSM state is Q/DQ'd at the graph boundary (`calibration.state_q`) and the SQNRs re-measured."""
@@ -223,6 +224,7 @@ def tensorrt_recipe(proto: onnx.ModelProto, calib, method: str = "minmax", floor
     sfloor = tolerances.INT8_MIN_STREAM_SQNR_DB if stream_floor_db is None else stream_floor_db
     rounds = tolerances.INT8_STREAM_MAX_ROUNDS if max_rounds is None else max_rounds
     trigger = tolerances.INT8_STREAM_GATE_BELOW_DB if stream_trigger_db is None else stream_trigger_db
+    min_gain = tolerances.INT8_STREAM_MIN_GAIN_DB
     proto = name_nodes(proto)
     wo = model_params(proto) > tolerances.INT8_WEIGHT_ONLY_MIN_PARAMS
     with quiet():
@@ -242,13 +244,15 @@ def tensorrt_recipe(proto: onnx.ModelProto, calib, method: str = "minmax", floor
         gate = free is not None and free < min(trigger, sfloor)
         if gate:
             alone = alone_stream_sqnr(proto, calib, method, result.quantized, low, wo)
-        while gate and free < sfloor and len(history) <= rounds and len(result.quantized) > 1:
+        gain = float("inf")
+        while gate and free < sfloor and len(history) <= rounds and len(result.quantized) > 1 and gain >= min_gain:
             worst = min(result.quantized, key=lambda k: alone.get(k, float("inf")))
             low[worst] = (f"stream logits SQNR {free:.1f} dB < {sfloor:g} dB stream floor; worst layer left "
                           f"(quantized alone: stream {alone.get(worst, float('nan')):.1f} dB, "
                           f"isolated {sqnr.get(worst, float('nan')):.1f} dB)")
             result = quantize_tensorrt(proto, calib, method, exclude=low, weight_only=wo)
             free = stream_sqnr(proto, result.proto, calib)
+            gain = free - history[-1]
             history.append(round(free, 2))
         if quantize_state:
             from kwsdeploy.calibration.state_q import quantize_state as q_state

@@ -137,7 +137,8 @@ def _gate_layers(r):
     return {k for k, v in r.float_layers.items() if "stream floor" in v}
 
 
-def test_stream_gate_keeps_more_layers_float_until_the_stream_floor_is_met(tc_graph, tc_calib, tc_int8):
+def test_stream_gate_keeps_more_layers_float_until_the_stream_floor_is_met(tc_graph, tc_calib, tc_int8, monkeypatch):
+    monkeypatch.setattr(tolerances, "INT8_STREAM_MIN_GAIN_DB", -float("inf"))  # no plateau stop here
     base = tc_int8.settings["stream_logits_sqnr_db"]
     assert tc_int8.settings["stream_sqnr_rounds_db"] == [base] and not _gate_layers(tc_int8)
     # tcresnet8-causal streams over the trigger: left alone although under the floor the gate would aim for
@@ -164,11 +165,20 @@ def test_stream_gate_runs_only_under_its_trigger(tc_int8, kwm_int8):
             assert rounds == [r.settings["stream_logits_sqnr_db"]] and not _gate_layers(r)
         else:
             assert len(_gate_layers(r)) == len(rounds) - 1 >= 1
-            assert rounds[-1] >= floor or len(rounds) == 1 + tolerances.INT8_STREAM_MAX_ROUNDS
+            assert (rounds[-1] >= floor or len(rounds) == 1 + tolerances.INT8_STREAM_MAX_ROUNDS
+                    or rounds[-1] - rounds[-2] < tolerances.INT8_STREAM_MIN_GAIN_DB)
             assert max(rounds[:-1]) < floor
+            assert all(b - a >= tolerances.INT8_STREAM_MIN_GAIN_DB - 0.01 for a, b in zip(rounds[:-2], rounds[1:-1]))
 
 
-def test_stream_gate_rounds_are_bounded(tc_graph, tc_calib, tc_int8):
+def test_stream_gate_stops_on_a_plateau(tc_graph, tc_calib, monkeypatch):
+    monkeypatch.setattr(tolerances, "INT8_STREAM_MIN_GAIN_DB", 100.0)  # no round can gain that much
+    r = tensorrt_recipe(tc_graph[0], tc_calib, stream_floor_db=500.0, stream_trigger_db=500.0)
+    assert len(_gate_layers(r)) == 1 and len(r.settings["stream_sqnr_rounds_db"]) == 2
+
+
+def test_stream_gate_rounds_are_bounded(tc_graph, tc_calib, tc_int8, monkeypatch):
+    monkeypatch.setattr(tolerances, "INT8_STREAM_MIN_GAIN_DB", -float("inf"))
     r = tensorrt_recipe(tc_graph[0], tc_calib, stream_floor_db=500.0, max_rounds=2, stream_trigger_db=500.0)
     assert len(_gate_layers(r)) == 2 and len(r.settings["stream_sqnr_rounds_db"]) == 3
     assert r.settings["stream_logits_sqnr_db"] < 500.0 and len(r.quantized) == len(tc_int8.quantized) - 2
