@@ -90,6 +90,12 @@ def annotate(ckpt: str, prepared: str) -> None:
     ck = load_checkpoint(ckpt)
     training = dict(ck.card.get("training", {}))
     training["data"] = {**training.get("data", {}), **data_sources(prepared)}
+    config = dict(training.get("config", {}))
+    init = config.get("init_from")
+    if init and os.path.isabs(init):  # a card names no machine path: say what the run started from
+        config["init_from"] = ("stage 1 of benchmarks/train_shipped_checkpoints.sh (its best checkpoint)"
+                               if ".stage1" in init else "the checkpoint shipped before (--init)")
+        training["config"] = config
     save_checkpoint(ckpt, ck.model, ck.labels, ck.feature_config, model_config=ck.card.get("model_config"),
                     training=training, metrics=ck.card.get("metrics"), overwrite=True)
 

@@ -55,10 +55,11 @@ def test_shipped_bundle_on_real_fixture_speech(bundle, recording):
     r = report(src.logits(audio), src.labels, src.hop_seconds, parts, len(audio) / 16000, settings)
     at = r["at_settings"]
     assert at["keyword_events"] == 30
-    # measured on the shipped checkpoint: 21 of 30 heard, 5 false alarms (4 next to a keyword, 1 in a
-    # gap, none in the noise parts); george, nicolas and yweweler are training speakers
-    assert at["detected"] >= 21, at
-    assert at["false_alarms"] <= 5 and at["false_alarms_by_part"]["noise"] == 0, at
+    # measured on the shipped checkpoint (FSDD + synthetic speakers + _unknown_, two stages): 23 of 30
+    # heard, no false alarm (the demo-corpus checkpoint before it: 21, with 5 false alarms); george,
+    # nicolas and yweweler are training speakers
+    assert at["detected"] >= 23, at
+    assert at["false_alarms"] == 0, at
     fr = {round(p["threshold"], 4): p["false_reject_rate"] for p in r["curve"]}
     assert fr[0.5] <= fr[0.7] <= fr[0.9]  # a higher threshold never hears more here
 
