@@ -65,7 +65,7 @@ AUG="--preset speakers --vtlp 0.1 --eq-db 10 --lowpass-p 0.5"
 FT="--lr 3e-3 --warmup-epochs 0.3"
 declare -A OVERRIDES=(
   [tcresnet8-causal]="$AUG --epochs 40"
-  [kwm-causal-64-4]="$AUG --init INIT --epochs 4 $FT --stream-context 1.0"
+  [kwm-causal-64-4]="$AUG --init INIT --epochs 12 --lr 3e-3 --warmup-epochs 0.5 --stream-context 1.0"
   [bcresnet1-causal]="$AUG --init INIT --epochs 10 $FT"
   [matchboxnet-causal]="$AUG --init INIT --epochs 10 $FT"
   [convmixer]="$AUG --init INIT --epochs 2 $FT"
@@ -74,9 +74,8 @@ declare -A OVERRIDES=(
 # the data named in STAGE2_DATA (fsdd_syn3: more _unknown_; fsdd_syn2: the first stage's data).
 declare -A STAGE2=(
   [tcresnet8-causal]="$AUG --init STAGE1 --epochs 10 $FT"
-  [bcresnet1-causal]="$AUG --init STAGE1 --epochs 12 $FT"
 )
-declare -A STAGE2_DATA=([tcresnet8-causal]=fsdd_syn3 [bcresnet1-causal]=fsdd_syn2)
+declare -A STAGE2_DATA=([tcresnet8-causal]=fsdd_syn3)
 ORDER=(tcresnet8-causal kwm-causal-64-4 bcresnet1-causal matchboxnet-causal convmixer)
 MODELS=("$@")
 [ ${#MODELS[@]} -eq 0 ] && MODELS=("${ORDER[@]}")
