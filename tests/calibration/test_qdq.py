@@ -124,12 +124,18 @@ def test_mfcc_frontend_stays_float():
     validate_tensorrt_qdq(r.proto)
 
 
-def test_selective_precision_keeps_the_low_sqnr_layers_float_and_says_so(tc_int8):
+def test_selective_precision_keeps_the_low_sqnr_layers_float_and_says_so(tc_graph, tc_calib, tc_int8):
+    from kwsdeploy.calibration.qdq import tensorrt_recipe
+
     sq = tc_int8.settings["layer_sqnr_db"]
     floor = tolerances.INT8_MIN_SQNR_DB
-    low = {k for k, v in sq.items() if v < floor}
-    assert low and low == {k for k, v in tc_int8.float_layers.items() if "SQNR" in v}
-    assert not low & set(tc_int8.quantized)
+    assert {k for k, v in sq.items() if v < floor} == {k for k, v in tc_int8.float_layers.items() if "SQNR" in v}
+    # a floor just over the weakest layer (whatever the shipped checkpoint) keeps exactly the layers under it
+    raised = min(sq.values()) + 0.5
+    r = tensorrt_recipe(tc_graph[0], tc_calib, floor_db=raised, stream_trigger_db=-float("inf"))
+    low = {k for k, v in r.settings["layer_sqnr_db"].items() if v < raised}
+    assert low and low == {k for k, v in r.float_layers.items() if "SQNR" in v}
+    assert not low & set(r.quantized)
     assert tc_int8.settings["logits_sqnr_db"] > floor
 
 
