@@ -44,6 +44,14 @@ def finite(lo: float | None = None, hi: float | None = None, lo_open: bool = Fal
     return check
 
 
+def float_list(text: str) -> list[float]:
+    """'0.8,1.25' -> [0.8, 1.25]; [] when any part is not a number (the caller names the option)."""
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        return []
+
+
 def choice(*allowed: str) -> Callable[[Optional[str]], Optional[str]]:
     """A typer callback refusing a string outside `allowed` (None passes)."""
 

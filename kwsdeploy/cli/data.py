@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from kwsdeploy.cli._options import float_list
 from kwsdeploy.cli.common import user_errors
 
 data_app = typer.Typer(help="Prepare datasets: GSC splits, FSDD as a GSC-layout tree.", no_args_is_help=True)
@@ -134,7 +135,7 @@ def synth_cmd(
     per_voice: int = typer.Option(1, "--per-voice", min=1, max=10_000, help="Clips of each word per voice (each its own speed, pitch, level)."),
     unknown_per_voice: int = typer.Option(2, "--unknown-per-voice", min=0, max=10_000, help="_unknown_ clips per voice (hard negatives, sentence cuts)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the speed/pitch/level draws."),
-    speed: str = typer.Option("0.8,1.25", "--speed", help="'LO,HI': each clip's speaking-rate factor is drawn from U(LO, HI)."),
+    speed: Optional[str] = typer.Option(None, "--speed", help="'LO,HI': each clip's speaking-rate factor is drawn from U(LO, HI) (default: synth.SPEED_RANGE, 0.8-1.25)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a tree that kwsdeploy wrote at --out."),
     list_voices: bool = typer.Option(False, "--list-voices", help="Print the installed voices and their split (JSON) and exit."),
     log: bool = typer.Option(False, "--log", help="Log each step."),
@@ -149,10 +150,9 @@ def synth_cmd(
     with user_errors():
         if not words or out is None:
             raise ValueError("give --words (e.g. zero,one,two) and --out DIR, or --list-voices.")
-        try:
-            speed_range = tuple(float(v) for v in speed.split(","))
-        except ValueError:
-            raise ValueError(f"--speed must be LO,HI (two numbers), got {speed!r}.") from None
+        speed_range = synth.SPEED_RANGE if speed is None else tuple(float_list(speed))
+        if len(speed_range) != 2:
+            raise ValueError(f"--speed must be LO,HI (two numbers, e.g. 0.55,1.3), got {speed!r}.")
         update, close = _count_bar("synthetic speech")
         try:
             path = synth.synth_tree(words.split(","), out, voices, per_voice, unknown_per_voice, seed, progress=update,

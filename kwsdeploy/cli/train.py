@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from kwsdeploy.cli._options import with_options
+from kwsdeploy.cli._options import float_list, with_options
 from kwsdeploy.cli._train_options import GROUPS, RECIPE
 from kwsdeploy.cli.common import UserError, user_errors
 
@@ -71,18 +71,12 @@ def _config(preset: str, recipe: dict, machine: dict, model_config: Optional[str
             raise UserError(f"--noise-snr-db: {exc}")
     speed_range = None
     if speed is not None and not _off(speed):
-        try:
-            speed_range = tuple(float(v) for v in speed.split(","))
-        except ValueError:
-            speed_range = ()
+        speed_range = tuple(float_list(speed))
         if len(speed_range) != 2:
             raise UserError(f"--speed must be 'LO,HI' (e.g. 0.85,1.15) or 'off', got {speed!r}.")
     tempo_range, tempo_p = None, None
     if tempo is not None and not _off(tempo):
-        try:
-            parts = [float(v) for v in tempo.split(",")]
-        except ValueError:
-            parts = []
+        parts = float_list(tempo)
         if len(parts) not in (2, 3):
             raise UserError(f"--tempo must be 'LO,HI' or 'LO,HI,P' (e.g. 0.6,1.2,0.5) or 'off', got {tempo!r}.")
         tempo_range, tempo_p = (parts[0], parts[1]), (parts[2] if len(parts) == 3 else 1.0)

@@ -335,7 +335,6 @@ def synth_tree(
         raise SynthError(f"word '{bad[0]}' is not plain lower-case text: give words as they are spoken, e.g. 'seven'.")
     if per_voice < 1 or unknown_per_voice < 0:
         raise SynthError("--per-voice must be >= 1 and --unknown-per-voice >= 0.")
-    speed_range = tuple(float(v) for v in speed_range)
     if len(speed_range) != 2 or not 0.3 <= speed_range[0] <= speed_range[1] <= 3.0:
         raise SynthError(f"--speed must be LO,HI with 0.3 <= LO <= HI <= 3 (speaking-rate factors), got {speed_range}.")
     vs = resolve_voices(voices)
