@@ -4,6 +4,10 @@ cpu recipe's speed against fp32 (1 thread, batch 1 and 64, side by side), plus k
 random weights (speed and size only: it has no trained checkpoint).
 
     python benchmarks/bench_int8.py [--models a,b] [--out benchmarks/results/int8] [--calib-clips 64]
+        [--eval-data PREPARED_DIR --eval-split test --eval-stream-clips 0]
+
+Accuracy is measured on the embedded demo corpus' test split (110 clips, one clip = 0.9 points) unless
+--eval-data names a prepared directory (e.g. a prepared FSDD tree: all 550 clips of its test speaker).
 
 Writes <out>.json and <out>.md. Targets: INT8 top-1 within 0.5 points of fp32 and stream detection
 within 2 points; tensorrt weights <= 0.3x fp32 for models over 50k parameters; the cpu recipe never
@@ -29,8 +33,10 @@ SIZE_MIN_PARAMS = 50_000
 KWM_REF_SPEEDUP = 1.5
 
 
-def export_one(name: str, out: Path, clips: int, method: str, targets: tuple[str, ...] = ("tensorrt", "cpu")) -> dict:
-    """`kwsdeploy export --model NAME --int8 --target ...` in process; the manifest's report rows and the files."""
+def export_one(name: str, out: Path, clips: int, method: str, targets: tuple[str, ...] = ("tensorrt", "cpu"),
+               **int8) -> dict:
+    """`kwsdeploy export --model NAME --int8 --target ...` in process; the manifest's report rows and the files.
+    `int8`: more Int8Options fields (calib_data, eval_data, eval_split, eval_stream_clips, ...)."""
     from rich.console import Console
 
     from kwsdeploy.calibration.passes import Int8Options
@@ -42,7 +48,7 @@ def export_one(name: str, out: Path, clips: int, method: str, targets: tuple[str
     build = dict(model=m, labels=labels, feature_config=fc, parity=parity_clips(fc), modes=("step",), frontend=False,
                  precisions=("fp32",), hop_frames=None, checkpoint=info, accuracy=accuracy, exporter="legacy")
     t0 = time.perf_counter()
-    result, report = export_int8(out, True, [], Int8Options(targets, calib_data=None, clips=clips, method=method),
+    result, report = export_int8(out, True, [], Int8Options(targets, clips=clips, method=method, **int8),
                                  build, Console(file=sys.stderr))
     rows = {r["precision"]: r for r in report["step"]["rows"]}
     files = result.manifest.calibration.extra["files"]
@@ -123,6 +129,11 @@ def reference_size(clips: int, method: str, round_seconds: float, rounds: int) -
             "clock": "calling thread's CPU time (calibration.cpu.time_graphs at 1 thread)"}
 
 
+def _data_name(path: Path | None, name: str, default: str) -> str:
+    """What the results call a data directory: never its path (results are committed)."""
+    return default if path is None else (name or Path(path).name)
+
+
 def check_targets(row: dict) -> dict:
     r = row["rows"]
     out = {}
@@ -142,6 +153,17 @@ def check_targets(row: dict) -> dict:
     return out
 
 
+def _accuracy_line(rows: list[dict], env: dict) -> str:
+    """What the accuracy columns were measured on (older runs: the demo corpus' 110 test clips)."""
+    clips = rows[0]["rows"]["fp32"]["clips"] if rows else 110
+    data = env.get("eval_data", "demo corpus [test]")
+    stream = env.get("eval_stream_clips", 40) or "all"
+    return (f"Accuracy: {data}, {clips} clips (one clip = {100 / clips:.2f} points), each clip streamed from the "
+            f"zero state through the ONNX Runtime step runner; stream: {stream} of those clips joined by noise gaps "
+            f"(`eval-stream` recording). Calibration: {env.get('calib_data', 'demo corpus [train]')}, "
+            f"{env['calib_clips']} clips, {env['method']}.")
+
+
 def markdown(rows: list[dict], ref: dict | None, env: dict, argv: list[str]) -> str:
     lines = ["# INT8: accuracy, size and speed of the tensorrt and cpu recipes", "",
              "Commands: `python benchmarks/bench_int8.py --models none` (reference size), then "
@@ -152,10 +174,7 @@ def markdown(rows: list[dict], ref: dict | None, env: dict, argv: list[str]) -> 
              f"Last run: `python benchmarks/bench_int8.py {' '.join(argv)}`.", "",
              f"Machine: {env['cpu']} ({env['cores']} cores, shared), Python {env['python']}, onnxruntime "
              f"{env['onnxruntime']}; timings: 1 thread, graphs interleaved round by round, fastest round kept.", "",
-             "Accuracy: demo corpus test split (jackson, 110 clips, a speaker no training step saw), each clip "
-             "streamed from the zero state through the ONNX Runtime step runner; stream: 40 test clips joined by "
-             "noise gaps (`eval-stream` recording). Calibration: the demo corpus train split, "
-             f"{env['calib_clips']} clips, {env['method']}.", "",
+             _accuracy_line(rows, env), "",
              "| model | params | precision | recipe | top-1 | d top-1 (pt) | stream | d stream (pt) | FA/h | weights vs fp32 | "
              "file vs fp32 | float layers | ms/step b1 | ms/step b64 | speed vs fp32 b1 / b64 |",
              "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -221,6 +240,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calib-method", default="minmax")
     ap.add_argument("--round-seconds", type=float, default=0.2)
     ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--calib-data", type=Path, default=None,
+                    help="Calibration clips (a prepared dir's train split or a folder); default: the demo corpus'.")
+    ap.add_argument("--eval-data", type=Path, default=None,
+                    help="Held-out clips: a prepared dir (its --eval-split); default: the demo corpus' test split.")
+    ap.add_argument("--eval-split", default="test")
+    ap.add_argument("--eval-stream-clips", type=int, default=40, help="Clips of the stream recording (0: every clip).")
+    ap.add_argument("--data-name", default="",
+                    help="How the results name --calib-data/--eval-data (default: the directory's name; no paths).")
     ap.add_argument("--no-reference-size", action="store_true")
     ap.add_argument("--targets", default="both",
                     help="Recipes to re-measure: tensorrt, cpu or both; with tensorrt alone nothing is timed, and "
@@ -246,7 +273,10 @@ def main(argv: list[str] | None = None) -> int:
         names = []
     env = {"cpu": platform.processor() or platform.machine(), "cores": len(__import__("os").sched_getaffinity(0)),
            "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
-           "calib_clips": args.calib_clips, "method": args.calib_method}
+           "calib_clips": args.calib_clips, "method": args.calib_method,
+           "calib_data": _data_name(args.calib_data, args.data_name, "demo corpus") + " [train]",
+           "eval_data": _data_name(args.eval_data, args.data_name, "demo corpus") + f" [{args.eval_split}]",
+           "eval_stream_clips": args.eval_stream_clips}
     try:
         env["cpu"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
@@ -264,7 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             print(f"[int8] {name}: export --int8 --target {args.targets}", file=sys.stderr)
-            row = export_one(name, Path(tmp) / name, args.calib_clips, args.calib_method, targets)
+            row = export_one(name, Path(tmp) / name, args.calib_clips, args.calib_method, targets,
+                             calib_data=args.calib_data, eval_data=args.eval_data, eval_split=args.eval_split,
+                             eval_stream_clips=args.eval_stream_clips)
             files = {p: (row["bundle"] / r["file"]).read_bytes() for p, r in row["rows"].items()}
             if timed:
                 print(f"[int8] {name}: timing", file=sys.stderr)

@@ -3,12 +3,16 @@ way `bench_int8.py` measures them (top-1 of the unseen speaker's clips through t
 runner, stream detection on the `eval-stream` recording), one variant per row.
 
     python benchmarks/int8_ablation.py --study gate [--models a,b] [--out benchmarks/results/int8_gate]
+        [--calib-data PREPARED_DIR] [--eval-data PREPARED_DIR --eval-split valid --eval-stream-clips 0]
 
 Studies: `gate` (the free-running stream-SQNR gate off, and at several floors: one greedy run at the
 highest floor, each lower floor is a prefix of its rounds, exactly what the recipe does at that floor;
 "(default)" marks what the defaults pick: off when the graph streams over INT8_STREAM_GATE_BELOW_DB);
 `state` (Keyword Mamba: the SSM state float vs int8, `--quantize-state`); `drift` (per-layer SQNR over a
-long free-running train stream with noise gaps, by quarter).
+long free-running train stream with noise gaps, by quarter); `calib` (calibration method, percentile, clip
+count and layers kept float, one `--variants` entry each: `METHOD[@PERCENTILE]/CLIPS[/KEEP,KEEP]`, e.g.
+`minmax/64 percentile@99.99/256/first,last`; with `--cpu` also the cpu recipe's candidates, untimed).
+Choose on the validation speaker (`--eval-split valid`), report on the test speaker.
 Writes <out>.json and <out>.md.
 """
 
@@ -50,8 +54,9 @@ class Setup:
         return row
 
 
-def setup(name: str, clips: int, method: str) -> Setup:
-    """Export the fp32 step graph of a shipped checkpoint and calibrate it as `export --int8` does."""
+def setup(name: str, clips: int, method: str, calib_data=None, eval_options=None) -> Setup:
+    """Export the fp32 step graph of a shipped checkpoint and calibrate it as `export --int8` does;
+    `eval_options`: Int8Options fields of the held-out data (eval_data, eval_split, eval_stream_clips)."""
     import onnx
     from rich.console import Console
 
@@ -67,9 +72,10 @@ def setup(name: str, clips: int, method: str) -> Setup:
                                       checkpoint=info, accuracy=accuracy, exporter="legacy")
     f = next(x for x in manifest.files if x.precision == "fp32" and x.mode == "step")
     proto = onnx.load_from_string(blobs[f.path])
-    source = CalibrationSource(calibration_clips(Int8Options(clips=clips, method=method), labels, fc), fc, method)
+    opts = Int8Options(clips=clips, method=method, calib_data=calib_data, **(eval_options or {}))
+    source = CalibrationSource(calibration_clips(opts, labels, fc), fc, method)
     calib = source.for_graph(proto, "step")
-    data = eval_data_for(manifest, None, Console(file=sys.stderr))
+    data = eval_data_for(labels, opts, fc.sample_rate, Console(file=sys.stderr))
     return Setup(name, count_params(m), proto, calib, data, manifest, f.input_kind, method)
 
 
@@ -146,6 +152,76 @@ def state_study(s: Setup) -> list[dict]:
     return [_row(s, "fp32", s.proto, {"stream_sqnr_db": None}),
             _row(s, "tensorrt (state float)", r.proto, {}),
             _row(s, "tensorrt --quantize-state", q, {"state_scales": scales})]
+
+
+def parse_variant(text: str) -> dict:
+    """`METHOD[@PERCENTILE]/CLIPS[/KEEP,KEEP]` -> {method, percentile, clips, keep_float}."""
+    from kwsdeploy.calibration.qdq import PERCENTILE
+
+    parts = text.split("/")
+    method, _, pct = parts[0].partition("@")
+    keep = tuple(k for k in (parts[2] if len(parts) > 2 else "").split(",") if k)
+    return {"method": method, "percentile": float(pct) if pct else PERCENTILE, "clips": int(parts[1]),
+            "keep_float": keep}
+
+
+def calib_for(s: Setup, clips: int, calib_data, cache: dict):
+    """The calibration set of `clips` clips (the first `clips` of the same seeded order), cached."""
+    from kwsdeploy.calibration.passes import CalibrationSource, Int8Options, calibration_clips
+
+    if clips not in cache:
+        fc = s.manifest.feature_config
+        src = CalibrationSource(calibration_clips(Int8Options(clips=clips, calib_data=calib_data), s.manifest.labels, fc),
+                                fc)
+        cache[clips] = src.for_graph(s.proto, "step")
+    return cache[clips]
+
+
+def calib_study(s: Setup, variants: list[str], calib_data=None, cpu: bool = False) -> list[dict]:
+    """fp32, then per variant the tensorrt recipe (selective precision and stream gate as exported) and,
+    with `cpu`, the cpu recipe's static QOperator candidate on the same calibration (untimed), plus its
+    dynamic candidate once."""
+    from kwsdeploy.calibration.cpu import build_candidate
+    from kwsdeploy.calibration.qdq import name_nodes, quiet, resolve_keep_float, tensorrt_recipe
+
+    rows = [_row(s, "fp32", s.proto, {"recipe": "fp32", "stream_sqnr_db": None})]
+    cache: dict = {}
+    proto = name_nodes(s.proto)
+    for text in variants:
+        v = parse_variant(text)
+        calib = calib_for(s, v["clips"], calib_data, cache)
+        r = tensorrt_recipe(proto, calib, v["method"], percentile=v["percentile"], keep_float=v["keep_float"])
+        extra = {**v, "recipe": "tensorrt", "float_layers": len(r.float_layers), "quantized": len(r.quantized),
+                 "gate_sqnr_db": r.settings.get("stream_logits_sqnr_db")}
+        rows.append(_row(s, text, r.proto, extra))
+        if cpu:
+            keep = resolve_keep_float(proto, v["keep_float"], "cpu")
+            names = ["static-qoperator-u8s8-rr"] + (["dynamic-u8s8-rr"] if text == variants[0] else [])
+            for name in names:
+                with quiet():
+                    g = build_candidate(name, proto, calib, v["method"], v["percentile"], keep)
+                rows.append(_row(s, text if name.startswith("static") else "(no calibration)", g,
+                                 {**v, "recipe": f"cpu: {name}"}))
+    return rows
+
+
+def calib_markdown(rows: list[dict], title: str, argv: list[str], about: str = "") -> str:
+    lines = _head(title, argv, about,
+                  ["model", "recipe", "variant", "float layers", "stream SQNR (dB)", "top-1", "d top-1", "stream",
+                   "d stream", "FA/h", "weights vs fp32"], "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    ref = {}
+    for r in rows:
+        if r["variant"] == "fp32":
+            ref[r["model"]] = r
+        f = ref[r["model"]]
+        sq = r.get("stream_sqnr_db")
+        lines.append(
+            f"| {r['model']} | {r.get('recipe', '-')} | {r['variant']} | {r.get('float_layers', '-')} | "
+            f"{'-' if sq is None or math.isinf(sq) else f'{sq:.1f}'} | {100 * r['top1']:.2f} | "
+            f"{100 * (r['top1'] - f['top1']):+.2f} | {100 * r['stream']['accuracy']:.2f} | "
+            f"{100 * (r['stream']['accuracy'] - f['stream']['accuracy']):+.2f} | "
+            f"{r['stream']['false_alarms_per_hour']:.0f} | {r['weights_vs_fp32']:.2f}x |")
+    return "\n".join(lines) + "\n"
 
 
 def long_train_stream(s: Setup, seed: int = 1) -> np.ndarray:
@@ -225,10 +301,22 @@ def markdown(rows: list[dict], title: str, argv: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _about(args) -> str:
+    """What the calib study measured on (data named, never by path)."""
+    name = lambda p, d: d if p is None else (args.data_name or Path(p).name)  # noqa: E731
+    stream = args.eval_stream_clips or "all"
+    return (f"Held-out: {name(args.eval_data, 'demo corpus')} [{args.eval_split}], each clip streamed from the zero "
+            f"state through the ONNX Runtime step runner; stream: {stream} of its clips joined by noise (`eval-stream` "
+            f"recording). Calibration: {name(args.calib_data, 'demo corpus')} [train], the variant's clip count "
+            "(seed 0). Stream SQNR: logits of INT8 vs fp32, both free-running on the calibration streams of "
+            f"--calib-clips {args.calib_clips}.")
+
+
 STUDIES = {"gate": (gate_study, "INT8 tensorrt recipe: the stream-SQNR gate on held-out data"),
+           "calib": (calib_study, "INT8: calibration method, percentile, clip count and layers kept float"),
            "state": (state_study, "INT8 tensorrt recipe: the cost of --quantize-state (int8 SSM state)"),
            "drift": (drift_study, "INT8 tensorrt recipe: per-layer SQNR over a long free-running stream")}
-RENDER = {"drift": drift_markdown}
+RENDER = {"drift": drift_markdown, "calib": calib_markdown}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,20 +326,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--calib-clips", type=int, default=64)
     ap.add_argument("--calib-method", default="minmax")
+    ap.add_argument("--calib-data", type=Path, default=None, help="Calibration clips (default: the demo corpus').")
+    ap.add_argument("--eval-data", type=Path, default=None, help="Held-out prepared dir (default: the demo corpus).")
+    ap.add_argument("--eval-split", default="test", help="Choose on valid (the validation speaker), report on test.")
+    ap.add_argument("--eval-stream-clips", type=int, default=40, help="Clips of the stream recording (0: all).")
+    ap.add_argument("--data-name", default="", help="How the results name the data (default: the dir's name).")
+    ap.add_argument("--variants", default="minmax/64", help="calib study: space-separated variants (see above).")
+    ap.add_argument("--cpu", action="store_true", help="calib study: also the cpu recipe's candidates (untimed).")
     args = ap.parse_args(argv)
     from kwsdeploy.cli.demo import shipped_demo_models
 
     fn, title = STUDIES[args.study]
+    if args.study == "calib":
+        import functools
+
+        fn = functools.partial(calib_study, variants=args.variants.split(), calib_data=args.calib_data, cpu=args.cpu)
+    ev = {"eval_data": args.eval_data, "eval_split": args.eval_split, "eval_stream_clips": args.eval_stream_clips}
     out = args.out or Path(f"benchmarks/results/int8_{args.study}")
     names = [m for m in args.models.split(",") if m] or shipped_demo_models()
     rows: list[dict] = []
     for name in names:
         print(f"[ablation] {name}: export and calibrate", file=sys.stderr)
-        rows += fn(setup(name, args.calib_clips, args.calib_method))
+        rows += fn(setup(name, args.calib_clips, args.calib_method, args.calib_data, ev))
         out.parent.mkdir(parents=True, exist_ok=True)
         shown = argv if argv is not None else sys.argv[1:]
         out.with_suffix(".json").write_text(json.dumps({"rows": rows, "argv": shown}, indent=1, default=str) + "\n")
-        out.with_suffix(".md").write_text(RENDER.get(args.study, markdown)(rows, title, shown))
+        render = RENDER.get(args.study, markdown)
+        about = _about(args) if args.study == "calib" else None
+        out.with_suffix(".md").write_text(render(rows, title, shown, about) if about else render(rows, title, shown))
     print(out.with_suffix(".md").read_text())
     return 0
 

@@ -20,7 +20,16 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import onnx
 
-from kwsdeploy.calibration.qdq import QUANT_OPS, QuantResult, float_layers, name_nodes, quiet
+from kwsdeploy.calibration.qdq import (
+    PERCENTILE,
+    QUANT_OPS,
+    QuantResult,
+    float_layers,
+    name_nodes,
+    ort_calibration_method,
+    quiet,
+    resolve_keep_float,
+)
 
 CANDIDATES = ("dynamic-u8s8-rr", "dynamic-u8s8", "static-qoperator-u8s8-rr")
 TIMING_BATCHES = (1, 64)
@@ -34,10 +43,10 @@ class Timing:
     seconds: Mapping[int, float]
 
 
-def _dynamic(proto: onnx.ModelProto, reduce_range: bool) -> onnx.ModelProto:
+def _dynamic(proto: onnx.ModelProto, reduce_range: bool, exclude: Mapping[str, str] | None = None) -> onnx.ModelProto:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    keep = float_layers(proto, "cpu")
+    keep = {**float_layers(proto, "cpu"), **(exclude or {})}
     with tempfile.TemporaryDirectory(prefix="kwsdeploy-int8-") as tmp, quiet():
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(proto, str(src))
@@ -47,28 +56,33 @@ def _dynamic(proto: onnx.ModelProto, reduce_range: bool) -> onnx.ModelProto:
         return onnx.load(str(dst))
 
 
-def _static_qoperator(proto: onnx.ModelProto, calib, reduce_range: bool) -> onnx.ModelProto:
+def _static_qoperator(proto: onnx.ModelProto, calib, reduce_range: bool, method: str = "minmax",
+                      percentile: float = PERCENTILE, exclude: Mapping[str, str] | None = None) -> onnx.ModelProto:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    keep = float_layers(proto, "cpu")
+    keep = {**float_layers(proto, "cpu"), **(exclude or {})}
+    extra = {"MatMulConstBOnly": True, **({"CalibPercentile": float(percentile)} if method == "percentile" else {})}
     with tempfile.TemporaryDirectory(prefix="kwsdeploy-int8-") as tmp, quiet():
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(proto, str(src))
+        # QLinearConv/QLinearMatMul: standard ops; reduce_range: 7-bit weights (no VPMADDUBSW saturation)
         quantize_static(str(src), str(dst), calib.reader(), quant_format=QuantFormat.QOperator,
-                        op_types_to_quantize=["Conv", "MatMul"],  # QLinearConv/QLinearMatMul: standard ops per_channel=False, reduce_range=reduce_range,
+                        op_types_to_quantize=["Conv", "MatMul"], per_channel=False, reduce_range=reduce_range,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=sorted(keep),
-                        extra_options={"MatMulConstBOnly": True})
+                        calibrate_method=ort_calibration_method(method), extra_options=extra)
         return onnx.load(str(dst))
 
 
-def build_candidate(name: str, proto: onnx.ModelProto, calib) -> onnx.ModelProto:
-    """One named cpu candidate graph."""
+def build_candidate(name: str, proto: onnx.ModelProto, calib, method: str = "minmax", percentile: float = PERCENTILE,
+                    exclude: Mapping[str, str] | None = None) -> onnx.ModelProto:
+    """One named cpu candidate graph (`method`, `percentile`: the static candidate's calibration;
+    `exclude`: layers kept float)."""
     if name == "dynamic-u8s8-rr":
-        return _dynamic(proto, True)
+        return _dynamic(proto, True, exclude)
     if name == "dynamic-u8s8":
-        return _dynamic(proto, False)
+        return _dynamic(proto, False, exclude)
     if name == "static-qoperator-u8s8-rr":
-        return _static_qoperator(proto, calib, True)
+        return _static_qoperator(proto, calib, True, method, percentile, exclude)
     raise ValueError(f"unknown cpu candidate {name!r}; known: {', '.join(CANDIDATES)}.")
 
 
@@ -118,20 +132,25 @@ def cpu_recipe(
     floor_db: float | None = None,
     candidates: Sequence[str] = CANDIDATES,
     timer: Callable[[Mapping[str, bytes]], dict[str, Timing]] | None = None,
+    method: str = "minmax",
+    percentile: float = PERCENTILE,
+    keep_float=(),
 ) -> QuantResult:
     """Build every candidate, drop those whose logits SQNR is under `floor_db`, time the rest against
-    fp32 and keep the fastest (worst ratio over the batch sizes); fp32 when nothing is faster."""
+    fp32 and keep the fastest (worst ratio over the batch sizes); fp32 when nothing is faster.
+    `method`/`percentile`: the static candidate's calibration; `keep_float`: as `qdq.resolve_keep_float`."""
     from kwsdeploy import tolerances
     from kwsdeploy.calibration.sqnr import output_sqnr, stream_sqnr
 
     floor_db = tolerances.INT8_CPU_MIN_LOGITS_SQNR_DB if floor_db is None else floor_db
     proto = name_nodes(proto)
+    forced = resolve_keep_float(proto, keep_float, "cpu")
     graphs: dict[str, onnx.ModelProto] = {}
     sqnr: dict[str, float] = {}
     errors: dict[str, str] = {}
     for name in candidates:
         try:
-            g = build_candidate(name, proto, calib)
+            g = build_candidate(name, proto, calib, method, percentile, forced)
             if not {n.op_type for n in g.graph.node} & _INTEGER_OPS:
                 errors[name] = "no layer this candidate quantizes"
                 continue
@@ -164,7 +183,7 @@ def cpu_recipe(
             best = "fp32"
     chosen = proto if best == "fp32" else graphs[best]
     quantized = quantized_layers(proto, chosen)
-    keep = {n.name: (float_layers(proto, "cpu").get(n.name) or f"{best}: not quantized by this variant")
+    keep = {n.name: (float_layers(proto, "cpu").get(n.name) or forced.get(n.name) or f"{best}: not quantized by this variant")
             for n in proto.graph.node if n.op_type in QUANT_OPS and n.name not in quantized}
     settings = {
         "tool": "onnxruntime.quantization", "chosen": best,
@@ -174,6 +193,7 @@ def cpu_recipe(
         "logits_sqnr_db": {n: round(v, 2) for n, v in sqnr.items()}, "sqnr_floor_db": floor_db,
         "rejected": {**{n: f"logits SQNR {v:.1f} dB < {floor_db:g} dB" for n, v in sqnr.items() if not v >= floor_db},
                      **errors},
-        "threads": 1, "batches": list(base),
+        "threads": 1, "batches": list(base), "static_method": method, "keep_float": sorted(forced),
+        **({"percentile": float(percentile)} if method == "percentile" else {}),
     }
     return QuantResult(chosen, "cpu", quantized, dict(sorted(keep.items())), settings)

@@ -22,7 +22,8 @@ from kwsdeploy.calibration.data import (
     collect_calibration,
     load_calibration_clips,
 )
-from kwsdeploy.calibration.qdq import QuantizeError, QuantResult, tensorrt_recipe
+from kwsdeploy.calibration.qdq import PERCENTILE, QuantizeError, QuantResult, tensorrt_recipe
+from kwsdeploy.calibration.report import STREAM_CLIPS
 from kwsdeploy.hashing import sha256_bytes
 
 TARGETS = ("tensorrt", "cpu")
@@ -31,7 +32,9 @@ PRECISION_OF_TARGET = {"tensorrt": "int8-tensorrt", "cpu": "int8-cpu"}
 
 @dataclass(frozen=True)
 class Int8Options:
-    """What `--int8` asked for: targets, calibration data, clip count, method, seed."""
+    """What `--int8` asked for: targets, calibration data, clip count, method, seed, and the report's
+    held-out data (`eval_data`: a prepared dir, its `eval_split`; None: the default, see
+    `cli._export_int8.eval_data_for`)."""
 
     targets: tuple[str, ...] = TARGETS
     calib_data: Path | None = None
@@ -39,6 +42,11 @@ class Int8Options:
     method: str = "minmax"
     seed: int = DEFAULT_SEED
     quantize_state: bool = False  # the tensorrt recipe Q/DQs the SSM state (Keyword Mamba)
+    percentile: float = PERCENTILE  # the range the percentile method keeps
+    keep_float: tuple[str, ...] = ()  # layers both recipes keep float: node names, `first`, `last`
+    eval_data: Path | None = None
+    eval_split: str = "test"
+    eval_stream_clips: int = STREAM_CLIPS  # clips of the report's stream recording (0: every clip of the split)
 
     def __post_init__(self) -> None:
         bad = [t for t in self.targets if t not in TARGETS]
@@ -52,6 +60,12 @@ class Int8Options:
 
         if self.method not in METHODS:
             raise QuantizeError(f"--calib-method must be one of {', '.join(METHODS)}, got {self.method!r}.")
+        if not 50.0 < self.percentile < 100.0:
+            raise QuantizeError(f"--calib-percentile must be between 50 and 100 (e.g. 99.99), got {self.percentile:g}.")
+        if self.eval_split not in ("train", "valid", "test"):
+            raise QuantizeError(f"--eval-split must be train, valid or test, got {self.eval_split!r}.")
+        if self.eval_stream_clips < 0:
+            raise QuantizeError(f"--eval-stream-clips must be >= 0 (0: every clip), got {self.eval_stream_clips}.")
 
 
 def parse_targets(target: str) -> tuple[str, ...]:
@@ -79,6 +93,8 @@ class CalibrationSource:
     feature_config: object
     method: str = "minmax"
     quantize_state: bool = False
+    percentile: float = PERCENTILE
+    keep_float: tuple[str, ...] = ()
     sets: dict[str, CalibrationSet] = field(default_factory=dict)
     results: dict[str, QuantResult] = field(default_factory=dict)  # bundle file name -> recipe result
     progress: object = None
@@ -108,7 +124,8 @@ class CalibrationSource:
         return {
             "data": self.clips.source, "clips": len(self.clips.indices), "method": self.method,
             "seed": self.clips.seed, "ranges_sha256": first.get("input_ranges_sha256", ""),
-            "extra": {"split": self.clips.split, "tuples": first.get("tuples", 0), "streams": first.get("streams", 0),
+            "extra": {"split": self.clips.split, "keep_float": list(self.keep_float),
+                      **({"percentile": self.percentile} if self.method == "percentile" else {}), "tuples": first.get("tuples", 0), "streams": first.get("streams", 0),
                       "stride": first.get("stride", 1), "state_inputs": first.get("state_inputs", []),
                       "files": files},
         }
@@ -155,7 +172,8 @@ def tensorrt_pass(proto: onnx.ModelProto, ctx) -> onnx.ModelProto:
         require_ssm_states(proto)
     calib = src.for_graph(proto, ctx.mode)
     src._say(f"int8-tensorrt: quantizing the {ctx.mode} graph")
-    result = tensorrt_recipe(proto, calib, src.method, quantize_state=state)
+    result = tensorrt_recipe(proto, calib, src.method, quantize_state=state, percentile=src.percentile,
+                             keep_float=src.keep_float)
     validate_tensorrt_qdq(result.proto)
     src.results[_file_name("int8-tensorrt", ctx.mode)] = result
     ctx.record = src.record()
@@ -169,7 +187,7 @@ def cpu_pass(proto: onnx.ModelProto, ctx) -> onnx.ModelProto:
     src = _source(ctx)
     calib = src.for_graph(proto, ctx.mode)
     src._say(f"int8-cpu: building and timing the {ctx.mode} graph's candidates")
-    result = cpu_recipe(proto, calib)
+    result = cpu_recipe(proto, calib, method=src.method, percentile=src.percentile, keep_float=src.keep_float)
     src.results[_file_name("int8-cpu", ctx.mode)] = result
     ctx.record = src.record()
     return result.proto

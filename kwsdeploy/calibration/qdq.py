@@ -29,6 +29,8 @@ FRONTEND_PREFIX = "frontend/"
 REASON_FRONTEND = "MFCC frontend (float by design)"
 REASON_RECURRENCE = "activation x activation MatMul (recurrence arithmetic, float by design)"
 REASON_DEPTHWISE = "depthwise conv (TensorRT on Jetson Orin: slower or unsupported in INT8)"
+REASON_REQUESTED = "kept float on request (--keep-float)"
+KEEP_FLOAT_ALIASES = ("first", "last")  # the first / last quantizable layer in graph order (input layer, classifier)
 
 
 class QuantizeError(ValueError):
@@ -118,7 +120,25 @@ def quantizable_layers(proto: onnx.ModelProto, recipe: str = "tensorrt") -> list
     return [n.name for n in proto.graph.node if n.op_type in QUANT_OPS and n.name not in keep]
 
 
-def _method(method: str):
+def resolve_keep_float(proto: onnx.ModelProto, names, recipe: str = "tensorrt") -> dict[str, str]:
+    """`--keep-float` entries (node names, or `first` / `last`: the first / last layer the recipe would
+    quantize, in graph order) as float-layer reasons; an unknown name is a one-line error."""
+    todo = quantizable_layers(name_nodes(proto), recipe)
+    out: dict[str, str] = {}
+    for name in names:
+        if name in KEEP_FLOAT_ALIASES:
+            if todo:
+                out[todo[0] if name == "first" else todo[-1]] = f"{REASON_REQUESTED}: {name} quantizable layer"
+        elif name in todo:
+            out[name] = REASON_REQUESTED
+        else:
+            shown = ", ".join(todo[:6]) + (", ..." if len(todo) > 6 else "")
+            raise QuantizeError(f"--keep-float {name!r} is not a layer this recipe quantizes; give first, last or "
+                                f"a node name ({shown}).")
+    return out
+
+
+def ort_calibration_method(method: str):
     from onnxruntime.quantization import CalibrationMethod
 
     table = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
@@ -135,10 +155,12 @@ def quantize_tensorrt(
     exclude: Mapping[str, str] | None = None,
     batch: int = 64,
     weight_only: bool = True,
+    percentile: float = PERCENTILE,
 ) -> QuantResult:
     """The `tensorrt` recipe on `proto` calibrated on `calib` (a CalibrationSet); `exclude` adds
     layers kept float (name -> reason). `weight_only`: the float layers with a constant weight (not the
-    frontend, not the recurrence) and decay constants still store int8 (`calibration.weights`)."""
+    frontend, not the recurrence) and decay constants still store int8 (`calibration.weights`).
+    `percentile`: the range kept by the percentile method."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     proto = name_nodes(proto)
@@ -154,7 +176,7 @@ def quantize_tensorrt(
         "OpTypesToExcludeOutputQuantization": list(QUANT_OPS),  # logits and layer outputs stay float
     }
     if method == "percentile":
-        extra["CalibPercentile"] = PERCENTILE
+        extra["CalibPercentile"] = float(percentile)
     calib.check_state_ranges()
     with tempfile.TemporaryDirectory(prefix="kwsdeploy-int8-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
@@ -162,7 +184,7 @@ def quantize_tensorrt(
         quantize_static(
             str(src), str(dst), calib.reader(batch), quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANT_OPS),
             per_channel=True, reduce_range=False, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            nodes_to_quantize=todo, nodes_to_exclude=sorted(keep), calibrate_method=_method(method),
+            nodes_to_quantize=todo, nodes_to_exclude=sorted(keep), calibrate_method=ort_calibration_method(method),
             extra_options=extra,
         )
         out = onnx.load(str(dst))
@@ -177,7 +199,7 @@ def quantize_tensorrt(
         "tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "activations": "int8 symmetric per-tensor",
         "weights": "int8 symmetric per-channel (output-channel axis)", "bias": "float", "method": method,
         "weight_only_int8": stored,
-        **({"percentile": PERCENTILE} if method == "percentile" else {}),
+        **({"percentile": float(percentile)} if method == "percentile" else {}),
     }
     return QuantResult(out, "tensorrt", todo, dict(sorted(keep.items())), settings)
 
@@ -191,7 +213,7 @@ def model_params(proto: onnx.ModelProto) -> int:
 
 
 def alone_stream_sqnr(proto: onnx.ModelProto, calib, method: str, layers: list[str],
-                      keep: Mapping[str, str], weight_only: bool = True) -> dict[str, float]:
+                      keep: Mapping[str, str], weight_only: bool = True, percentile: float = PERCENTILE) -> dict[str, float]:
     """Free-running stream logits SQNR (dB) with only one of `layers` quantized, per layer (its own
     effect on what a device reads; `keep` stays float as well)."""
     from kwsdeploy.calibration.sqnr import stream_sqnr
@@ -199,14 +221,16 @@ def alone_stream_sqnr(proto: onnx.ModelProto, calib, method: str, layers: list[s
     out = {}
     for name in layers:
         others = {k: "" for k in layers if k != name}
-        q = quantize_tensorrt(proto, calib, method, exclude={**keep, **others}, weight_only=weight_only)
+        q = quantize_tensorrt(proto, calib, method, exclude={**keep, **others}, weight_only=weight_only,
+                              percentile=percentile)
         out[name] = stream_sqnr(proto, q.proto, calib)
     return out
 
 
 def tensorrt_recipe(proto: onnx.ModelProto, calib, method: str = "minmax", floor_db: float | None = None,
                     stream_floor_db: float | None = None, max_rounds: int | None = None,
-                    quantize_state: bool = False, stream_trigger_db: float | None = None) -> QuantResult:
+                    quantize_state: bool = False, stream_trigger_db: float | None = None,
+                    percentile: float = PERCENTILE, keep_float=()) -> QuantResult:
     """`quantize_tensorrt`, then selective precision: layers whose isolated SQNR is under `floor_db`
     (default tolerances.INT8_MIN_SQNR_DB) are kept float and the graph is quantized again; then, if the
     free-running stream logits SQNR is under `stream_trigger_db` (tolerances.INT8_STREAM_GATE_BELOW_DB),
@@ -216,7 +240,8 @@ def tensorrt_recipe(proto: onnx.ModelProto, calib, method: str = "minmax", floor
     under tolerances.INT8_STREAM_MIN_GAIN_DB: what is left is not any one layer's). Float layers store int8
     weights (weight-only) in graphs of more than tolerances.INT8_WEIGHT_ONLY_MIN_PARAMS weights.
     `quantize_state`: then the
-    SSM state is Q/DQ'd at the graph boundary (`calibration.state_q`) and the SQNRs re-measured."""
+    SSM state is Q/DQ'd at the graph boundary (`calibration.state_q`) and the SQNRs re-measured.
+    `keep_float`: layers kept float from the start (`resolve_keep_float`: names, `first`, `last`)."""
     from kwsdeploy import tolerances
     from kwsdeploy.calibration.sqnr import below_floor, layer_sqnr, output_sqnr, stream_sqnr
 
@@ -226,15 +251,18 @@ def tensorrt_recipe(proto: onnx.ModelProto, calib, method: str = "minmax", floor
     trigger = tolerances.INT8_STREAM_GATE_BELOW_DB if stream_trigger_db is None else stream_trigger_db
     min_gain = tolerances.INT8_STREAM_MIN_GAIN_DB
     proto = name_nodes(proto)
+    forced = resolve_keep_float(proto, keep_float)
     wo = model_params(proto) > tolerances.INT8_WEIGHT_ONLY_MIN_PARAMS
+    pct = {"percentile": percentile}
     with quiet():
-        first = quantize_tensorrt(proto, calib, method, weight_only=wo)
+        first = quantize_tensorrt(proto, calib, method, exclude=forced, weight_only=wo, **pct)
         sqnr = layer_sqnr(proto, first.proto, calib, first.quantized)
-        low = below_floor(sqnr, floor)
+        under = below_floor(sqnr, floor)
+        low = {**forced, **under}
         result = first
-        if low and len(low) < len(first.quantized):
-            result = quantize_tensorrt(proto, calib, method, exclude=low, weight_only=wo)
-        elif low:
+        if under and len(under) < len(first.quantized):
+            result = quantize_tensorrt(proto, calib, method, exclude=low, weight_only=wo, **pct)
+        elif under:
             raise QuantizeError(f"every quantizable layer is under the {floor:g} dB SQNR floor "
                                 f"({', '.join(f'{k}: {v:.1f} dB' for k, v in sqnr.items())}); INT8 would change nothing "
                                 "worth having: calibrate on more representative data or export without --int8.")
@@ -243,14 +271,14 @@ def tensorrt_recipe(proto: onnx.ModelProto, calib, method: str = "minmax", floor
         alone: dict[str, float] = {}
         gate = free is not None and free < min(trigger, sfloor)
         if gate:
-            alone = alone_stream_sqnr(proto, calib, method, result.quantized, low, wo)
+            alone = alone_stream_sqnr(proto, calib, method, result.quantized, low, wo, percentile)
         gain = float("inf")
         while gate and free < sfloor and len(history) <= rounds and len(result.quantized) > 1 and gain >= min_gain:
             worst = min(result.quantized, key=lambda k: alone.get(k, float("inf")))
             low[worst] = (f"stream logits SQNR {free:.1f} dB < {sfloor:g} dB stream floor; worst layer left "
                           f"(quantized alone: stream {alone.get(worst, float('nan')):.1f} dB, "
                           f"isolated {sqnr.get(worst, float('nan')):.1f} dB)")
-            result = quantize_tensorrt(proto, calib, method, exclude=low, weight_only=wo)
+            result = quantize_tensorrt(proto, calib, method, exclude=low, weight_only=wo, **pct)
             free = stream_sqnr(proto, result.proto, calib)
             gain = free - history[-1]
             history.append(round(free, 2))
@@ -262,7 +290,7 @@ def tensorrt_recipe(proto: onnx.ModelProto, calib, method: str = "minmax", floor
                                    stream_logits_sqnr_db_float_state=None if free is None else round(free, 2))
             free = stream_sqnr(proto, result.proto, calib)
         result.settings.update(
-            layer_sqnr_db={k: round(v, 2) for k, v in sqnr.items()}, sqnr_floor_db=floor,
+            layer_sqnr_db={k: round(v, 2) for k, v in sqnr.items()}, sqnr_floor_db=floor, keep_float=sorted(forced),
             logits_sqnr_db=round(output_sqnr(proto, result.proto, calib), 2),
         )
         if free is not None:

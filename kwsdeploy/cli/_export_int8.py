@@ -7,13 +7,19 @@ from pathlib import Path
 from typing import Any, Optional
 
 
-def eval_data_for(manifest, calib_data: Optional[Path], con):
-    """The report's held-out data: the test split of a prepared --calib-data, else the demo corpus'."""
+def eval_data_for(labels, options, sample_rate: int, con):
+    """The report's held-out data, split `options.eval_split`: of `options.eval_data` (a refusal when it
+    cannot be used: the user asked for it), else of a prepared --calib-data, else of the demo corpus
+    (a warning and no report when that fails)."""
     from kwsdeploy.calibration.data import CalibrationError
     from kwsdeploy.calibration.report import held_out_data
     from kwsdeploy.data.noise import background_noise
 
+    if options.eval_data is not None:
+        return explicit_eval_data(Path(options.eval_data), labels, sample_rate, options.eval_split,
+                                  options.eval_stream_clips)
     name = None
+    calib_data = options.calib_data
     if calib_data is not None and (Path(calib_data) / "labels.json").is_file():
         prepared = Path(calib_data)
     else:
@@ -21,10 +27,34 @@ def eval_data_for(manifest, calib_data: Optional[Path], con):
 
         prepared, name = Path(demo_corpus_dir()), "demo corpus"
     try:
-        return held_out_data(prepared, manifest.labels, noise=background_noise(prepared), name=name)
+        return held_out_data(prepared, labels, options.eval_split, options.eval_stream_clips,
+                             noise=background_noise(prepared), name=name)
     except (CalibrationError, FileNotFoundError, ValueError) as exc:
         con.print(f"[yellow]no accuracy report: {exc}[/yellow]")
         return None
+
+
+def explicit_eval_data(prepared: Path, labels, sample_rate: int, split: str, stream_clips: int,
+                       name: str | None = None):
+    """`--eval-data DIR --eval-split S`: the split's clips and stream recording (`stream_clips` of them, 0:
+    all); one-line refusals (not prepared, no such split, another rate, unknown labels)."""
+    from kwsdeploy.calibration.data import CalibrationError
+    from kwsdeploy.calibration.report import held_out_data
+    from kwsdeploy.data.noise import background_noise
+    from kwsdeploy.data.prepared import load_meta, read_jsonl
+
+    if not (prepared / "labels.json").is_file():
+        raise CalibrationError(f"--eval-data {prepared} is not a prepared directory (no labels.json); prepare it "
+                               "with 'kwsdeploy data prepare-gsc'.")
+    jsonl = prepared / f"{split}.jsonl"
+    if not jsonl.is_file() or not read_jsonl(jsonl):
+        raise CalibrationError(f"--eval-data {prepared} has no clips in its {split} split; pass --eval-split with "
+                               "a split it has.")
+    rate = int(load_meta(prepared).get("sample_rate", sample_rate))
+    if rate != sample_rate:
+        raise CalibrationError(f"--eval-data {prepared} is at {rate} Hz but the model's card expects {sample_rate} Hz; "
+                               f"prepare it at {sample_rate} Hz.")
+    return held_out_data(prepared, labels, split, stream_clips, noise=background_noise(prepared), name=name)
 
 
 def export_int8(out_dir: Path, overwrite: bool, inputs, options, build_kwargs: dict[str, Any], con):
@@ -37,13 +67,13 @@ def export_int8(out_dir: Path, overwrite: bool, inputs, options, build_kwargs: d
     check_output_dir(Path(out_dir), BUNDLE, overwrite, inputs)
     fc = build_kwargs["feature_config"]
     clips = calibration_clips(options, build_kwargs["labels"], fc)  # refusals before any export work
+    data = eval_data_for(build_kwargs["labels"], options, fc.sample_rate, con)
     precisions = ("fp32", "fp16", *(PRECISION_OF_TARGET[t] for t in options.targets))  # fp16: a report row
     with con.status("INT8: exporting ...") as status:
-        source = CalibrationSource(clips, fc, options.method, options.quantize_state,
-                                   progress=lambda msg: status.update(f"INT8: {msg}"))
+        source = CalibrationSource(clips, fc, options.method, options.quantize_state, options.percentile,
+                                   options.keep_float, progress=lambda msg: status.update(f"INT8: {msg}"))
         manifest, blobs, rows = build_bundle(**{**build_kwargs, "precisions": precisions}, calibration_data=source)
         report = None
-        data = eval_data_for(manifest, options.calib_data, con)
         if data is not None:
             status.update(f"INT8: accuracy report on {data.source}")
             manifest, blobs, report = add_report(manifest, blobs, data, manifest.detection_settings)

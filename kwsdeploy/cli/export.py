@@ -49,7 +49,18 @@ def register(app: typer.Typer) -> None:
                                        "subfolders; default: the embedded demo corpus' train split."),
         calib_clips: int = typer.Option(64, "--calib-clips", help="Clips joined into the calibration streams."),
         calib_method: str = typer.Option("minmax", "--calib-method", help="minmax, percentile or entropy."),
+        calib_percentile: float = typer.Option(
+            99.999, "--calib-percentile", help="With --calib-method percentile: the share of each range kept."),
+        keep_float: str = typer.Option(
+            "", "--keep-float", help="INT8: layers kept float, comma list of node names, 'first' (input layer), "
+                                     "'last' (classifier)."),
         target: str = typer.Option("both", "--target", help="INT8 recipe: tensorrt, cpu or both."),
+        eval_data: Optional[Path] = typer.Option(
+            None, "--eval-data", help="With --int8: the report's held-out clips, a prepared dir (its --eval-split); "
+                                      "default: the test split of a prepared --calib-data, else the demo corpus'."),
+        eval_split: str = typer.Option("test", "--eval-split", help="With --int8: the report's split (train, valid, test)."),
+        eval_stream_clips: int = typer.Option(
+            40, "--eval-stream-clips", help="Held-out clips joined into the report's stream recording (0: all)."),
         quantize_state: bool = typer.Option(
             False, "--quantize-state", help="tensorrt recipe: also Q/DQ the SSM state (Keyword Mamba) at the step's boundary."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Bundle directory (default exports/<model>)."),
@@ -64,9 +75,12 @@ def register(app: typer.Typer) -> None:
         con = console()
         con.width = max(con.width, 140)
         with user_errors():
-            int8_options = _int8_options(target, calib_data, calib_clips, calib_method, quantize_state) if int8 else None
+            int8_options = _int8_options(target, calib_data, calib_clips, calib_method, quantize_state, eval_data,
+                                         eval_split, eval_stream_clips, calib_percentile, keep_float) if int8 else None
             if quantize_state and not int8:
                 raise ValueError("--quantize-state needs --int8.")
+            if eval_data is not None and not int8:
+                raise ValueError("--eval-data needs --int8 (the report it feeds).")
             modes = _modes(mode)
             from kwsdeploy.cli.common import UserError
             from kwsdeploy.exporters.bundle import ParityError, export_bundle
@@ -78,7 +92,7 @@ def register(app: typer.Typer) -> None:
             detection = None if random_init else card_detection_of(model, checkpoint)
             con.print(msg)
             out_dir = out or Path("exports") / kws_info(m).name
-            inputs = [("--checkpoint", checkpoint), ("--calib-data", calib_data)]
+            inputs = [("--checkpoint", checkpoint), ("--calib-data", calib_data), ("--eval-data", eval_data)]
             build = dict(model=m, labels=labels, feature_config=fcfg, parity=parity_clips(fcfg), modes=modes,
                          frontend=frontend, precisions=("fp32", "fp16") if fp16 else ("fp32",), hop_frames=hop_frames,
                          checkpoint=info, accuracy=accuracy, exporter=exporter, detection=detection)
@@ -107,10 +121,13 @@ def _modes(mode: str) -> tuple[str, ...]:
     return modes
 
 
-def _int8_options(target: str, calib_data: Optional[Path], calib_clips: int, calib_method: str, quantize_state: bool):
+def _int8_options(target: str, calib_data: Optional[Path], calib_clips: int, calib_method: str, quantize_state: bool,
+                  eval_data: Optional[Path], eval_split: str, eval_stream_clips: int, percentile: float, keep_float: str):
     from kwsdeploy.calibration.passes import Int8Options, parse_targets
 
-    return Int8Options(parse_targets(target), calib_data, calib_clips, calib_method, quantize_state=quantize_state)
+    return Int8Options(parse_targets(target), calib_data, calib_clips, calib_method, quantize_state=quantize_state,
+                       eval_data=eval_data, eval_split=eval_split, eval_stream_clips=eval_stream_clips,
+                       percentile=percentile, keep_float=tuple(x.strip() for x in keep_float.split(",") if x.strip()))
 
 
 def print_trt_check(bundle_dir: Path, console) -> None:

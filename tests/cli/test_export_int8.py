@@ -70,6 +70,36 @@ def test_calibration_record_and_report_round_trip_through_the_manifest(int8_bund
         assert f"`{layer}`" in md
 
 
+def test_eval_data_names_the_held_out_split_of_the_report(tmp_path):
+    from kwsdeploy.cli._export_int8 import explicit_eval_data
+    from kwsdeploy.data.demo import demo_corpus_dir
+    from kwsdeploy.train.checkpoint import demo_checkpoint_path, load_checkpoint
+
+    out = tmp_path / "b"
+    r = runner.invoke(app, ["export", "--model", MODEL, "--int8", "--target", "tensorrt", "--calib-clips", "8",
+                            "--eval-data", str(demo_corpus_dir()), "--eval-split", "valid", "--eval-stream-clips", "12",
+                            "--out", str(out), "--exporter", "legacy"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((out / "manifest.json").read_text())["accuracy"]["precisions"]["step"]
+    assert rep["data"].endswith("[valid], 88 clips") and rep["stream_recording"].startswith("12 valid clips")
+    rows = {x["precision"]: x for x in rep["rows"]}
+    assert set(rows) == {"fp32", "fp16", "int8-tensorrt"} and rows["fp32"]["clips"] == 88
+    ck = load_checkpoint(demo_checkpoint_path(MODEL))
+    data = explicit_eval_data(demo_corpus_dir(), ck.labels, 16000, "valid", 12)
+    keywords = [e for e in data.events if not e.label.startswith("_")]
+    assert len(data.audio) == 88 and len(data.events) == 12
+    assert rows["fp32"]["stream"]["keyword_events"] == len(keywords) > 0
+    assert data.targets.tolist() == [ck.labels.index(x) for x in _split_labels("valid")]
+
+
+def _split_labels(split):
+    from kwsdeploy.data.dataset import KwsDataset
+    from kwsdeploy.data.demo import demo_corpus_dir
+
+    ds = KwsDataset(demo_corpus_dir(), split)
+    return [ds.labels[t] for t in ds.targets]
+
+
 def _folder(tmp_path, rate=16000, labels=("one", "two")):
     from kwsdeploy.data.dataset import KwsDataset
     from kwsdeploy.data.demo import demo_corpus_dir
@@ -114,6 +144,12 @@ def test_eval_bundle_refuses_a_precision_the_bundle_lacks(tmp_path):
     ("method", "--calib-method must be one of minmax, percentile, entropy"),
     ("state", "--quantize-state: this model has no SSM state"),
     ("state_cpu", "--quantize-state applies to the tensorrt recipe"),
+    ("percentile", "--calib-percentile must be between 50 and 100"),
+    ("keep_float", "--keep-float 'nope' is not a layer this recipe quantizes"),
+    ("eval_split", "--eval-split must be train, valid or test"),
+    ("eval_not_prepared", "is not a prepared directory (no labels.json)"),
+    ("eval_no_split", "has no clips in its test split"),
+    ("eval_rate", "is at 8000 Hz but the model's card expects 16000 Hz"),
 ])
 def test_bad_int8_requests_are_one_line_errors_and_write_nothing(tmp_path, case, match):
     calib = tmp_path / "calib"
@@ -134,6 +170,23 @@ def test_bad_int8_requests_are_one_line_errors_and_write_nothing(tmp_path, case,
         extra = ["--quantize-state", "--calib-clips", "4"]
     elif case == "state_cpu":
         extra = ["--quantize-state", "--target", "cpu"]
+    elif case == "percentile":
+        extra = ["--calib-method", "percentile", "--calib-percentile", "100"]
+    elif case == "keep_float":
+        extra = ["--keep-float", "first,nope", "--target", "tensorrt", "--calib-clips", "8"]
+    elif case == "eval_split":
+        extra = ["--eval-data", str(calib), "--eval-split", "dev"]
+    elif case.startswith("eval_"):
+        calib.mkdir()
+        if case != "eval_not_prepared":
+            from kwsdeploy.data.demo import demo_corpus_dir
+
+            demo = demo_corpus_dir()
+            (calib / "labels.json").write_text((demo / "labels.json").read_text())
+            meta = json.loads((demo / "prepared.json").read_text())
+            (calib / "prepared.json").write_text(json.dumps({**meta, "sample_rate": 8000 if case == "eval_rate" else 16000}))
+            (calib / "test.jsonl").write_text("" if case == "eval_no_split" else (demo / "test.jsonl").read_text())
+        extra = ["--eval-data", str(calib)]
     args = ["export", "--model", MODEL, "--int8", "--out", str(tmp_path / "out"), "--exporter", "legacy", *extra]
     if case in ("empty", "rate", "labels"):
         args += ["--calib-data", str(calib)]
@@ -143,3 +196,8 @@ def test_bad_int8_requests_are_one_line_errors_and_write_nothing(tmp_path, case,
     assert len(errors) == 1 and match in errors[0] and r.output.strip().endswith(errors[0])
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir()] == (["calib"] if calib.exists() else [])
+
+
+def test_eval_data_without_int8_is_refused(tmp_path):
+    r = runner.invoke(app, ["export", "--model", MODEL, "--eval-data", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "--eval-data needs --int8" in r.output and not (tmp_path / "o").exists()

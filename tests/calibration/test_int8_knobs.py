@@ -1,0 +1,71 @@
+"""The INT8 knobs chosen per model on the validation speaker: --keep-float (first/last/name), the
+percentile, and the cpu recipe's static candidate (7-bit weights with reduce_range, its method)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from kwsdeploy.calibration.qdq import (
+    REASON_REQUESTED,
+    QuantizeError,
+    name_nodes,
+    quantizable_layers,
+    quantize_tensorrt,
+    resolve_keep_float,
+    tensorrt_recipe,
+)
+from kwsdeploy.calibration.validate import validate_tensorrt_qdq
+
+
+def test_keep_float_resolves_first_last_and_names(tc_graph):
+    proto = name_nodes(tc_graph[0])
+    todo = quantizable_layers(proto)
+    got = resolve_keep_float(proto, ("first", "last", todo[2]))
+    assert list(got) == [todo[0], todo[-1], todo[2]] and len(todo) == 11
+    assert got[todo[2]] == REASON_REQUESTED and got[todo[0]].endswith("first quantizable layer")
+    with pytest.raises(QuantizeError, match="--keep-float 'nope' is not a layer this recipe quantizes"):
+        resolve_keep_float(proto, ("nope",))
+
+
+def test_tensorrt_recipe_keeps_the_requested_layers_float_and_stays_qdq_valid(tc_graph, tc_calib):
+    r = tensorrt_recipe(tc_graph[0], tc_calib, keep_float=("first", "last"))
+    todo = quantizable_layers(name_nodes(tc_graph[0]))
+    assert todo[0] not in r.quantized and todo[-1] not in r.quantized and len(r.quantized) == len(todo) - 2
+    assert REASON_REQUESTED in r.float_layers[todo[0]] and r.settings["keep_float"] == sorted([todo[0], todo[-1]])
+    assert validate_tensorrt_qdq(r.proto) > 0
+
+
+def _activation_scales(proto: onnx.ModelProto) -> dict[str, float]:
+    """Scale of every activation QuantizeLinear, by the tensor it quantizes."""
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    return {n.input[0]: float(inits[n.input[1]]) for n in proto.graph.node
+            if n.op_type == "QuantizeLinear" and n.input[0] not in inits}
+
+
+def test_a_lower_percentile_clips_more_of_the_range(tc_graph, tc_calib):
+    lo = quantize_tensorrt(tc_graph[0], tc_calib, "percentile", weight_only=False, percentile=99.0)
+    hi = quantize_tensorrt(tc_graph[0], tc_calib, "percentile", weight_only=False, percentile=99.999)
+    mm = quantize_tensorrt(tc_graph[0], tc_calib, "minmax", weight_only=False)
+    a, b, c = _activation_scales(lo.proto), _activation_scales(hi.proto), _activation_scales(mm.proto)
+    assert set(a) == set(b) == set(c) and len(a) >= 11 and lo.settings["percentile"] == 99.0
+    assert all(a[k] <= b[k] <= c[k] * 1.0001 for k in a)
+    assert sum(a[k] < 0.9 * c[k] for k in a) >= len(a) // 2  # most ranges have outliers beyond the 99th percentile
+
+
+def test_cpu_static_candidate_has_7_bit_weights_and_keeps_requested_layers(tc_graph, tc_calib):
+    from kwsdeploy.calibration.cpu import build_candidate
+
+    proto = name_nodes(tc_graph[0])
+    first = quantizable_layers(proto, "cpu")[0]
+    g = build_candidate("static-qoperator-u8s8-rr", proto, tc_calib, exclude={first: "x"})
+    inits = {i.name: numpy_helper.to_array(i) for i in g.graph.initializer}
+    convs = [n for n in g.graph.node if n.op_type == "QLinearConv"]
+    weights = [inits[n.input[3]] for n in convs]
+    every = build_candidate("static-qoperator-u8s8-rr", proto, tc_calib)
+    assert len(convs) == sum(n.op_type == "QLinearConv" for n in every.graph.node) - 1 >= 5
+    assert all(w.dtype == np.int8 and int(np.abs(w.astype(np.int16)).max()) <= 64 for w in weights)
+    assert any(int(np.abs(w.astype(np.int16)).max()) > 32 for w in weights)  # 7 bits used, not fewer
+    assert first in {n.name for n in g.graph.node if n.op_type == "Conv"}
