@@ -43,13 +43,18 @@ class Setup:
     manifest: object
     input_kind: str
     method: str
+    reference: object = None  # fp32 predictions on the held-out clips (agreement)
 
     def score(self, model: bytes) -> dict:
-        from kwsdeploy.calibration.report import evaluate_file
+        from kwsdeploy.calibration.report import EvalData, evaluate_file
 
         m = self.manifest
+        if self.reference is None:
+            clips = EvalData(self.data.audio, self.data.targets, self.data.source)
+            self.reference = np.array(evaluate_file(self.proto.SerializeToString(), "step", self.input_kind, clips,
+                                                    m.labels, m.feature_config)["predictions"])
         row = evaluate_file(model, "step", self.input_kind, self.data, m.labels, m.feature_config, m.stream,
-                            m.detection_settings)
+                            m.detection_settings, self.reference)
         row.pop("predictions")
         return row
 
@@ -207,8 +212,9 @@ def calib_study(s: Setup, variants: list[str], calib_data=None, cpu: bool = Fals
 
 def calib_markdown(rows: list[dict], title: str, argv: list[str], about: str = "") -> str:
     lines = _head(title, argv, about,
-                  ["model", "recipe", "variant", "float layers", "stream SQNR (dB)", "top-1", "d top-1", "stream",
-                   "d stream", "FA/h", "weights vs fp32"], "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+                  ["model", "recipe", "variant", "float layers", "stream SQNR (dB)", "agrees with fp32", "top-1",
+                   "d top-1", "stream", "d stream", "FA/h", "weights vs fp32"],
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     ref = {}
     for r in rows:
         if r["variant"] == "fp32":
@@ -217,8 +223,8 @@ def calib_markdown(rows: list[dict], title: str, argv: list[str], about: str = "
         sq = r.get("stream_sqnr_db")
         lines.append(
             f"| {r['model']} | {r.get('recipe', '-')} | {r['variant']} | {r.get('float_layers', '-')} | "
-            f"{'-' if sq is None or math.isinf(sq) else f'{sq:.1f}'} | {100 * r['top1']:.2f} | "
-            f"{100 * (r['top1'] - f['top1']):+.2f} | {100 * r['stream']['accuracy']:.2f} | "
+            f"{'-' if sq is None or math.isinf(sq) else f'{sq:.1f}'} | {100 * r['agreement_with_fp32']:.2f} | "
+            f"{100 * r['top1']:.2f} | {100 * (r['top1'] - f['top1']):+.2f} | {100 * r['stream']['accuracy']:.2f} | "
             f"{100 * (r['stream']['accuracy'] - f['stream']['accuracy']):+.2f} | "
             f"{r['stream']['false_alarms_per_hour']:.0f} | {r['weights_vs_fp32']:.2f}x |")
     return "\n".join(lines) + "\n"
