@@ -7,7 +7,7 @@ import torch
 
 from kwsdeploy.train.checkpoint import load_checkpoint
 from kwsdeploy.train.presets import TrainConfig
-from kwsdeploy.train.trainer import train
+from kwsdeploy.train.run import train
 
 
 def _cfg(**kw) -> TrainConfig:

@@ -11,7 +11,9 @@ from kwsdeploy.train.checkpoint import load_checkpoint
 from kwsdeploy.train.evaluate import evaluate_dataset
 from kwsdeploy.train.presets import DEMO, REFERENCE, TrainConfig, get_preset
 from kwsdeploy.train.throughput import TIMING_KEYS
-from kwsdeploy.train.trainer import Trainer, train
+from kwsdeploy.train import trainer
+from kwsdeploy.train.run import train
+from kwsdeploy.train.trainer import Trainer
 
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven"]
 
@@ -80,22 +82,22 @@ def test_a_run_directory_is_not_overwritten_without_resume(tiny_prepared, tmp_pa
 
 def test_a_run_killed_in_its_first_epoch_can_be_restarted_or_resumed(tiny_prepared, tmp_path, monkeypatch):
     cfg = TrainConfig(model="tcresnet8", epochs=1, batch_size=16, augment=False, device="cpu")
-    real = Trainer._train_epoch
+    real = trainer.train_epoch
 
-    def killed(self, *a, **k):
+    def killed(*a, **k):
         raise KeyboardInterrupt  # as a kill or a full disk would, before the first checkpoint
 
-    monkeypatch.setattr(Trainer, "_train_epoch", killed)
+    monkeypatch.setattr(trainer, "train_epoch", killed)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tiny_prepared, tmp_path / "r", progress=False, test=False)
     assert (tmp_path / "r" / "config.json").is_file() and not (tmp_path / "r" / "last").exists()
-    monkeypatch.setattr(Trainer, "_train_epoch", real)
+    monkeypatch.setattr(trainer, "train_epoch", real)
     resumed = train(cfg, tiny_prepared, tmp_path / "r", resume=True, progress=False, test=False)
     assert [r["epoch"] for r in resumed.history] == [1]
-    monkeypatch.setattr(Trainer, "_train_epoch", killed)
+    monkeypatch.setattr(trainer, "train_epoch", killed)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tiny_prepared, tmp_path / "s", progress=False, test=False)
-    monkeypatch.setattr(Trainer, "_train_epoch", real)
+    monkeypatch.setattr(trainer, "train_epoch", real)
     restarted = train(cfg, tiny_prepared, tmp_path / "s", progress=False, test=False)
     assert [r["epoch"] for r in restarted.history] == [1] and (tmp_path / "s" / "last" / "card.json").is_file()
 
