@@ -85,7 +85,7 @@ def write_md(data: dict, md: Path) -> None:
 
 def annotate(ckpt: str, prepared: str) -> None:
     from kwsdeploy.train.checkpoint import load_checkpoint, save_checkpoint
-    from kwsdeploy.train.trainer import data_sources
+    from kwsdeploy.train.data_summary import data_sources
 
     ck = load_checkpoint(ckpt)
     training = dict(ck.card.get("training", {}))

@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
     @with_options(*GROUPS)
     def train_cmd(**o) -> None:
         """Train a model of the zoo; best checkpoint by validation accuracy, plus the last one."""
-        from kwsdeploy.train.trainer import train
+        from kwsdeploy.train.run import train
 
         with user_errors():
             if o["nproc"] != 1:

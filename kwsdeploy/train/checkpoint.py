@@ -111,7 +111,7 @@ def save_checkpoint(
         raise CheckpointError(str(exc)) from None
     with writing_dir(final, CHECKPOINT, overwrite) as tmp:
         weights = _weights_dict(model)
-        save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "model": name})
+        save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})  # one key: safetensors orders several at random, and the hash must not move
         card = {
             "schema_version": SCHEMA_VERSION,
             "kind": "kwsdeploy-checkpoint",

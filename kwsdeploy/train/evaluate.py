@@ -67,12 +67,8 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels:
 
 def plot_confusion(metrics: dict[str, Any], path: str | Path, title: str = "") -> Path | None:
     """Write the confusion matrix as a PNG; None (nothing written) when matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = _pyplot()
+    if plt is None:
         return None
     cm = np.asarray(metrics["confusion"])
     labels = metrics["labels"]
@@ -87,20 +83,13 @@ def plot_confusion(metrics: dict[str, Any], path: str | Path, title: str = "") -
     for (i, j), v in np.ndenumerate(cm):
         if v:
             ax.text(j, i, str(v), ha="center", va="center", fontsize=7, color="white" if v > cm.max() / 2 else "black")
-    fig.tight_layout()
-    out = _save_fig(fig, Path(path))
-    plt.close(fig)
-    return out
+    return _save_fig(plt, fig, Path(path))
 
 
 def plot_curves(history: Iterable[dict[str, Any]], path: str | Path) -> Path | None:
     """Training curves (loss and accuracy per epoch) as a PNG; None when matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = _pyplot()
+    if plt is None:
         return None
     rows = list(history)
     epochs = [r["epoch"] for r in rows]
@@ -113,21 +102,32 @@ def plot_curves(history: Iterable[dict[str, Any]], path: str | Path) -> Path | N
             a2.plot(epochs, [r.get(key) for r in rows], label=key)
     a1.set_xlabel("epoch"), a1.set_ylabel("loss"), a1.legend()
     a2.set_xlabel("epoch"), a2.set_ylabel("accuracy"), a2.legend()
-    fig.tight_layout()
-    out = _save_fig(fig, Path(path))
-    plt.close(fig)
-    return out
+    return _save_fig(plt, fig, Path(path))
 
 
-def _save_fig(fig, path: Path) -> Path:
-    """Save a PNG atomically (temp + rename, umask applied); an existing file is replaced only when it is
-    a plot kwsdeploy wrote (its PNG 'Software' text), never a file of the user's."""
+def _pyplot():
+    """matplotlib.pyplot on the Agg backend, or None when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def _save_fig(plt, fig, path: Path) -> Path:
+    """Lay out, save as a PNG atomically (temp + rename, umask applied) and close `fig`; an existing file
+    is replaced only when it is a plot kwsdeploy wrote (its PNG 'Software' text), never a file of the user's."""
     from kwsdeploy.atomic import OutputError, is_our_png, writing_file
 
     if path.is_dir() or (path.exists() and not is_our_png(path)):
         raise OutputError(f"{path} exists and is not a plot kwsdeploy wrote: choose another path for the PNG.")
+    fig.tight_layout()
     with writing_file(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=120, format="png", metadata={"Software": "kwsdeploy"})
+    plt.close(fig)
     return path
 
 

@@ -33,7 +33,8 @@ class TrainConfig:
     reverb_p: float = 0.0  # probability of a synthetic room (RT60 0.15-0.7 s)
     eq_db: float = 0.0  # random smooth EQ of +-eq_db dB
     telephone_p: float = 0.0  # probability of a telephone band (300-3,400 Hz) instead of the EQ
-    lowpass_p: float = 0.0  # probability of a low-pass at U(1.5, 4) kHz (dull microphones, 8 kHz recordings)
+    lowpass_p: float = 0.0  # probability of a low-pass at 0.7-4 kHz (dull microphones, 8 kHz recordings)
+    gate_p: float = 0.0  # probability of a noise gate (quiet fricatives and onsets dropped)
     shift_s: float = 0.0  # time shift U(-shift_s, shift_s) s, zero-filled
     spec_augment: bool = True  # 2 time masks (0-24 frames) + 2 frequency masks (0-6 coefficients)
     # Opt-in for recurrent step models (causal KWM): each training clip follows this many seconds of
@@ -90,7 +91,7 @@ class TrainConfig:
         from kwsdeploy.data.speaker_augment import SpeakerAugment
 
         return SpeakerAugment(speed=self.speed_range, tempo=self.tempo_range, tempo_p=self.tempo_p, vtlp=self.vtlp, reverb_p=self.reverb_p, eq_db=self.eq_db,
-                              telephone_p=self.telephone_p, lowpass_p=self.lowpass_p, shift_s=self.shift_s)
+                              telephone_p=self.telephone_p, lowpass_p=self.lowpass_p, gate_p=self.gate_p, shift_s=self.shift_s)
 
     def with_overrides(self, **overrides: Any) -> "TrainConfig":
         """A copy with the given fields replaced (None values are ignored)."""

@@ -1,5 +1,6 @@
 """Pack and unpack what `--resume` needs (optimizer, scheduler, grad scaler, RNG states, counters)
-into a `TrainState`: tensors for safetensors, everything else JSON, so resuming never unpickles."""
+into a `TrainState`: tensors for safetensors, everything else JSON, so resuming never unpickles; and
+restore a run from its last/ checkpoint."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from kwsdeploy.train.checkpoint import CheckpointError, TrainState
+from kwsdeploy.train.best import Best
+from kwsdeploy.train.checkpoint import CheckpointError, TrainState, load_checkpoint
+from kwsdeploy.train.run_dir import RunDir
 
 
 def _jsonable(x: Any) -> Any:
@@ -90,3 +93,12 @@ def unpack_train_state(state: TrainState, optimizer, scheduler, scaler) -> dict[
     np.random.set_state((kind, tensors["rng.numpy.keys"].numpy().astype(np.uint32), pos, has_gauss, cached))
     random.setstate(_from_jsonable(meta["rng_python"]))
     return dict(meta["counters"])
+
+
+def restore_run(run: RunDir, model, optimizer, scheduler, scaler) -> tuple[int, Best, list[dict[str, Any]]]:
+    """Load last/ of `run` into the model and the training state; (next epoch, best so far, history)."""
+    loaded = load_checkpoint(run.last)
+    model.load_state_dict(loaded.model.state_dict(), strict=True)
+    counters = unpack_train_state(TrainState.read(run.last), optimizer, scheduler, scaler)
+    next_epoch = counters["next_epoch"]
+    return next_epoch, Best.from_counters(counters), run.history(next_epoch)

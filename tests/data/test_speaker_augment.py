@@ -96,6 +96,28 @@ def test_lowpass_corners_cover_dull_speakers():
     assert min(above) < 0.10 and max(above) > 0.6
 
 
+def test_gate_drops_quiet_frames_and_keeps_loud_ones():
+    word = np.zeros(RATE, np.float32)
+    word[4000:8000] = _tone(300.0, amp=0.3)[:4000]  # a loud vowel
+    word[2000:4000] = _tone(3000.0, amp=0.3 * 10 ** (-18 / 20))[:2000]  # a fricative 18 dB under it
+    gated = sa.gate(word, threshold_db=12.0, depth_db=40.0)
+    loud = slice(4200, 7800)  # away from the ramps between frame centres
+    np.testing.assert_allclose(gated[loud], word[loud], rtol=0, atol=1e-7)
+    fric = slice(2200, 3800)
+    assert _rms(gated[fric]) == pytest.approx(_rms(word[fric]) * 10 ** (-40 / 20), rel=1e-3)
+    kept = sa.gate(word, threshold_db=24.0, depth_db=40.0)  # the fricative is over this threshold
+    np.testing.assert_allclose(kept[fric], word[fric], rtol=0, atol=1e-7)
+    assert np.max(np.abs(np.diff(gated))) < 0.06  # interpolated gain: no step, no click
+    np.testing.assert_array_equal(sa.gate(np.zeros(RATE, np.float32), 12.0, 40.0), np.zeros(RATE, np.float32))
+    always = sa.SpeakerAugment(gate_p=1.0)
+    assert always.active
+    faint = word.copy()
+    faint[2000:4000] *= 10 ** (-16 / 20)  # now 34 dB under the vowel: under every threshold drawn (12-30 dB)
+    for seed in range(5):
+        y = sa.speaker_augment(faint, always, np.random.default_rng(seed))
+        assert y.shape == word.shape and _rms(y[fric]) < 0.1 * _rms(faint[fric])  # >= 20 dB deep
+
+
 def test_shift_and_speed():
     x = np.zeros(RATE, np.float32)
     x[8000] = 1.0
@@ -141,5 +163,7 @@ def test_bad_settings_refused():
         sa.SpeakerAugment(tempo=(0.2, 1.0), tempo_p=1.0)
     with pytest.raises(ValueError, match="vtlp"):
         sa.SpeakerAugment(vtlp=0.7)
+    with pytest.raises(ValueError, match="gate_p"):
+        TrainConfig(gate_p=-0.1)
     cfg = TrainConfig(speed_range=[0.9, 1.1])
     assert TrainConfig.from_dict(cfg.to_dict()).speed_range == (0.9, 1.1)

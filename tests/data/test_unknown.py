@@ -85,7 +85,7 @@ def test_recording_windows():
 
 
 def test_cards_say_which_training_trees_are_synthetic(trees, tmp_path):
-    from kwsdeploy.train.trainer import data_sources
+    from kwsdeploy.train.data_summary import data_sources
 
     fsdd, extra, _ = trees
     (extra / "kwsdeploy_corpus.json").write_text(json.dumps({"name": "synth", "source": "SYNTHETIC speech", "voices": ["a", "b"]}))

@@ -156,3 +156,22 @@ def test_a_checkpoint_follows_the_umask_not_0700(tmp_path):
         os.umask(old)
     assert stat.S_IMODE(ck.stat().st_mode) == 0o755
     assert {stat.S_IMODE(p.stat().st_mode) for p in ck.iterdir()} == {0o644}
+
+
+def test_same_weights_give_the_same_file_and_hash(tmp_path):
+    """The card's weights_sha256 names the weights: saving them again must not change a byte (safetensors
+    writes several metadata keys in a random order, so the file carries one)."""
+    from kwsdeploy.train.checkpoint import demo_checkpoint_path, load_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(demo_checkpoint_path("tcresnet8-causal"))
+    digests = set()
+    for i in range(4):
+        p = save_checkpoint(tmp_path / f"c{i}", ck.model, ck.labels, ck.feature_config)
+        digests.add((p / "model.safetensors").read_bytes())
+    assert len(digests) == 1
+    import json
+    import struct
+
+    raw = next(iter(digests))
+    header = json.loads(raw[8 : 8 + struct.unpack("<Q", raw[:8])[0]])
+    assert header["__metadata__"] == {"format": "pt"}  # one key: nothing left for another process to reorder

@@ -25,7 +25,7 @@ from kwsdeploy.train.evaluate import evaluate_dataset
 from kwsdeploy.train.launch import strip_option, torchrun_command
 from kwsdeploy.train.presets import TrainConfig
 from kwsdeploy.train.throughput import TIMING_KEYS
-from kwsdeploy.train.trainer import train
+from kwsdeploy.train.run import train
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_KWT = {"depth": 1, "dim": 16, "mlp_dim": 32, "dim_head": 16, "emb_dropout": 0.0}

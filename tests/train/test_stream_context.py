@@ -7,7 +7,7 @@ import torch
 
 from kwsdeploy.train.checkpoint import load_checkpoint
 from kwsdeploy.train.presets import TrainConfig
-from kwsdeploy.train.trainer import train
+from kwsdeploy.train.run import train
 
 
 def _cfg(**kw) -> TrainConfig:
@@ -68,3 +68,43 @@ def test_convnet_trains_with_context(tiny_prepared, tmp_path):
     a = load_checkpoint(tmp_path / "plain" / "last").model.state_dict()
     b = load_checkpoint(tmp_path / "ctx" / "last").model.state_dict()
     assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) > 1e-6
+
+
+def test_context_is_whole_packets_of_the_step_form():
+    from kwsdeploy.config import FeatureConfig
+    from kwsdeploy.train.stream_context import context_samples
+
+    fc = FeatureConfig.deployable(40)  # hop 160 samples at 16 kHz
+
+    class Strided:
+        time_stride = 8
+
+    assert context_samples(1.0, fc, object()) == 16000  # stride 1: whole hops (100 of 160)
+    assert context_samples(0.5, fc, Strided()) == 7680  # 8000 / 1280 = 6.25 packets: 6
+    assert context_samples(0.01, fc, object()) == 160 and context_samples(0.0, fc, Strided()) == 0
+
+
+def test_each_clip_follows_the_tail_of_the_previous_one():
+    from kwsdeploy.train.stream_context import prepend_context
+
+    wave = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]])
+    assert prepend_context(wave, 2).tolist() == [[8, 9, 1, 2, 3], [2, 3, 4, 5, 6], [5, 6, 7, 8, 9]]
+    assert prepend_context(wave, 0) is wave
+
+
+def test_which_models_stream_in_context():
+    from kwsdeploy.models import create
+    from kwsdeploy.train.stream_context import check_streams_in_context, streams_in_context
+
+    assert [streams_in_context(create(n, num_classes=3, n_mfcc=40)) for n in ("tcresnet8-causal", "kwm", "tcresnet8")] == [
+        True, True, False]
+
+    class LastReadout:
+        causal, readout = True, "last"
+
+        def forward_window(self, feats, frames):
+            return feats
+
+    assert not streams_in_context(LastReadout())
+    with pytest.raises(ValueError, match="mine is not one"):
+        check_streams_in_context(LastReadout(), "mine")

@@ -1,31 +1,21 @@
-"""Training: a tiny real-speech set is overfitted, and --resume gives the uninterrupted run's weights."""
+"""The training loop: a tiny real-speech set is overfitted, --resume gives the uninterrupted run's weights,
+and a run killed in its first epoch can be restarted or resumed."""
 
 import json
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from kwsdeploy.train import trainer
 from kwsdeploy.train.checkpoint import load_checkpoint
 from kwsdeploy.train.evaluate import evaluate_dataset
-from kwsdeploy.train.presets import DEMO, REFERENCE, TrainConfig, get_preset
+from kwsdeploy.train.presets import TrainConfig
 from kwsdeploy.train.throughput import TIMING_KEYS
-from kwsdeploy.train.trainer import Trainer, train
+from kwsdeploy.train.run import train
+from kwsdeploy.train.trainer import Trainer
 
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven"]
-
-
-def test_reference_preset_is_the_reference_recipe():
-    r = get_preset("reference")
-    assert (r.lr, r.weight_decay, r.batch_size, r.warmup_epochs, r.min_lr, r.epochs, r.label_smoothing) == (
-        1e-3, 0.1, 128, 10, 1e-8, 200, 0.1)
-    assert r.augment and r.spec_augment and r.features == "deployable" and r is REFERENCE
-    assert get_preset("demo") is DEMO and DEMO.with_overrides(epochs=3, lr=None).epochs == 3
-    with pytest.raises(ValueError, match="Unknown preset"):
-        get_preset("fast")
-    with pytest.raises(ValueError, match="Unknown training option"):
-        DEMO.with_overrides(epoch=3)
 
 
 def test_few_steps_overfit_a_tiny_real_speech_set(golden_clips, tmp_path):
@@ -67,43 +57,23 @@ def test_resume_gives_the_uninterrupted_runs_weights_bitwise(tiny_prepared, tmp_
     assert json.loads((tmp_path / "cut" / "last" / "card.json").read_text())["training"]["epochs_done"] == 3
 
 
-def test_a_run_directory_is_not_overwritten_without_resume(tiny_prepared, tmp_path):
-    cfg = TrainConfig(model="tcresnet8", epochs=1, batch_size=16, augment=False, device="cpu")
-    train(cfg, tiny_prepared, tmp_path / "r", progress=False, test=True)
-    tm = json.loads((tmp_path / "r" / "test_metrics.json").read_text())
-    assert tm["n"] == 11 and np.array(tm["confusion"]).sum() == 11
-    card = json.loads((tmp_path / "r" / "best" / "card.json").read_text())
-    assert card["metrics"]["test_acc"] == tm["accuracy"] and card["training"]["data"]["test_clips"] == 11
-    with pytest.raises(ValueError, match="already holds a run"):
-        train(cfg, tiny_prepared, tmp_path / "r", progress=False)
-
-
 def test_a_run_killed_in_its_first_epoch_can_be_restarted_or_resumed(tiny_prepared, tmp_path, monkeypatch):
     cfg = TrainConfig(model="tcresnet8", epochs=1, batch_size=16, augment=False, device="cpu")
-    real = Trainer._train_epoch
+    real = trainer.train_epoch
 
-    def killed(self, *a, **k):
+    def killed(*a, **k):
         raise KeyboardInterrupt  # as a kill or a full disk would, before the first checkpoint
 
-    monkeypatch.setattr(Trainer, "_train_epoch", killed)
+    monkeypatch.setattr(trainer, "train_epoch", killed)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tiny_prepared, tmp_path / "r", progress=False, test=False)
     assert (tmp_path / "r" / "config.json").is_file() and not (tmp_path / "r" / "last").exists()
-    monkeypatch.setattr(Trainer, "_train_epoch", real)
+    monkeypatch.setattr(trainer, "train_epoch", real)
     resumed = train(cfg, tiny_prepared, tmp_path / "r", resume=True, progress=False, test=False)
     assert [r["epoch"] for r in resumed.history] == [1]
-    monkeypatch.setattr(Trainer, "_train_epoch", killed)
+    monkeypatch.setattr(trainer, "train_epoch", killed)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tiny_prepared, tmp_path / "s", progress=False, test=False)
-    monkeypatch.setattr(Trainer, "_train_epoch", real)
+    monkeypatch.setattr(trainer, "train_epoch", real)
     restarted = train(cfg, tiny_prepared, tmp_path / "s", progress=False, test=False)
     assert [r["epoch"] for r in restarted.history] == [1] and (tmp_path / "s" / "last" / "card.json").is_file()
-
-
-def test_training_into_a_foreign_directory_is_refused(tiny_prepared, tmp_path):
-    (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "config.json").write_text('{"my": "settings"}')
-    cfg = TrainConfig(model="tcresnet8", epochs=1, batch_size=16, augment=False, device="cpu")
-    with pytest.raises(ValueError, match="not a kwsdeploy run"):
-        train(cfg, tiny_prepared, tmp_path / "mine", progress=False, test=False)
-    assert (tmp_path / "mine" / "config.json").read_text() == '{"my": "settings"}'
