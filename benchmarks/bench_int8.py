@@ -33,6 +33,27 @@ SIZE_MIN_PARAMS = 50_000
 KWM_REF_SPEEDUP = 1.5
 
 
+DATA_FLAGS = ("--calib-data", "--eval-data")
+
+
+def shown_argv(argv: list[str]) -> list[str]:
+    """The command as recorded in committed results: data directories as PREPARED_DIR, other absolute
+    paths as PATH (results name no machine path)."""
+    out, hide = [], False
+    for a in argv:
+        flag, eq, value = a.partition("=")
+        if hide:
+            out.append("PREPARED_DIR")
+        elif flag in DATA_FLAGS and eq:
+            out.append(f"{flag}=PREPARED_DIR")
+        elif (value if eq else a).startswith(("/", "~")):
+            out.append(f"{flag}=PATH" if eq else "PATH")
+        else:
+            out.append(a)
+        hide = not hide and a in DATA_FLAGS
+    return out
+
+
 def export_one(name: str, out: Path, clips: int | None, method: str | None,
                targets: tuple[str, ...] = ("tensorrt", "cpu"), **int8) -> dict:
     """`kwsdeploy export --model NAME --int8 --target ...` in process; the manifest's report rows and the files.
@@ -337,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
                                                               args.round_seconds, args.rounds)
     if ref is None:
         ref = old.get("reference_size")
-    shown = argv if argv is not None else sys.argv[1:]
+    shown = shown_argv(argv if argv is not None else sys.argv[1:])
     Path(f"{args.out}.json").write_text(json.dumps({"env": env, "models": rows, "reference_size": ref, "argv": shown}, indent=1,
                                                    default=str) + "\n")
     Path(f"{args.out}.md").write_text(markdown(rows, ref, env, shown))
