@@ -44,3 +44,15 @@ def test_export_applies_the_checkpoints_preset_and_records_it(tmp_path, monkeypa
     assert r.exit_code == 0, r.output
     cal = json.loads((tmp_path / "b" / "manifest.json").read_text())["calibration"]
     assert cal["clips"] == 4 and cal["extra"]["keep_float"] == []
+
+
+def test_shipped_presets_are_valid_settings_of_registry_models():
+    from kwsdeploy.models.registry import get_card
+
+    assert len(presets.PRESETS) >= 1
+    for p in presets.PRESETS:
+        assert get_card(p.model).name == p.model and len(p.weights_sha256) == 64
+        int(p.weights_sha256, 16)
+        Int8Options(clips=p.clips, method=p.method, percentile=p.percentile, keep_float=p.keep_float)
+        assert p.chosen_on and set(p.keep_float) <= {"first", "last"}
+    assert len({p.weights_sha256 for p in presets.PRESETS}) == len(presets.PRESETS)
