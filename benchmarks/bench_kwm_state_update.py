@@ -10,18 +10,21 @@ and times every variant x session option at each batch with ONNX Runtime on 1 th
   the rest), each chunk's six ops one after another, so its [S,16,2D] tensors could stay in L2;
   the chunks' new states and readouts are concatenated back;
 - `GRAPH@OPTION=VALUE`: a session option on a graph (level=basic|ext|all, order=priority,
-  mempattern=0, arena=0, or any session config entry; inplace=1 binds one state set as both the
-  inputs and the outputs, a data point only: ONNX Runtime does not promise aliased in/out works); `VARIANT#TAG` repeats a variant as a control.
+  mempattern=0, arena=0, or any session config entry); `inplace=1` binds one state set as both
+  the inputs and the outputs (a data point only: ONNX Runtime does not document aliased bindings);
+  `VARIANT#TAG` repeats a variant as a control.
 
 Method: IO binding with ping-pong state (as `OrtStepRunner`), CPU time of the calling thread per
 call (ONNX Runtime computes on it with 1 thread; a loaded machine inflates wall time far more),
-`--sessions` sessions per variant, created in shuffled order (one session's memory layout alone
-moved a batch-1 call by up to 25 % here), rounds in shuffled order; each row reports the median per-call CPU time and the median
-over rounds of its ratio to the first variant (sessions averaged). Every variant's logits and new
-state are checked against the first's over 20 steps from a random state.
+`--sessions` sessions per variant created in shuffled order (the first-created sessions ran up to
+27 % slower), rounds in shuffled order; each row reports the median per-call CPU time and the
+median over rounds of its ratio to the first variant (sessions averaged). First, every variant's
+logits and new states are checked against the first variant's over 20 steps from a random state
+at `--parity-batches` (1,5,64,70: tiled chunks must cover batches they do not divide). `--profile`
+adds ONNX Runtime's kernel time by op type and the state update's share.
 
     python benchmarks/bench_kwm_state_update.py [--model kwm-causal-192-12] [--variants export,outer-mul,...]
-        [--batches 1,64] [--rounds 15] [--seconds 0.15] [--sessions 3] [--out FILE.md]
+        [--batches 1,64] [--rounds 15] [--seconds 0.15] [--sessions 3] [--profile] [--out FILE.md]
 """
 
 from __future__ import annotations
@@ -124,6 +127,8 @@ def tiled(proto: onnx.ModelProto, size: int, chunks: int) -> onnx.ModelProto:
         old = {id(layer[n]) for n in ("add", "decay_mul", "exp", "dt_mul", "outer", "readout")}
         at = nodes.index(layer["readout"])
         nodes = [n for n in nodes[:at] + new + nodes[at:] if id(n) not in old]
+    for n in nodes:
+        n.name = n.name or n.output[0]
     del g.node[:]
     g.node.extend(nodes)
     onnx.checker.check_model(out)
@@ -214,7 +219,9 @@ class Stepper:
 
 def profile(graph: bytes, batch: int, calls: int = 30) -> dict[str, float]:
     """ONNX Runtime's profiler through the same IO binding: per op type, the sum over nodes of each
-    node's median kernel time (us per call; wall time, so only a rough split on a loaded machine)."""
+    node's median kernel time (us per call; wall time, so only a rough split on a loaded machine);
+    `state update` is the part of it spent in the six state-update nodes of every layer (the
+    chunks' Slices and Concats of a tiled graph not included)."""
     import collections
     import json
     import tempfile
@@ -230,10 +237,19 @@ def profile(graph: bytes, batch: int, calls: int = 30) -> dict[str, float]:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
             times[e["name"]].append(e["dur"])
             ops[e["name"]] = e["args"]["op_name"]
+    proto = onnx.load_from_string(graph)
+    update = {n.name for n in proto.graph.node if n.op_type in ("Mul", "Exp", "Add", "MatMul")
+              and any(n.output[0].endswith(t) for t in (".dtA", ".decay", ".decayed", ".input", ".new_state", ".y"))}
+    for layer in state_updates(proto.graph) if not update else ():
+        update |= {layer[k].name for k in ("dt_mul", "exp", "decay_mul", "outer", "add", "readout")}
     per_op: collections.Counter = collections.Counter()
+    in_update = 0.0
     for name, durs in times.items():
-        per_op[ops[name]] += float(np.median(durs[3:]))
-    return dict(per_op.most_common())
+        t = float(np.median(durs[3:]))
+        per_op[ops[name]] += t
+        if name[: -len("_kernel_time")].split("/MatmulTransposeFusion")[0] in update:
+            in_update += t
+    return {"state update": in_update, **dict(per_op.most_common())}
 
 
 def parse_variant(spec: str) -> tuple[str, dict]:
@@ -312,8 +328,10 @@ def main(argv: list[str] | None = None) -> int:
         for b in batches:
             for g, blob in blobs.items():
                 ops = profile(blob, b)
+                update = ops.pop("state update")
                 top = ", ".join(f"{k} {v:,.0f}" for k, v in list(ops.items())[:9])
-                lines.append(f"- {g}, batch {b}: {sum(ops.values()):,.0f} in all; {top}")
+                lines.append(f"- {g}, batch {b}: {sum(ops.values()):,.0f} in all, {update:,.0f} of it in the state "
+                             f"update's six nodes per layer; {top}")
     text = "\n".join([f"{args.model}, fp32 1-frame step, ONNX Runtime 1 thread, {args.sessions} sessions per variant, "
                       f"{args.rounds} shuffled rounds of {args.seconds} s each; load average {load0[0]:.2f} at the start, "
                       f"{load1[0]:.2f} at the end", "", *rows, "", *lines]) + "\n"
