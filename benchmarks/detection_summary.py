@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from kwsdeploy.contract import DetectionSettings
+
 CURVE_THRESHOLDS = (0.5, 0.7, 0.9, 0.95)
 
 
@@ -26,7 +28,7 @@ def main(folder: Path) -> str:
             budgets = " / ".join(_pct(b["false_reject_rate"]) for b in r["det"]["at_budget"])
             rows.append(
                 f"| {model_dir.name} | {name} | {info['seconds'] / 60:.1f} ({parts['speech'] / 60:.1f} / "
-                f"{parts['noise'] / 60:.1f}) | {at['keyword_events']} | {s['threshold']:.4g} ({s['smoothing_seconds']:g} s) | "
+                f"{parts['noise'] / 60:.1f}) | {at['keyword_events']} | {DetectionSettings.from_dict(s).threshold_text()} ({s['smoothing_seconds']:g} s) | "
                 f"{_pct(at['recall'])} | {fa.get('speech', 0):.1f} ({at['false_alarms_by_part']['speech']}) | "
                 f"{fa.get('noise', 0):.1f} ({at['false_alarms_by_part']['noise']}) | "
                 f"{at['false_alarms_by_part']['near_keyword']} | {budgets} |")

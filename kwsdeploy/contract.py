@@ -181,10 +181,19 @@ class DetectionSettings:
     refractory_seconds: float = 1.2
     min_gap_seconds: float = 0.5
     tuned: Mapping[str, Any] | None = field(default=None, compare=True, hash=False)
+    # Per keyword (label -> threshold; `threshold` for a keyword not listed): `kwsdeploy tune` sets each
+    # keyword's just above its own false alarms instead of every keyword's above the worst one's.
+    keyword_thresholds: Mapping[str, float] | None = field(default=None, compare=True, hash=False)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
             raise ValueError(f"threshold is a probability in (0, 1], got {self.threshold}.")
+        if self.keyword_thresholds is not None:
+            kt = {str(k): float(v) for k, v in dict(self.keyword_thresholds).items()}
+            bad = {k: v for k, v in kt.items() if not 0.0 < v <= 1.0}
+            if bad:
+                raise ValueError(f"keyword thresholds are probabilities in (0, 1], got {bad}.")
+            object.__setattr__(self, "keyword_thresholds", kt or None)
         if not self.smoothing_seconds >= 0:
             raise ValueError(f"smoothing_seconds must be >= 0 (0: one packet), got {self.smoothing_seconds}.")
         if not self.refractory_seconds >= 0:
@@ -196,10 +205,23 @@ class DetectionSettings:
         """The smoothing window in packets of `hop_s` seconds (at least one)."""
         return max(1, int(round(self.smoothing_seconds / hop_s)))
 
+    def threshold_text(self) -> str:
+        """'0.9', or 'per keyword 0.3-0.95' (for messages)."""
+        if not self.keyword_thresholds:
+            return f"{self.threshold:.4g}"
+        values = sorted(self.keyword_thresholds.values())
+        return f"per keyword {values[0]:.4g}-{values[-1]:.4g}"
+
+    def threshold_for(self, label: str) -> float:
+        """The threshold that fires `label` (its own, else `threshold`)."""
+        return float((self.keyword_thresholds or {}).get(label, self.threshold))
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (manifest form)."""
         d: dict[str, Any] = {"threshold": self.threshold, "smoothing_seconds": self.smoothing_seconds,
                              "refractory_seconds": self.refractory_seconds, "min_gap_seconds": self.min_gap_seconds}
+        if self.keyword_thresholds is not None:
+            d["keyword_thresholds"] = dict(self.keyword_thresholds)
         if self.tuned is not None:
             d["tuned"] = dict(self.tuned)
         return d
@@ -207,10 +229,14 @@ class DetectionSettings:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "DetectionSettings":
         """Inverse of `to_dict`; an unknown key is a ValueError."""
-        unknown = sorted(set(d) - {"threshold", "smoothing_seconds", "refractory_seconds", "min_gap_seconds", "tuned"})
+        unknown = sorted(set(d) - {"threshold", "smoothing_seconds", "refractory_seconds", "min_gap_seconds", "tuned",
+                                   "keyword_thresholds"})
         if unknown:
             raise ValueError(f"unknown detection setting(s) {unknown}")
-        return cls(**{k: (v if k == "tuned" else float(v)) for k, v in d.items()})
+        kt = d.get("keyword_thresholds")
+        if kt is not None and not isinstance(kt, Mapping):
+            raise ValueError(f"keyword_thresholds must map labels to thresholds, got {kt!r}")
+        return cls(**{k: (v if k in ("tuned", "keyword_thresholds") else float(v)) for k, v in d.items()})
 
 
 DEFAULT_DETECTION = DetectionSettings()

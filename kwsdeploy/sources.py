@@ -33,6 +33,8 @@ def resolve_settings(source, threshold: Optional[float], smoothing: Optional[flo
     base = getattr(source, "detection", None) or DEFAULT_DETECTION
     given = {k: v for k, v in (("threshold", threshold), ("smoothing_seconds", smoothing),
                                ("refractory_seconds", refractory), ("min_gap_seconds", min_gap)) if v is not None}
+    if "threshold" in given:  # one threshold given on the command line: for every keyword
+        given["keyword_thresholds"] = None
     return dataclasses.replace(base, tuned=None, **given) if given else base
 
 

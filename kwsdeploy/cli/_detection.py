@@ -81,8 +81,10 @@ def eval_detection_cmd(src, settings, recordings: str, data, split, speech_set, 
 def _print(name: str, info: dict, r: dict) -> None:
     at, s = r["at_settings"], r["settings"]
     fa = at["false_alarms_per_hour_by_part"]
+    from kwsdeploy.contract import DetectionSettings
+
     typer.echo(f"{name}: {info['seconds'] / 60:.1f} min, {at['keyword_events']} keywords; at threshold "
-               f"{s['threshold']:g}: heard {at['recall']:.1%}, false alarms {at['false_alarms']} "
+               f"{DetectionSettings.from_dict(s).threshold_text()}: heard {at['recall']:.1%}, false alarms {at['false_alarms']} "
                f"({at['false_alarms'] / at['hours']:.1f}/h; speech {fa.get('speech', 0):.1f}/h, "
                f"noise {fa.get('noise', 0):.1f}/h, near keywords {at['false_alarms_by_part']['near_keyword']})", err=True)
     for b in r["det"]["at_budget"] + ([r["det"]["target"]] if "target" in r["det"] else []):

@@ -77,16 +77,9 @@ def evaluate_checkpoint(checkpoint: str, data: Optional[Path], split: str, folde
         metrics = classification_metrics(targets, logits.argmax(1).numpy(), ck.labels)
         source = {"folder": str(folder), "notes": notes, "placement": placement}
     else:
-        from kwsdeploy.data.dataset import KwsDataset, load_labels
+        from kwsdeploy.train.evaluate import prepared_split
 
-        data_labels = load_labels(data)
-        unknown = [x for x in data_labels if x not in ck.labels]
-        if unknown:
-            raise UserError(f"{data} has label(s) {unknown} that the model does not know; "
-                            f"its labels are: {', '.join(ck.labels)}.")
-        from kwsdeploy.train.evaluate import in_model_labels
-
-        ds = in_model_labels(KwsDataset(data, split), data_labels, ck.labels)
+        ds = prepared_split(data, split, ck.labels)
         metrics = evaluate_dataset(ck.model, ck.feature_config, ds, ck.labels, batch_size, device)
         source = {"data": str(data), "split": split}
     metrics.update(checkpoint=str(ck.path), model=ck.card["model"], **source)

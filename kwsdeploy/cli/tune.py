@@ -28,6 +28,8 @@ def register(app: typer.Typer) -> None:
         checkpoint: Optional[Path] = typer.Option(
             None, "--checkpoint", help="Also write the settings into this checkpoint's card (the one the bundle was "
                                        "exported from): `stream --checkpoint/--model` and later exports use them."),
+        per_keyword: bool = typer.Option(True, "--per-keyword/--one-threshold",
+                                         help="A threshold per keyword (default), or one for all keywords."),
         seed: int = typer.Option(0, "--seed"),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
@@ -44,7 +46,8 @@ def register(app: typer.Typer) -> None:
             base = resolve_settings(src, None, None, refractory, min_gap)
             logits, parts, info, seconds = recording_logits(src, "keywords", data, split, speech_set,
                                                             speech_minutes, seed)
-            settings, tuned = tune_settings(logits, src.labels, src.hop_seconds, parts, seconds, target, base)
+            settings, tuned = tune_settings(logits, src.labels, src.hop_seconds, parts, seconds, target, base,
+                                            per_keyword=per_keyword)
             import dataclasses
 
             settings = dataclasses.replace(settings, tuned={**tuned, "recording": info})
@@ -63,7 +66,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(settings.to_dict(), indent=1))
             return
-        typer.echo(f"{bundle}: threshold {settings.threshold:.4g}, smoothing {settings.smoothing_seconds:g} s, "
+        typer.echo(f"{bundle}: threshold {settings.threshold_text()}, smoothing {settings.smoothing_seconds:g} s, "
                    f"refractory {settings.refractory_seconds:g} s per keyword, gap {settings.min_gap_seconds:g} s; "
                    f"on {info['seconds'] / 60:.1f} min ({split} keywords, {speech_set} speech): "
                    f"{tuned['non_keyword_false_alarms_per_hour']:.2f} FA/h on non-keyword audio "

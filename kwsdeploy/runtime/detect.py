@@ -4,7 +4,7 @@ Torch-free (numpy only), so it runs beside the ONNX Runtime step runner on a dev
 `update` consumes the logits of one packet (or a [T, classes] run of packets): softmax, moving
 average over the last `smoothing_packets` packets (before the stream's start they count as zero, so
 the first event needs as much evidence as any later one), then an event when the best keyword's smoothed
-probability reaches `threshold`, that keyword has not fired within the last `refractory_seconds`
+probability reaches `threshold` (or that keyword's own, `keyword_thresholds`), that keyword has not fired within the last `refractory_seconds`
 (per keyword: digits said a second apart are all heard) and no keyword fired within the last
 `min_gap_seconds` (across keywords: one word does not fire twice under two names).
 Labels in `ignore` (silence, unknown) never fire. Event times are the end of the packet that
@@ -65,6 +65,7 @@ class KeywordDetector:
         ignore: Iterable[str] = DEFAULT_IGNORE,
         time_offset: float = 0.0,
         min_gap_seconds: float = 0.0,
+        keyword_thresholds: "dict[str, float] | None" = None,
     ) -> None:
         self.labels = [str(x) for x in labels]
         if not self.labels or len(set(self.labels)) != len(self.labels):
@@ -86,6 +87,13 @@ class KeywordDetector:
         self.hop_seconds = float(hop_seconds)
         self.smoothing_packets = int(smoothing_packets)
         self.threshold = float(threshold)
+        own = dict(keyword_thresholds or {})
+        strange = sorted(set(own) - set(self.labels))
+        if strange:
+            raise ValueError(f"keyword thresholds for label(s) {strange} that are not among {self.labels}.")
+        if any(not 0.0 < float(v) <= 1.0 for v in own.values()):
+            raise ValueError(f"keyword thresholds are probabilities in (0, 1], got {own}.")
+        self.thresholds = np.array([float(own.get(x, threshold)) for x in self.labels])  # per label index
         self.refractory_packets = packets_for(refractory_seconds, self.hop_seconds)
         self.gap_packets = packets_for(min_gap_seconds, self.hop_seconds)
         self.time_offset = float(time_offset)
@@ -97,7 +105,8 @@ class KeywordDetector:
         """A detector with a bundle's (or the default) `kwsdeploy.contract.DetectionSettings`."""
         return cls(labels, hop_seconds, smoothing_packets=settings.smoothing_packets(hop_seconds),
                    threshold=settings.threshold, refractory_seconds=settings.refractory_seconds,
-                   min_gap_seconds=settings.min_gap_seconds, **kwargs)
+                   min_gap_seconds=settings.min_gap_seconds,
+                   keyword_thresholds=getattr(settings, "keyword_thresholds", None), **kwargs)
 
     def reset(self) -> None:
         """Forget the history: the next packet is the first of a new stream."""
@@ -138,7 +147,7 @@ class KeywordDetector:
         scores = self.smoothed[self.keyword_indices]
         best = int(self.keyword_indices[int(np.argmax(scores))])
         score = float(self.smoothed[best])
-        if score < self.threshold:
+        if score < self.thresholds[best]:
             return None
         last = self._last_by_label.get(best)
         if last is not None and self._packets - last < self.refractory_packets:

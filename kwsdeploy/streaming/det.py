@@ -58,12 +58,22 @@ def score_stream(logits: np.ndarray, labels: Sequence[str], hop_seconds: float, 
                        tuple(int(k) for k in keys))
 
 
+def packet_thresholds(stream: ScoreStream, threshold: float,
+                      keyword_thresholds: Mapping[str, float] | None = None) -> np.ndarray | float:
+    """The threshold each packet's best keyword must reach: `threshold`, or per packet from the keyword's own."""
+    if not keyword_thresholds:
+        return threshold
+    by_index = np.array([float(keyword_thresholds.get(x, threshold)) for x in stream.labels])
+    return by_index[stream.best]
+
+
 def fire(stream: ScoreStream, threshold: float, refractory_seconds: float,
-         min_gap_seconds: float = 0.0) -> list[tuple[int, int]]:
-    """(packet index, label index) of every event the detector fires at `threshold`, in time order."""
+         min_gap_seconds: float = 0.0, keyword_thresholds: Mapping[str, float] | None = None) -> list[tuple[int, int]]:
+    """(packet index, label index) of every event the detector fires at `threshold` (a keyword with its own
+    threshold in `keyword_thresholds` at that one), in time order."""
     refractory = max(1, packets_for(refractory_seconds, stream.hop_seconds))
     gap = max(1, packets_for(min_gap_seconds, stream.hop_seconds))
-    above = stream.score >= threshold
+    above = stream.score >= packet_thresholds(stream, threshold, keyword_thresholds)
     times = {k: np.flatnonzero(above & (stream.best == k)) for k in stream.keyword_indices}
     times = {k: t for k, t in times.items() if len(t)}
     last = {k: -(10**12) for k in times}
@@ -82,10 +92,11 @@ def fire(stream: ScoreStream, threshold: float, refractory_seconds: float,
 
 
 def detections(stream: ScoreStream, threshold: float, refractory_seconds: float,
-               min_gap_seconds: float = 0.0) -> list[tuple[str, float]]:
+               min_gap_seconds: float = 0.0, keyword_thresholds: Mapping[str, float] | None = None
+               ) -> list[tuple[str, float]]:
     """(label, time) of the events at `threshold`; time = end of the firing packet, as the detector's."""
     return [(stream.labels[k], (t + 1) * stream.hop_seconds)
-            for t, k in fire(stream, threshold, refractory_seconds, min_gap_seconds)]
+            for t, k in fire(stream, threshold, refractory_seconds, min_gap_seconds, keyword_thresholds)]
 
 
 @dataclass
@@ -108,26 +119,32 @@ class DetPoint:
         return self.non_keyword_false_alarms_per_hour if measure == "non_keyword" else self.false_alarms_per_hour
 
 
+def det_point(stream: ScoreStream, parts: Sequence[Part], total_seconds: float, threshold: float,
+              refractory_seconds: float, min_gap_seconds: float = 0.0,
+              keyword_thresholds: Mapping[str, float] | None = None, tolerance: float = 1.0) -> DetPoint:
+    """False rejects and false alarms of the detector at `threshold` (and `keyword_thresholds`) on one recording."""
+    hours = total_seconds / 3600.0
+    found = detections(stream, threshold, refractory_seconds, min_gap_seconds, keyword_thresholds)
+    s = score_parts(found, parts, total_seconds, tolerance)
+    off_hours = sum(s.hours_by_part.values())
+    off_alarms = s.false_alarms - s.false_alarms_by_part.get(NEAR_KEYWORD, 0)
+    return DetPoint(
+        threshold=float(threshold), false_reject_rate=1.0 - s.recall, false_alarms=s.false_alarms,
+        false_alarms_per_hour=s.false_alarms / hours if hours > 0 else 0.0,
+        false_alarms_by_part=s.false_alarms_by_part, false_alarms_per_hour_by_part=s.false_alarms_per_hour_by_part,
+        per_keyword={k: {"false_reject_rate": 1.0 - r, "false_alarms": s.false_alarms_by_label.get(k, 0),
+                         "false_alarms_per_hour": s.false_alarms_by_label.get(k, 0) / hours if hours > 0 else 0.0}
+                     for k, r in s.recall_by_label.items()},
+        non_keyword_false_alarms_per_hour=off_alarms / off_hours if off_hours > 0 else 0.0,
+    )
+
+
 def det_curve(stream: ScoreStream, parts: Sequence[Part], total_seconds: float, refractory_seconds: float,
               min_gap_seconds: float = 0.0, thresholds: Sequence[float] = THRESHOLDS,
               tolerance: float = 1.0) -> list[DetPoint]:
     """The DET curve of one recording: a point per threshold (false alarms per hour over the whole recording)."""
-    hours = total_seconds / 3600.0
-    out = []
-    for th in thresholds:
-        s = score_parts(detections(stream, th, refractory_seconds, min_gap_seconds), parts, total_seconds, tolerance)
-        off_hours = sum(s.hours_by_part.values())
-        off_alarms = s.false_alarms - s.false_alarms_by_part.get(NEAR_KEYWORD, 0)
-        out.append(DetPoint(
-            threshold=float(th), false_reject_rate=1.0 - s.recall, false_alarms=s.false_alarms,
-            false_alarms_per_hour=s.false_alarms / hours if hours > 0 else 0.0,
-            false_alarms_by_part=s.false_alarms_by_part, false_alarms_per_hour_by_part=s.false_alarms_per_hour_by_part,
-            per_keyword={k: {"false_reject_rate": 1.0 - r, "false_alarms": s.false_alarms_by_label.get(k, 0),
-                             "false_alarms_per_hour": s.false_alarms_by_label.get(k, 0) / hours if hours > 0 else 0.0}
-                         for k, r in s.recall_by_label.items()},
-            non_keyword_false_alarms_per_hour=off_alarms / off_hours if off_hours > 0 else 0.0,
-        ))
-    return out
+    return [det_point(stream, parts, total_seconds, th, refractory_seconds, min_gap_seconds, tolerance=tolerance)
+            for th in thresholds]
 
 
 def keyword_curve(curve: Sequence[DetPoint], keyword: str) -> list[DetPoint]:

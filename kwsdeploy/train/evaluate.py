@@ -238,3 +238,16 @@ def in_model_labels(ds, data_labels: Sequence[str], model_labels: Sequence[str])
         raise ValueError(f"the data has label(s) {missing} that the model does not know; its labels are: "
                          f"{', '.join(model_labels)}.")
     return _Remapped(ds, [model_labels.index(x) for x in data_labels])
+
+
+def prepared_split(data, split: str, model_labels: Sequence[str]):
+    """A prepared directory's split with its labels in the model's order; a data label the model lacks
+    is a one-line ValueError naming the directory."""
+    from kwsdeploy.data.dataset import KwsDataset, load_labels
+
+    data_labels = load_labels(data)
+    unknown = [x for x in data_labels if x not in model_labels]
+    if unknown:
+        raise ValueError(f"{data} has label(s) {unknown} that the model does not know; "
+                         f"its labels are: {', '.join(model_labels)}.")
+    return in_model_labels(KwsDataset(data, split), data_labels, model_labels)

@@ -97,15 +97,9 @@ def short_name(path) -> str:
 
 def _split_scorer(base, data, split: str, batch_size: int) -> Callable[[dict], float]:
     """Accuracy of `base.model` with a given state dict on a prepared split (the model's labels)."""
-    from kwsdeploy.data.dataset import KwsDataset, load_labels
-    from kwsdeploy.train.evaluate import evaluate_dataset, in_model_labels
+    from kwsdeploy.train.evaluate import evaluate_dataset, prepared_split
 
-    data_labels = load_labels(data)
-    unknown = [x for x in data_labels if x not in base.labels]
-    if unknown:
-        raise SoupError(f"{data} has label(s) {unknown} that the model does not know; its labels are: "
-                        f"{', '.join(base.labels)}.")
-    ds = in_model_labels(KwsDataset(data, split), data_labels, base.labels)
+    ds = prepared_split(data, split, base.labels)
 
     def scorer(state: dict) -> float:
         base.model.load_state_dict(state, strict=True)

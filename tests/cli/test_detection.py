@@ -85,6 +85,29 @@ def test_threshold_round_trips_through_the_manifest_and_changes_stream(bundle, r
     assert override["detections"] == before["detections"]  # options given on the line win
 
 
+def test_keyword_thresholds_round_trip_and_silence_only_their_keywords(bundle, recording, tmp_path):
+    tuned = tmp_path / "kt"
+    shutil.copytree(bundle, tuned)
+    wav = save_wav_atomic(tmp_path / "rec.wav", recording[0], 16000)
+    before = json.loads(runner.invoke(app, ["stream", "--bundle", str(tuned), str(wav), "--json"]).output)
+    heard = {d["label"] for d in before["detections"]}
+    assert {"zero", "one"} <= heard
+    settings = DetectionSettings(threshold=0.7, keyword_thresholds={"zero": 0.99999})  # "zero" all but off
+    write_detection(tuned, settings)
+    assert bundle_detection(Manifest.read(tuned)) == settings and [c.ok for c in verify_bundle(tuned)] == [True]
+    after = json.loads(runner.invoke(app, ["stream", "--bundle", str(tuned), str(wav), "--json"]).output)
+    assert after["detection"]["keyword_thresholds"] == {"zero": 0.99999}
+    def count(events, zero: bool) -> int:
+        return sum((d["label"] == "zero") == zero for d in events)
+
+    assert count(after["detections"], True) < count(before["detections"], True)
+    assert count(after["detections"], False) >= count(before["detections"], False)  # the others still fire
+    override = json.loads(runner.invoke(app, ["stream", "--bundle", str(tuned), str(wav), "--json",
+                                              "--threshold", "0.7"]).output)
+    assert "keyword_thresholds" not in override["detection"]  # one threshold on the line: for every keyword
+    assert override["detections"] == before["detections"]
+
+
 def test_tune_writes_a_threshold_that_meets_the_target(bundle, tmp_path):
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed (held-out synthetic speech)")
@@ -98,6 +121,9 @@ def test_tune_writes_a_threshold_that_meets_the_target(bundle, tmp_path):
     assert got["tuned"]["non_keyword_false_alarms_per_hour"] <= 60  # substitutions next to keywords are misses
     assert got["tuned"]["recording"]["split"] == "valid" and got["tuned"]["recording"]["speech_set"] == "tune"
     assert bundle_detection(Manifest.read(tuned)).threshold == got["threshold"]
+    assert bundle_detection(Manifest.read(tuned)).keyword_thresholds == got.get("keyword_thresholds")
+    assert got["tuned"]["thresholds"] in ("one", "per_keyword")
+    assert {r["smoothing_seconds"] for r in got["tuned"]["tried"] if "per_keyword" in r} == {0.1, 0.2, 0.4}
     verify_bundle(tuned)
     bad = runner.invoke(app, ["tune", "--bundle", str(tuned), "--target-fa-per-hour", "-1"])
     assert bad.exit_code == 2 and "--target-fa-per-hour must be >= 0" in bad.output

@@ -164,3 +164,65 @@ def test_a_keywords_curve_counts_its_own_false_alarms():
     two = keyword_curve(curve, "two")
     assert [(p.false_reject_rate, p.false_alarms) for p in one] == [(0.0, 1), (0.0, 1)]  # the 0.8 blip in speech
     assert [(p.false_reject_rate, p.false_alarms) for p in two] == [(0.0, 1), (0.0, 0)]  # the 0.6 blip in noise
+
+
+@pytest.mark.parametrize("own", [{"a": 0.3, "c": 0.9}, {"b": 0.95}, {"a": 0.5, "b": 0.2, "c": 0.7}])
+def test_per_keyword_thresholds_fire_exactly_the_detectors_events(own):
+    rng = np.random.default_rng(len(own))
+    logits = rng.normal(size=(600, 5))
+    i = 0
+    while i < 600:
+        n = int(rng.integers(1, 16))
+        logits[i: i + n, rng.integers(5)] += rng.uniform(0, 9)
+        i += n
+    labels = ["_silence_", "a", "b", "c", "_unknown_"]
+    det = KeywordDetector(labels, HOP, smoothing_packets=2, threshold=0.6, refractory_seconds=0.5,
+                          min_gap_seconds=0.2, keyword_thresholds=own)
+    expected = [(e.label, round(e.time, 9)) for e in det.update(logits)]
+    stream = score_stream(logits, labels, HOP, 2)
+    got = [(lab, round(t, 9)) for lab, t in detections(stream, 0.6, 0.5, 0.2, own)]
+    one = [(lab, round(t, 9)) for lab, t in detections(stream, 0.6, 0.5, 0.2)]
+    assert len(expected) > 5 and got == expected and got != one
+    with pytest.raises(ValueError, match="not among"):
+        KeywordDetector(labels, HOP, keyword_thresholds={"z": 0.5})
+
+
+def test_per_keyword_tuning_keeps_each_keyword_above_its_own_false_alarms():
+    from kwsdeploy.streaming.keyword_thresholds import tune_keyword_thresholds
+
+    # "one" said at 1.0 s (0.95) and blips to 0.8 on speech; "two" said at 5.0 s at only 0.7, blips to 0.6 on noise
+    logits = _posteriors(360, {12: ("one", 0.95), 52: ("two", 0.7), 95: ("one", 0.8), 160: ("two", 0.6)})
+    parts = [Part("gap", 0, 1), Part("keyword", 1.0, 1.5, "one"), Part("gap", 1.5, 5), Part("keyword", 5, 5.5, "two"),
+             Part("gap", 5.5, 8), Part("speech", 8, 12), Part("gap", 12, 14), Part("noise", 14, 20), Part("gap", 20, 36)]
+    stream = score_stream(logits, LABELS, HOP, smoothing_packets=1)
+    grid = [0.5, 0.55, 0.65, 0.75, 0.85, 0.9, 0.97]
+    curve = det_curve(stream, parts, 36.0, refractory_seconds=1.0, thresholds=grid)
+    one = operating_point(curve, 0.0)
+    assert one.threshold == 0.85 and one.false_reject_rate == 0.5  # one threshold: above 0.8, so "two" is lost
+    kt = tune_keyword_thresholds(stream, parts, 36.0, 0.0, refractory_seconds=1.0, grid=grid)
+    assert kt.point.false_reject_rate == 0.0 and kt.point.non_keyword_false_alarms_per_hour == 0.0
+    # each raised back as far as nothing heard is lost: "one" at 0.9 (<= 0.95, above 0.8), "two" at 0.65 (> 0.6)
+    assert kt.thresholds == {"one": 0.9, "two": 0.65}
+    loose = tune_keyword_thresholds(stream, parts, 36.0, 200.0, refractory_seconds=1.0, grid=grid)
+    assert loose.point.false_reject_rate == 0.0 and loose.point.non_keyword_false_alarms_per_hour == 0.0
+    assert tune_keyword_thresholds(stream, parts, 36.0, 0.0, refractory_seconds=1.0, grid=[0.5]) is None
+
+
+def test_tune_settings_prefers_per_keyword_thresholds_when_they_hear_more():
+    from kwsdeploy.contract import DetectionSettings
+    from kwsdeploy.streaming.det_report import tune_settings
+
+    logits = _posteriors(360, {12: ("one", 0.95), 52: ("two", 0.7), 95: ("one", 0.8), 160: ("two", 0.6)})
+    parts = [Part("gap", 0, 1), Part("keyword", 1.0, 1.5, "one"), Part("gap", 1.5, 5), Part("keyword", 5, 5.5, "two"),
+             Part("gap", 5.5, 8), Part("speech", 8, 12), Part("gap", 12, 14), Part("noise", 14, 20), Part("gap", 20, 36)]
+    base = DetectionSettings(refractory_seconds=1.0, min_gap_seconds=0.0)
+    s, tuned = tune_settings(logits, LABELS, HOP, parts, 36.0, 0.0, base, smoothing_choices=(0.1,))
+    assert tuned["thresholds"] == "per_keyword" and tuned["false_reject_rate"] == 0.0
+    assert 0.6 < s.threshold_for("two") <= 0.7 and 0.8 < s.threshold_for("one") <= 0.95
+    back = DetectionSettings.from_dict(s.to_dict())
+    assert back.keyword_thresholds == s.keyword_thresholds and back.threshold == s.threshold
+    assert "per keyword" in back.threshold_text()
+    s1, tuned1 = tune_settings(logits, LABELS, HOP, parts, 36.0, 0.0, base, smoothing_choices=(0.1,), per_keyword=False)
+    assert s1.keyword_thresholds is None and tuned1["false_reject_rate"] == 0.5 and tuned1["thresholds"] == "one"
+    with pytest.raises(ValueError, match="keyword thresholds"):
+        DetectionSettings(keyword_thresholds={"one": 1.5})
