@@ -209,7 +209,9 @@ def _calibration_lines(rows: list[dict]) -> list[str]:
 def markdown(rows: list[dict], ref: dict | None, env: dict, argv: list[str]) -> str:
     lines = ["# INT8: accuracy, size and speed of the tensorrt and cpu recipes", "",
              "Commands: `python benchmarks/bench_int8.py --models none` (reference size), then "
-             "`python benchmarks/bench_int8.py --no-reference-size --merge` (the shipped checkpoints); "
+             "`python benchmarks/bench_int8.py --no-reference-size --merge --eval-data FSDD_REAL --eval-stream-clips 0 "
+             "--data-name FSDD_REAL` (the shipped checkpoints, on all 550 clips of the test speaker; without "
+             "--eval-data: the embedded 110); "
              "`--render` rewrites this file from the JSON. "
              "`--targets tensorrt --merge` re-measures the tensorrt recipe only (its graph not re-timed: `-`; the cpu "
              "rows and timings are the previous run's).", "",
