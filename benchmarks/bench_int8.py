@@ -33,10 +33,32 @@ SIZE_MIN_PARAMS = 50_000
 KWM_REF_SPEEDUP = 1.5
 
 
-def export_one(name: str, out: Path, clips: int, method: str, targets: tuple[str, ...] = ("tensorrt", "cpu"),
-               **int8) -> dict:
+DATA_FLAGS = ("--calib-data", "--eval-data")
+
+
+def shown_argv(argv: list[str]) -> list[str]:
+    """The command as recorded in committed results: data directories as PREPARED_DIR, other absolute
+    paths as PATH (results name no machine path)."""
+    out, hide = [], False
+    for a in argv:
+        flag, eq, value = a.partition("=")
+        if hide:
+            out.append("PREPARED_DIR")
+        elif flag in DATA_FLAGS and eq:
+            out.append(f"{flag}=PREPARED_DIR")
+        elif (value if eq else a).startswith(("/", "~")):
+            out.append(f"{flag}=PATH" if eq else "PATH")
+        else:
+            out.append(a)
+        hide = not hide and a in DATA_FLAGS
+    return out
+
+
+def export_one(name: str, out: Path, clips: int | None, method: str | None,
+               targets: tuple[str, ...] = ("tensorrt", "cpu"), **int8) -> dict:
     """`kwsdeploy export --model NAME --int8 --target ...` in process; the manifest's report rows and the files.
-    `int8`: more Int8Options fields (calib_data, eval_data, eval_split, eval_stream_clips, ...)."""
+    `clips`/`method` None: as the CLI without them (the checkpoint's preset, else the defaults). `int8`: more
+    Int8Options fields (calib_data, eval_data, eval_split, eval_stream_clips, ...)."""
     from rich.console import Console
 
     from kwsdeploy.calibration.passes import Int8Options
@@ -48,12 +70,16 @@ def export_one(name: str, out: Path, clips: int, method: str, targets: tuple[str
     build = dict(model=m, labels=labels, feature_config=fc, parity=parity_clips(fc), modes=("step",), frontend=False,
                  precisions=("fp32",), hop_frames=None, checkpoint=info, accuracy=accuracy, exporter="legacy")
     t0 = time.perf_counter()
-    result, report = export_int8(out, True, [], Int8Options(targets, clips=clips, method=method, **int8),
+    given = {k: v for k, v in (("clips", clips), ("method", method)) if v is not None}
+    result, report = export_int8(out, True, [], Int8Options(targets, explicit=tuple(given), **given, **int8),
                                  build, Console(file=sys.stderr))
     rows = {r["precision"]: r for r in report["step"]["rows"]}
     files = result.manifest.calibration.extra["files"]
+    cal = result.manifest.calibration
     row = {"model": name, "params": count_params(m), "export_seconds": round(time.perf_counter() - t0, 1),
-           "bundle": result.path, "rows": rows}
+           "bundle": result.path, "rows": rows, "weights_sha256": (info or {}).get("weights_sha256", ""),
+           "calibration": {"clips": cal.clips, "method": cal.method, "percentile": cal.extra.get("percentile"),
+                           "keep_float": cal.extra.get("keep_float", []), "preset": cal.extra.get("preset", "")}}
     if "model.int8-cpu.onnx" in files:
         row["cpu_settings"] = files["model.int8-cpu.onnx"]["settings"]
     if "model.int8-tensorrt.onnx" in files:
@@ -161,7 +187,23 @@ def _accuracy_line(rows: list[dict], env: dict) -> str:
     return (f"Accuracy: {data}, {clips} clips (one clip = {100 / clips:.2f} points), each clip streamed from the "
             f"zero state through the ONNX Runtime step runner; stream: {stream} of those clips joined by noise gaps "
             f"(`eval-stream` recording). Calibration: {env.get('calib_data', 'demo corpus [train]')}, "
-            f"{env['calib_clips']} clips, {env['method']}.")
+            + (f"{env['calib_clips']} clips, {env['method']}." if env.get("calib_clips") else
+               "per model as `export --int8` chooses (the checkpoint's preset, else 64 clips minmax): see "
+               "\"Calibration per model\"."))
+
+
+def _calibration_lines(rows: list[dict]) -> list[str]:
+    """Per model: the checkpoint measured (weights_sha256 prefix) and the calibration it got."""
+    out = ["", "## Calibration per model", "", "| model | weights_sha256 | clips | method | keep float | preset |",
+           "|---|---|---:|---|---|---|"]
+    for row in rows:
+        c = row.get("calibration")
+        if not c:
+            continue
+        pct = f" @{c['percentile']:g}" if c.get("percentile") else ""
+        out.append(f"| {row['model']} | `{row.get('weights_sha256', '')[:12]}` | {c['clips']} | {c['method']}{pct} | "
+                   f"{', '.join(c['keep_float']) or '-'} | {c['preset'] or '-'} |")
+    return out if len(out) > 5 else []
 
 
 def markdown(rows: list[dict], ref: dict | None, env: dict, argv: list[str]) -> str:
@@ -216,6 +258,7 @@ def markdown(rows: list[dict], ref: dict | None, env: dict, argv: list[str]) -> 
             g = row["tensorrt_gate"]
             kept = ", ".join(f"`{k}`" for k in g["kept_float_by_stream_gate"]) or "none"
             lines.append(f"| {row['model']} | {' -> '.join(f'{x:.1f}' for x in g['stream_sqnr_rounds_db'])} | {kept} |")
+    lines += _calibration_lines(rows)
     lines += ["", "## Targets", ""]
     for row in rows:
         for k, v in row["targets"].items():
@@ -236,8 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="", help="Comma list (default: every shipped demo checkpoint).")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/int8"))
-    ap.add_argument("--calib-clips", type=int, default=64)
-    ap.add_argument("--calib-method", default="minmax")
+    ap.add_argument("--calib-clips", type=int, default=None, help="Default: the checkpoint's preset, else 64.")
+    ap.add_argument("--calib-method", default=None, help="Default: the checkpoint's preset, else minmax.")
     ap.add_argument("--round-seconds", type=float, default=0.2)
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--calib-data", type=Path, default=None,
@@ -311,11 +354,11 @@ def main(argv: list[str] | None = None) -> int:
         rows.sort(key=lambda r: r["model"])
     for row in rows:
         row["targets"] = check_targets(row)
-    ref = None if args.no_reference_size else reference_size(args.calib_clips, args.calib_method,
+    ref = None if args.no_reference_size else reference_size(args.calib_clips or 64, args.calib_method or "minmax",
                                                               args.round_seconds, args.rounds)
     if ref is None:
         ref = old.get("reference_size")
-    shown = argv if argv is not None else sys.argv[1:]
+    shown = shown_argv(argv if argv is not None else sys.argv[1:])
     Path(f"{args.out}.json").write_text(json.dumps({"env": env, "models": rows, "reference_size": ref, "argv": shown}, indent=1,
                                                    default=str) + "\n")
     Path(f"{args.out}.md").write_text(markdown(rows, ref, env, shown))

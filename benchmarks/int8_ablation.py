@@ -31,6 +31,7 @@ import numpy as np
 GATE_FLOORS = (20.0, 25.0, 30.0, 35.0, 40.0)
 
 
+
 @dataclass
 class Setup:
     """One model's fp32 step graph, its calibration set, the held-out data and how to score a graph."""
@@ -43,19 +44,27 @@ class Setup:
     manifest: object
     input_kind: str
     method: str
-    reference: object = None  # fp32 predictions on the held-out clips (agreement)
+    reference: object = None  # fp32 logits on the held-out clips (agreement, logits SQNR)
 
     def score(self, model: bytes) -> dict:
-        from kwsdeploy.calibration.report import EvalData, evaluate_file
+        """Top-1, macro F1, agreement with fp32 and logits SQNR vs fp32 on the held-out clips (each streamed
+        from the zero state, the last packet's logits), and stream detection when the data has a recording."""
+        from kwsdeploy.calibration.report import clip_logits, stream_score
+        from kwsdeploy.calibration.sqnr import sqnr_db
+        from kwsdeploy.train.evaluate import classification_metrics
 
-        m = self.manifest
+        m, d = self.manifest, self.data
         if self.reference is None:
-            clips = EvalData(self.data.audio, self.data.targets, self.data.source)
-            self.reference = np.array(evaluate_file(self.proto.SerializeToString(), "step", self.input_kind, clips,
-                                                    m.labels, m.feature_config)["predictions"])
-        row = evaluate_file(model, "step", self.input_kind, self.data, m.labels, m.feature_config, m.stream,
-                            m.detection_settings, self.reference)
-        row.pop("predictions")
+            self.reference = clip_logits(self.proto.SerializeToString(), "step", self.input_kind, d.audio,
+                                         m.feature_config)
+        logits = clip_logits(model, "step", self.input_kind, d.audio, m.feature_config)
+        pred = logits.argmax(1)
+        met = classification_metrics(d.targets.tolist(), pred.tolist(), list(m.labels))
+        row = {"top1": met["accuracy"], "macro_f1": met["macro_f1"], "clips": int(len(pred)),
+               "agreement_with_fp32": float(np.mean(pred == self.reference.argmax(1))),
+               "clip_logits_sqnr_db": round(sqnr_db(self.reference, logits), 2)}
+        if d.recording is not None:
+            row["stream"] = stream_score(model, self.input_kind, d, m.labels, m.stream, m.detection_settings)
         return row
 
 
@@ -107,7 +116,9 @@ def _row(s: Setup, variant: str, proto, extra: dict) -> dict:
         row["stream_sqnr_db"] = round(stream_sqnr(s.proto, proto, s.calib), 2)
     row["weights_vs_fp32"] = _weights_ratio(s.proto, proto)
     row["eval_seconds"] = round(time.perf_counter() - t0, 1)
-    print(f"[ablation] {s.name} {variant}: top-1 {100 * row['top1']:.1f} stream {100 * row['stream']['accuracy']:.1f} "
+    st = row.get("stream", {}).get("accuracy")
+    print(f"[ablation] {s.name} {variant}: top-1 {100 * row['top1']:.1f} agree {row['agreement_with_fp32']:.4f} "
+          f"clip SQNR {row['clip_logits_sqnr_db']} stream {'-' if st is None else f'{100 * st:.1f}'} "
           f"SQNR {row['stream_sqnr_db']}", file=sys.stderr)
     return row
 
@@ -212,21 +223,23 @@ def calib_study(s: Setup, variants: list[str], calib_data=None, cpu: bool = Fals
 
 def calib_markdown(rows: list[dict], title: str, argv: list[str], about: str = "") -> str:
     lines = _head(title, argv, about,
-                  ["model", "recipe", "variant", "float layers", "stream SQNR (dB)", "agrees with fp32", "top-1",
-                   "d top-1", "stream", "d stream", "FA/h", "weights vs fp32"],
-                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                  ["model", "recipe", "variant", "float layers", "calib stream SQNR (dB)", "held-out logits SQNR (dB)",
+                   "agrees with fp32", "top-1", "d top-1", "stream", "d stream", "FA/h", "weights vs fp32"],
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     ref = {}
     for r in rows:
         if r["variant"] == "fp32":
             ref[r["model"]] = r
         f = ref[r["model"]]
-        sq = r.get("stream_sqnr_db")
+        sq, lq = r.get("stream_sqnr_db"), r.get("clip_logits_sqnr_db")
+        st, fs = r.get("stream"), f.get("stream")
+        stream = (f"{100 * st['accuracy']:.2f} | {100 * (st['accuracy'] - fs['accuracy']):+.2f} | "
+                  f"{st['false_alarms_per_hour']:.0f}") if st and fs else "- | - | -"
         lines.append(
             f"| {r['model']} | {r.get('recipe', '-')} | {r['variant']} | {r.get('float_layers', '-')} | "
-            f"{'-' if sq is None or math.isinf(sq) else f'{sq:.1f}'} | {100 * r['agreement_with_fp32']:.2f} | "
-            f"{100 * r['top1']:.2f} | {100 * (r['top1'] - f['top1']):+.2f} | {100 * r['stream']['accuracy']:.2f} | "
-            f"{100 * (r['stream']['accuracy'] - f['stream']['accuracy']):+.2f} | "
-            f"{r['stream']['false_alarms_per_hour']:.0f} | {r['weights_vs_fp32']:.2f}x |")
+            f"{'-' if sq is None or math.isinf(sq) else f'{sq:.1f}'} | "
+            f"{'-' if lq is None or math.isinf(lq) else f'{lq:.1f}'} | {100 * r['agreement_with_fp32']:.2f} | "
+            f"{100 * r['top1']:.2f} | {100 * (r['top1'] - f['top1']):+.2f} | {stream} | {r['weights_vs_fp32']:.2f}x |")
     return "\n".join(lines) + "\n"
 
 
@@ -310,12 +323,13 @@ def markdown(rows: list[dict], title: str, argv: list[str]) -> str:
 def _about(args) -> str:
     """What the calib study measured on (data named, never by path)."""
     name = lambda p, d: d if p is None else (args.data_name or Path(p).name)  # noqa: E731
-    stream = args.eval_stream_clips or "all"
+    stream = ("no stream recording (--no-stream)" if args.no_stream else
+              f"stream: {args.eval_stream_clips or 'all'} of its clips joined by noise (`eval-stream` recording)")
     return (f"Held-out: {name(args.eval_data, 'demo corpus')} [{args.eval_split}], each clip streamed from the zero "
-            f"state through the ONNX Runtime step runner; stream: {stream} of its clips joined by noise (`eval-stream` "
-            f"recording). Calibration: {name(args.calib_data, 'demo corpus')} [train], the variant's clip count "
-            "(seed 0). Stream SQNR: logits of INT8 vs fp32, both free-running on the calibration streams of "
-            f"--calib-clips {args.calib_clips}.")
+            f"state through the ONNX Runtime step runner (held-out logits SQNR: the last packet's logits of INT8 vs "
+            f"fp32 over those clips); {stream}. Calibration: {name(args.calib_data, 'demo corpus')} [train], the "
+            "variant's clip count (seed 0). Calib stream SQNR: logits of INT8 vs fp32, both free-running on the "
+            f"calibration streams of --calib-clips {args.calib_clips}.")
 
 
 STUDIES = {"gate": (gate_study, "INT8 tensorrt recipe: the stream-SQNR gate on held-out data"),
@@ -339,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-name", default="", help="How the results name the data (default: the dir's name).")
     ap.add_argument("--variants", default="minmax/64", help="calib study: space-separated variants (see above).")
     ap.add_argument("--cpu", action="store_true", help="calib study: also the cpu recipe's candidates (untimed).")
+    ap.add_argument("--no-stream", action="store_true", help="Clip metrics only (no stream recording: faster).")
     args = ap.parse_args(argv)
     from kwsdeploy.cli.demo import shipped_demo_models
 
@@ -353,9 +368,16 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     for name in names:
         print(f"[ablation] {name}: export and calibrate", file=sys.stderr)
-        rows += fn(setup(name, args.calib_clips, args.calib_method, args.calib_data, ev))
+        s = setup(name, args.calib_clips, args.calib_method, args.calib_data, ev)
+        if args.no_stream:
+            import dataclasses
+
+            s.data = dataclasses.replace(s.data, recording=None, events=(), recording_source="")
+        rows += fn(s)
         out.parent.mkdir(parents=True, exist_ok=True)
-        shown = argv if argv is not None else sys.argv[1:]
+        from bench_int8 import shown_argv  # same folder: the results name no machine path
+
+        shown = shown_argv(argv if argv is not None else sys.argv[1:])
         out.with_suffix(".json").write_text(json.dumps({"rows": rows, "argv": shown}, indent=1, default=str) + "\n")
         render = RENDER.get(args.study, markdown)
         about = _about(args) if args.study == "calib" else None

@@ -47,6 +47,8 @@ class Int8Options:
     eval_data: Path | None = None
     eval_split: str = "test"
     eval_stream_clips: int = STREAM_CLIPS  # clips of the report's stream recording (0: every clip of the split)
+    explicit: tuple[str, ...] = ()  # fields the user gave (a checkpoint's preset fills the others: `presets`)
+    preset: str = ""  # the preset applied, described
 
     def __post_init__(self) -> None:
         bad = [t for t in self.targets if t not in TARGETS]
@@ -95,6 +97,7 @@ class CalibrationSource:
     quantize_state: bool = False
     percentile: float = PERCENTILE
     keep_float: tuple[str, ...] = ()
+    preset: str = ""  # the checkpoint's preset applied (`calibration.presets`), described
     sets: dict[str, CalibrationSet] = field(default_factory=dict)
     results: dict[str, QuantResult] = field(default_factory=dict)  # bundle file name -> recipe result
     progress: object = None
@@ -125,6 +128,7 @@ class CalibrationSource:
             "data": self.clips.source, "clips": len(self.clips.indices), "method": self.method,
             "seed": self.clips.seed, "ranges_sha256": first.get("input_ranges_sha256", ""),
             "extra": {"split": self.clips.split, "keep_float": list(self.keep_float),
+                      **({"preset": self.preset} if self.preset else {}),
                       **({"percentile": self.percentile} if self.method == "percentile" else {}), "tuples": first.get("tuples", 0), "streams": first.get("streams", 0),
                       "stride": first.get("stride", 1), "state_inputs": first.get("state_inputs", []),
                       "files": files},

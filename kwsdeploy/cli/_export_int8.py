@@ -64,14 +64,19 @@ def export_int8(out_dir: Path, overwrite: bool, inputs, options, build_kwargs: d
     from kwsdeploy.calibration.passes import PRECISION_OF_TARGET, CalibrationSource, add_report, calibration_clips
     from kwsdeploy.exporters.bundle import ExportResult, build_bundle, write_bundle
 
+    from kwsdeploy.calibration.presets import apply_preset
+
     check_output_dir(Path(out_dir), BUNDLE, overwrite, inputs)
+    options, _ = apply_preset(options, (build_kwargs.get("checkpoint") or {}).get("weights_sha256"))
+    if options.preset:
+        con.print(f"INT8 settings: {options.preset}")
     fc = build_kwargs["feature_config"]
     clips = calibration_clips(options, build_kwargs["labels"], fc)  # refusals before any export work
     data = eval_data_for(build_kwargs["labels"], options, fc.sample_rate, con)
     precisions = ("fp32", "fp16", *(PRECISION_OF_TARGET[t] for t in options.targets))  # fp16: a report row
     with con.status("INT8: exporting ...") as status:
         source = CalibrationSource(clips, fc, options.method, options.quantize_state, options.percentile,
-                                   options.keep_float, progress=lambda msg: status.update(f"INT8: {msg}"))
+                                   options.keep_float, options.preset, progress=lambda msg: status.update(f"INT8: {msg}"))
         manifest, blobs, rows = build_bundle(**{**build_kwargs, "precisions": precisions}, calibration_data=source)
         report = None
         if data is not None:

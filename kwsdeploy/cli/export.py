@@ -47,13 +47,15 @@ def register(app: typer.Typer) -> None:
         calib_data: Optional[Path] = typer.Option(
             None, "--calib-data", help="Calibration clips: a prepared dir (train split) or a folder of label-named "
                                        "subfolders; default: the embedded demo corpus' train split."),
-        calib_clips: int = typer.Option(64, "--calib-clips", help="Clips joined into the calibration streams."),
-        calib_method: str = typer.Option("minmax", "--calib-method", help="minmax, percentile or entropy."),
-        calib_percentile: float = typer.Option(
-            99.999, "--calib-percentile", help="With --calib-method percentile: the share of each range kept."),
-        keep_float: str = typer.Option(
-            "", "--keep-float", help="INT8: layers kept float, comma list of node names, 'first' (input layer), "
-                                     "'last' (classifier)."),
+        calib_clips: Optional[int] = typer.Option(
+            None, "--calib-clips", help="Clips joined into the calibration streams (default 64, or the checkpoint's preset)."),
+        calib_method: Optional[str] = typer.Option(
+            None, "--calib-method", help="minmax, percentile or entropy (default minmax, or the checkpoint's preset)."),
+        calib_percentile: Optional[float] = typer.Option(
+            None, "--calib-percentile", help="With --calib-method percentile: the share of each range kept (99.999)."),
+        keep_float: Optional[str] = typer.Option(
+            None, "--keep-float", help="INT8: layers kept float, comma list of node names, 'first' (input layer), "
+                                       "'last' (classifier); '' for none."),
         target: str = typer.Option("both", "--target", help="INT8 recipe: tensorrt, cpu or both."),
         eval_data: Optional[Path] = typer.Option(
             None, "--eval-data", help="With --int8: the report's held-out clips, a prepared dir (its --eval-split); "
@@ -121,13 +123,18 @@ def _modes(mode: str) -> tuple[str, ...]:
     return modes
 
 
-def _int8_options(target: str, calib_data: Optional[Path], calib_clips: int, calib_method: str, quantize_state: bool,
-                  eval_data: Optional[Path], eval_split: str, eval_stream_clips: int, percentile: float, keep_float: str):
+def _int8_options(target: str, calib_data: Optional[Path], calib_clips: Optional[int], calib_method: Optional[str],
+                  quantize_state: bool, eval_data: Optional[Path], eval_split: str, eval_stream_clips: int,
+                  percentile: Optional[float], keep_float: Optional[str]):
+    """Int8Options from the flags; the ones not given stay defaults, listed as not explicit (a
+    checkpoint's preset may fill them, `calibration.presets`)."""
     from kwsdeploy.calibration.passes import Int8Options, parse_targets
 
-    return Int8Options(parse_targets(target), calib_data, calib_clips, calib_method, quantize_state=quantize_state,
-                       eval_data=eval_data, eval_split=eval_split, eval_stream_clips=eval_stream_clips,
-                       percentile=percentile, keep_float=tuple(x.strip() for x in keep_float.split(",") if x.strip()))
+    given = {"clips": calib_clips, "method": calib_method, "percentile": percentile,
+             "keep_float": None if keep_float is None else tuple(x.strip() for x in keep_float.split(",") if x.strip())}
+    given = {k: v for k, v in given.items() if v is not None}
+    return Int8Options(parse_targets(target), calib_data, quantize_state=quantize_state, eval_data=eval_data,
+                       eval_split=eval_split, eval_stream_clips=eval_stream_clips, explicit=tuple(sorted(given)), **given)
 
 
 def print_trt_check(bundle_dir: Path, console) -> None:

@@ -55,7 +55,7 @@ def test_a_lower_percentile_clips_more_of_the_range(tc_graph, tc_calib):
     assert sum(a[k] < 0.9 * c[k] for k in a) >= len(a) // 2  # most ranges have outliers beyond the 99th percentile
 
 
-def test_cpu_static_candidate_has_7_bit_weights_and_keeps_requested_layers(tc_graph, tc_calib):
+def test_cpu_static_candidate_has_7_bit_per_channel_weights_and_keeps_requested_layers(tc_graph, tc_calib):
     from kwsdeploy.calibration.cpu import build_candidate
 
     proto = name_nodes(tc_graph[0])
@@ -68,4 +68,5 @@ def test_cpu_static_candidate_has_7_bit_weights_and_keeps_requested_layers(tc_gr
     assert len(convs) == sum(n.op_type == "QLinearConv" for n in every.graph.node) - 1 >= 5
     assert all(w.dtype == np.int8 and int(np.abs(w.astype(np.int16)).max()) <= 64 for w in weights)
     assert any(int(np.abs(w.astype(np.int16)).max()) > 32 for w in weights)  # 7 bits used, not fewer
+    assert all(inits[n.input[4]].size == inits[n.input[3]].shape[0] > 1 for n in convs)  # per-channel scales
     assert first in {n.name for n in g.graph.node if n.op_type == "Conv"}

@@ -1,0 +1,66 @@
+"""INT8 settings chosen per shipped checkpoint on the validation speaker, keyed by the checkpoint's
+weights_sha256 (other weights get the library defaults). `export --int8` applies a preset to every
+setting the user did not give; the calibration record names it. Each entry says how it was chosen
+(`benchmarks/int8_ablation.py --study calib`, README "INT8")."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from kwsdeploy.calibration.data import DEFAULT_CLIPS
+from kwsdeploy.calibration.qdq import PERCENTILE
+
+PRESET_FIELDS = ("clips", "method", "percentile", "keep_float")
+
+
+@dataclass(frozen=True)
+class Int8Preset:
+    """Calibration settings for one checkpoint's weights, and what chose them."""
+
+    model: str
+    weights_sha256: str
+    clips: int = DEFAULT_CLIPS
+    method: str = "minmax"
+    percentile: float = PERCENTILE
+    keep_float: tuple[str, ...] = ()
+    chosen_on: str = ""
+
+    def describe(self) -> str:
+        pct = f"@{self.percentile:g}" if self.method == "percentile" else ""
+        keep = f", keep float {','.join(self.keep_float)}" if self.keep_float else ""
+        return f"{self.model} preset ({self.method}{pct}, {self.clips} clips{keep}; chosen on {self.chosen_on})"
+
+
+_VALID = "the validation speaker (theo, 550 clips of a prepared FSDD tree)"
+# Rule (benchmarks/results/int8_calib_valid.md): the variant with the highest held-out logits SQNR vs fp32
+# on the validation speaker; one within 0.25 dB of a simpler one (fewer layers kept float, fewer clips)
+# loses to it; the default (64 clips, minmax, nothing kept float) unless the winner beats it by >= 1 dB.
+PRESETS: tuple[Int8Preset, ...] = (
+    Int8Preset("tcresnet8-causal", "67ae55ea1319f885321f54ce32537e413a3650bfaf14415aa2f1d6baebed530e",
+               clips=256, keep_float=("first", "last"), chosen_on=f"{_VALID}: 35.2 vs 28.5 dB"),
+    Int8Preset("matchboxnet-causal", "d61228e42088c53aa0b543ea991ba906073d23a52953b81e80871b8f37f59292",
+               keep_float=("first", "last"), chosen_on=f"{_VALID}: 39.2 vs 35.4 dB"),
+    Int8Preset("kwm-causal-64-4", "daf107f203d7ff74807cfc16179cf2c575987e87d238040e5aa1e6ad7bd7c0e2",
+               clips=256, method="percentile", percentile=99.99, chosen_on=f"{_VALID}: 31.7 vs 30.6 dB"),
+    Int8Preset("bcresnet1-causal", "8073704fe52e32521fae3a14912d7a069f043244f654f34fedd17ff127f11772",
+               keep_float=("first",), chosen_on=f"{_VALID}: 25.1 vs 22.1 dB"),
+)
+
+
+def preset_for(weights_sha256: str | None, presets=None) -> Int8Preset | None:
+    """The preset of these exact weights, if any."""
+    if not weights_sha256:
+        return None
+    return next((p for p in (PRESETS if presets is None else presets) if p.weights_sha256 == weights_sha256), None)
+
+
+def apply_preset(options, weights_sha256: str | None, presets=None):
+    """`options` (Int8Options) with the checkpoint's preset on every field not in `options.explicit`;
+    unchanged when the weights have none. Returns (options, preset or None)."""
+    preset = preset_for(weights_sha256, presets)
+    if preset is None:
+        return options, None
+    given = set(options.explicit)
+    changes = {f: getattr(preset, f) for f in PRESET_FIELDS if f not in given}
+    return dataclasses.replace(options, **changes, preset=preset.describe()), preset
