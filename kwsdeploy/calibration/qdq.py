@@ -195,10 +195,13 @@ def quantize_tensorrt(
         design = (REASON_FRONTEND, REASON_RECURRENCE)
         out, stored = store_weights_int8(out, [k for k, v in keep.items() if v not in design])
         keep = {k: v + REASON_SUFFIX if k in stored else v for k, v in keep.items()}
+    from kwsdeploy.calibration.share import share_constants
+
+    out, shared = share_constants(out)  # the zero points, repeated per layer, stored once
     settings = {
         "tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "activations": "int8 symmetric per-tensor",
         "weights": "int8 symmetric per-channel (output-channel axis)", "bias": "float", "method": method,
-        "weight_only_int8": stored,
+        "weight_only_int8": stored, "shared_constants": shared,
         **({"percentile": float(percentile)} if method == "percentile" else {}),
     }
     return QuantResult(out, "tensorrt", todo, dict(sorted(keep.items())), settings)
