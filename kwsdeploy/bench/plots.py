@@ -13,12 +13,10 @@ PLOTS = ("latency_vs_accuracy.png", "cost_by_packet.png", "step_vs_window.png")
 
 def write_all(result: dict[str, Any], out: Path) -> tuple[list[Path], str]:
     """The plots that have data; (paths, note) where note says why some or all were skipped."""
-    try:
-        import matplotlib
+    from kwsdeploy.plotting import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return [], "plots skipped: matplotlib is not installed (pip install 'kwsdeploy[plot]')."
     ok = [r for r in result["rows"] if r.get("status") == "ok" and r.get("cpu_ms_per_s")]
     written, skipped = [], []

@@ -195,12 +195,10 @@ def curve_to_json(curve: Sequence[DetPoint]) -> list[dict]:
 
 def plot_det(curves: Mapping[str, Sequence[DetPoint]], path, title: str = "") -> object:
     """A DET PNG (false reject rate vs false alarms per hour; the first curve in black); None without matplotlib."""
-    try:
-        import matplotlib
+    from kwsdeploy.plotting import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     from pathlib import Path
 

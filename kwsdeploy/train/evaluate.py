@@ -67,7 +67,9 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels:
 
 def plot_confusion(metrics: dict[str, Any], path: str | Path, title: str = "") -> Path | None:
     """Write the confusion matrix as a PNG; None (nothing written) when matplotlib is missing."""
-    plt = _pyplot()
+    from kwsdeploy.plotting import pyplot
+
+    plt = pyplot()
     if plt is None:
         return None
     cm = np.asarray(metrics["confusion"])
@@ -88,7 +90,9 @@ def plot_confusion(metrics: dict[str, Any], path: str | Path, title: str = "") -
 
 def plot_curves(history: Iterable[dict[str, Any]], path: str | Path) -> Path | None:
     """Training curves (loss and accuracy per epoch) as a PNG; None when matplotlib is missing."""
-    plt = _pyplot()
+    from kwsdeploy.plotting import pyplot
+
+    plt = pyplot()
     if plt is None:
         return None
     rows = list(history)
@@ -103,18 +107,6 @@ def plot_curves(history: Iterable[dict[str, Any]], path: str | Path) -> Path | N
     a1.set_xlabel("epoch"), a1.set_ylabel("loss"), a1.legend()
     a2.set_xlabel("epoch"), a2.set_ylabel("accuracy"), a2.legend()
     return _save_fig(plt, fig, Path(path))
-
-
-def _pyplot():
-    """matplotlib.pyplot on the Agg backend, or None when matplotlib is not installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
 
 
 def _save_fig(plt, fig, path: Path) -> Path:
