@@ -52,6 +52,18 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def label_thresholds(labels: Sequence[str], threshold: float,
+                     keyword_thresholds: "dict[str, float] | None" = None) -> np.ndarray:
+    """The threshold of each label index: its own from `keyword_thresholds`, else `threshold`."""
+    own = dict(keyword_thresholds or {})
+    strange = sorted(set(own) - set(labels))
+    if strange:
+        raise ValueError(f"keyword thresholds for label(s) {strange} that are not among {list(labels)}.")
+    if any(not 0.0 < float(v) <= 1.0 for v in own.values()):
+        raise ValueError(f"keyword thresholds are probabilities in (0, 1], got {own}.")
+    return np.array([float(own.get(x, threshold)) for x in labels])
+
+
 class KeywordDetector:
     """Stateful detector: `detector.update(logits) -> list[Detection]`; `reset()` starts a new stream."""
 
@@ -87,13 +99,7 @@ class KeywordDetector:
         self.hop_seconds = float(hop_seconds)
         self.smoothing_packets = int(smoothing_packets)
         self.threshold = float(threshold)
-        own = dict(keyword_thresholds or {})
-        strange = sorted(set(own) - set(self.labels))
-        if strange:
-            raise ValueError(f"keyword thresholds for label(s) {strange} that are not among {self.labels}.")
-        if any(not 0.0 < float(v) <= 1.0 for v in own.values()):
-            raise ValueError(f"keyword thresholds are probabilities in (0, 1], got {own}.")
-        self.thresholds = np.array([float(own.get(x, threshold)) for x in self.labels])  # per label index
+        self.thresholds = label_thresholds(self.labels, threshold, keyword_thresholds)  # per label index
         self.refractory_packets = packets_for(refractory_seconds, self.hop_seconds)
         self.gap_packets = packets_for(min_gap_seconds, self.hop_seconds)
         self.time_offset = float(time_offset)

@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from kwsdeploy.runtime.detect import DEFAULT_IGNORE, packets_for, softmax
+from kwsdeploy.runtime.detect import DEFAULT_IGNORE, label_thresholds, packets_for, softmax
 from kwsdeploy.streaming.recording import NEAR_KEYWORD, Part, score_parts
 
 # Thresholds of the curve: coarse steps, then ever closer to 1 (a confident model's false alarms live there).
@@ -63,8 +63,7 @@ def packet_thresholds(stream: ScoreStream, threshold: float,
     """The threshold each packet's best keyword must reach: `threshold`, or per packet from the keyword's own."""
     if not keyword_thresholds:
         return threshold
-    by_index = np.array([float(keyword_thresholds.get(x, threshold)) for x in stream.labels])
-    return by_index[stream.best]
+    return label_thresholds(stream.labels, threshold, keyword_thresholds)[stream.best]
 
 
 def fire(stream: ScoreStream, threshold: float, refractory_seconds: float,

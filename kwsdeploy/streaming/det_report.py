@@ -37,7 +37,7 @@ def tune_settings(logits: np.ndarray, labels: Sequence[str], hop_seconds: float,
     rate (ties: one threshold before per-keyword ones, then the higher threshold); with `per_keyword`, each
     smoothing also tries a threshold per keyword (`keyword_thresholds`). Refractory and gap from `base`.
     Raises if no setting meets the target."""
-    best = None  # (false reject rate, tie-break, smoothing, point, keyword thresholds or None)
+    best = None  # (false reject rate, tie-break, smoothing, point, threshold, keyword thresholds or None)
     tried = []
     for smoothing in smoothing_choices:
         stream = score_stream(logits, labels, hop_seconds, max(1, int(round(smoothing / hop_seconds))))
@@ -45,15 +45,15 @@ def tune_settings(logits: np.ndarray, labels: Sequence[str], hop_seconds: float,
         p = operating_point(curve, target_fa_per_hour)
         row = {"smoothing_seconds": smoothing, "threshold": p.threshold if p else None,
                "false_reject_rate": p.false_reject_rate if p else 1.0}
-        candidates = [] if p is None else [(p.false_reject_rate, (0, -p.threshold), smoothing, p, None)]
+        candidates = [] if p is None else [(p.false_reject_rate, (0, -p.threshold), smoothing, p, p.threshold, None)]
         if per_keyword:
             kt = tune_keyword_thresholds(stream, parts, total_seconds, target_fa_per_hour, base.refractory_seconds,
                                          base.min_gap_seconds)
             row["per_keyword"] = None if kt is None else {"thresholds": kt.thresholds,
                                                           "false_reject_rate": kt.point.false_reject_rate}
-            if kt is not None:
-                kt.point.threshold = p.threshold if p is not None else max(kt.thresholds.values())
-                candidates.append((kt.point.false_reject_rate, (1, 0.0), smoothing, kt.point, kt.thresholds))
+            if kt is not None:  # the one threshold kept beside them: this smoothing's, else the highest of theirs
+                scalar = p.threshold if p is not None else max(kt.thresholds.values())
+                candidates.append((kt.point.false_reject_rate, (1, 0.0), smoothing, kt.point, scalar, kt.thresholds))
         tried.append(row)
         for c in candidates:
             if best is None or c[:2] < best[:2]:
@@ -61,11 +61,11 @@ def tune_settings(logits: np.ndarray, labels: Sequence[str], hop_seconds: float,
     if best is None:
         raise ValueError(f"no threshold meets {target_fa_per_hour:g} false alarms per hour on this recording "
                          f"(tried smoothing {', '.join(f'{s:g}' for s in smoothing_choices)} s); raise the target.")
-    _, _, smoothing, p, thresholds = best
+    _, _, smoothing, p, threshold, thresholds = best
     tuned = {"target_fa_per_hour": target_fa_per_hour, "budget_counts": "non_keyword",
              "thresholds": "per_keyword" if thresholds else "one",
              "false_reject_rate": p.false_reject_rate, "false_alarms_per_hour": p.false_alarms_per_hour,
              "non_keyword_false_alarms_per_hour": p.non_keyword_false_alarms_per_hour, "tried": tried}
-    return DetectionSettings(threshold=p.threshold, smoothing_seconds=smoothing,
+    return DetectionSettings(threshold=threshold, smoothing_seconds=smoothing,
                              refractory_seconds=base.refractory_seconds, min_gap_seconds=base.min_gap_seconds,
                              tuned=tuned, keyword_thresholds=thresholds), tuned
