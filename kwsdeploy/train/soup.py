@@ -66,6 +66,7 @@ class GreedyResult:
     chosen: list[int]  # indices into the ingredients, in the order they joined
     scores: list[float]  # each ingredient's own score
     trail: list[dict] = field(default_factory=list)  # one row per ingredient tried: index, soup score, kept
+    score: float = 0.0  # the chosen soup's score
 
 
 def greedy_soup(states: Sequence[Mapping[str, torch.Tensor]], score: Callable[[dict], float]) -> GreedyResult:
@@ -83,7 +84,7 @@ def greedy_soup(states: Sequence[Mapping[str, torch.Tensor]], score: Callable[[d
         if kept:
             chosen.append(i)
             best = float(trial)
-    return GreedyResult(chosen=chosen, scores=own, trail=trail)
+    return GreedyResult(chosen=chosen, scores=own, trail=trail, score=best)
 
 
 def short_name(path) -> str:
@@ -126,12 +127,13 @@ def soup_checkpoints(paths: Sequence, out, greedy: bool = False, data=None, spli
     scorer = _split_scorer(base, data, split, batch_size) if data is not None else None
     if greedy:
         result = greedy_soup(states, scorer)
-        chosen, own, trail = result.chosen, result.scores, result.trail
+        chosen, own, trail, score = result.chosen, result.scores, result.trail, result.score  # scored as it grew
+        soup = average_state_dicts([states[i] for i in chosen])
     else:
         chosen, trail = list(range(len(states))), []
         own = [scorer(s) for s in states] if scorer else [None] * len(states)
-    soup = average_state_dicts([states[i] for i in chosen])
-    score = scorer(soup) if scorer else None
+        soup = average_state_dicts(states)
+        score = scorer(soup) if scorer else None
     base.model.load_state_dict(soup, strict=True)
     record = {
         "method": "greedy" if greedy else "uniform",

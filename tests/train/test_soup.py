@@ -48,6 +48,7 @@ def test_greedy_keeps_what_helps_and_drops_what_hurts():
     assert r.chosen == [0, 1]  # 0 and 1 tie on their own (0 first); their mean is the target; 2 would move it away
     assert r.trail[1]["soup_score"] == pytest.approx(0.0) and r.trail[2]["kept"] is False
     assert r.scores == pytest.approx([-0.08, -0.08, -164.0])
+    assert r.score == pytest.approx(0.0)  # the soup of 0 and 1
 
 
 def test_refuses_other_models_or_labels():
