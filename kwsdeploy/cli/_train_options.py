@@ -86,6 +86,13 @@ MACHINE: OptionGroup = {  # --grad-clip sits here in --help; it is part of the r
 RUN_CONTROL: OptionGroup = {
     "init": (Optional[Path], typer.Option(
         None, "--init", help="Start from this checkpoint of the same model (tensors copied by name, classifier rows by label).")),
+    "teacher": (Optional[Path], typer.Option(
+        None, "--teacher", help="Distil from this checkpoint (any model of the zoo with the same labels): its soft "
+                                "targets join the loss.")),
+    "distill_weight": (Optional[float], typer.Option(
+        None, "--distill-weight", callback=finite(0.0, 1.0), help="Share of the loss from the teacher's soft targets (default 0.5).")),
+    "distill_temperature": (Optional[float], typer.Option(
+        None, "--distill-temperature", callback=finite(0.01, 100.0), help="Softmax temperature of the soft targets (default 2).")),
     "resume": (bool, typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint.")),
     "progress": (bool, typer.Option(True, "--progress/--no-progress", help="Show a progress bar.")),
     "stop_after": (Optional[int], typer.Option(None, "--stop-after", min=1, hidden=True)),
@@ -100,4 +107,5 @@ RECIPE = {k: k for k in ("model", "epochs", "batch_size", "lr", "min_lr", "weigh
                          "label_smoothing", "augment", "spec_augment")}
 RECIPE.update(stream_context_s="stream_context", gain_db="gain_db", features="features", n_mfcc="n_mfcc", seed="seed",
               grad_clip="grad_clip", vtlp="vtlp", reverb_p="reverb_p", eq_db="eq_db", telephone_p="telephone_p",
-              shift_s="shift", lowpass_p="lowpass_p", gate_p="gate_p")
+              shift_s="shift", lowpass_p="lowpass_p", gate_p="gate_p", distill_weight="distill_weight",
+              distill_temperature="distill_temperature")

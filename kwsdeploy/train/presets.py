@@ -43,6 +43,11 @@ class TrainConfig:
     # must when streaming without resets (0: off; clips start from the zero state).
     stream_context_s: float = 0.0
     init_from: str | None = None  # a checkpoint of the same model to start from (train --init)
+    # Opt-in knowledge distillation (train --teacher; kwsdeploy.train.distill): a checkpoint of any
+    # family with the same labels, its soft targets mixed into the loss with this weight and temperature.
+    teacher: str | None = None
+    distill_weight: float = 0.5
+    distill_temperature: float = 2.0
     features: str = "deployable"  # "deployable" (causal fixed floor) or "reference" (per-clip top_db)
     n_mfcc: int | None = None  # None: the model card's input width
     model_config: Mapping[str, Any] = field(default_factory=dict)  # overrides passed to create()
@@ -83,6 +88,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if not 0.0 <= self.distill_weight <= 1.0 or not self.distill_temperature > 0:
+            raise ValueError(f"distill_weight must be in [0, 1] and distill_temperature > 0, got "
+                             f"{self.distill_weight} and {self.distill_temperature}.")
         if self.lr <= 0 or self.min_lr < 0 or self.warmup_epochs < 0 or not 0 <= self.label_smoothing < 1:
             raise ValueError("lr must be > 0, min_lr >= 0, warmup_epochs >= 0 and 0 <= label_smoothing < 1.")
 
