@@ -35,6 +35,7 @@ class TrainConfig:
     telephone_p: float = 0.0  # probability of a telephone band (300-3,400 Hz) instead of the EQ
     lowpass_p: float = 0.0  # probability of a low-pass at 0.7-4 kHz (dull microphones, 8 kHz recordings)
     gate_p: float = 0.0  # probability of a noise gate (quiet fricatives and onsets dropped)
+    fricative_p: float = 0.0  # probability of fricative frames softened by 15-40 dB whatever their level
     shift_s: float = 0.0  # time shift U(-shift_s, shift_s) s, zero-filled
     spec_augment: bool = True  # 2 time masks (0-24 frames) + 2 frequency masks (0-6 coefficients)
     # Opt-in for recurrent step models (causal KWM): each training clip follows this many seconds of
@@ -99,7 +100,8 @@ class TrainConfig:
         from kwsdeploy.data.speaker_augment import SpeakerAugment
 
         return SpeakerAugment(speed=self.speed_range, tempo=self.tempo_range, tempo_p=self.tempo_p, vtlp=self.vtlp, reverb_p=self.reverb_p, eq_db=self.eq_db,
-                              telephone_p=self.telephone_p, lowpass_p=self.lowpass_p, gate_p=self.gate_p, shift_s=self.shift_s)
+                              telephone_p=self.telephone_p, lowpass_p=self.lowpass_p, gate_p=self.gate_p,
+                              fricative_p=self.fricative_p, shift_s=self.shift_s)
 
     def with_overrides(self, **overrides: Any) -> "TrainConfig":
         """A copy with the given fields replaced (None values are ignored)."""
