@@ -50,6 +50,7 @@ AUGMENTATION: OptionGroup = {
     "telephone_p": (Optional[float], typer.Option(None, "--telephone-p", callback=finite(0.0, 1.0), help="Probability of a telephone band 300-3400 Hz (0: off).")),
     "lowpass_p": (Optional[float], typer.Option(None, "--lowpass-p", callback=finite(0.0, 1.0), help="Probability of a low-pass at 0.7-4 kHz, 6-48 dB an octave (0: off).")),
     "gate_p": (Optional[float], typer.Option(None, "--gate-p", callback=finite(0.0, 1.0), help="Probability of a noise gate that drops quiet fricatives and onsets (0: off).")),
+    "fricative_p": (Optional[float], typer.Option(None, "--fricative-p", callback=finite(0.0, 1.0), help="Probability of the fricative frames softened by 15-40 dB, loud or not (0: off).")),
     "shift": (Optional[float], typer.Option(None, "--shift", callback=finite(0.0, 1.0), help="Time shift U(-S, S) seconds, zero-filled (0: off).")),
     "spec_augment": (Optional[bool], typer.Option(None, "--spec-augment/--no-spec-augment")),
 }
@@ -86,6 +87,13 @@ MACHINE: OptionGroup = {  # --grad-clip sits here in --help; it is part of the r
 RUN_CONTROL: OptionGroup = {
     "init": (Optional[Path], typer.Option(
         None, "--init", help="Start from this checkpoint of the same model (tensors copied by name, classifier rows by label).")),
+    "teacher": (Optional[Path], typer.Option(
+        None, "--teacher", help="Distil from this checkpoint (any model of the zoo with the same labels): its soft "
+                                "targets join the loss.")),
+    "distill_weight": (Optional[float], typer.Option(
+        None, "--distill-weight", callback=finite(0.0, 1.0), help="Share of the loss from the teacher's soft targets (default 0.5).")),
+    "distill_temperature": (Optional[float], typer.Option(
+        None, "--distill-temperature", callback=finite(0.01, 100.0), help="Softmax temperature of the soft targets (default 2).")),
     "resume": (bool, typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint.")),
     "progress": (bool, typer.Option(True, "--progress/--no-progress", help="Show a progress bar.")),
     "stop_after": (Optional[int], typer.Option(None, "--stop-after", min=1, hidden=True)),
@@ -100,4 +108,5 @@ RECIPE = {k: k for k in ("model", "epochs", "batch_size", "lr", "min_lr", "weigh
                          "label_smoothing", "augment", "spec_augment")}
 RECIPE.update(stream_context_s="stream_context", gain_db="gain_db", features="features", n_mfcc="n_mfcc", seed="seed",
               grad_clip="grad_clip", vtlp="vtlp", reverb_p="reverb_p", eq_db="eq_db", telephone_p="telephone_p",
-              shift_s="shift", lowpass_p="lowpass_p", gate_p="gate_p")
+              shift_s="shift", lowpass_p="lowpass_p", gate_p="gate_p", fricative_p="fricative_p", distill_weight="distill_weight",
+              distill_temperature="distill_temperature")

@@ -28,7 +28,8 @@ def register(app: typer.Typer) -> None:
             recipe = {key: o[name] for key, name in RECIPE.items()}
             machine = dict(device=o["device"], amp=o["amp"], num_workers=o["num_workers"], threads=o["threads"],
                            micro_batch=o["micro_batch"], eval_batch_size=o["eval_batch_size"],
-                           compile=o["compile_model"], init_from=str(o["init"]) if o["init"] is not None else None)
+                           compile=o["compile_model"], init_from=str(o["init"]) if o["init"] is not None else None,
+                           teacher=str(o["teacher"]) if o["teacher"] is not None else None)
             cfg, recipe = _config(o["preset"], recipe, machine, o["model_config"], o["noise_snr_db"], o["speed"],
                                   o["tempo"])
             if o["resume"]:

@@ -18,6 +18,10 @@ absolute volume (noise, in `augment.add_noise_snr`, is mixed at an SNR relative 
   clip's loudest are attenuated by U(20, 60) dB (gain interpolated between frame centres): recording
   chains that drop a talker's quiet fricatives and onsets (the unseen test speaker's "six" is its vowel
   alone, his /s/ and /ks/ more than 35 dB down where the training speakers' are within 20 dB);
+- `fricatives`: with probability fricative_p, the frames whose energy above 2 kHz exceeds their
+  energy below 1 kHz (/s/, /f/, /sh/, the burst of /k/ and /t/) lose U(15, 40) dB whatever their level
+  (gain interpolated between frame centres); the gate above misses a loud /s/, this does not:
+  talkers and microphones that carry the vowel but hardly the fricatives;
 - `shift`: move by U(-s, s) seconds, zero-filled.
 """
 
@@ -44,6 +48,8 @@ N_FFT, HOP = 512, 128
 GATE_THRESHOLD_DB = (12.0, 30.0)  # below the loudest frame
 GATE_DEPTH_DB = (20.0, 60.0)  # attenuation of the frames under the threshold
 GATE_FRAME_S = 0.01
+FRICATIVE_BANDS_HZ = (1000.0, 2000.0)  # a frame is fricative when its energy above the second exceeds that below the first
+FRICATIVE_DEPTH_DB = (15.0, 40.0)
 SPEED_STEPS = 200  # speed factors rounded to 1/200, as in augment.change_speed (soxr designs them faster)
 
 
@@ -60,6 +66,7 @@ class SpeakerAugment:
     telephone_p: float = 0.0
     lowpass_p: float = 0.0
     gate_p: float = 0.0
+    fricative_p: float = 0.0
     shift_s: float = 0.0
 
     def __post_init__(self) -> None:
@@ -75,7 +82,7 @@ class SpeakerAugment:
             object.__setattr__(self, "tempo", (lo, hi))
         if not 0 <= self.vtlp < 0.5:
             raise ValueError(f"vtlp must be in [0, 0.5), got {self.vtlp}.")
-        for name in ("reverb_p", "telephone_p", "tempo_p", "lowpass_p", "gate_p"):
+        for name in ("reverb_p", "telephone_p", "tempo_p", "lowpass_p", "gate_p", "fricative_p"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}.")
         if self.eq_db < 0 or self.shift_s < 0:
@@ -84,7 +91,7 @@ class SpeakerAugment:
     @property
     def active(self) -> bool:
         return bool(self.speed or (self.tempo and self.tempo_p) or self.vtlp or self.reverb_p or self.eq_db or self.telephone_p or self.lowpass_p
-                    or self.gate_p or self.shift_s)
+                    or self.gate_p or self.fricative_p or self.shift_s)
 
 
 def change_speed(x: np.ndarray, lo: float, hi: float, rng: np.random.Generator) -> np.ndarray:
@@ -252,6 +259,21 @@ def gate(x: np.ndarray, threshold_db: float, depth_db: float, rate: int = SAMPLE
     return (x * gain).astype(np.float32)
 
 
+def soften_fricatives(x: np.ndarray, depth_db: float, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """The frames (N_FFT window, HOP apart) with more energy above 2 kHz than below 1 kHz lose
+    `depth_db` dB, the gain interpolated between frame centres; voiced and silent frames keep theirs."""
+    if len(x) < N_FFT:
+        return x
+    power = np.abs(_stft(x.astype(np.float64))) ** 2
+    freqs = np.fft.rfftfreq(N_FFT, 1.0 / rate)
+    low = power[:, freqs < FRICATIVE_BANDS_HZ[0]].sum(axis=1)
+    high = power[:, freqs > FRICATIVE_BANDS_HZ[1]].sum(axis=1)
+    audible = power.sum(axis=1) > power.sum(axis=1).max() * 1e-6
+    frame_gain = np.where((high > low) & audible, 10.0 ** (-depth_db / 20.0), 1.0)
+    centres = np.arange(len(power)) * HOP  # _stft pads N_FFT // 2 in front: frame j is centred at j * HOP
+    return (x * np.interp(np.arange(len(x)), centres, frame_gain)).astype(np.float32)
+
+
 def shift(x: np.ndarray, seconds: float, rng: np.random.Generator, rate: int = SAMPLE_RATE) -> np.ndarray:
     """Move by U(-seconds, seconds), zero-filled, same length."""
     k = int(rng.uniform(-seconds, seconds) * rate)
@@ -266,7 +288,7 @@ def shift(x: np.ndarray, seconds: float, rng: np.random.Generator, rate: int = S
 
 
 def speaker_augment(x: np.ndarray, aug: SpeakerAugment, rng: np.random.Generator, rate: int = SAMPLE_RATE) -> np.ndarray:
-    """The enabled steps in order speed, tempo, VTLP, reverb, EQ/telephone/low-pass, gate, shift; float32,
+    """The enabled steps in order speed, tempo, VTLP, reverb, EQ/telephone/low-pass, gate, fricatives, shift; float32,
     same length."""
     x = np.asarray(x, dtype=np.float32)
     if aug.speed is not None:
@@ -287,6 +309,8 @@ def speaker_augment(x: np.ndarray, aug: SpeakerAugment, rng: np.random.Generator
             x = equalise(x, rng, aug.eq_db, tel, rate, lowpass_hz=low, lowpass_order=order)
     if aug.gate_p > 0 and rng.random() < aug.gate_p:
         x = gate(x, float(rng.uniform(*GATE_THRESHOLD_DB)), float(rng.uniform(*GATE_DEPTH_DB)), rate)
+    if aug.fricative_p > 0 and rng.random() < aug.fricative_p:
+        x = soften_fricatives(x, float(rng.uniform(*FRICATIVE_DEPTH_DB)), rate)
     if aug.shift_s > 0:
         x = shift(x, aug.shift_s, rng, rate)
     return np.clip(x, -1.0, 1.0).astype(np.float32)

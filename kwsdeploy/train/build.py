@@ -1,5 +1,6 @@
 """What a run trains with, built once: the device, the frontend, the seeded model (--stream-context
-check, --init warm start, DDP wrap, --compile), the MFCC module, optimizer, schedule and precision."""
+check, --init warm start, DDP wrap, --compile), the MFCC module, optimizer, schedule, precision and
+the --teacher of a distillation run."""
 
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ class Parts:
     scaler: torch.amp.GradScaler
     amp_dtype: torch.dtype | None  # autocast's dtype; None: float32
     micro_batch: int  # clips per forward/backward pass of a rank
+    teacher: Any = None  # a kwsdeploy.train.distill.Teacher under --teacher, else None
 
 
 def build_parts(cfg: TrainConfig, labels: Sequence[str], feature_config: FeatureConfig, n_train: int,
@@ -83,4 +85,11 @@ def build_parts(cfg: TrainConfig, labels: Sequence[str], feature_config: Feature
     mfcc = MFCC(feature_config).to(device)
     optimizer, scheduler = recipe_optimizer(model, cfg, steps_per_epoch(n_train, cfg.batch_size, cfg.seed))
     amp_dtype, scaler = mixed_precision(cfg.amp, device)
-    return Parts(model, net, mfcc, optimizer, scheduler, scaler, amp_dtype, micro_batch)
+    teacher = None
+    if cfg.teacher:
+        from kwsdeploy.train.distill import Teacher
+
+        teacher = Teacher(Path(cfg.teacher), labels, device)
+        log(f"--teacher {cfg.teacher}: {teacher.name}, soft targets at weight {cfg.distill_weight:g}, "
+            f"temperature {cfg.distill_temperature:g}")
+    return Parts(model, net, mfcc, optimizer, scheduler, scaler, amp_dtype, micro_batch, teacher)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from kwsdeploy.config import FeatureConfig
 from kwsdeploy.train.batch_features import BatchFeatures
 from kwsdeploy.train.build import Parts
+from kwsdeploy.train.distill import distillation_loss
 from kwsdeploy.train.distributed import World, passes, plan_epoch, sync_gradients, train_loader
 from kwsdeploy.train.presets import TrainConfig
 from kwsdeploy.train.progress import EpochBar
@@ -47,7 +48,11 @@ def train_epoch(epoch: int, parts: Parts, cfg: TrainConfig, train_set, feature_c
                 with torch.autocast(device.type, dtype=parts.amp_dtype or torch.float32,
                                     enabled=parts.amp_dtype is not None):
                     logits = net.forward_window(feats, feature_config.clip_frames) if context else net(feats)
-                loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
+                if parts.teacher is None:
+                    loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
+                else:
+                    loss = distillation_loss(logits.float(), parts.teacher.logits(wave), target, cfg.distill_weight,
+                                             cfg.distill_temperature, cfg.label_smoothing)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"Loss became {loss.item()} at epoch {epoch + 1}; lower --lr.")
                 scaler.scale(loss if mb.loss_scale == 1.0 else loss * mb.loss_scale).backward()

@@ -35,6 +35,7 @@ class TrainConfig:
     telephone_p: float = 0.0  # probability of a telephone band (300-3,400 Hz) instead of the EQ
     lowpass_p: float = 0.0  # probability of a low-pass at 0.7-4 kHz (dull microphones, 8 kHz recordings)
     gate_p: float = 0.0  # probability of a noise gate (quiet fricatives and onsets dropped)
+    fricative_p: float = 0.0  # probability of fricative frames softened by 15-40 dB whatever their level
     shift_s: float = 0.0  # time shift U(-shift_s, shift_s) s, zero-filled
     spec_augment: bool = True  # 2 time masks (0-24 frames) + 2 frequency masks (0-6 coefficients)
     # Opt-in for recurrent step models (causal KWM): each training clip follows this many seconds of
@@ -43,6 +44,11 @@ class TrainConfig:
     # must when streaming without resets (0: off; clips start from the zero state).
     stream_context_s: float = 0.0
     init_from: str | None = None  # a checkpoint of the same model to start from (train --init)
+    # Opt-in knowledge distillation (train --teacher; kwsdeploy.train.distill): a checkpoint of any
+    # family with the same labels, its soft targets mixed into the loss with this weight and temperature.
+    teacher: str | None = None
+    distill_weight: float = 0.5
+    distill_temperature: float = 2.0
     features: str = "deployable"  # "deployable" (causal fixed floor) or "reference" (per-clip top_db)
     n_mfcc: int | None = None  # None: the model card's input width
     model_config: Mapping[str, Any] = field(default_factory=dict)  # overrides passed to create()
@@ -83,6 +89,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if not 0.0 <= self.distill_weight <= 1.0 or not self.distill_temperature > 0:
+            raise ValueError(f"distill_weight must be in [0, 1] and distill_temperature > 0, got "
+                             f"{self.distill_weight} and {self.distill_temperature}.")
         if self.lr <= 0 or self.min_lr < 0 or self.warmup_epochs < 0 or not 0 <= self.label_smoothing < 1:
             raise ValueError("lr must be > 0, min_lr >= 0, warmup_epochs >= 0 and 0 <= label_smoothing < 1.")
 
@@ -91,7 +100,8 @@ class TrainConfig:
         from kwsdeploy.data.speaker_augment import SpeakerAugment
 
         return SpeakerAugment(speed=self.speed_range, tempo=self.tempo_range, tempo_p=self.tempo_p, vtlp=self.vtlp, reverb_p=self.reverb_p, eq_db=self.eq_db,
-                              telephone_p=self.telephone_p, lowpass_p=self.lowpass_p, gate_p=self.gate_p, shift_s=self.shift_s)
+                              telephone_p=self.telephone_p, lowpass_p=self.lowpass_p, gate_p=self.gate_p,
+                              fricative_p=self.fricative_p, shift_s=self.shift_s)
 
     def with_overrides(self, **overrides: Any) -> "TrainConfig":
         """A copy with the given fields replaced (None values are ignored)."""

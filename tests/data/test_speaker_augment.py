@@ -118,6 +118,26 @@ def test_gate_drops_quiet_frames_and_keeps_loud_ones():
         assert y.shape == word.shape and _rms(y[fric]) < 0.1 * _rms(faint[fric])  # >= 20 dB deep
 
 
+def test_fricatives_softened_loud_or_quiet_vowel_kept():
+    word = np.zeros(RATE, np.float32)
+    word[6000:10000] = _tone(300.0, amp=0.3)[:4000]  # a vowel
+    word[2000:5000] = _tone(3000.0, amp=0.3)[:3000]  # a fricative as loud as the vowel: the gate keeps it
+    y = sa.soften_fricatives(word, depth_db=30.0)
+    vowel, fric = slice(6600, 9400), slice(2600, 4400)  # away from the ramps between frame centres
+    np.testing.assert_allclose(y[vowel], word[vowel], rtol=0, atol=1e-7)
+    assert _rms(y[fric]) == pytest.approx(_rms(word[fric]) * 10 ** (-30 / 20), rel=1e-3)
+    np.testing.assert_allclose(sa.gate(word, 12.0, 40.0)[fric], word[fric], rtol=0, atol=1e-7)
+    assert np.max(np.abs(np.diff(y))) < 0.06  # interpolated gain: no click
+    np.testing.assert_array_equal(sa.soften_fricatives(np.zeros(RATE, np.float32), 30.0), np.zeros(RATE, np.float32))
+    always = sa.SpeakerAugment(fricative_p=1.0)
+    assert always.active and not sa.SpeakerAugment().active
+    for seed in range(5):  # depth drawn in 15-40 dB
+        z = sa.speaker_augment(word, always, np.random.default_rng(seed))
+        assert 10 ** (-41 / 20) < _rms(z[fric]) / _rms(word[fric]) < 10 ** (-14 / 20)
+    with pytest.raises(ValueError, match="fricative_p"):
+        sa.SpeakerAugment(fricative_p=1.5)
+
+
 def test_shift_and_speed():
     x = np.zeros(RATE, np.float32)
     x[8000] = 1.0

@@ -1,0 +1,67 @@
+"""`train --teacher CKPT`: knowledge distillation from a trained checkpoint (any family of the zoo).
+
+The teacher hears each training clip as the student does after waveform augmentation (its own
+frontend, no SpecAugment, no --stream-context prefix: the clip's one-second window), and the loss is
+
+    (1 - w) * CE(student, label, label_smoothing) + w * T^2 * KL(softmax(teacher / T) || softmax(student / T))
+
+(Hinton et al.'s soft targets; T^2 keeps the soft term's gradient scale independent of T). The
+teacher must know every label of the student's data (in any order; its logits are reordered to the
+student's, and labels the data lacks are left out).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor, weight: float,
+                      temperature: float, label_smoothing: float = 0.0) -> torch.Tensor:
+    """The mixed hard-label / soft-target loss of a batch (mean over clips)."""
+    hard = F.cross_entropy(student, target, label_smoothing=label_smoothing)
+    if weight == 0.0:
+        return hard
+    t = float(temperature)
+    soft = F.kl_div(F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1),
+                    reduction="batchmean", log_target=True) * (t * t)
+    return (1.0 - weight) * hard + weight * soft
+
+
+def label_order(teacher_labels: Sequence[str], student_labels: Sequence[str], path: str) -> list[int]:
+    """For each student label, the index of the teacher's logit for it (a teacher's extra labels are
+    left out: its softmax over the rest is its belief given the clip is none of them); a one-line
+    error when the teacher lacks one of the student's labels."""
+    teacher_labels, student_labels = list(teacher_labels), list(student_labels)
+    missing = [lab for lab in student_labels if lab not in teacher_labels]
+    if missing:
+        raise ValueError(f"--teacher {path} does not know {', '.join(missing)}: give a teacher trained on "
+                         "every label of the training data.")
+    return [teacher_labels.index(lab) for lab in student_labels]
+
+
+class Teacher:
+    """A frozen checkpoint that scores training waveforms with its own frontend."""
+
+    def __init__(self, path: Path, labels: Sequence[str], device: torch.device) -> None:
+        from kwsdeploy.features import MFCC
+        from kwsdeploy.train.checkpoint import load_checkpoint
+
+        loaded = load_checkpoint(path)
+        self.order = torch.tensor(label_order(loaded.labels, labels, str(path)), dtype=torch.long, device=device)
+        self.name = str(loaded.card.get("model"))
+        self.clip_samples = loaded.feature_config.clip_samples
+        self.model = loaded.model.to(device).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.mfcc = MFCC(loaded.feature_config).to(device).eval()
+
+    @torch.no_grad()
+    def logits(self, wave: torch.Tensor) -> torch.Tensor:
+        """[B, classes] logits in the student's label order for waveforms [B, samples]."""
+        wave = wave[:, -self.clip_samples:]
+        out = self.model(self.mfcc(wave).unsqueeze(1))
+        return out.float().index_select(1, self.order)
