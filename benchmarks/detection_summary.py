@@ -15,6 +15,11 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f} %"
 
 
+def _temperature(settings: dict) -> str:
+    t = float(settings.get("temperature", 1.0))
+    return "" if t == 1.0 else f", temperature {t:g}"
+
+
 def main(folder: Path) -> str:
     rows = ["| model | recording | minutes (speech / noise) | keywords | threshold (smoothing) | heard | "
             "FA/h speech | FA/h noise | FA next to keywords | FRR at 0.5 / 1 / 5 FA/h |",
@@ -28,11 +33,12 @@ def main(folder: Path) -> str:
             budgets = " / ".join(_pct(b["false_reject_rate"]) for b in r["det"]["at_budget"])
             rows.append(
                 f"| {model_dir.name} | {name} | {info['seconds'] / 60:.1f} ({parts['speech'] / 60:.1f} / "
-                f"{parts['noise'] / 60:.1f}) | {at['keyword_events']} | {DetectionSettings.from_dict(s).threshold_text()} ({s['smoothing_seconds']:g} s) | "
+                f"{parts['noise'] / 60:.1f}) | {at['keyword_events']} | {DetectionSettings.from_dict(s).threshold_text()} ({s['smoothing_seconds']:g} s"
+                f"{_temperature(s)}) | "
                 f"{_pct(at['recall'])} | {fa.get('speech', 0):.1f} ({at['false_alarms_by_part']['speech']}) | "
                 f"{fa.get('noise', 0):.1f} ({at['false_alarms_by_part']['noise']}) | "
                 f"{at['false_alarms_by_part']['near_keyword']} | {budgets} |")
-    rows += ["", "Along the DET curve (same smoothing), fixed thresholds:", "",
+    rows += ["", "Along the DET curve (same smoothing and temperature), fixed thresholds:", "",
              "| model | recording | threshold | heard | FA/h all | FA/h speech | FA/h noise |", "|---|---|---:|---:|---:|---:|---:|"]
     for model_dir in sorted(p for p in folder.iterdir() if (p / "det.json").is_file()):
         det = json.loads((model_dir / "det.json").read_text())
