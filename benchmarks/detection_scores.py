@@ -151,7 +151,8 @@ def heard_at_budgets(stream: ScoreStream, parts, seconds: float, prob: bool) -> 
 
 def misses(stream: ScoreStream, parts, threshold: float, clip_right: np.ndarray, tol: float = 1.0) -> Counter:
     """(cause, clip right?) of every keyword at one threshold: heard, substituted (another keyword fired in its
-    window), late (its own score crossed only after the window), too low, never the best keyword."""
+    window), blocked (its score crossed in the window but refractory or gap held the event), late (crossed only
+    after the window), too low, never the best keyword."""
     hop = stream.hop_seconds
     found = sorted(detections(stream, threshold, REFRACTORY, GAP), key=lambda d: d[1])
     keys = [p for p in parts if p.kind == "keyword"]
@@ -175,6 +176,8 @@ def misses(stream: ScoreStream, parts, threshold: float, clip_right: np.ndarray,
             cause = "heard"
         elif inside.any() and (fl[inside] != p.label).any():
             cause = "substituted"
+        elif len(mine) and mine.max() >= threshold:
+            cause = "blocked"
         elif len(after) and after.max() >= threshold:
             cause = "late"
         elif len(mine):
@@ -218,7 +221,7 @@ def main() -> None:
                 print(f"| {name} | {title} | {s.threshold_text()}, {s.smoothing_seconds:g} s, T {s.temperature:g} | "
                       f"{100 * (1 - tuned['false_reject_rate']):.1f} % |", flush=True)
     if "misses" in what:
-        causes = ("heard", "substituted", "late", "too low", "never the best keyword")
+        causes = ("heard", "substituted", "blocked", "late", "too low", "never the best keyword")
         print("\n| model (one threshold, 0.4 s) | clip right | " + " | ".join(causes) + " |")
         print("|---|---:|" + "---|" * len(causes))
         for name in bundles:
