@@ -11,7 +11,8 @@ highest floor, each lower floor is a prefix of its rounds, exactly what the reci
 `state` (Keyword Mamba: the SSM state float vs int8, `--quantize-state`); `drift` (per-layer SQNR over a
 long free-running train stream with noise gaps, by quarter); `calib` (calibration method, percentile, clip
 count and layers kept float, one `--variants` entry each: `METHOD[@PERCENTILE]/CLIPS[/KEEP,KEEP]`, e.g.
-`minmax/64 percentile@99.99/256/first,last`; with `--cpu` also the cpu recipe's candidates, untimed).
+`minmax/64 percentile@99.99/256/first:2,last minmax/64/first/no-rr`; with `--cpu` also the cpu recipe's
+candidates, untimed; `--cpu-only` those alone; a 4th part: the static cpu candidate's ablations).
 Choose on the validation speaker (`--eval-split valid`), report on the test speaker.
 Writes <out>.json and <out>.md.
 """
@@ -170,15 +171,23 @@ def state_study(s: Setup) -> list[dict]:
             _row(s, "tensorrt --quantize-state", q, {"state_scales": scales})]
 
 
+CPU_ABLATIONS = {"per-tensor": ("per_channel", False), "no-rr": ("reduce_range", False)}
+
+
 def parse_variant(text: str) -> dict:
-    """`METHOD[@PERCENTILE]/CLIPS[/KEEP,KEEP]` -> {method, percentile, clips, keep_float}."""
+    """`METHOD[@PERCENTILE]/CLIPS[/KEEP,KEEP[/per-tensor,no-rr]]` -> {method, percentile, clips, keep_float,
+    cpu}; `cpu`: the static cpu candidate's ablations (per-tensor weight scales, 8-bit weights)."""
     from kwsdeploy.calibration.qdq import PERCENTILE
 
     parts = text.split("/")
     method, _, pct = parts[0].partition("@")
     keep = tuple(k for k in (parts[2] if len(parts) > 2 else "").split(",") if k)
+    flags = [f for f in (parts[3] if len(parts) > 3 else "").split(",") if f]
+    bad = [f for f in flags if f not in CPU_ABLATIONS]
+    if bad:
+        raise SystemExit(f"variant {text!r}: unknown cpu ablation(s) {bad}; known: {', '.join(CPU_ABLATIONS)}")
     return {"method": method, "percentile": float(pct) if pct else PERCENTILE, "clips": int(parts[1]),
-            "keep_float": keep}
+            "keep_float": keep, "cpu": dict(CPU_ABLATIONS[f] for f in flags)}
 
 
 def calib_for(s: Setup, clips: int, calib_data, cache: dict):
@@ -193,10 +202,10 @@ def calib_for(s: Setup, clips: int, calib_data, cache: dict):
     return cache[clips]
 
 
-def calib_study(s: Setup, variants: list[str], calib_data=None, cpu: bool = False) -> list[dict]:
-    """fp32, then per variant the tensorrt recipe (selective precision and stream gate as exported) and,
-    with `cpu`, the cpu recipe's static QOperator candidate on the same calibration (untimed), plus its
-    dynamic candidate once."""
+def calib_study(s: Setup, variants: list[str], calib_data=None, cpu: bool = False, tensorrt: bool = True) -> list[dict]:
+    """fp32, then per variant the tensorrt recipe (selective precision and stream gate as exported; not
+    with `tensorrt` False) and, with `cpu`, the cpu recipe's static QOperator candidate on the same
+    calibration (untimed), plus its dynamic candidate once."""
     from kwsdeploy.calibration.cpu import build_candidate
     from kwsdeploy.calibration.qdq import name_nodes, quiet, resolve_keep_float, tensorrt_recipe
 
@@ -206,18 +215,20 @@ def calib_study(s: Setup, variants: list[str], calib_data=None, cpu: bool = Fals
     for text in variants:
         v = parse_variant(text)
         calib = calib_for(s, v["clips"], calib_data, cache)
-        r = tensorrt_recipe(proto, calib, v["method"], percentile=v["percentile"], keep_float=v["keep_float"])
-        extra = {**v, "recipe": "tensorrt", "float_layers": len(r.float_layers), "quantized": len(r.quantized),
-                 "gate_sqnr_db": r.settings.get("stream_logits_sqnr_db")}
-        rows.append(_row(s, text, r.proto, extra))
+        if tensorrt and not v["cpu"]:
+            r = tensorrt_recipe(proto, calib, v["method"], percentile=v["percentile"], keep_float=v["keep_float"])
+            extra = {**v, "calib_clips": v["clips"], "recipe": "tensorrt", "float_layers": len(r.float_layers),
+                     "quantized": len(r.quantized), "gate_sqnr_db": r.settings.get("stream_logits_sqnr_db")}
+            rows.append(_row(s, text, r.proto, extra))
         if cpu:
             keep = resolve_keep_float(proto, v["keep_float"], "cpu")
             names = ["static-qoperator-u8s8-rr"] + (["dynamic-u8s8-rr"] if text == variants[0] else [])
             for name in names:
                 with quiet():
-                    g = build_candidate(name, proto, calib, v["method"], v["percentile"], keep)
+                    g = build_candidate(name, proto, calib, v["method"], v["percentile"], keep, **v["cpu"])
                 rows.append(_row(s, text if name.startswith("static") else "(no calibration)", g,
-                                 {**v, "recipe": f"cpu: {name}"}))
+                                 {**v, "calib_clips": v["clips"], "recipe": f"cpu: {name}",
+                                  "float_layers": len(keep) if name.startswith("static") else "-"}))
     return rows
 
 
@@ -351,8 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-split", default="test", help="Choose on valid (the validation speaker), report on test.")
     ap.add_argument("--eval-stream-clips", type=int, default=40, help="Clips of the stream recording (0: all).")
     ap.add_argument("--data-name", default="", help="How the results name the data (default: the dir's name).")
-    ap.add_argument("--variants", default="minmax/64", help="calib study: space-separated variants (see above).")
+    ap.add_argument("--variants", nargs="+", default=["minmax/64"], help="calib study: space-separated variants (see above).")
     ap.add_argument("--cpu", action="store_true", help="calib study: also the cpu recipe's candidates (untimed).")
+    ap.add_argument("--cpu-only", action="store_true", help="calib study: the cpu recipe's candidates alone.")
     ap.add_argument("--no-stream", action="store_true", help="Clip metrics only (no stream recording: faster).")
     args = ap.parse_args(argv)
     from kwsdeploy.cli.demo import shipped_demo_models
@@ -361,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.study == "calib":
         import functools
 
-        fn = functools.partial(calib_study, variants=args.variants.split(), calib_data=args.calib_data, cpu=args.cpu)
+        fn = functools.partial(calib_study, variants=" ".join(args.variants).split(), calib_data=args.calib_data,
+                               cpu=args.cpu or args.cpu_only, tensorrt=not args.cpu_only)
     ev = {"eval_data": args.eval_data, "eval_split": args.eval_split, "eval_stream_clips": args.eval_stream_clips}
     out = args.out or Path(f"benchmarks/results/int8_{args.study}")
     names = [m for m in args.models.split(",") if m] or shipped_demo_models()

@@ -12,6 +12,7 @@ and `new_state.<layer>.<kind>` (`new_state_name`). Every frame count and duratio
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -172,8 +173,11 @@ class DetectionSettings:
     window; refractory_seconds: time after a keyword's event in which that keyword does not fire again
     (a 1 s window keeps a word in view for up to a second after it ends, hence a little more than
     that); min_gap_seconds: time after any event in which no keyword fires (one word does not fire
-    under two names, yet digits said a second apart are all heard); tuned: how `kwsdeploy tune`
-    chose them (target, recording, measured rates), None for the defaults.
+    under two names, yet digits said a second apart are all heard); temperature: posteriors are
+    softmax(logits / temperature) before smoothing (below 1 sharpens them, so the average rewards a
+    keyword the model keeps naming; `kwsdeploy tune` tries 1 and 0.5 and keeps the better one on its
+    recording); tuned: how `kwsdeploy tune` chose them (target, recording, measured rates), None for the
+    defaults.
     """
 
     threshold: float = 0.7
@@ -184,10 +188,13 @@ class DetectionSettings:
     # Per keyword (label -> threshold; `threshold` for a keyword not listed): `kwsdeploy tune` sets each
     # keyword's just above its own false alarms instead of every keyword's above the worst one's.
     keyword_thresholds: Mapping[str, float] | None = field(default=None, compare=True, hash=False)
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
             raise ValueError(f"threshold is a probability in (0, 1], got {self.threshold}.")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0 (1: plain softmax), got {self.temperature}.")
         if self.keyword_thresholds is not None:
             kt = {str(k): float(v) for k, v in dict(self.keyword_thresholds).items()}
             bad = {k: v for k, v in kt.items() if not 0.0 < v <= 1.0}
@@ -222,6 +229,8 @@ class DetectionSettings:
                              "refractory_seconds": self.refractory_seconds, "min_gap_seconds": self.min_gap_seconds}
         if self.keyword_thresholds is not None:
             d["keyword_thresholds"] = dict(self.keyword_thresholds)
+        if self.temperature != 1.0:  # written only when it matters: older readers know the rest
+            d["temperature"] = self.temperature
         if self.tuned is not None:
             d["tuned"] = dict(self.tuned)
         return d
@@ -230,7 +239,7 @@ class DetectionSettings:
     def from_dict(cls, d: Mapping[str, Any]) -> "DetectionSettings":
         """Inverse of `to_dict`; an unknown key is a ValueError."""
         unknown = sorted(set(d) - {"threshold", "smoothing_seconds", "refractory_seconds", "min_gap_seconds", "tuned",
-                                   "keyword_thresholds"})
+                                   "keyword_thresholds", "temperature"})
         if unknown:
             raise ValueError(f"unknown detection setting(s) {unknown}")
         kt = d.get("keyword_thresholds")

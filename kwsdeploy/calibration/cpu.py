@@ -57,7 +57,8 @@ def _dynamic(proto: onnx.ModelProto, reduce_range: bool, exclude: Mapping[str, s
 
 
 def _static_qoperator(proto: onnx.ModelProto, calib, reduce_range: bool, method: str = "minmax",
-                      percentile: float = PERCENTILE, exclude: Mapping[str, str] | None = None) -> onnx.ModelProto:
+                      percentile: float = PERCENTILE, exclude: Mapping[str, str] | None = None,
+                      per_channel: bool = True) -> onnx.ModelProto:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     keep = {**float_layers(proto, "cpu"), **(exclude or {})}
@@ -68,22 +69,24 @@ def _static_qoperator(proto: onnx.ModelProto, calib, reduce_range: bool, method:
         # QLinearConv/QLinearMatMul: standard ops; reduce_range: 7-bit weights (no VPMADDUBSW saturation);
         # per-channel weight scales: +2.5 dB held-out logits SQNR on matchboxnet-causal's validation speaker
         quantize_static(str(src), str(dst), calib.reader(), quant_format=QuantFormat.QOperator,
-                        op_types_to_quantize=["Conv", "MatMul"], per_channel=True, reduce_range=reduce_range,
+                        op_types_to_quantize=["Conv", "MatMul"], per_channel=per_channel, reduce_range=reduce_range,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=sorted(keep),
                         calibrate_method=ort_calibration_method(method), extra_options=extra)
         return onnx.load(str(dst))
 
 
 def build_candidate(name: str, proto: onnx.ModelProto, calib, method: str = "minmax", percentile: float = PERCENTILE,
-                    exclude: Mapping[str, str] | None = None) -> onnx.ModelProto:
+                    exclude: Mapping[str, str] | None = None, per_channel: bool = True,
+                    reduce_range: bool = True) -> onnx.ModelProto:
     """One named cpu candidate graph (`method`, `percentile`: the static candidate's calibration;
-    `exclude`: layers kept float)."""
+    `exclude`: layers kept float; `per_channel`/`reduce_range` False: the static candidate's ablations,
+    per-tensor or 8-bit weights, never shipped)."""
     if name == "dynamic-u8s8-rr":
         return _dynamic(proto, True, exclude)
     if name == "dynamic-u8s8":
         return _dynamic(proto, False, exclude)
     if name == "static-qoperator-u8s8-rr":
-        return _static_qoperator(proto, calib, True, method, percentile, exclude)
+        return _static_qoperator(proto, calib, reduce_range, method, percentile, exclude, per_channel)
     raise ValueError(f"unknown cpu candidate {name!r}; known: {', '.join(CANDIDATES)}.")
 
 

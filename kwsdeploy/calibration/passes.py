@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import onnx
@@ -27,6 +27,7 @@ from kwsdeploy.calibration.report import STREAM_CLIPS
 from kwsdeploy.hashing import sha256_bytes
 
 TARGETS = ("tensorrt", "cpu")
+CPU_FIELDS = ("clips", "method", "percentile", "keep_float")  # settings the cpu recipe may have of its own
 PRECISION_OF_TARGET = {"tensorrt": "int8-tensorrt", "cpu": "int8-cpu"}
 
 
@@ -43,7 +44,8 @@ class Int8Options:
     seed: int = DEFAULT_SEED
     quantize_state: bool = False  # the tensorrt recipe Q/DQs the SSM state (Keyword Mamba)
     percentile: float = PERCENTILE  # the range the percentile method keeps
-    keep_float: tuple[str, ...] = ()  # layers both recipes keep float: node names, `first`, `last`
+    keep_float: tuple[str, ...] = ()  # layers both recipes keep float: node names, `first[:N]`, `last[:N]`
+    cpu: Mapping[str, Any] = field(default_factory=dict)  # the cpu recipe's own clips/method/percentile/keep_float
     eval_data: Path | None = None
     eval_split: str = "test"
     eval_stream_clips: int = STREAM_CLIPS  # clips of the report's stream recording (0: every clip of the split)
@@ -66,6 +68,13 @@ class Int8Options:
             raise QuantizeError(f"--calib-percentile must be between 50 and 100 (e.g. 99.99), got {self.percentile:g}.")
         if self.eval_split not in ("train", "valid", "test"):
             raise QuantizeError(f"--eval-split must be train, valid or test, got {self.eval_split!r}.")
+        bad = sorted(set(self.cpu) - set(CPU_FIELDS))
+        if bad:
+            raise QuantizeError(f"cpu recipe settings {bad} are not among {', '.join(CPU_FIELDS)}.")
+        if self.cpu:
+            import dataclasses
+
+            dataclasses.replace(self, **{k: v for k, v in self.cpu.items()}, cpu={})  # the same checks on them
         if self.eval_stream_clips < 0:
             raise QuantizeError(f"--eval-stream-clips must be >= 0 (0: every clip), got {self.eval_stream_clips}.")
 
@@ -98,18 +107,22 @@ class CalibrationSource:
     percentile: float = PERCENTILE
     keep_float: tuple[str, ...] = ()
     preset: str = ""  # the checkpoint's preset applied (`calibration.presets`), described
+    cpu: Mapping[str, Any] = field(default_factory=dict)  # the cpu recipe's own method/percentile/keep_float
+    cpu_clips: CalibrationClips | None = None  # the cpu recipe's own calibration clips (None: `clips`)
     sets: dict[str, CalibrationSet] = field(default_factory=dict)
     results: dict[str, QuantResult] = field(default_factory=dict)  # bundle file name -> recipe result
     progress: object = None
 
-    def for_graph(self, proto: onnx.ModelProto, mode: str) -> CalibrationSet:
-        """The calibration tuples of this fp32 model graph (step: streamed; offline: one per clip)."""
+    def for_graph(self, proto: onnx.ModelProto, mode: str, clips: CalibrationClips | None = None) -> CalibrationSet:
+        """The calibration tuples of this fp32 model graph (step: streamed; offline: one per clip) on
+        `clips` (default: the shared clips)."""
+        clips = self.clips if clips is None else clips
         data = proto.SerializeToString()
-        key = sha256_bytes(data)
+        key = sha256_bytes(data) + ("" if clips is self.clips else f"/cpu/{len(clips.indices)}")
         if key not in self.sets:
-            self._say(f"calibrating the {mode} graph on {len(self.clips.indices)} clips of {self.clips.source}")
-            calib = (collect_calibration(data, self.clips, self.feature_config) if mode == "step"
-                     else _offline_calibration(self.clips, _data_input(proto), self.feature_config))
+            self._say(f"calibrating the {mode} graph on {len(clips.indices)} clips of {clips.source}")
+            calib = (collect_calibration(data, clips, self.feature_config) if mode == "step"
+                     else _offline_calibration(clips, _data_input(proto), self.feature_config))
             calib.check_state_ranges()
             self.sets[key] = calib
         return self.sets[key]
@@ -120,7 +133,7 @@ class CalibrationSource:
 
     def record(self) -> dict:
         """The manifest's calibration record (`kwsdeploy.manifest.Calibration` fields)."""
-        sets = list(self.sets.values())
+        sets = [v for k, v in self.sets.items() if "/cpu/" not in k]
         first = sets[0].record() if sets else {}
         files = {name: {"recipe": r.recipe, "settings": r.settings, "quantized_layers": r.quantized,
                         "float_layers": r.float_layers} for name, r in self.results.items()}
@@ -129,10 +142,22 @@ class CalibrationSource:
             "seed": self.clips.seed, "ranges_sha256": first.get("input_ranges_sha256", ""),
             "extra": {"split": self.clips.split, "keep_float": list(self.keep_float),
                       **({"preset": self.preset} if self.preset else {}),
+                      **({"cpu": self.cpu_record()} if self.cpu or self.cpu_clips is not None else {}),
                       **({"percentile": self.percentile} if self.method == "percentile" else {}), "tuples": first.get("tuples", 0), "streams": first.get("streams", 0),
                       "stride": first.get("stride", 1), "state_inputs": first.get("state_inputs", []),
                       "files": files},
         }
+
+
+    def cpu_record(self) -> dict:
+        """The cpu recipe's own settings as recorded (clips, method, percentile, keep_float, ranges' hash)."""
+        own = [v for k, v in self.sets.items() if "/cpu/" in k]
+        out = {**dict(self.cpu), **({"clips": len(self.cpu_clips.indices)} if self.cpu_clips is not None else {})}
+        if "keep_float" in out:
+            out["keep_float"] = list(out["keep_float"])
+        if own:
+            out["ranges_sha256"] = own[0].record().get("input_ranges_sha256", "")
+        return out
 
 
 def _offline_calibration(clips: CalibrationClips, input_name: str, feature_config) -> CalibrationSet:
@@ -189,9 +214,11 @@ def cpu_pass(proto: onnx.ModelProto, ctx) -> onnx.ModelProto:
     from kwsdeploy.calibration.cpu import cpu_recipe
 
     src = _source(ctx)
-    calib = src.for_graph(proto, ctx.mode)
+    calib = src.for_graph(proto, ctx.mode, src.cpu_clips)
     src._say(f"int8-cpu: building and timing the {ctx.mode} graph's candidates")
-    result = cpu_recipe(proto, calib, method=src.method, percentile=src.percentile, keep_float=src.keep_float)
+    own = dict(src.cpu)
+    result = cpu_recipe(proto, calib, method=own.get("method", src.method), percentile=own.get("percentile", src.percentile),
+                        keep_float=own.get("keep_float", src.keep_float))
     src.results[_file_name("int8-cpu", ctx.mode)] = result
     ctx.record = src.record()
     return result.proto

@@ -120,21 +120,49 @@ def quantizable_layers(proto: onnx.ModelProto, recipe: str = "tensorrt") -> list
     return [n.name for n in proto.graph.node if n.op_type in QUANT_OPS and n.name not in keep]
 
 
+def keep_float_alias(name: str) -> tuple[str, int] | None:
+    """`first` / `last` / `first:N` / `last:N` as (end, N), `#N` (the N-th quantizable layer, from 1) as
+    ('#', N); None for anything else (a node name)."""
+    if name.startswith("#"):
+        if not name[1:].isdigit() or int(name[1:]) < 1:
+            raise QuantizeError(f"--keep-float {name!r}: give #N with N >= 1 (the N-th quantizable layer, e.g. #2).")
+        return "#", int(name[1:])
+    end, colon, count = name.partition(":")
+    if end not in KEEP_FLOAT_ALIASES:
+        return None
+    if not colon:
+        return end, 1
+    if not count.isdigit() or int(count) < 1:
+        raise QuantizeError(f"--keep-float {name!r}: give {end}:N with N >= 1 (e.g. {end}:2).")
+    return end, int(count)
+
+
 def resolve_keep_float(proto: onnx.ModelProto, names, recipe: str = "tensorrt") -> dict[str, str]:
     """`--keep-float` entries (node names, or `first` / `last`: the first / last layer the recipe would
-    quantize, in graph order) as float-layer reasons; an unknown name is a one-line error."""
+    quantize, in graph order; `first:N` / `last:N`: the first / last N of them; `#N`: the N-th, from 1)
+    as float-layer reasons; an unknown name is a one-line error."""
     todo = quantizable_layers(name_nodes(proto), recipe)
     out: dict[str, str] = {}
     for name in names:
-        if name in KEEP_FLOAT_ALIASES:
-            if todo:
-                out[todo[0] if name == "first" else todo[-1]] = f"{REASON_REQUESTED}: {name} quantizable layer"
+        alias = keep_float_alias(name)
+        if alias is not None:
+            end, count = alias
+            if end == "#":
+                if count <= len(todo):
+                    out.setdefault(todo[count - 1], f"{REASON_REQUESTED}: quantizable layer {name}")
+                    continue
+                raise QuantizeError(f"--keep-float {name!r}: this recipe quantizes {len(todo)} layers; give #1 to "
+                                    f"#{len(todo)}.")
+            picked = todo[:count] if end == "first" else todo[::-1][:count]
+            for layer in picked:
+                out.setdefault(layer, f"{REASON_REQUESTED}: {end} quantizable layer" if count == 1
+                               else f"{REASON_REQUESTED}: one of the {end} {count} quantizable layers")
         elif name in todo:
             out[name] = REASON_REQUESTED
         else:
             shown = ", ".join(todo[:6]) + (", ..." if len(todo) > 6 else "")
-            raise QuantizeError(f"--keep-float {name!r} is not a layer this recipe quantizes; give first, last or "
-                                f"a node name ({shown}).")
+            raise QuantizeError(f"--keep-float {name!r} is not a layer this recipe quantizes; give first, last, "
+                                f"first:N, last:N, #N or a node name ({shown}).")
     return out
 
 

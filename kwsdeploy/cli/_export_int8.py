@@ -72,11 +72,17 @@ def export_int8(out_dir: Path, overwrite: bool, inputs, options, build_kwargs: d
         con.print(f"INT8 settings: {options.preset}")
     fc = build_kwargs["feature_config"]
     clips = calibration_clips(options, build_kwargs["labels"], fc)  # refusals before any export work
+    cpu_clips = None
+    if "clips" in options.cpu and "cpu" in options.targets:  # the cpu recipe's own clip count (a preset's)
+        import dataclasses
+
+        cpu_clips = calibration_clips(dataclasses.replace(options, clips=options.cpu["clips"]), build_kwargs["labels"], fc)
     data = eval_data_for(build_kwargs["labels"], options, fc.sample_rate, con)
     precisions = ("fp32", "fp16", *(PRECISION_OF_TARGET[t] for t in options.targets))  # fp16: a report row
     with con.status("INT8: exporting ...") as status:
         source = CalibrationSource(clips, fc, options.method, options.quantize_state, options.percentile,
-                                   options.keep_float, options.preset, progress=lambda msg: status.update(f"INT8: {msg}"))
+                                   options.keep_float, options.preset, progress=lambda msg: status.update(f"INT8: {msg}"),
+                                   cpu={k: v for k, v in options.cpu.items() if k != "clips"}, cpu_clips=cpu_clips)
         manifest, blobs, rows = build_bundle(**{**build_kwargs, "precisions": precisions}, calibration_data=source)
         report = None
         if data is not None:

@@ -55,7 +55,8 @@ def register(app: typer.Typer) -> None:
             None, "--calib-percentile", help="With --calib-method percentile: the share of each range kept (99.999)."),
         keep_float: Optional[str] = typer.Option(
             None, "--keep-float", help="INT8: layers kept float, comma list of node names, 'first' (input layer), "
-                                       "'last' (classifier); '' for none."),
+                                       "'last' (classifier), 'first:N' / 'last:N' (N from that end), '#N' (the N-th "
+                                       "quantizable layer); '' for none."),
         target: str = typer.Option("both", "--target", help="INT8 recipe: tensorrt, cpu or both."),
         eval_data: Optional[Path] = typer.Option(
             None, "--eval-data", help="With --int8: the report's held-out clips, a prepared dir (its --eval-split); "

@@ -1,4 +1,4 @@
-"""`kwsdeploy tune`: choose a bundle's detection threshold and smoothing for a false-alarm budget
+"""`kwsdeploy tune`: choose a bundle's detection threshold, smoothing and softmax temperature for a false-alarm budget
 and write them (with the refractory period and gap) into its manifest."""
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed"),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
-        """Tune threshold and smoothing on the split's keywords between held-out speech; write the manifest."""
+        """Tune threshold, smoothing and softmax temperature on the split's keywords between held-out speech;
+        write the manifest."""
         from kwsdeploy.cli._detection import recording_logits
         from kwsdeploy.sources import BundleSource, resolve_settings
         from kwsdeploy.runtime.tuning import write_detection
@@ -67,6 +68,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(settings.to_dict(), indent=1))
             return
         typer.echo(f"{bundle}: threshold {settings.threshold_text()}, smoothing {settings.smoothing_seconds:g} s, "
+                   f"softmax temperature {settings.temperature:g}, "
                    f"refractory {settings.refractory_seconds:g} s per keyword, gap {settings.min_gap_seconds:g} s; "
                    f"on {info['seconds'] / 60:.1f} min ({split} keywords, {speech_set} speech): "
                    f"{tuned['non_keyword_false_alarms_per_hour']:.2f} FA/h on non-keyword audio "

@@ -131,8 +131,8 @@ python3 run.py recording.wav          # TensorRT engine when built, else ONNX Ru
 python3 run.py --golden               # the golden input vs the logits stored at export
 ```
 Needs numpy plus TensorRT's Python package and cuda-python (or onnxruntime). No torch, no kwsdeploy.
-Detection: threshold {det.threshold}, smoothing {det.smoothing_seconds} s, refractory {det.refractory_seconds} s
-(manifest.json `detection`). Give 16 kHz mono PCM WAV for results identical to `kwsdeploy stream`.
+Detection: threshold {det.threshold_text()}, smoothing {det.smoothing_seconds} s, softmax temperature
+{det.temperature:g}, refractory {det.refractory_seconds} s (manifest.json `detection`). Give 16 kHz mono PCM WAV for results identical to `kwsdeploy stream`.
 
 ## Measure
 ```sh

@@ -1,7 +1,8 @@
 """Keyword events from a stream of logits: posterior smoothing, a threshold and a refractory period.
 
 Torch-free (numpy only), so it runs beside the ONNX Runtime step runner on a device. Each
-`update` consumes the logits of one packet (or a [T, classes] run of packets): softmax, moving
+`update` consumes the logits of one packet (or a [T, classes] run of packets): softmax (of the logits
+divided by `temperature`; below 1 sharpens, so the average rewards a keyword named packet after packet), moving
 average over the last `smoothing_packets` packets (before the stream's start they count as zero, so
 the first event needs as much evidence as any later one), then an event when the best keyword's smoothed
 probability reaches `threshold` (or that keyword's own, `keyword_thresholds`), that keyword has not fired within the last `refractory_seconds`
@@ -44,9 +45,11 @@ def packets_for(seconds: float, hop_seconds: float) -> int:
     return int(np.ceil(seconds / hop_seconds - 1e-9))
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Numerically stable softmax over the last axis (float64)."""
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Numerically stable softmax of `logits / temperature` over the last axis (float64)."""
     z = np.asarray(logits, dtype=np.float64)
+    if temperature != 1.0:
+        z = z / float(temperature)
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
@@ -78,6 +81,7 @@ class KeywordDetector:
         time_offset: float = 0.0,
         min_gap_seconds: float = 0.0,
         keyword_thresholds: "dict[str, float] | None" = None,
+        temperature: float = 1.0,
     ) -> None:
         self.labels = [str(x) for x in labels]
         if not self.labels or len(set(self.labels)) != len(self.labels):
@@ -90,6 +94,8 @@ class KeywordDetector:
             raise ValueError(f"threshold is a probability in (0, 1], got {threshold}.")
         if not refractory_seconds >= 0:
             raise ValueError(f"refractory_seconds must be >= 0, got {refractory_seconds}.")
+        if not (np.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0 (1: plain softmax), got {temperature}.")
         if not min_gap_seconds >= 0:
             raise ValueError(f"min_gap_seconds must be >= 0, got {min_gap_seconds}.")
         ignored = set(ignore)
@@ -99,6 +105,7 @@ class KeywordDetector:
         self.hop_seconds = float(hop_seconds)
         self.smoothing_packets = int(smoothing_packets)
         self.threshold = float(threshold)
+        self.temperature = float(temperature)
         self.thresholds = label_thresholds(self.labels, threshold, keyword_thresholds)  # per label index
         self.refractory_packets = packets_for(refractory_seconds, self.hop_seconds)
         self.gap_packets = packets_for(min_gap_seconds, self.hop_seconds)
@@ -112,7 +119,8 @@ class KeywordDetector:
         return cls(labels, hop_seconds, smoothing_packets=settings.smoothing_packets(hop_seconds),
                    threshold=settings.threshold, refractory_seconds=settings.refractory_seconds,
                    min_gap_seconds=settings.min_gap_seconds,
-                   keyword_thresholds=getattr(settings, "keyword_thresholds", None), **kwargs)
+                   keyword_thresholds=getattr(settings, "keyword_thresholds", None),
+                   temperature=float(getattr(settings, "temperature", 1.0)), **kwargs)
 
     def reset(self) -> None:
         """Forget the history: the next packet is the first of a new stream."""
@@ -140,7 +148,7 @@ class KeywordDetector:
         if not np.isfinite(arr).all():
             raise ValueError("Logits contain NaN or infinity; check the model and its input features.")
         events = []
-        for probs in softmax(arr):
+        for probs in softmax(arr, self.temperature):
             event = self._step(probs)
             if event is not None:
                 events.append(event)

@@ -38,9 +38,10 @@ class ScoreStream:
     keyword_indices: tuple[int, ...]
 
 
-def smoothed_posteriors(logits: np.ndarray, smoothing_packets: int) -> np.ndarray:
-    """[T, C] mean softmax over the last `smoothing_packets` packets (zeros before the start), as the detector."""
-    p = softmax(np.asarray(logits))
+def smoothed_posteriors(logits: np.ndarray, smoothing_packets: int, temperature: float = 1.0) -> np.ndarray:
+    """[T, C] mean softmax (of logits / `temperature`) over the last `smoothing_packets` packets (zeros before
+    the start), as the detector."""
+    p = softmax(np.asarray(logits), temperature)
     out = np.zeros_like(p)
     for lag in range(smoothing_packets - 1, -1, -1):  # oldest first, like the detector's sum
         out[lag:] = out[lag:] + p[: len(p) - lag]
@@ -48,11 +49,12 @@ def smoothed_posteriors(logits: np.ndarray, smoothing_packets: int) -> np.ndarra
 
 
 def score_stream(logits: np.ndarray, labels: Sequence[str], hop_seconds: float, smoothing_packets: int,
-                 ignore: Sequence[str] = DEFAULT_IGNORE) -> ScoreStream:
-    """The detector's view of a stream of logits [T, C]: best keyword and its smoothed probability per packet."""
+                 ignore: Sequence[str] = DEFAULT_IGNORE, temperature: float = 1.0) -> ScoreStream:
+    """The detector's view of a stream of logits [T, C]: best keyword and its smoothed probability per packet
+    (softmax of logits / `temperature`, as the detector's)."""
     labels = tuple(str(x) for x in labels)
     keys = np.array([i for i, x in enumerate(labels) if x not in set(ignore)], dtype=np.int64)
-    smooth = smoothed_posteriors(logits, smoothing_packets)[:, keys]
+    smooth = smoothed_posteriors(logits, smoothing_packets, temperature)[:, keys]
     pick = np.argmax(smooth, axis=1)
     return ScoreStream(keys[pick], smooth[np.arange(len(pick)), pick], float(hop_seconds), labels,
                        tuple(int(k) for k in keys))

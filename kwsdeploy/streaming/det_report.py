@@ -1,7 +1,7 @@
 """One detector report on one annotated recording (numpy only): the events at the given settings,
 the DET curve over thresholds (overall and per keyword), false reject rates at the false-alarm
-budgets, and the threshold that meets a target; `tune_settings` picks the smoothing and threshold (one,
-or one per keyword) that meet a target with the fewest false rejects."""
+budgets, and the threshold that meets a target; `tune_settings` picks the smoothing, softmax temperature
+and threshold (one, or one per keyword) that meet a target with the fewest false rejects."""
 
 from __future__ import annotations
 
@@ -14,13 +14,19 @@ from kwsdeploy.streaming.det import curve_to_json, det_curve, detections, operat
 from kwsdeploy.streaming.keyword_thresholds import tune_keyword_thresholds
 from kwsdeploy.streaming.recording import Part, score_parts
 
-SMOOTHING_CHOICES_S = (0.1, 0.2, 0.4)
+SMOOTHING_CHOICES_S = (0.1, 0.2, 0.4, 0.6)
+# Softmax temperatures `tune` tries (1: plain softmax). Chosen on the tune recording (validation speaker +
+# the tune half of held-out synthetic speech; benchmarks/results/detection/score-study.md): 0.5 with 0.6 s
+# smoothing heard 6 more points of the keywords at 1 FA/h for kwm, nothing for tcresnet8-causal, so it
+# is tried, not imposed.
+TEMPERATURE_CHOICES = (1.0, 0.5)
 
 
 def report(logits: np.ndarray, labels: Sequence[str], hop_seconds: float, parts: Sequence[Part],
            total_seconds: float, settings: DetectionSettings, target_fa_per_hour: float | None = None) -> dict:
     """Scores at `settings` and the DET curve of the same score stream."""
-    stream = score_stream(logits, labels, hop_seconds, settings.smoothing_packets(hop_seconds))
+    stream = score_stream(logits, labels, hop_seconds, settings.smoothing_packets(hop_seconds),
+                          temperature=settings.temperature)
     found = detections(stream, settings.threshold, settings.refractory_seconds, settings.min_gap_seconds,
                        settings.keyword_thresholds)
     at = score_parts(found, parts, total_seconds)
@@ -32,20 +38,24 @@ def report(logits: np.ndarray, labels: Sequence[str], hop_seconds: float, parts:
 def tune_settings(logits: np.ndarray, labels: Sequence[str], hop_seconds: float, parts: Sequence[Part],
                   total_seconds: float, target_fa_per_hour: float, base: DetectionSettings,
                   smoothing_choices: Sequence[float] = SMOOTHING_CHOICES_S,
-                  per_keyword: bool = True) -> tuple[DetectionSettings, dict]:
-    """The smoothing (of `smoothing_choices`) and threshold meeting the target with the lowest false reject
-    rate (ties: one threshold before per-keyword ones, then the higher threshold); with `per_keyword`, each
-    smoothing also tries a threshold per keyword (`keyword_thresholds`). Refractory and gap from `base`.
-    Raises if no setting meets the target."""
-    best = None  # (false reject rate, tie-break, smoothing, point, threshold, keyword thresholds or None)
+                  per_keyword: bool = True,
+                  temperature_choices: Sequence[float] = TEMPERATURE_CHOICES) -> tuple[DetectionSettings, dict]:
+    """The smoothing (of `smoothing_choices`), softmax temperature (of `temperature_choices`) and threshold
+    meeting the target with the lowest false reject rate (ties: temperature 1, then one threshold before
+    per-keyword ones, then the higher threshold); with `per_keyword`, each smoothing also tries a threshold
+    per keyword (`keyword_thresholds`). Refractory and gap from `base`. Raises if no setting meets the target."""
+    best = None  # (false reject rate, tie-break, smoothing, point, threshold, keyword thresholds or None, temperature)
     tried = []
-    for smoothing in smoothing_choices:
-        stream = score_stream(logits, labels, hop_seconds, max(1, int(round(smoothing / hop_seconds))))
+    for temperature, smoothing in ((t, s) for t in temperature_choices for s in smoothing_choices):
+        stream = score_stream(logits, labels, hop_seconds, max(1, int(round(smoothing / hop_seconds))),
+                              temperature=temperature)
         curve = det_curve(stream, parts, total_seconds, base.refractory_seconds, base.min_gap_seconds)
         p = operating_point(curve, target_fa_per_hour)
-        row = {"smoothing_seconds": smoothing, "threshold": p.threshold if p else None,
+        row = {"smoothing_seconds": smoothing, "temperature": temperature, "threshold": p.threshold if p else None,
                "false_reject_rate": p.false_reject_rate if p else 1.0}
-        candidates = [] if p is None else [(p.false_reject_rate, (0, -p.threshold), smoothing, p, p.threshold, None)]
+        sharpened = temperature != 1.0
+        candidates = [] if p is None else [(p.false_reject_rate, (sharpened, 0, -p.threshold), smoothing, p, p.threshold,
+                                            None, temperature)]
         if per_keyword:
             kt = tune_keyword_thresholds(stream, parts, total_seconds, target_fa_per_hour, base.refractory_seconds,
                                          base.min_gap_seconds)
@@ -53,19 +63,21 @@ def tune_settings(logits: np.ndarray, labels: Sequence[str], hop_seconds: float,
                                                           "false_reject_rate": kt.point.false_reject_rate}
             if kt is not None:  # the one threshold kept beside them: this smoothing's, else the highest of theirs
                 scalar = p.threshold if p is not None else max(kt.thresholds.values())
-                candidates.append((kt.point.false_reject_rate, (1, 0.0), smoothing, kt.point, scalar, kt.thresholds))
+                candidates.append((kt.point.false_reject_rate, (sharpened, 1, 0.0), smoothing, kt.point, scalar,
+                                   kt.thresholds, temperature))
         tried.append(row)
         for c in candidates:
             if best is None or c[:2] < best[:2]:
                 best = c
     if best is None:
         raise ValueError(f"no threshold meets {target_fa_per_hour:g} false alarms per hour on this recording "
-                         f"(tried smoothing {', '.join(f'{s:g}' for s in smoothing_choices)} s); raise the target.")
-    _, _, smoothing, p, threshold, thresholds = best
+                         f"(tried smoothing {', '.join(f'{s:g}' for s in smoothing_choices)} s, temperature "
+                         f"{', '.join(f'{t:g}' for t in temperature_choices)}); raise the target.")
+    _, _, smoothing, p, threshold, thresholds, temperature = best
     tuned = {"target_fa_per_hour": target_fa_per_hour, "budget_counts": "non_keyword",
              "thresholds": "per_keyword" if thresholds else "one",
              "false_reject_rate": p.false_reject_rate, "false_alarms_per_hour": p.false_alarms_per_hour,
              "non_keyword_false_alarms_per_hour": p.non_keyword_false_alarms_per_hour, "tried": tried}
     return DetectionSettings(threshold=threshold, smoothing_seconds=smoothing,
                              refractory_seconds=base.refractory_seconds, min_gap_seconds=base.min_gap_seconds,
-                             tuned=tuned, keyword_thresholds=thresholds), tuned
+                             tuned=tuned, keyword_thresholds=thresholds, temperature=temperature), tuned

@@ -30,6 +30,26 @@ def test_keep_float_resolves_first_last_and_names(tc_graph):
         resolve_keep_float(proto, ("nope",))
 
 
+def test_keep_float_first_n_and_last_n_count_from_each_end(tc_graph):
+    proto = name_nodes(tc_graph[0])
+    todo = quantizable_layers(proto, "cpu")
+    got = resolve_keep_float(proto, ("first:2", "last:3", "first"), "cpu")
+    assert list(got) == [todo[0], todo[1], todo[-1], todo[-2], todo[-3]]
+    assert got[todo[1]].endswith("one of the first 2 quantizable layers")
+    assert got[todo[-3]].endswith("one of the last 3 quantizable layers")
+    assert list(resolve_keep_float(proto, ("first:1",), "cpu")) == list(resolve_keep_float(proto, ("first",), "cpu"))
+    assert len(resolve_keep_float(proto, ("first:99",), "cpu")) == len(todo)
+    for bad in ("first:0", "last:x", "first:"):
+        with pytest.raises(QuantizeError, match="give (first|last):N with N >= 1"):
+            resolve_keep_float(proto, (bad,), "cpu")
+    assert list(resolve_keep_float(proto, ("#3", "#1"), "cpu")) == [todo[2], todo[0]]
+    assert resolve_keep_float(proto, ("#3",), "cpu")[todo[2]].endswith("quantizable layer #3")
+    with pytest.raises(QuantizeError, match=f"quantizes {len(todo)} layers; give #1 to #{len(todo)}"):
+        resolve_keep_float(proto, (f"#{len(todo) + 1}",), "cpu")
+    with pytest.raises(QuantizeError, match="give #N with N >= 1"):
+        resolve_keep_float(proto, ("#0",), "cpu")
+
+
 def test_tensorrt_recipe_keeps_the_requested_layers_float_and_stays_qdq_valid(tc_graph, tc_calib):
     r = tensorrt_recipe(tc_graph[0], tc_calib, keep_float=("first", "last"))
     todo = quantizable_layers(name_nodes(tc_graph[0]))

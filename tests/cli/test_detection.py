@@ -123,7 +123,9 @@ def test_tune_writes_a_threshold_that_meets_the_target(bundle, tmp_path):
     assert bundle_detection(Manifest.read(tuned)).threshold == got["threshold"]
     assert bundle_detection(Manifest.read(tuned)).keyword_thresholds == got.get("keyword_thresholds")
     assert got["tuned"]["thresholds"] in ("one", "per_keyword")
-    assert {r["smoothing_seconds"] for r in got["tuned"]["tried"] if "per_keyword" in r} == {0.1, 0.2, 0.4}
+    assert {(r["smoothing_seconds"], r["temperature"]) for r in got["tuned"]["tried"] if "per_keyword" in r} == {
+        (s, t) for s in (0.1, 0.2, 0.4, 0.6) for t in (1.0, 0.5)}
+    assert bundle_detection(Manifest.read(tuned)).temperature == got.get("temperature", 1.0)
     verify_bundle(tuned)
     bad = runner.invoke(app, ["tune", "--bundle", str(tuned), "--target-fa-per-hour", "-1"])
     assert bad.exit_code == 2 and "--target-fa-per-hour must be >= 0" in bad.output

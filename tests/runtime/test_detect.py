@@ -108,6 +108,8 @@ def test_time_offset_and_hop_from_packet_frames():
         (dict(threshold=1.5), "threshold"),
         (dict(refractory_seconds=-1), "refractory"),
         (dict(min_gap_seconds=-1), "min_gap"),
+        (dict(temperature=0.0), "temperature"),
+        (dict(temperature=float("nan")), "temperature"),
         (dict(labels=["_silence_", "_unknown_"]), "Every label is ignored"),
     ],
 )
@@ -135,3 +137,20 @@ def test_detect_imports_without_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "1"
+
+
+def test_a_temperature_below_one_sharpens_the_posteriors_before_smoothing():
+    # yes/no/silence at 0.6/0.3/0.1 (unknown ~0) for 4 packets: at temperature 1 the 2-packet mean of "yes"
+    # reaches 0.6 and never 0.7; at 0.5, softmax(logits / 0.5) squares the probabilities: 0.36 / 0.46 = 0.7826.
+    row = np.log(np.array([0.1, 1e-9, 0.6, 0.3]))
+    logits = np.tile(row, (4, 1))
+    assert KeywordDetector(LABELS, HOP, smoothing_packets=2, threshold=0.7).update(logits) == []
+    sharp = KeywordDetector(LABELS, HOP, smoothing_packets=2, threshold=0.7, temperature=0.5)
+    events = sharp.update(logits)
+    assert _times(events) == [("yes", 0.2)] and events[0].score == pytest.approx(0.36 / 0.46, abs=1e-6)
+    assert softmax(logits, 0.5)[0] == pytest.approx(softmax(2 * logits)[0])
+    from kwsdeploy.contract import DetectionSettings
+
+    tuned = KeywordDetector.from_settings(LABELS, HOP, DetectionSettings(threshold=0.7, smoothing_seconds=0.2,
+                                                                          temperature=0.5))
+    assert tuned.temperature == 0.5 and _times(tuned.update(logits)) == [("yes", 0.2)]

@@ -79,9 +79,10 @@ def test_no_threshold_meets_a_budget_below_what_the_top_threshold_gives():
     assert summary(curve, budgets=(50.0,))["at_budget"][0]["false_reject_rate"] == 1.0
 
 
-@pytest.mark.parametrize("threshold,smoothing,refractory,gap", [
-    (0.5, 1, 0.0, 0.0), (0.6, 3, 1.0, 0.0), (0.4, 2, 0.5, 0.3), (0.8, 5, 1.2, 0.5), (0.3, 1, 0.2, 1.0)])
-def test_fire_gives_exactly_the_detectors_events(threshold, smoothing, refractory, gap):
+@pytest.mark.parametrize("threshold,smoothing,refractory,gap,temperature", [
+    (0.5, 1, 0.0, 0.0, 1.0), (0.6, 3, 1.0, 0.0, 1.0), (0.4, 2, 0.5, 0.3, 1.0), (0.8, 5, 1.2, 0.5, 1.0),
+    (0.3, 1, 0.2, 1.0, 1.0), (0.8, 5, 1.2, 0.5, 0.5), (0.6, 3, 0.5, 0.3, 2.0)])
+def test_fire_gives_exactly_the_detectors_events(threshold, smoothing, refractory, gap, temperature):
     rng = np.random.default_rng(int(threshold * 100) + smoothing)
     logits = rng.normal(size=(600, 5))
     i = 0
@@ -91,9 +92,9 @@ def test_fire_gives_exactly_the_detectors_events(threshold, smoothing, refractor
         i += n
     labels = ["_silence_", "a", "b", "c", "_unknown_"]
     det = KeywordDetector(labels, HOP, smoothing_packets=smoothing, threshold=threshold,
-                          refractory_seconds=refractory, min_gap_seconds=gap)
+                          refractory_seconds=refractory, min_gap_seconds=gap, temperature=temperature)
     expected = [(e.label, round(e.time, 9)) for e in det.update(logits)]
-    stream = score_stream(logits, labels, HOP, smoothing)
+    stream = score_stream(logits, labels, HOP, smoothing, temperature=temperature)
     got = [(lab, round(t, 9)) for lab, t in detections(stream, threshold, refractory, gap)]
     assert len(expected) > 5
     assert got == expected
@@ -226,3 +227,39 @@ def test_tune_settings_prefers_per_keyword_thresholds_when_they_hear_more():
     assert s1.keyword_thresholds is None and tuned1["false_reject_rate"] == 0.5 and tuned1["thresholds"] == "one"
     with pytest.raises(ValueError, match="keyword thresholds"):
         DetectionSettings(keyword_thresholds={"one": 1.5})
+
+
+def test_tune_settings_tries_a_sharper_softmax_and_keeps_it_only_when_it_hears_more():
+    from kwsdeploy.contract import DetectionSettings
+    from kwsdeploy.streaming.det_report import tune_settings
+
+    # "one" said at 1.0-1.5 s is named at 0.6 for 3 packets (two 0.3, silence 0.1): its 0.3 s mean is 0.6 at
+    # temperature 1 and 0.36 / 0.46 = 0.783 at 0.5 (softmax(logits / 0.5) squares and renormalises).
+    p = np.full((360, 3), 1e-6)
+    p[:, 0] = 1.0
+    p[11:14] = [0.1, 0.6, 0.3]
+    parts = [Part("gap", 0, 1), Part("keyword", 1.0, 1.5, "one"), Part("gap", 1.5, 8), Part("speech", 8, 12),
+             Part("gap", 12, 36)]
+    base = DetectionSettings(refractory_seconds=1.0, min_gap_seconds=0.0)
+
+    def tune(blip, **kw):
+        q = p.copy()
+        q[95:98] = blip  # 0.3 s of non-keyword speech
+        return tune_settings(np.log(q / q.sum(1, keepdims=True)), LABELS, HOP, parts, 36.0, 0.0, base,
+                             smoothing_choices=(0.3,), per_keyword=False, **kw)
+
+    # "two" at 0.44 (silence 0.56) in the speech: 0.44 at temperature 1, 0.382 at 0.5: both hear "one" at 0 FA/h
+    s, tuned = tune([0.56, 1e-6, 0.44])
+    assert s.temperature == 1.0 and tuned["false_reject_rate"] == 0.0 and 0.44 < s.threshold <= 0.6
+    assert [(r["temperature"], r["false_reject_rate"]) for r in tuned["tried"]] == [(1.0, 0.0), (0.5, 0.0)]
+    assert "temperature" not in s.to_dict()
+    # "two" at 0.62 (silence 0.38): above "one" at temperature 1 (nothing heard at 0 FA/h); at 0.5 it is
+    # 0.3844 / 0.5288 = 0.727 < 0.783, so a threshold between them hears "one" and no false alarm
+    s, tuned = tune([0.38, 1e-6, 0.62])
+    assert s.temperature == 0.5 and tuned["false_reject_rate"] == 0.0 and 0.727 < s.threshold <= 0.783
+    assert [(r["temperature"], r["false_reject_rate"]) for r in tuned["tried"]] == [(1.0, 1.0), (0.5, 0.0)]
+    assert DetectionSettings.from_dict(s.to_dict()) == s and s.to_dict()["temperature"] == 0.5
+    s, tuned = tune([0.38, 1e-6, 0.62], temperature_choices=(1.0,))
+    assert s.temperature == 1.0 and tuned["false_reject_rate"] == 1.0
+    with pytest.raises(ValueError, match="temperature"):
+        DetectionSettings(temperature=-1.0)

@@ -1,0 +1,37 @@
+"""benchmarks/int8_ablation.py's variant grammar and bench_int8.py's calibration table (the cpu recipe's own
+settings beside the shared ones)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import bench_int8  # noqa: E402
+import int8_ablation  # noqa: E402
+
+
+def test_variant_grammar_with_positions_and_cpu_ablations():
+    v = int8_ablation.parse_variant("percentile@99.99/256/first:2,#12/per-tensor,no-rr")
+    assert v == {"method": "percentile", "percentile": 99.99, "clips": 256, "keep_float": ("first:2", "#12"),
+                 "cpu": {"per_channel": False, "reduce_range": False}}
+    assert int8_ablation.parse_variant("minmax/64") == {"method": "minmax", "percentile": 99.999, "clips": 64,
+                                                        "keep_float": (), "cpu": {}}
+    with pytest.raises(SystemExit, match="unknown cpu ablation"):
+        int8_ablation.parse_variant("minmax/64/first/8bit")
+
+
+def test_calibration_table_shows_the_cpu_recipes_own_settings():
+    row = {"model": "m", "weights_sha256": "d61228e42088" + "0" * 52,
+           "calibration": {"clips": 64, "method": "minmax", "percentile": None, "keep_float": ["first", "last"],
+                           "preset": "p", "cpu": {"clips": 256, "method": "percentile", "percentile": 99.999,
+                                                  "keep_float": ["first:2"]}}}
+    plain = {"model": "n", "weights_sha256": "ab" * 32,
+             "calibration": {"clips": 256, "method": "minmax", "percentile": None, "keep_float": [], "preset": ""}}
+    lines = bench_int8._calibration_lines([row, plain])
+    assert ("| m | `d61228e42088` | tensorrt 64, cpu 256 | tensorrt minmax, cpu percentile @99.999 | "
+            "tensorrt first, last; cpu first:2 | p |") in lines
+    assert "| n | `abababababab` | 256 | minmax | - | - |" in lines
