@@ -50,3 +50,9 @@ def test_a_recipe_re_measured_alone_keeps_the_other_recipes_calibration():
     assert bench_int8.merge_row(trt_alone, {**old, "calibration": got}, timed=False)["calibration"] == {**shared, "cpu": own}
     both = {"model": "m", "rows": old["rows"], "calibration": {**shared, "clips": 32}}
     assert bench_int8.merge_row(both, old, timed=True)["calibration"] == {**shared, "clips": 32}
+
+
+def test_a_cpu_ablation_variant_without_the_cpu_study_is_refused(capsys):
+    with pytest.raises(SystemExit) as e:
+        int8_ablation.main(["--study", "calib", "--variants", "minmax/64", "minmax/64/first/no-rr", "--models", "m"])
+    assert e.value.code == 2 and "minmax/64/first/no-rr ablate the cpu recipe's static candidate" in capsys.readouterr().err
