@@ -93,7 +93,7 @@ def merge_row(new: dict, old: dict | None, timed: bool) -> dict:
     untimed re-measured graph loses its old timing (it changed)."""
     if old is None:
         return new
-    out = {**old, **new, "rows": {**old["rows"], **new["rows"]}}
+    out = {**old, **new, "rows": {**old["rows"], **new["rows"]}, "calibration": merge_calibration(new, old)}
     sp = dict(old.get("seconds_per_step", {}))
     if timed:
         sp.update(new.get("seconds_per_step", {}))
@@ -103,6 +103,25 @@ def merge_row(new: dict, old: dict | None, timed: bool) -> dict:
                 sp.pop(p, None)
     out["seconds_per_step"] = sp
     return out
+
+
+CALIBRATION_FIELDS = ("clips", "method", "percentile", "keep_float")
+
+
+def merge_calibration(new: dict, old: dict) -> dict | None:
+    """The calibration of a merged row: a recipe re-measured alone calibrates with its own settings (the
+    cpu one's, a preset's `cpu`, are then its export's top-level record), so the other recipe's stay."""
+    cal, before = new.get("calibration"), old.get("calibration")
+    if not cal or not before:
+        return cal or before
+    if "int8-tensorrt" not in new["rows"] and "int8-tensorrt" in old["rows"]:  # cpu alone
+        shared = {k: v for k, v in before.items() if k != "cpu"}
+        own = {k: cal.get(k) for k in CALIBRATION_FIELDS}
+        return {**shared, "preset": cal.get("preset", ""),
+                **({"cpu": own} if own != {k: shared.get(k) for k in CALIBRATION_FIELDS} else {})}
+    if "int8-cpu" not in new["rows"] and "cpu" in before:  # tensorrt alone: the cpu recipe's own stay
+        return {**cal, "cpu": before["cpu"]}
+    return cal
 
 
 def _stream_gate(rec: dict) -> dict:

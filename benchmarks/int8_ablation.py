@@ -373,7 +373,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.study == "calib":
         import functools
 
-        fn = functools.partial(calib_study, variants=" ".join(args.variants).split(), calib_data=args.calib_data,
+        variants = " ".join(args.variants).split()
+        ablated = [v for v in variants if parse_variant(v)["cpu"]]
+        if ablated and not (args.cpu or args.cpu_only):  # they ablate the cpu candidate: no row without it
+            ap.error(f"variants {', '.join(ablated)} ablate the cpu recipe's static candidate: add --cpu or --cpu-only")
+        fn = functools.partial(calib_study, variants=variants, calib_data=args.calib_data,
                                cpu=args.cpu or args.cpu_only, tensorrt=not args.cpu_only)
     ev = {"eval_data": args.eval_data, "eval_split": args.eval_split, "eval_stream_clips": args.eval_stream_clips}
     out = args.out or Path(f"benchmarks/results/int8_{args.study}")

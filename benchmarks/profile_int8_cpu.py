@@ -179,8 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     res["argv"] = shown_argv(argv if argv is not None else sys.argv[1:])
     text = markdown(res, res["argv"])
     if args.out:  # benchmarks/results/int8_cpu_profile: bench_int8.py renders its ceiling into int8.md
-        args.out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
-        args.out.with_suffix(".md").write_text(text)
+        from kwsdeploy.atomic import write_file  # temp sibling, then one rename: never half-written
+
+        write_file(args.out.with_suffix(".json"), json.dumps(res, indent=1) + "\n")
+        write_file(args.out.with_suffix(".md"), text)
     print(text)
     return 0
 

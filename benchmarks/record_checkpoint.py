@@ -83,6 +83,38 @@ def write_md(data: dict, md: Path) -> None:
     os.replace(tmp, md)
 
 
+def portable_config(config: dict) -> dict:
+    """A card's training config naming no machine path: what the run started from (--init) and learned
+    from (--teacher), said in words."""
+    out = dict(config)
+    init = out.get("init_from")
+    if init and os.path.isabs(init):
+        out["init_from"] = ("stage 1 of benchmarks/train_shipped_checkpoints.sh (its best checkpoint)"
+                            if ".stage1" in init else "the checkpoint shipped before (--init)")
+    teacher = out.get("teacher")
+    if teacher and os.path.isabs(teacher):
+        out["teacher"] = f"{_checkpoint_in_words(Path(teacher))} (--teacher)"
+    return out
+
+
+def _checkpoint_in_words(path: Path) -> str:
+    """`the shipped NAME checkpoint`, `stage 1 of ...`, or `a MODEL checkpoint` (its card's model)."""
+    import kwsdeploy
+
+    shipped = Path(kwsdeploy.__file__).resolve().parent / "assets" / "checkpoints"
+    try:
+        return f"the shipped {path.resolve().relative_to(shipped).parts[0]} checkpoint"
+    except (ValueError, IndexError):
+        pass
+    if ".stage1" in str(path):
+        return "stage 1 of benchmarks/train_shipped_checkpoints.sh (its best checkpoint)"
+    try:
+        model = json.loads((path / "card.json").read_text()).get("model")
+    except (OSError, ValueError):
+        model = None
+    return f"a {model} checkpoint" if model else "a checkpoint"
+
+
 def annotate(ckpt: str, prepared: str) -> None:
     from kwsdeploy.train.checkpoint import load_checkpoint, save_checkpoint
     from kwsdeploy.train.data_summary import data_sources
@@ -90,12 +122,8 @@ def annotate(ckpt: str, prepared: str) -> None:
     ck = load_checkpoint(ckpt)
     training = dict(ck.card.get("training", {}))
     training["data"] = {**training.get("data", {}), **data_sources(prepared)}
-    config = dict(training.get("config", {}))
-    init = config.get("init_from")
-    if init and os.path.isabs(init):  # a card names no machine path: say what the run started from
-        config["init_from"] = ("stage 1 of benchmarks/train_shipped_checkpoints.sh (its best checkpoint)"
-                               if ".stage1" in init else "the checkpoint shipped before (--init)")
-        training["config"] = config
+    if "config" in training:
+        training["config"] = portable_config(training["config"])
     save_checkpoint(ckpt, ck.model, ck.labels, ck.feature_config, model_config=ck.card.get("model_config"),
                     training=training, metrics=ck.card.get("metrics"), overwrite=True)
 

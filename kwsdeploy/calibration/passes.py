@@ -60,8 +60,10 @@ class Int8Options:
             raise QuantizeError("--quantize-state applies to the tensorrt recipe: use --target tensorrt or both.")
         if self.clips < 1:
             raise QuantizeError(f"--calib-clips must be >= 1, got {self.clips}.")
-        from kwsdeploy.calibration.qdq import METHODS
+        from kwsdeploy.calibration.qdq import METHODS, keep_float_alias
 
+        for name in self.keep_float:  # a malformed first:N / last:N / #N is refused before any export work
+            keep_float_alias(name)
         if self.method not in METHODS:
             raise QuantizeError(f"--calib-method must be one of {', '.join(METHODS)}, got {self.method!r}.")
         if not 50.0 < self.percentile < 100.0:

@@ -82,11 +82,17 @@ def preset_for(weights_sha256: str | None, presets=None) -> Int8Preset | None:
 
 def apply_preset(options, weights_sha256: str | None, presets=None):
     """`options` (Int8Options) with the checkpoint's preset on every field not in `options.explicit`;
-    unchanged when the weights have none. Returns (options, preset or None)."""
+    unchanged when the weights have none. The preset's cpu settings go to `options.cpu` when both
+    recipes are built, become the settings when the cpu recipe is built alone (the manifest's record
+    then names what its one INT8 graph used), and are dropped without it. Returns (options, preset or None)."""
     preset = preset_for(weights_sha256, presets)
     if preset is None:
         return options, None
     given = set(options.explicit)
     changes = {f: getattr(preset, f) for f in PRESET_FIELDS if f not in given}
     cpu = {f: v for f, v in preset.cpu.items() if f not in given}  # a flag the user gave binds both recipes
+    if "cpu" not in options.targets:
+        cpu = {}
+    elif tuple(options.targets) == ("cpu",):
+        changes, cpu = {**changes, **cpu}, {}
     return dataclasses.replace(options, **changes, cpu=cpu, preset=preset.describe()), preset

@@ -30,10 +30,16 @@ def register(app: typer.Typer) -> None:
                            micro_batch=o["micro_batch"], eval_batch_size=o["eval_batch_size"],
                            compile=o["compile_model"], init_from=str(o["init"]) if o["init"] is not None else None,
                            teacher=str(o["teacher"]) if o["teacher"] is not None else None)
+            if machine["teacher"] is None and not o["resume"]:
+                given = [f for f, k in (("--distill-weight", "distill_weight"), ("--distill-temperature",
+                                                                                  "distill_temperature")) if o[k] is not None]
+                if given:
+                    raise UserError(f"{' and '.join(given)} shape the soft targets of a --teacher; add --teacher CKPT "
+                                    "or leave them out.")
             cfg, recipe = _config(o["preset"], recipe, machine, o["model_config"], o["noise_snr_db"], o["speed"],
                                   o["tempo"])
             if o["resume"]:
-                _check_resume(o["out"], given=recipe)
+                _check_resume(o["out"], given={**recipe, "teacher": machine["teacher"]})
             data = _training_data(o["data"])
             log = (lambda s: typer.echo(s, err=True)) if not o["as_json"] else None
             result = train(cfg, data, o["out"], resume=o["resume"], progress=o["progress"] and not o["as_json"],
@@ -157,11 +163,14 @@ def _check_resume(out: Path, given: dict) -> None:
     if not saved_path.is_file():
         return  # train() says there is nothing to resume
     saved = json.loads(saved_path.read_text())
+    saved.setdefault("teacher", None)  # a run from before --teacher had none
     differ = []
     for key, value in given.items():
         if value is None or key not in saved:
             continue
         have, value = saved[key], list(value) if isinstance(value, tuple) else value
+        if key == "teacher" and have is not None and os.path.abspath(have) == os.path.abspath(value):
+            continue  # the same file, spelled otherwise
         if have != value:
             differ.append(f"{_OPTION_OF.get(key, '--' + key.replace('_', '-'))} {value} (the run has {have})")
     if differ:

@@ -261,7 +261,8 @@ def gate(x: np.ndarray, threshold_db: float, depth_db: float, rate: int = SAMPLE
 
 def soften_fricatives(x: np.ndarray, depth_db: float, rate: int = SAMPLE_RATE) -> np.ndarray:
     """The frames (N_FFT window, HOP apart) with more energy above 2 kHz than below 1 kHz lose
-    `depth_db` dB, the gain interpolated between frame centres; voiced and silent frames keep theirs."""
+    `depth_db` dB, the gain interpolated between frame centres; voiced frames and those over 60 dB
+    under the loudest keep theirs (a broadband hiss between words above that is softened too)."""
     if len(x) < N_FFT:
         return x
     power = np.abs(_stft(x.astype(np.float64))) ** 2

@@ -89,7 +89,7 @@ def build_parts(cfg: TrainConfig, labels: Sequence[str], feature_config: Feature
     if cfg.teacher:
         from kwsdeploy.train.distill import Teacher
 
-        teacher = Teacher(Path(cfg.teacher), labels, device)
+        teacher = Teacher(Path(cfg.teacher), labels, device, feature_config)
         log(f"--teacher {cfg.teacher}: {teacher.name}, soft targets at weight {cfg.distill_weight:g}, "
             f"temperature {cfg.distill_temperature:g}")
     return Parts(model, net, mfcc, optimizer, scheduler, scaler, amp_dtype, micro_batch, teacher)

@@ -46,11 +46,17 @@ def label_order(teacher_labels: Sequence[str], student_labels: Sequence[str], pa
 class Teacher:
     """A frozen checkpoint that scores training waveforms with its own frontend."""
 
-    def __init__(self, path: Path, labels: Sequence[str], device: torch.device) -> None:
+    def __init__(self, path: Path, labels: Sequence[str], device: torch.device, feature_config=None) -> None:
         from kwsdeploy.features import MFCC
         from kwsdeploy.train.checkpoint import load_checkpoint
 
         loaded = load_checkpoint(path)
+        mine = loaded.feature_config
+        if feature_config is not None and (mine.sample_rate, mine.clip_samples) != (
+                feature_config.sample_rate, feature_config.clip_samples):
+            raise ValueError(f"--teacher {path} hears {mine.clip_samples}-sample clips at {mine.sample_rate} Hz, the "
+                             f"student {feature_config.clip_samples} at {feature_config.sample_rate} Hz; give a "
+                             "teacher trained on clips like the student's.")
         self.order = torch.tensor(label_order(loaded.labels, labels, str(path)), dtype=torch.long, device=device)
         self.name = str(loaded.card.get("model"))
         self.clip_samples = loaded.feature_config.clip_samples

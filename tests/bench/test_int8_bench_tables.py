@@ -35,3 +35,24 @@ def test_calibration_table_shows_the_cpu_recipes_own_settings():
     assert ("| m | `d61228e42088` | tensorrt 64, cpu 256 | tensorrt minmax, cpu percentile @99.999 | "
             "tensorrt first, last; cpu first:2 | p |") in lines
     assert "| n | `abababababab` | 256 | minmax | - | - |" in lines
+
+
+def test_a_recipe_re_measured_alone_keeps_the_other_recipes_calibration():
+    shared = {"clips": 64, "method": "minmax", "percentile": None, "keep_float": ["first", "last"], "preset": "p"}
+    own = {"clips": 256, "method": "percentile", "percentile": 99.999, "keep_float": ["first:2"]}
+    old = {"model": "m", "rows": {"fp32": {}, "int8-tensorrt": {}, "int8-cpu": {}}, "calibration": shared}
+    cpu_alone = {"model": "m", "rows": {"fp32": {}, "int8-cpu": {}}, "calibration": {**own, "preset": "p2"}}
+    got = bench_int8.merge_row(cpu_alone, old, timed=True)["calibration"]
+    assert got == {**shared, "preset": "p2", "cpu": own}
+    same = {"model": "m", "rows": {"fp32": {}, "int8-cpu": {}}, "calibration": shared}
+    assert bench_int8.merge_row(same, old, timed=True)["calibration"] == shared  # no cpu settings of its own
+    trt_alone = {"model": "m", "rows": {"fp32": {}, "int8-tensorrt": {}}, "calibration": shared}
+    assert bench_int8.merge_row(trt_alone, {**old, "calibration": got}, timed=False)["calibration"] == {**shared, "cpu": own}
+    both = {"model": "m", "rows": old["rows"], "calibration": {**shared, "clips": 32}}
+    assert bench_int8.merge_row(both, old, timed=True)["calibration"] == {**shared, "clips": 32}
+
+
+def test_a_cpu_ablation_variant_without_the_cpu_study_is_refused(capsys):
+    with pytest.raises(SystemExit) as e:
+        int8_ablation.main(["--study", "calib", "--variants", "minmax/64", "minmax/64/first/no-rr", "--models", "m"])
+    assert e.value.code == 2 and "minmax/64/first/no-rr ablate the cpu recipe's static candidate" in capsys.readouterr().err

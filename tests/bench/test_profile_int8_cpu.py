@@ -17,16 +17,19 @@ import bench_int8  # noqa: E402
 import profile_int8_cpu as prof  # noqa: E402
 
 
+WIDTH, BATCH = 256, 64  # big enough that no node's kernel time rounds to 0 us on a fast CPU
+
+
 def _tiny_step_graph() -> onnx.ModelProto:
     """logits = features @ W + Exp(state); new_state = Exp(state): one quantizable MatMul, float rest."""
-    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32), "W")
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((WIDTH, WIDTH)).astype(np.float32), "W")
     nodes = [helper.make_node("MatMul", ["features", "W"], ["proj"], name="proj/MatMul"),
              helper.make_node("Exp", ["state.l0.h"], ["new_state.l0.h"], name="decay/Exp"),
              helper.make_node("Add", ["proj", "new_state.l0.h"], ["logits"], name="out/Add")]
-    g = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 64]),
-                                          helper.make_tensor_value_info("state.l0.h", TensorProto.FLOAT, ["batch", 64])],
-                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 64]),
-                           helper.make_tensor_value_info("new_state.l0.h", TensorProto.FLOAT, ["batch", 64])], [w])
+    g = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", WIDTH]),
+                                          helper.make_tensor_value_info("state.l0.h", TensorProto.FLOAT, ["batch", WIDTH])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", WIDTH]),
+                           helper.make_tensor_value_info("new_state.l0.h", TensorProto.FLOAT, ["batch", WIDTH])], [w])
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
 
 
@@ -47,8 +50,8 @@ def test_a_real_profile_of_a_tiny_step_graph_and_its_quantized_share():
     proto = _tiny_step_graph()
     q = build_candidate("dynamic-u8s8-rr", proto, None)
     assert quantized_layers(proto, q) == ["proj/MatMul"]
-    t32, o32 = prof.node_times(proto.SerializeToString(), 4, 12)
-    t8, o8 = prof.node_times(q.SerializeToString(), 4, 12)
+    t32, o32 = prof.node_times(proto.SerializeToString(), BATCH, 12)
+    t8, o8 = prof.node_times(q.SerializeToString(), BATCH, 12)
     assert set(o32.values()) >= {"Exp"} and "Exp" in o8.values()
     assert set(o8.values()) & prof.QUANTIZED_OPS and not set(o32.values()) & prof.QUANTIZED_OPS
     f, i = prof.split(t32, o32, {"proj/MatMul"}), prof.split(t8, o8, None)

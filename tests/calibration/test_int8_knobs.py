@@ -48,6 +48,14 @@ def test_keep_float_first_n_and_last_n_count_from_each_end(tc_graph):
         resolve_keep_float(proto, (f"#{len(todo) + 1}",), "cpu")
     with pytest.raises(QuantizeError, match="give #N with N >= 1"):
         resolve_keep_float(proto, ("#0",), "cpu")
+    from kwsdeploy.calibration.passes import Int8Options
+
+    for bad, said in (("first:0", "first:N"), ("#x", "#N"), ("last:", "last:N")):  # refused before any export work
+        with pytest.raises(QuantizeError, match=f"give {said} with N >= 1"):
+            Int8Options(keep_float=("first", bad))
+        with pytest.raises(QuantizeError, match=f"give {said} with N >= 1"):
+            Int8Options(cpu={"keep_float": (bad,)})
+    assert Int8Options(keep_float=("first:2", "#3", "node")).keep_float == ("first:2", "#3", "node")
 
 
 def test_tensorrt_recipe_keeps_the_requested_layers_float_and_stays_qdq_valid(tc_graph, tc_calib):

@@ -37,6 +37,12 @@ def test_the_presets_cpu_settings_reach_the_cpu_recipe_only_unless_the_user_gave
     assert given.keep_float == ("last",) and given.cpu == {"method": "percentile"}  # a flag binds both recipes
     plain, _ = apply_preset(Int8Options(), "ab" * 32, [P])
     assert plain.cpu == {} and "cpu recipe" not in plain.preset
+    trt, _ = apply_preset(Int8Options(("tensorrt",)), "ab" * 32, [cpu])  # no cpu graph: no cpu settings recorded
+    assert trt.cpu == {} and trt.clips == 64 and trt.keep_float == ("first", "last")
+    alone, _ = apply_preset(Int8Options(("cpu",)), "ab" * 32, [cpu])  # the cpu graph alone: its settings are the record's
+    assert alone.cpu == {} and (alone.clips, alone.method, alone.keep_float) == (256, "percentile", ("first:2",))
+    alone, _ = apply_preset(Int8Options(("cpu",), clips=8, explicit=("clips",)), "ab" * 32, [cpu])
+    assert (alone.clips, alone.method) == (8, "percentile")
     with pytest.raises(QuantizeError, match="--calib-clips must be >= 1"):
         Int8Options(cpu={"clips": 0})
     with pytest.raises(QuantizeError, match=r"cpu recipe settings \['seed'\] are not among"):

@@ -129,6 +129,15 @@ def test_fricatives_softened_loud_or_quiet_vowel_kept():
     np.testing.assert_allclose(sa.gate(word, 12.0, 40.0)[fric], word[fric], rtol=0, atol=1e-7)
     assert np.max(np.abs(np.diff(y))) < 0.06  # interpolated gain: no click
     np.testing.assert_array_equal(sa.soften_fricatives(np.zeros(RATE, np.float32), 30.0), np.zeros(RATE, np.float32))
+    hiss = np.random.default_rng(0).standard_normal(RATE).astype(np.float32)
+    for level_db, kept in ((-40.0, False), (-70.0, True)):  # white: more energy above 2 kHz than below 1 kHz
+        noisy = word + hiss * np.float32(0.3 * 10 ** (level_db / 20))
+        z = sa.soften_fricatives(noisy, depth_db=30.0)
+        gap = slice(11000, 15000)
+        assert _rms(z[gap]) == pytest.approx(_rms(noisy[gap]) * (1.0 if kept else 10 ** (-30 / 20)), rel=0.02)
+        np.testing.assert_allclose(z[vowel], noisy[vowel], rtol=0, atol=1e-6)
+    assert len(sa.soften_fricatives(word[:400], 30.0)) == 400  # shorter than a frame: unchanged
+    np.testing.assert_array_equal(sa.soften_fricatives(word[:400], 30.0), word[:400])
     always = sa.SpeakerAugment(fricative_p=1.0)
     assert always.active and not sa.SpeakerAugment().active
     for seed in range(5):  # depth drawn in 15-40 dB

@@ -102,3 +102,41 @@ def test_cli_teacher_errors_are_one_line_and_write_nothing(tiny_prepared, tmp_pa
     r = runner.invoke(app, base + ["--teacher", str(demo_checkpoint_path("tcresnet8-causal")), "--distill-weight", "2",
                                    "--out", str(tmp_path / "b")])
     assert r.exit_code == 2 and "--distill-weight" in r.output
+
+
+def test_a_teacher_of_other_clips_is_refused():
+    from kwsdeploy.config import FeatureConfig
+
+    path = demo_checkpoint_path("tcresnet8-causal")
+    labels = load_checkpoint(path).labels
+    with pytest.raises(ValueError, match="hears 16000-sample clips at 16000 Hz, the student 8000 at 16000 Hz"):
+        Teacher(path, labels, torch.device("cpu"), FeatureConfig(clip_samples=8000))
+    assert Teacher(path, labels, torch.device("cpu"), FeatureConfig()).clip_samples == 16000
+
+
+def test_distillation_options_without_a_teacher_and_a_resume_that_changes_it_are_refused(tmp_path):
+    from typer.testing import CliRunner
+
+    from kwsdeploy.cli.main import app
+    from kwsdeploy.train.presets import TrainConfig
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["train", "--out", str(tmp_path / "a"), "--distill-weight", "0.3", "--threads", "1"])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1
+    assert "--distill-weight shape the soft targets of a --teacher" in r.output and not (tmp_path / "a").exists()
+    run = tmp_path / "run"
+    run.mkdir()
+    teacher = str(demo_checkpoint_path("tcresnet8-causal"))
+    saved = TrainConfig(model="tcresnet8-causal", teacher=teacher).to_dict()
+    (run / "config.json").write_text(json.dumps(saved))
+    other = str(demo_checkpoint_path("kwm-causal-64-4"))
+    r = runner.invoke(app, ["train", "--out", str(run), "--resume", "--teacher", other, "--threads", "1"])
+    assert r.exit_code == 2 and f"--teacher {other} (the run has {teacher})" in r.output
+    from kwsdeploy.cli.train import _check_resume
+
+    _check_resume(run, {"teacher": teacher, "distill_weight": 0.5})  # the same teacher and weight: no refusal
+    saved.pop("teacher")  # a run from before --teacher: it had none
+    (run / "config.json").write_text(json.dumps(saved))
+    r = runner.invoke(app, ["train", "--out", str(run), "--resume", "--teacher", other, "--threads", "1"])
+    assert r.exit_code == 2 and f"--teacher {other} (the run has None)" in r.output
+    assert sorted(p.name for p in run.iterdir()) == ["config.json"]
