@@ -300,7 +300,8 @@ def test_bundle_refusals(tiny_bundle, demo_bundle, tmp_path):
     assert not list(tmp_path.iterdir())  # nothing written
 
 
-def test_run_py_follows_the_manifests_detection_settings(demo_bundle, clip_sequence, tmp_path):
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_run_py_follows_the_manifests_detection_settings(demo_bundle, clip_sequence, tmp_path, temperature):
     """A bundle with its own (tuned) settings: run.py and `kwsdeploy stream --bundle` both use them."""
     import dataclasses
 
@@ -311,7 +312,8 @@ def test_run_py_follows_the_manifests_detection_settings(demo_bundle, clip_seque
     tuned = tmp_path / "tuned"
     shutil.copytree(demo_bundle, tuned)
     m = Manifest.read(tuned)
-    settings = DetectionSettings(threshold=0.95, smoothing_seconds=0.4, refractory_seconds=2.0, min_gap_seconds=1.0)
+    settings = DetectionSettings(threshold=0.95, smoothing_seconds=0.4, refractory_seconds=2.0, min_gap_seconds=1.0,
+                                 temperature=temperature)
     write_file(tuned / "manifest.json", dataclasses.replace(m, detection=settings).to_json(), overwrite=True)
     tgz = tmp_path / "tuned.tar.gz"
     assert runner.invoke(app, ["bundle", str(tuned), "--out", str(tgz)]).exit_code == 0
@@ -326,6 +328,16 @@ def test_run_py_follows_the_manifests_detection_settings(demo_bundle, clip_seque
     assert proc.returncode == 0, proc.stderr
     got, want = _events(json.loads(proc.stdout))[0], _events(json.loads(ref.stdout))[0]
     assert got == want and 0 < len(got) < len(_events(json.loads(default.stdout))[0])  # stricter: fewer events
+    assert json.loads(ref.stdout)["detection"].get("temperature", 1.0) == temperature
+    if temperature != 1.0:  # sharper posteriors reach 0.95 more often: more events than the same settings at 1
+        plain = tmp_path / "plain"
+        shutil.copytree(tuned, plain)
+        write_file(plain / "manifest.json", dataclasses.replace(
+            m, detection=dataclasses.replace(settings, temperature=1.0)).to_json(), overwrite=True)
+        at1 = runner.invoke(app, ["stream", str(clip_sequence), "--bundle", str(plain), "--json", "--backend",
+                                  "onnxruntime"])
+        assert at1.exit_code == 0, at1.output
+        assert len(got) > len(_events(json.loads(at1.stdout))[0]) > 0
 
 
 def test_run_py_without_any_runtime_says_what_to_install(packed, clip_sequence, tmp_path):
