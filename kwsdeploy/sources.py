@@ -26,13 +26,14 @@ def detection_settings(threshold: float, smoothing: float, refractory: float, mi
 
 
 def resolve_settings(source, threshold: Optional[float], smoothing: Optional[float], refractory: Optional[float],
-                     min_gap: Optional[float]) -> DetectionSettings:
+                     min_gap: Optional[float], temperature: Optional[float] = None) -> DetectionSettings:
     """Options given on the command line, else the bundle manifest's settings, else the defaults."""
     import dataclasses
 
     base = getattr(source, "detection", None) or DEFAULT_DETECTION
     given = {k: v for k, v in (("threshold", threshold), ("smoothing_seconds", smoothing),
-                               ("refractory_seconds", refractory), ("min_gap_seconds", min_gap)) if v is not None}
+                               ("refractory_seconds", refractory), ("min_gap_seconds", min_gap),
+                               ("temperature", temperature)) if v is not None}
     if "threshold" in given:  # one threshold given on the command line: for every keyword
         given["keyword_thresholds"] = None
     return dataclasses.replace(base, tuned=None, **given) if given else base

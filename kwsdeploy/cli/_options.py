@@ -17,6 +17,7 @@ import typer
 MAX_PACKET_FRAMES = 100  # 1 s of 10 ms frames: a longer step call only adds latency
 MAX_THREADS = 256
 MAX_SMOOTHING_S = 10.0
+MAX_TEMPERATURE = 100.0  # --temperature's upper bound (1: plain softmax)
 MAX_REFRACTORY_S = 60.0
 MAX_ENGINE_BATCH = 65536  # the exporters' largest batch (the dynamic axis' upper bound)
 MAX_WORKSPACE_MB = 1 << 20  # 1 TiB: more than any device has; a larger value is a typo
@@ -122,8 +123,8 @@ THREADS = typer.Option(None, "--threads", min=1, max=MAX_THREADS, help="CPU thre
 
 def detector_options(threshold: float, smoothing: float, refractory: float,
                      min_gap: float) -> dict[str, typer.models.OptionInfo]:
-    """--threshold (0, 1], --smoothing [0, 10] s, --refractory and --min-gap [0, 60] s. Their defaults are
-    None (the bundle manifest's settings, else the given defaults, which the help names)."""
+    """--threshold (0, 1], --smoothing [0, 10] s, --refractory and --min-gap [0, 60] s, --temperature (0, 100].
+    Their defaults are None (the bundle manifest's settings, else the given defaults, which the help names)."""
     return {
         "threshold": typer.Option(None, "--threshold", callback=finite(0.0, 1.0, lo_open=True),
                                   help=f"Smoothed probability that fires an event, in (0, 1] (default: the "
@@ -136,6 +137,9 @@ def detector_options(threshold: float, smoothing: float, refractory: float,
         "min_gap": typer.Option(None, "--min-gap", callback=finite(0.0, MAX_REFRACTORY_S),
                                 help=f"Seconds after any event in which no keyword fires (default: the bundle's, "
                                      f"else {min_gap:g})."),
+        "temperature": typer.Option(None, "--temperature", callback=finite(0.0, MAX_TEMPERATURE, lo_open=True),
+                                    help="Softmax temperature before smoothing; below 1 sharpens (default: the "
+                                         "bundle's, else 1)."),
     }
 
 

@@ -82,6 +82,7 @@ def register(app: typer.Typer) -> None:
         smoothing: Optional[float] = det["smoothing"],
         refractory: Optional[float] = det["refractory"],
         min_gap: Optional[float] = det["min_gap"],
+        temperature: Optional[float] = det["temperature"],
         rate: Optional[int] = typer.Option(None, "--rate", min=1, max=384_000,
                                            help="With '-': the PCM sample rate (default: the model's, 16000)."),
         channels: int = typer.Option(1, "--channels", min=1, max=32, help="With '-': interleaved channels (averaged)."),
@@ -100,7 +101,7 @@ def register(app: typer.Typer) -> None:
                 reader = read_pcm_blocks(sys.stdin.buffer, rate or rate_out, channels, rate_out)
             else:
                 reader = read_blocks(wav, rate_out)
-            settings = resolve_settings(src, threshold, smoothing, refractory, min_gap)
+            settings = resolve_settings(src, threshold, smoothing, refractory, min_gap, temperature)
             events = []
             for e in detect_blocks(src, _progress(reader, not live), settings=settings):
                 if live:  # a pipe never ends by itself: say each event as it fires
@@ -142,6 +143,7 @@ def register(app: typer.Typer) -> None:
         smoothing: Optional[float] = det["smoothing"],
         refractory: Optional[float] = det["refractory"],
         min_gap: Optional[float] = det["min_gap"],
+        temperature: Optional[float] = det["temperature"],
         seed: int = typer.Option(0, "--seed", min=0),
         recording: str = typer.Option(
             "clips", "--recording", help="clips (test clips joined by noise gaps) or a comma list of keywords "
@@ -161,7 +163,7 @@ def register(app: typer.Typer) -> None:
 
             with user_errors():
                 src = _source(checkpoint, bundle, model, None if modes == "card" else modes, hop_frames, backend)
-                settings = resolve_settings(src, threshold, smoothing, refractory, min_gap)
+                settings = resolve_settings(src, threshold, smoothing, refractory, min_gap, temperature)
                 result = eval_detection_cmd(src, settings, recording, data, split, speech_set, speech_minutes,
                                             seed, target, out)
             if as_json:
@@ -169,7 +171,8 @@ def register(app: typer.Typer) -> None:
             return
         with user_errors():
             rows = evaluate_stream(checkpoint, bundle, model, data, split, modes, hop_frames, clips,
-                                   threshold, smoothing, refractory, seed, backend=backend, min_gap=min_gap)
+                                   threshold, smoothing, refractory, seed, backend=backend, min_gap=min_gap,
+                                   temperature=temperature)
         if as_json:
             typer.echo(json.dumps(rows, indent=1))
             return
@@ -187,7 +190,7 @@ def register(app: typer.Typer) -> None:
 
 
 def evaluate_stream(checkpoint, bundle, model, data, split, modes, hop_frames, clips, threshold, smoothing,
-                    refractory, seed, backend: str = "auto", min_gap=None) -> list[dict]:
+                    refractory, seed, backend: str = "auto", min_gap=None, temperature=None) -> list[dict]:
     """Build the long recording once and score every requested source/mode on it."""
     from kwsdeploy.cli._options import check_source
 
@@ -224,7 +227,7 @@ def evaluate_stream(checkpoint, bundle, model, data, split, modes, hop_frames, c
             sources.append(_source(checkpoint, None, model, mode, hop_frames))
     rows = []
     for src in sources:
-        settings = resolve_settings(src, threshold, smoothing, refractory, min_gap)
+        settings = resolve_settings(src, threshold, smoothing, refractory, min_gap, temperature)
         events_found = detect(src, audio, 0, 0, 0, settings=settings)
         score = score_detections([(e.label, e.time) for e in events_found], events, samples_to_seconds(len(audio)))
         rows.append({"source": src.describe, "hop_ms": round(src.hop_seconds * 1000, 3), **score.to_dict()})

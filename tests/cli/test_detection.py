@@ -85,6 +85,23 @@ def test_threshold_round_trips_through_the_manifest_and_changes_stream(bundle, r
     assert override["detections"] == before["detections"]  # options given on the line win
 
 
+def test_a_tuned_temperature_round_trips_and_the_command_line_overrides_it(bundle, recording, tmp_path):
+    tuned = tmp_path / "sharp"
+    shutil.copytree(bundle, tuned)
+    wav = save_wav_atomic(tmp_path / "rec.wav", recording[0], 16000)
+    settings = DetectionSettings(threshold=0.95, smoothing_seconds=0.4, temperature=0.5)
+    write_detection(tuned, settings)
+    assert bundle_detection(Manifest.read(tuned)) == settings and [c.ok for c in verify_bundle(tuned)] == [True]
+    sharp = json.loads(runner.invoke(app, ["stream", "--bundle", str(tuned), str(wav), "--json"]).output)
+    plain = json.loads(runner.invoke(app, ["stream", "--bundle", str(tuned), str(wav), "--json",
+                                           "--temperature", "1"]).output)
+    assert sharp["detection"]["temperature"] == 0.5 and "temperature" not in plain["detection"]
+    # label smoothing keeps plain posteriors near 0.9: squared and renormalised, more of them reach 0.95
+    assert len(sharp["detections"]) > len(plain["detections"])
+    bad = runner.invoke(app, ["stream", "--bundle", str(tuned), str(wav), "--temperature", "0"])
+    assert bad.exit_code == 2 and "out of range" in bad.output
+
+
 def test_keyword_thresholds_round_trip_and_silence_only_their_keywords(bundle, recording, tmp_path):
     tuned = tmp_path / "kt"
     shutil.copytree(bundle, tuned)
