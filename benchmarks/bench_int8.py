@@ -105,9 +105,6 @@ def merge_row(new: dict, old: dict | None, timed: bool) -> dict:
     return out
 
 
-CALIBRATION_FIELDS = ("clips", "method", "percentile", "keep_float")
-
-
 def merge_calibration(new: dict, old: dict) -> dict | None:
     """The calibration of a merged row: a recipe re-measured alone calibrates with its own settings (the
     cpu one's, a preset's `cpu`, are then its export's top-level record), so the other recipe's stay."""
@@ -115,10 +112,12 @@ def merge_calibration(new: dict, old: dict) -> dict | None:
     if not cal or not before:
         return cal or before
     if "int8-tensorrt" not in new["rows"] and "int8-tensorrt" in old["rows"]:  # cpu alone
+        from kwsdeploy.calibration.passes import CPU_FIELDS  # the four settings a calibration record carries
+
         shared = {k: v for k, v in before.items() if k != "cpu"}
-        own = {k: cal.get(k) for k in CALIBRATION_FIELDS}
+        own = {k: cal.get(k) for k in CPU_FIELDS}
         return {**shared, "preset": cal.get("preset", ""),
-                **({"cpu": own} if own != {k: shared.get(k) for k in CALIBRATION_FIELDS} else {})}
+                **({"cpu": own} if own != {k: shared.get(k) for k in CPU_FIELDS} else {})}
     if "int8-cpu" not in new["rows"] and "cpu" in before:  # tensorrt alone: the cpu recipe's own stay
         return {**cal, "cpu": before["cpu"]}
     return cal

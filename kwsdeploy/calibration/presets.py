@@ -13,7 +13,7 @@ from kwsdeploy.calibration.data import DEFAULT_CLIPS
 from kwsdeploy.calibration.passes import CPU_FIELDS  # a preset's `cpu` may give these (each unless the user did)
 from kwsdeploy.calibration.qdq import PERCENTILE
 
-PRESET_FIELDS = ("clips", "method", "percentile", "keep_float")
+PRESET_FIELDS = CPU_FIELDS  # a preset gives the same four settings, shared or the cpu recipe's own
 
 
 def describe_settings(method: str, percentile: float, clips: int, keep_float) -> str:

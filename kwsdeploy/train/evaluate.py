@@ -219,16 +219,21 @@ class _Remapped:
         return x, self.remap[y]
 
 
+def _known_labels(data_labels: Sequence[str], model_labels: Sequence[str], where: str) -> None:
+    """A ValueError naming `where` when the data holds a label the model does not know."""
+    missing = [x for x in data_labels if x not in model_labels]
+    if missing:
+        raise ValueError(f"{where} has label(s) {missing} that the model does not know; its labels are: "
+                         f"{', '.join(model_labels)}.")
+
+
 def in_model_labels(ds, data_labels: Sequence[str], model_labels: Sequence[str]):
     """`ds` with its label indices in the model's order (a model may know more classes, e.g. `_unknown_`,
     than the data holds); a data label the model lacks is a ValueError."""
     data_labels, model_labels = list(data_labels), list(model_labels)
     if data_labels == model_labels:
         return ds
-    missing = [x for x in data_labels if x not in model_labels]
-    if missing:
-        raise ValueError(f"the data has label(s) {missing} that the model does not know; its labels are: "
-                         f"{', '.join(model_labels)}.")
+    _known_labels(data_labels, model_labels, "the data")
     return _Remapped(ds, [model_labels.index(x) for x in data_labels])
 
 
@@ -238,8 +243,5 @@ def prepared_split(data, split: str, model_labels: Sequence[str]):
     from kwsdeploy.data.dataset import KwsDataset, load_labels
 
     data_labels = load_labels(data)
-    unknown = [x for x in data_labels if x not in model_labels]
-    if unknown:
-        raise ValueError(f"{data} has label(s) {unknown} that the model does not know; "
-                         f"its labels are: {', '.join(model_labels)}.")
+    _known_labels(data_labels, list(model_labels), str(data))  # before the split is read
     return in_model_labels(KwsDataset(data, split), data_labels, model_labels)
