@@ -1,5 +1,5 @@
-"""benchmarks/int8_ablation.py's variant grammar and bench_int8.py's calibration table (the cpu recipe's own
-settings beside the shared ones)."""
+"""benchmarks/int8_ablation.py's variant grammar, int8_tables.py's calibration table in int8.md (the cpu
+recipe's own settings beside the shared ones) and bench_int8.py's merge of re-measured rows."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import bench_int8  # noqa: E402
+import int8_tables  # noqa: E402
 import int8_ablation  # noqa: E402
 
 
@@ -31,7 +32,7 @@ def test_calibration_table_shows_the_cpu_recipes_own_settings():
                                                   "keep_float": ["first:2"]}}}
     plain = {"model": "n", "weights_sha256": "ab" * 32,
              "calibration": {"clips": 256, "method": "minmax", "percentile": None, "keep_float": [], "preset": ""}}
-    lines = bench_int8._calibration_lines([row, plain])
+    lines = int8_tables._calibration_lines([row, plain])
     assert ("| m | `d61228e42088` | tensorrt 64, cpu 256 | tensorrt minmax, cpu percentile @99.999 | "
             "tensorrt first, last; cpu first:2 | p |") in lines
     assert "| n | `abababababab` | 256 | minmax | - | - |" in lines

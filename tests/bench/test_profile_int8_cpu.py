@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-import bench_int8  # noqa: E402
+import int8_tables  # noqa: E402
 import profile_int8_cpu as prof  # noqa: E402
 
 
@@ -65,9 +65,9 @@ def test_int8_md_section_states_the_ceiling_against_the_target():
            "ceiling_from_fp32_share": 1.3}
     res = {"model": "kwm-causal-192-12", "candidate": "dynamic-u8s8-rr", "quantized_layers": 50,
            "argv": ["--calls", "60"], "batches": {"64": row}}
-    text = "\n".join(bench_int8.profile_lines(res))
+    text = "\n".join(int8_tables.profile_lines(res))
     assert "| 64 | 8,000 | 25 % | 7,000 | 14 % | 6,000 | 1.33x | 1.30x |" in text
     assert "bounds the cpu recipe at 1.30-1.33x over fp32, so the 1.5x target is out of reach" in text
     row.update(ceiling_vs_fp32=1.8, ceiling_from_fp32_share=1.6)
-    assert "1.5x target is within reach" in "\n".join(bench_int8.profile_lines(res))
-    assert bench_int8.profile_lines(None) == []
+    assert "1.5x target is within reach" in "\n".join(int8_tables.profile_lines(res))
+    assert int8_tables.profile_lines(None) == []
