@@ -31,8 +31,9 @@ def register(app: typer.Typer) -> None:
         per_keyword: bool = typer.Option(True, "--per-keyword/--one-threshold",
                                          help="A threshold per keyword (default), or one for all keywords."),
         holdout: bool = typer.Option(True, "--holdout/--no-holdout",
-                                     help="Keep per-keyword thresholds (and the full budget) only if they hold on "
-                                          "a held-out half of the tune recording (default), or skip that check."),
+                                     help="Keep per-keyword thresholds only if they beat one threshold on held-out "
+                                          "halves of the tune recording, raised as far as held-out false alarms ask "
+                                          "(default), or skip that check."),
         seed: int = typer.Option(0, "--seed"),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
@@ -80,7 +81,7 @@ def register(app: typer.Typer) -> None:
         if "chosen" in guard:
             typer.echo(f"hold-out check (two halves of the recording): kept "
                        f"{'a threshold per keyword' if guard['chosen']['thresholds'] == 'per_keyword' else 'one threshold'}, "
-                       f"tuned for {guard['fit_budget_fa_per_hour']:g} FA/h")
+                       f"raised {guard['chosen']['margin_steps']} grid step(s) for margin")
         if tuned["false_reject_rate"] >= 1.0:
             typer.echo("warning: at this budget the detector hears none of the keywords: the model needs more "
                        "training (non-keyword speech, more speakers) before it can be deployed at this budget.", err=True)

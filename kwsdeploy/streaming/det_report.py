@@ -10,8 +10,8 @@ from typing import Sequence
 import numpy as np
 
 from kwsdeploy.contract import DetectionSettings
-from kwsdeploy.streaming.det import curve_to_json, det_curve, detections, operating_point, score_stream, summary
-from kwsdeploy.streaming.holdout import FIT_BUDGET_FRACTIONS, MIN_HOLDOUT_KEYWORDS, Fit, Streams, fold_split, holdout_guard
+from kwsdeploy.streaming.det import curve_to_json, det_curve, det_point, detections, operating_point, score_stream, summary
+from kwsdeploy.streaming.holdout import MIN_HOLDOUT_KEYWORDS, Fit, Streams, fold_split, holdout_guard
 from kwsdeploy.streaming.keyword_thresholds import tune_keyword_thresholds
 from kwsdeploy.streaming.recording import Part, score_parts
 
@@ -75,40 +75,39 @@ def tune_settings(logits: np.ndarray, labels: Sequence[str], hop_seconds: float,
     meeting the target with the lowest false reject rate (ties: temperature 1, then one threshold before
     per-keyword ones, then the higher threshold); with `per_keyword`, each smoothing also tries a threshold
     per keyword (`keyword_thresholds`). With `holdout` (`streaming/holdout.py`), a 2-fold hold-out on the
-    recording decides first whether thresholds per keyword are kept and how far under the target the
-    search must stay; `tuned["holdout"]` records it. Refractory and gap from `base`. Raises if no setting
+    recording decides first whether thresholds per keyword are kept and how many grid steps the chosen
+    thresholds are raised for margin; `tuned["holdout"]` records it. Refractory and gap from `base`. Raises if no setting
     meets the target."""
     streams = {(t, s): score_stream(logits, labels, hop_seconds, max(1, int(round(s / hop_seconds))), temperature=t)
                for t in temperature_choices for s in smoothing_choices}
-    budgets, guard = [target_fa_per_hour], None
+    steps, guard = 0, None
     if holdout:
         folds = fold_split(parts, total_seconds) if sum(p.kind == "keyword" for p in parts) >= 2 else None
         if folds is None or min(f.keywords for f in folds) < MIN_HOLDOUT_KEYWORDS or min(f.off_hours for f in folds) <= 0:
             guard = {"skipped": f"fewer than {MIN_HOLDOUT_KEYWORDS} keywords (or no non-keyword audio) in a half"}
         else:
             families = (False, True) if per_keyword else (False,)
-            per_keyword, budget, guard = holdout_guard(
+            per_keyword, steps, guard = holdout_guard(
                 lambda st, pa, sec, b, pk: _fit(st, pa, sec, b, base, pk), streams, folds, target_fa_per_hour,
                 base.refractory_seconds, base.min_gap_seconds, families)
-            # a stricter budget the whole recording cannot meet falls back towards the target
-            budgets = [b for b in (f * target_fa_per_hour for f in FIT_BUDGET_FRACTIONS) if b >= budget][::-1]
-    best = None
-    for budget in budgets:
-        tried = []
-        best = _fit(streams, parts, total_seconds, budget, base, per_keyword, tried)
-        if best is not None:
-            break
+    tried = []
+    best = _fit(streams, parts, total_seconds, target_fa_per_hour, base, per_keyword, tried)
     if best is None:
         raise ValueError(f"no threshold meets {target_fa_per_hour:g} false alarms per hour on this recording "
                          f"(tried smoothing {', '.join(f'{s:g}' for s in smoothing_choices)} s, temperature "
                          f"{', '.join(f'{t:g}' for t in temperature_choices)}); raise the target.")
+    if steps:  # the margin the hold-out asked for, on the whole recording's choice
+        threshold, kt = best.raised(steps)
+        point = det_point(streams[(best.temperature, best.smoothing_seconds)], parts, total_seconds, threshold,
+                          base.refractory_seconds, base.min_gap_seconds, kt)
+        best = Fit(point, best.smoothing_seconds, best.temperature, threshold, kt)
     p, thresholds = best.point, best.keyword_thresholds
     tuned = {"target_fa_per_hour": target_fa_per_hour, "budget_counts": "non_keyword",
              "thresholds": "per_keyword" if thresholds else "one",
              "false_reject_rate": p.false_reject_rate, "false_alarms_per_hour": p.false_alarms_per_hour,
              "non_keyword_false_alarms_per_hour": p.non_keyword_false_alarms_per_hour, "tried": tried}
     if guard is not None:
-        tuned["holdout"] = {**guard, "fit_budget_fa_per_hour": budget} if "skipped" not in guard else guard
+        tuned["holdout"] = guard
     return DetectionSettings(threshold=best.threshold, smoothing_seconds=best.smoothing_seconds,
                              refractory_seconds=base.refractory_seconds, min_gap_seconds=base.min_gap_seconds,
                              tuned=tuned, keyword_thresholds=thresholds, temperature=best.temperature), tuned

@@ -11,15 +11,19 @@ or take one), so each half holds keywords and speech from the whole recording. A
 outside it (nothing fires there) and its parts are clipped to its blocks.
 
 Selection (`holdout_guard`): a candidate is a tuning procedure, `tune_settings`' own search (smoothing,
-temperature, threshold) restricted to one threshold or allowed thresholds per keyword, run with an
-in-sample budget of a fraction of the target (`FIT_BUDGET_FRACTIONS`). Each is fitted on one half and
-scored on the other, both ways; its held-out figures pool the two held-out halves (misses over keywords,
-false alarms on non-keyword audio over its hours). The budget is a constraint on audio the tune never
-heard, so it is checked held out: candidates whose pooled held-out false alarms stay within the target
-are ranked by held-out false rejects; when none does, the fewest held-out false alarms win. Ties go to
-one threshold, then to the larger in-sample budget. The in-sample budget is thus the margin, chosen by
-cross-validation rather than by hand: a procedure whose thresholds let held-out false alarms over the
-target must fit to a stricter budget (higher thresholds). The winner is refitted on the whole recording.
+temperature, threshold for the target) restricted to one threshold or allowed thresholds per keyword,
+followed by a margin: every threshold it chose moved `steps` places up the threshold grid
+(`MARGIN_STEPS`; 0.025 a step below 0.95, ever finer towards 1). Each is fitted on one half and scored on
+the other, both ways; its held-out figures pool the two held-out halves (misses over keywords, false
+alarms on non-keyword audio over its hours). The budget is a constraint on audio the tune never heard,
+so it is checked held out: an in-sample search that stops at the last threshold within the budget sits
+just above the tune speech's own false alarms, and on new speech makes more (the winner's curse). Each
+procedure takes the smallest margin whose pooled held-out false alarms stay within the target; those
+that hold are ranked by held-out false rejects, and when none holds the fewest held-out false alarms win.
+Ties go to one threshold, then to the smaller margin. The winner is searched again on the whole
+recording and its thresholds raised by its margin. (A margin in grid steps rather than a stricter
+in-sample budget: on a half of the tune recording, 1.5 hours, a budget of 1 per hour allows one false
+alarm and any stricter one none, a jump from the edge of the tune speech to far above it.)
 The test recording plays no part.
 """
 
@@ -31,12 +35,12 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from kwsdeploy.streaming.det import DetPoint, ScoreStream, det_point
+from kwsdeploy.streaming.det import THRESHOLDS, DetPoint, ScoreStream, det_point
 from kwsdeploy.streaming.recording import HIT_WINDOW_SECONDS, Part, score_parts
 
 HOLDOUT_BLOCKS = 16  # alternating blocks of the timeline (8 per half)
 MIN_HOLDOUT_KEYWORDS = 10  # per half; with fewer the guard is skipped (and `tuned` says so)
-FIT_BUDGET_FRACTIONS = (1.0, 0.5, 0.25, 0.0)  # in-sample budgets tried, as fractions of the target
+MARGIN_STEPS = (0, 1, 2, 3, 4, 6, 8, 12, 16)  # raises of the tuned thresholds tried, in places up the grid
 _MASKED = -1.0  # the score of a packet outside a half: below every threshold
 
 
@@ -105,63 +109,64 @@ class Fit:
     threshold: float
     keyword_thresholds: dict[str, float] | None
 
+    def raised(self, steps: int, grid: Sequence[float] = THRESHOLDS) -> tuple[float, dict[str, float] | None]:
+        """(threshold, keyword thresholds) each moved `steps` places up `grid` (at most to its top)."""
+        g = np.array(sorted({float(t) for t in grid}))
+
+        def up(t: float) -> float:
+            return float(g[min(int(np.searchsorted(g, t - 1e-12)) + steps, len(g) - 1)]) if steps else t
+
+        kt = self.keyword_thresholds
+        return up(self.threshold), (None if kt is None else {k: up(v) for k, v in kt.items()})
+
 
 Streams = Mapping[tuple[float, float], ScoreStream]  # (temperature, smoothing seconds) -> score stream
 FitFn = Callable[[Streams, Sequence[Part], float, float, bool], "Fit | None"]  # streams, parts, s, budget, per kw
 
 
-def _allowed(budget: float, hours: float) -> int:
-    """The most false alarms within `budget` per hour over `hours` (as the budget check divides)."""
-    n = int(budget * hours) + 1
-    while n > 0 and n / hours > budget:
-        n -= 1
-    return n
-
-
 def holdout_guard(fit: FitFn, streams: Streams, folds: tuple[Fold, Fold], target_fa_per_hour: float,
                   refractory_seconds: float, min_gap_seconds: float,
-                  families: Sequence[bool] = (False, True)) -> tuple[bool, float, dict]:
-    """(per keyword?, in-sample budget, record) chosen by 2-fold hold-out (module docstring); `families`:
+                  families: Sequence[bool] = (False, True)) -> tuple[bool, int, dict]:
+    """(per keyword?, margin in grid steps, record) chosen by 2-fold hold-out (module docstring); `families`:
     the procedures to compare (False: one threshold, True: thresholds per keyword allowed)."""
     views = [{k: f.view(s) for k, s in streams.items()} for f in folds]
     hours = [f.off_hours for f in folds]
-    fitted: dict[tuple[int, bool, int], Fit | None] = {}
     rows = []
     for per_keyword in families:
-        for fraction in FIT_BUDGET_FRACTIONS:
-            budget = fraction * target_fa_per_hour
-            keys = [(i, per_keyword, _allowed(budget, hours[i])) for i in (0, 1)]
-            if all(k in fitted for k in keys):
-                continue  # the same false-alarm allowance on both halves as a looser budget: the same fits
+        fits = [fit(views[i], folds[i].parts, folds[i].seconds, target_fa_per_hour, per_keyword) for i in (0, 1)]
+        if None in fits:
+            continue  # nothing meets the target on a half: not a candidate
+        seen = set()
+        for steps in MARGIN_STEPS:
+            raised = [f.raised(steps) for f in fits]
+            key = tuple((th, tuple(sorted((kt or {}).items()))) for th, kt in raised)
+            if key in seen:
+                break  # every threshold at the top of the grid already
+            seen.add(key)
             folds_out, misses, alarms = [], 0.0, 0.0
-            for i, key in enumerate(keys):
-                if key not in fitted:
-                    fitted[key] = fit(views[i], folds[i].parts, folds[i].seconds, budget, per_keyword)
-                f, held = fitted[key], 1 - i
-                if f is None:
-                    break
+            for i, (f, (th, kt)) in enumerate(zip(fits, raised)):
+                held = 1 - i
                 p = det_point(views[held][(f.temperature, f.smoothing_seconds)], folds[held].parts,
-                              folds[held].seconds, f.threshold, refractory_seconds, min_gap_seconds,
-                              f.keyword_thresholds)
+                              folds[held].seconds, th, refractory_seconds, min_gap_seconds, kt)
                 misses += p.false_reject_rate * folds[held].keywords
                 alarms += p.non_keyword_false_alarms_per_hour * hours[held]
                 folds_out.append([round(p.false_reject_rate, 4), round(p.non_keyword_false_alarms_per_hour, 3)])
-            if len(folds_out) < 2:
-                continue  # nothing meets this budget on a half: not a candidate
-            rows.append({"thresholds": "per_keyword" if per_keyword else "one", "fit_budget_fraction": fraction,
+            rows.append({"thresholds": "per_keyword" if per_keyword else "one", "margin_steps": steps,
                          "false_reject_rate": round(misses / (folds[0].keywords + folds[1].keywords), 4),
                          "non_keyword_false_alarms_per_hour": round(alarms / sum(hours), 3), "folds": folds_out})
+            if rows[-1]["non_keyword_false_alarms_per_hour"] <= target_fa_per_hour:
+                break  # the smallest margin that holds: a larger one only loses keywords
     if not rows:
         raise ValueError("no tuning procedure meets the budget on either half of the recording.")
 
     def rank(r: dict) -> tuple:
         over = r["non_keyword_false_alarms_per_hour"] > target_fa_per_hour
         return (over, r["non_keyword_false_alarms_per_hour"] if over else 0.0, r["false_reject_rate"],
-                r["thresholds"] != "one", -r["fit_budget_fraction"])
+                r["thresholds"] != "one", r["margin_steps"])
 
     best = min(rows, key=rank)
     record = {"folds": 2, "blocks": len(folds[0].spans) + len(folds[1].spans),
               "keywords": [folds[0].keywords, folds[1].keywords],
-              "chosen": {"thresholds": best["thresholds"], "fit_budget_fraction": best["fit_budget_fraction"]},
+              "chosen": {"thresholds": best["thresholds"], "margin_steps": best["margin_steps"]},
               "candidates": rows}
-    return best["thresholds"] == "per_keyword", best["fit_budget_fraction"] * target_fa_per_hour, record
+    return best["thresholds"] == "per_keyword", best["margin_steps"], record
