@@ -30,6 +30,9 @@ def register(app: typer.Typer) -> None:
                                        "exported from): `stream --checkpoint/--model` and later exports use them."),
         per_keyword: bool = typer.Option(True, "--per-keyword/--one-threshold",
                                          help="A threshold per keyword (default), or one for all keywords."),
+        holdout: bool = typer.Option(True, "--holdout/--no-holdout",
+                                     help="Keep per-keyword thresholds (and the full budget) only if they hold on "
+                                          "a held-out half of the tune recording (default), or skip that check."),
         seed: int = typer.Option(0, "--seed"),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
@@ -48,7 +51,7 @@ def register(app: typer.Typer) -> None:
             logits, parts, info, seconds = recording_logits(src, "keywords", data, split, speech_set,
                                                             speech_minutes, seed)
             settings, tuned = tune_settings(logits, src.labels, src.hop_seconds, parts, seconds, target, base,
-                                            per_keyword=per_keyword)
+                                            per_keyword=per_keyword, holdout=holdout)
             import dataclasses
 
             settings = dataclasses.replace(settings, tuned={**tuned, "recording": info})
@@ -73,6 +76,11 @@ def register(app: typer.Typer) -> None:
                    f"on {info['seconds'] / 60:.1f} min ({split} keywords, {speech_set} speech): "
                    f"{tuned['non_keyword_false_alarms_per_hour']:.2f} FA/h on non-keyword audio "
                    f"({tuned['false_alarms_per_hour']:.2f} with substitutions next to keywords), false reject rate {tuned['false_reject_rate']:.1%}")
+        guard = tuned.get("holdout") or {}
+        if "chosen" in guard:
+            typer.echo(f"hold-out check (two halves of the recording): kept "
+                       f"{'a threshold per keyword' if guard['chosen']['thresholds'] == 'per_keyword' else 'one threshold'}, "
+                       f"tuned for {guard['fit_budget_fa_per_hour']:g} FA/h")
         if tuned["false_reject_rate"] >= 1.0:
             typer.echo("warning: at this budget the detector hears none of the keywords: the model needs more "
                        "training (non-keyword speech, more speakers) before it can be deployed at this budget.", err=True)

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from kwsdeploy.runtime.detect import DEFAULT_IGNORE, label_thresholds, packets_for, softmax
-from kwsdeploy.streaming.recording import NEAR_KEYWORD, Part, score_parts
+from kwsdeploy.streaming.recording import HIT_WINDOW_SECONDS, NEAR_KEYWORD, Part, score_parts
 
 # Thresholds of the curve: coarse steps, then ever closer to 1 (a confident model's false alarms live there).
 THRESHOLDS = tuple(float(t) for t in np.unique(np.round(np.concatenate(
@@ -68,14 +68,31 @@ def packet_thresholds(stream: ScoreStream, threshold: float,
     return label_thresholds(stream.labels, threshold, keyword_thresholds)[stream.best]
 
 
+def _by_keyword(stream: ScoreStream) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per keyword index: (packets, in time order, where it is the best keyword with a score above 0, their
+    scores); kept on the stream, so the many thresholds of a tune split it once."""
+    split = stream.__dict__.get("_by_keyword")
+    if split is None:
+        split = {}
+        for k in stream.keyword_indices:
+            t = np.flatnonzero((stream.best == k) & (stream.score > 0))
+            split[k] = (t, stream.score[t])
+        object.__setattr__(stream, "_by_keyword", split)
+    return split
+
+
 def fire(stream: ScoreStream, threshold: float, refractory_seconds: float,
          min_gap_seconds: float = 0.0, keyword_thresholds: Mapping[str, float] | None = None) -> list[tuple[int, int]]:
     """(packet index, label index) of every event the detector fires at `threshold` (a keyword with its own
     threshold in `keyword_thresholds` at that one), in time order."""
     refractory = max(1, packets_for(refractory_seconds, stream.hop_seconds))
     gap = max(1, packets_for(min_gap_seconds, stream.hop_seconds))
-    above = stream.score >= packet_thresholds(stream, threshold, keyword_thresholds)
-    times = {k: np.flatnonzero(above & (stream.best == k)) for k in stream.keyword_indices}
+    own = label_thresholds(stream.labels, threshold, keyword_thresholds)
+    if min(own[k] for k in stream.keyword_indices) > 0:  # each keyword's packets that can fire, split once
+        times = {k: t[s >= own[k]] for k, (t, s) in _by_keyword(stream).items()}
+    else:
+        above = stream.score >= packet_thresholds(stream, threshold, keyword_thresholds)
+        times = {k: np.flatnonzero(above & (stream.best == k)) for k in stream.keyword_indices}
     times = {k: t for k, t in times.items() if len(t)}
     last = {k: -(10**12) for k in times}
     last_any = -(10**12)
@@ -122,7 +139,7 @@ class DetPoint:
 
 def det_point(stream: ScoreStream, parts: Sequence[Part], total_seconds: float, threshold: float,
               refractory_seconds: float, min_gap_seconds: float = 0.0,
-              keyword_thresholds: Mapping[str, float] | None = None, tolerance: float = 1.0) -> DetPoint:
+              keyword_thresholds: Mapping[str, float] | None = None, tolerance: float = HIT_WINDOW_SECONDS) -> DetPoint:
     """False rejects and false alarms of the detector at `threshold` (and `keyword_thresholds`) on one recording."""
     hours = total_seconds / 3600.0
     found = detections(stream, threshold, refractory_seconds, min_gap_seconds, keyword_thresholds)
@@ -142,7 +159,7 @@ def det_point(stream: ScoreStream, parts: Sequence[Part], total_seconds: float, 
 
 def det_curve(stream: ScoreStream, parts: Sequence[Part], total_seconds: float, refractory_seconds: float,
               min_gap_seconds: float = 0.0, thresholds: Sequence[float] = THRESHOLDS,
-              tolerance: float = 1.0) -> list[DetPoint]:
+              tolerance: float = HIT_WINDOW_SECONDS) -> list[DetPoint]:
     """The DET curve of one recording: a point per threshold (false alarms per hour over the whole recording)."""
     return [det_point(stream, parts, total_seconds, th, refractory_seconds, min_gap_seconds, tolerance=tolerance)
             for th in thresholds]

@@ -11,6 +11,7 @@ import numpy as np
 
 from kwsdeploy.contract import DetectionSettings
 from kwsdeploy.streaming.det import curve_to_json, det_curve, detections, operating_point, score_stream, summary
+from kwsdeploy.streaming.holdout import FIT_BUDGET_FRACTIONS, MIN_HOLDOUT_KEYWORDS, Fit, Streams, fold_split, holdout_guard
 from kwsdeploy.streaming.keyword_thresholds import tune_keyword_thresholds
 from kwsdeploy.streaming.recording import Part, score_parts
 
@@ -35,27 +36,18 @@ def report(logits: np.ndarray, labels: Sequence[str], hop_seconds: float, parts:
             "det": summary(curve, target_fa_per_hour), "curve": curve_to_json(curve), "_curve": curve}
 
 
-def tune_settings(logits: np.ndarray, labels: Sequence[str], hop_seconds: float, parts: Sequence[Part],
-                  total_seconds: float, target_fa_per_hour: float, base: DetectionSettings,
-                  smoothing_choices: Sequence[float] = SMOOTHING_CHOICES_S,
-                  per_keyword: bool = True,
-                  temperature_choices: Sequence[float] = TEMPERATURE_CHOICES) -> tuple[DetectionSettings, dict]:
-    """The smoothing (of `smoothing_choices`), softmax temperature (of `temperature_choices`) and threshold
-    meeting the target with the lowest false reject rate (ties: temperature 1, then one threshold before
-    per-keyword ones, then the higher threshold); with `per_keyword`, each smoothing also tries a threshold
-    per keyword (`keyword_thresholds`). Refractory and gap from `base`. Raises if no setting meets the target."""
-    best = None  # (false reject rate, tie-break, smoothing, point, threshold, keyword thresholds or None, temperature)
-    tried = []
-    for temperature, smoothing in ((t, s) for t in temperature_choices for s in smoothing_choices):
-        stream = score_stream(logits, labels, hop_seconds, max(1, int(round(smoothing / hop_seconds))),
-                              temperature=temperature)
+def _fit(streams: Streams, parts: Sequence[Part], total_seconds: float, target_fa_per_hour: float,
+         base: DetectionSettings, per_keyword: bool, tried: list | None = None) -> Fit | None:
+    """`tune_settings`' search on one recording (None: nothing meets the target); rows into `tried`."""
+    best = None  # (false reject rate, tie-break, Fit)
+    for (temperature, smoothing), stream in streams.items():
         curve = det_curve(stream, parts, total_seconds, base.refractory_seconds, base.min_gap_seconds)
         p = operating_point(curve, target_fa_per_hour)
         row = {"smoothing_seconds": smoothing, "temperature": temperature, "threshold": p.threshold if p else None,
                "false_reject_rate": p.false_reject_rate if p else 1.0}
         sharpened = temperature != 1.0
-        candidates = [] if p is None else [(p.false_reject_rate, (sharpened, 0, -p.threshold), smoothing, p, p.threshold,
-                                            None, temperature)]
+        candidates = [] if p is None else [(p.false_reject_rate, (sharpened, 0, -p.threshold),
+                                            Fit(p, smoothing, temperature, p.threshold, None))]
         if per_keyword:
             kt = tune_keyword_thresholds(stream, parts, total_seconds, target_fa_per_hour, base.refractory_seconds,
                                          base.min_gap_seconds)
@@ -63,21 +55,60 @@ def tune_settings(logits: np.ndarray, labels: Sequence[str], hop_seconds: float,
                                                           "false_reject_rate": kt.point.false_reject_rate}
             if kt is not None:  # the one threshold kept beside them: this smoothing's, else the highest of theirs
                 scalar = p.threshold if p is not None else max(kt.thresholds.values())
-                candidates.append((kt.point.false_reject_rate, (sharpened, 1, 0.0), smoothing, kt.point, scalar,
-                                   kt.thresholds, temperature))
-        tried.append(row)
+                candidates.append((kt.point.false_reject_rate, (sharpened, 1, 0.0),
+                                   Fit(kt.point, smoothing, temperature, scalar, kt.thresholds)))
+        if tried is not None:
+            tried.append(row)
         for c in candidates:
             if best is None or c[:2] < best[:2]:
                 best = c
+    return None if best is None else best[2]
+
+
+def tune_settings(logits: np.ndarray, labels: Sequence[str], hop_seconds: float, parts: Sequence[Part],
+                  total_seconds: float, target_fa_per_hour: float, base: DetectionSettings,
+                  smoothing_choices: Sequence[float] = SMOOTHING_CHOICES_S,
+                  per_keyword: bool = True,
+                  temperature_choices: Sequence[float] = TEMPERATURE_CHOICES,
+                  holdout: bool = True) -> tuple[DetectionSettings, dict]:
+    """The smoothing (of `smoothing_choices`), softmax temperature (of `temperature_choices`) and threshold
+    meeting the target with the lowest false reject rate (ties: temperature 1, then one threshold before
+    per-keyword ones, then the higher threshold); with `per_keyword`, each smoothing also tries a threshold
+    per keyword (`keyword_thresholds`). With `holdout` (`streaming/holdout.py`), a 2-fold hold-out on the
+    recording decides first whether thresholds per keyword are kept and how far under the target the
+    search must stay; `tuned["holdout"]` records it. Refractory and gap from `base`. Raises if no setting
+    meets the target."""
+    streams = {(t, s): score_stream(logits, labels, hop_seconds, max(1, int(round(s / hop_seconds))), temperature=t)
+               for t in temperature_choices for s in smoothing_choices}
+    budgets, guard = [target_fa_per_hour], None
+    if holdout:
+        folds = fold_split(parts, total_seconds) if sum(p.kind == "keyword" for p in parts) >= 2 else None
+        if folds is None or min(f.keywords for f in folds) < MIN_HOLDOUT_KEYWORDS or min(f.off_hours for f in folds) <= 0:
+            guard = {"skipped": f"fewer than {MIN_HOLDOUT_KEYWORDS} keywords (or no non-keyword audio) in a half"}
+        else:
+            families = (False, True) if per_keyword else (False,)
+            per_keyword, budget, guard = holdout_guard(
+                lambda st, pa, sec, b, pk: _fit(st, pa, sec, b, base, pk), streams, folds, target_fa_per_hour,
+                base.refractory_seconds, base.min_gap_seconds, families)
+            # a stricter budget the whole recording cannot meet falls back towards the target
+            budgets = [b for b in (f * target_fa_per_hour for f in FIT_BUDGET_FRACTIONS) if b >= budget][::-1]
+    best = None
+    for budget in budgets:
+        tried = []
+        best = _fit(streams, parts, total_seconds, budget, base, per_keyword, tried)
+        if best is not None:
+            break
     if best is None:
         raise ValueError(f"no threshold meets {target_fa_per_hour:g} false alarms per hour on this recording "
                          f"(tried smoothing {', '.join(f'{s:g}' for s in smoothing_choices)} s, temperature "
                          f"{', '.join(f'{t:g}' for t in temperature_choices)}); raise the target.")
-    _, _, smoothing, p, threshold, thresholds, temperature = best
+    p, thresholds = best.point, best.keyword_thresholds
     tuned = {"target_fa_per_hour": target_fa_per_hour, "budget_counts": "non_keyword",
              "thresholds": "per_keyword" if thresholds else "one",
              "false_reject_rate": p.false_reject_rate, "false_alarms_per_hour": p.false_alarms_per_hour,
              "non_keyword_false_alarms_per_hour": p.non_keyword_false_alarms_per_hour, "tried": tried}
-    return DetectionSettings(threshold=threshold, smoothing_seconds=smoothing,
+    if guard is not None:
+        tuned["holdout"] = {**guard, "fit_budget_fa_per_hour": budget} if "skipped" not in guard else guard
+    return DetectionSettings(threshold=best.threshold, smoothing_seconds=best.smoothing_seconds,
                              refractory_seconds=base.refractory_seconds, min_gap_seconds=base.min_gap_seconds,
-                             tuned=tuned, keyword_thresholds=thresholds, temperature=temperature), tuned
+                             tuned=tuned, keyword_thresholds=thresholds, temperature=best.temperature), tuned

@@ -24,6 +24,7 @@ from kwsdeploy.contract import SAMPLE_RATE
 
 PART_KINDS = ("keyword", "speech", "noise", "gap")
 NEAR_KEYWORD = "near_keyword"
+HIT_WINDOW_SECONDS = 1.0  # a detection up to this long after a keyword ends still hears it
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ class PartsScore:
 
 
 def score_parts(detections: Iterable[tuple[str, float]], parts: Sequence[Part], total_seconds: float,
-                tolerance: float = 1.0) -> PartsScore:
+                tolerance: float = HIT_WINDOW_SECONDS) -> PartsScore:
     """Score (label, time) detections against the annotated parts (see the module docstring)."""
     keys = [p for p in parts if p.kind == "keyword"]
     starts = np.array([p.start for p in keys])
@@ -198,7 +199,11 @@ def score_parts(detections: Iterable[tuple[str, float]], parts: Sequence[Part], 
             fa_part[NEAR_KEYWORD] += 1
         else:
             fa_part[_cause(parts, part_starts, t, tolerance)] += 1
-    hours_part = {k: sum(p.end - p.start for p in parts if p.kind == k) / 3600.0 for k in ("speech", "noise", "gap")}
+    seconds_part = {k: 0 for k in ("speech", "noise", "gap")}  # one pass; each kind summed in order, as sum()
+    for p in parts:
+        if p.kind in seconds_part:
+            seconds_part[p.kind] += p.end - p.start
+    hours_part = {k: v / 3600.0 for k, v in seconds_part.items()}
     recall: dict[str, list[bool]] = {}
     for p, h in zip(keys, hit):
         recall.setdefault(p.label, []).append(bool(h))

@@ -150,8 +150,14 @@ def test_tune_writes_a_threshold_that_meets_the_target(bundle, tmp_path):
     assert bundle_detection(Manifest.read(tuned)).threshold == got["threshold"]
     assert bundle_detection(Manifest.read(tuned)).keyword_thresholds == got.get("keyword_thresholds")
     assert got["tuned"]["thresholds"] in ("one", "per_keyword")
-    assert {(r["smoothing_seconds"], r["temperature"]) for r in got["tuned"]["tried"] if "per_keyword" in r} == {
-        (s, t) for s in (0.1, 0.2, 0.4, 0.6) for t in (1.0, 0.5)}
+    combos = {(s, t) for s in (0.1, 0.2, 0.4, 0.6) for t in (1.0, 0.5)}
+    assert {(r["smoothing_seconds"], r["temperature"]) for r in got["tuned"]["tried"]} == combos
+    guard = got["tuned"]["holdout"]  # on by default: per-keyword thresholds are tried on the whole recording
+    kept = guard["chosen"]["thresholds"] == "per_keyword"  # only when they held on the held-out halves
+    assert {(r["smoothing_seconds"], r["temperature"]) for r in got["tuned"]["tried"] if "per_keyword" in r} == (
+        combos if kept else set())
+    assert {r["thresholds"] for r in guard["candidates"]} == {"one", "per_keyword"}
+    assert sum(guard["keywords"]) == got["tuned"]["recording"]["keywords"]
     assert bundle_detection(Manifest.read(tuned)).temperature == got.get("temperature", 1.0)
     verify_bundle(tuned)
     bad = runner.invoke(app, ["tune", "--bundle", str(tuned), "--target-fa-per-hour", "-1"])
