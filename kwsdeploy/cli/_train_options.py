@@ -51,6 +51,7 @@ AUGMENTATION: OptionGroup = {
     "lowpass_p": (Optional[float], typer.Option(None, "--lowpass-p", callback=finite(0.0, 1.0), help="Probability of a low-pass at 0.7-4 kHz, 6-48 dB an octave (0: off).")),
     "gate_p": (Optional[float], typer.Option(None, "--gate-p", callback=finite(0.0, 1.0), help="Probability of a noise gate that drops quiet fricatives and onsets (0: off).")),
     "fricative_p": (Optional[float], typer.Option(None, "--fricative-p", callback=finite(0.0, 1.0), help="Probability of the fricative frames softened by 15-40 dB, loud or not (0: off).")),
+    "neighbour_p": (Optional[float], typer.Option(None, "--neighbour-p", callback=finite(0.0, 1.0), help="Probability of another clip's end (or start) mixed into the clip's window, as in a stream (0: off).")),
     "shift": (Optional[float], typer.Option(None, "--shift", callback=finite(0.0, 1.0), help="Time shift U(-S, S) seconds, zero-filled (0: off).")),
     "spec_augment": (Optional[bool], typer.Option(None, "--spec-augment/--no-spec-augment")),
 }
@@ -108,5 +109,5 @@ RECIPE = {k: k for k in ("model", "epochs", "batch_size", "lr", "min_lr", "weigh
                          "label_smoothing", "augment", "spec_augment")}
 RECIPE.update(stream_context_s="stream_context", gain_db="gain_db", features="features", n_mfcc="n_mfcc", seed="seed",
               grad_clip="grad_clip", vtlp="vtlp", reverb_p="reverb_p", eq_db="eq_db", telephone_p="telephone_p",
-              shift_s="shift", lowpass_p="lowpass_p", gate_p="gate_p", fricative_p="fricative_p", distill_weight="distill_weight",
+              shift_s="shift", lowpass_p="lowpass_p", gate_p="gate_p", fricative_p="fricative_p", neighbour_p="neighbour_p", distill_weight="distill_weight",
               distill_temperature="distill_temperature")

@@ -137,6 +137,7 @@ def synth_cmd(
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the speed/pitch/level draws."),
     speed: Optional[str] = typer.Option(None, "--speed", help="'LO,HI': each clip's speaking-rate factor is drawn from U(LO, HI) (default: synth.SPEED_RANGE, 0.8-1.25)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a tree that kwsdeploy wrote at --out."),
+    accents: str = typer.Option("off", "--accents", help="off | add: espeak-ng voices also say each word's accent variants (synth.ACCENT_VARIANTS: other vowels, as phonemes) | only: just those."),
     list_voices: bool = typer.Option(False, "--list-voices", help="Print the installed voices and their split (JSON) and exit."),
     log: bool = typer.Option(False, "--log", help="Log each step."),
 ) -> None:
@@ -156,7 +157,7 @@ def synth_cmd(
         update, close = _count_bar("synthetic speech")
         try:
             path = synth.synth_tree(words.split(","), out, voices, per_voice, unknown_per_voice, seed, progress=update,
-                                     overwrite=overwrite, speed_range=speed_range)
+                                     overwrite=overwrite, speed_range=speed_range, accents=accents)
         finally:
             close()
     meta = json.loads((path / "kwsdeploy_corpus.json").read_text())

@@ -54,6 +54,27 @@ FESTIVAL_VOICES = ("kal_diphone",)
 HELD_OUT_FESTIVAL: tuple[str, ...] = ()
 ESPEAK_WPM = 175  # espeak-ng's default rate, speed 1.0
 
+# Accent variants of the digit words (`synth_tree(accents=True)`, `data synth --accents`): the vowels
+# (and a few consonants) of English accents that the voices' own dictionaries never say, as espeak-ng
+# phoneme strings (`[[...]]` input; flite and festival cannot take them). VTLP and pitch shifts move every
+# formant by one factor; a different vowel moves F1 and F2 apart. The unseen FSDD speaker says "six"
+# with F1/F2 near 480/1650 Hz (his "seven" 590/1530) where the training speakers' "six" sit at 340-470 /
+# 1890-2160 Hz (benchmarks/results/speakers_ablation.md, session 6).
+ACCENT_VARIANTS: dict[str, tuple[str, ...]] = {
+    "zero": ("z'I@r@U", "z'i:ro:"),
+    "one": ("w'0n", "w'Un"),
+    "two": ("t'u:", "t'U"),
+    "three": ("Tr'I", "Tr'i:"),
+    "four": ("f'o:r", "f'O:"),
+    "five": ("f'A:v", "f'OIv"),
+    "six": ("s'Eks", "s'@ks", "s'i:ks"),
+    "seven": ("s'Evn", "s'Iv@n"),
+    "eight": ("'aIt", "'e:t"),
+    "nine": ("n'A:n", "n'OIn"),
+}
+
+ACCENT_MODES = ("off", "add", "only")
+
 SPEED_RANGE = (0.8, 1.25)  # the default speed draws per clip (data synth --speed LO,HI; the shipped runs use 0.55,1.3)
 PITCH_RANGE = (0.86, 1.18)
 ESPEAK_PITCH_RANGE = (25, 75)  # espeak-ng -p (0-99, default 50): base pitch on top of the shift
@@ -315,6 +336,7 @@ def synth_tree(
     progress: Optional[Callable[[int, int], None]] = None,
     overwrite: bool = False,
     speed_range: tuple[float, float] = SPEED_RANGE,
+    accents: str = "off",
 ) -> Path:
     """Write a GSC-layout tree of SYNTHETIC speech (training only) to `out` (temp dir + swap; an older
     tree is replaced only with `overwrite`, anything else at `out` never).
@@ -322,6 +344,9 @@ def synth_tree(
     Per voice: `per_voice` clips of each word (trimmed, centred in 1 s), and `unknown_per_voice`
     `_unknown_` clips (a hard negative from HARD_NEGATIVES or a 1 s cut of a TRAIN_SENTENCES
     sentence, half each), each with its own speed, pitch and level drawn from (seed, voice, clip).
+    `accents` 'add': each espeak-ng voice also says `per_voice` clips of every ACCENT_VARIANTS entry of
+    each word (in the word's folder; the other engines cannot read phonemes); 'only': those and no plain
+    words (nor `_unknown_` from the other engines); 'off': none.
     """
     import soundfile as sf
 
@@ -337,19 +362,32 @@ def synth_tree(
         raise SynthError("--per-voice must be >= 1 and --unknown-per-voice >= 0.")
     if len(speed_range) != 2 or not 0.3 <= speed_range[0] <= speed_range[1] <= 3.0:
         raise SynthError(f"--speed must be LO,HI with 0.3 <= LO <= HI <= 3 (speaking-rate factors), got {speed_range}.")
+    if accents not in ACCENT_MODES:
+        raise SynthError(f"--accents must be one of {', '.join(ACCENT_MODES)}, got {accents!r}.")
     vs = resolve_voices(voices)
+    if accents == "only":
+        vs = [v for v in vs if v.engine == "espeak-ng"]
+        if not vs:
+            raise SynthError("--accents only needs espeak-ng voices (flite and festival cannot say phonemes).")
     negatives = [w for w in HARD_NEGATIVES if w not in words]
     jobs = []  # (voice index, voice, folder, text, kind, n)
     for vi, v in enumerate(vs):
         for w in words:
-            jobs += [(vi, v, w, w, "word", n) for n in range(per_voice)]
+            if accents != "only":
+                jobs += [(vi, v, w, w, "word", n) for n in range(per_voice)]
+            if accents != "off" and v.engine == "espeak-ng":
+                jobs += [(vi, v, w, f"[[{ph}]]", ("accent", k), n) for k, ph in enumerate(ACCENT_VARIANTS.get(w, ()))
+                         for n in range(per_voice)]
         jobs += [(vi, v, None, None, "unknown", n) for n in range(unknown_per_voice)]
     out = Path(out)
     counts: dict[str, int] = {}
     with writing_dir(out, CORPUS_TREE, overwrite) as tmp:
         for i, (vi, v, folder, text, kind, n) in enumerate(jobs):
-            rng = np.random.default_rng([seed, _voice_key(v), 0 if kind == "word" else 1,
-                                         words.index(text) if kind == "word" else 0, n])
+            if isinstance(kind, tuple):  # an accent variant: its own draws, apart from the word's
+                rng = np.random.default_rng([seed, _voice_key(v), 2, words.index(folder), kind[1], n])
+            else:
+                rng = np.random.default_rng([seed, _voice_key(v), 0 if kind == "word" else 1,
+                                             words.index(text) if kind == "word" else 0, n])
             if kind == "unknown":
                 if rng.random() < 0.5:
                     text = negatives[int(rng.integers(0, len(negatives)))]
@@ -363,7 +401,7 @@ def synth_tree(
             clip = _sentence_cut(x, rng) if folder == "sentences" else centre_clip(x)
             clip = set_peak(clip, d["peak_dbfs"])
             (tmp / folder).mkdir(exist_ok=True)
-            idx = n if kind == "word" else f"u{n}"
+            idx = n if kind == "word" else f"u{n}" if kind == "unknown" else f"a{kind[1]}x{n}"
             sf.write(str(tmp / folder / f"{v.speaker}_nohash_{idx}.wav"), to_int16(clip), SAMPLE_RATE,
                      subtype="PCM_16")
             counts[folder] = counts.get(folder, 0) + 1
@@ -375,6 +413,7 @@ def synth_tree(
             "name": "synth", "source": "SYNTHETIC speech (espeak-ng, flite, festival), training only",
             "synthetic": ["everything"], "words": list(words), "voices": [v.id for v in vs],
             "per_voice": per_voice, "unknown_per_voice": unknown_per_voice, "seed": seed, "clips": counts,
+            "accents": accents, "accent_variants": {w: list(ACCENT_VARIANTS.get(w, ())) for w in words} if accents != "off" else None,
             "ranges": {"speed": list(speed_range), "pitch": PITCH_RANGE, "espeak_pitch": ESPEAK_PITCH_RANGE,
                        "peak_dbfs": PEAK_DBFS_RANGE},
         }))

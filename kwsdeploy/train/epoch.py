@@ -15,6 +15,7 @@ from kwsdeploy.train.batch_features import BatchFeatures
 from kwsdeploy.train.build import Parts
 from kwsdeploy.train.distill import distillation_loss
 from kwsdeploy.train.distributed import World, passes, plan_epoch, sync_gradients, train_loader
+from kwsdeploy.train.neighbours import add_neighbours, neighbour_generator
 from kwsdeploy.train.presets import TrainConfig
 from kwsdeploy.train.progress import EpochBar
 from kwsdeploy.train.seeding import epoch_batches, seed_rank_dropout, spec_augment_generator
@@ -33,6 +34,7 @@ def train_epoch(epoch: int, parts: Parts, cfg: TrainConfig, train_set, feature_c
     context = context_samples(cfg.stream_context_s, feature_config, parts.model)
     features = BatchFeatures(parts.mfcc, context, cfg.spec_augment, spec_augment_generator(cfg.seed, epoch))
     seed_rank_dropout(cfg.seed, world.rank, epoch)
+    neighbours = neighbour_generator(cfg.seed, epoch)
     model, net, optimizer, scaler = parts.model, parts.net, parts.optimizer, parts.scaler
     model.train()
     seen, correct, loss_sum, t0 = 0, 0, 0.0, time.perf_counter()
@@ -42,6 +44,7 @@ def train_epoch(epoch: int, parts: Parts, cfg: TrainConfig, train_set, feature_c
                 optimizer.zero_grad(set_to_none=True)
             wave, target = next(loader)
             wave = wave.to(device, non_blocking=True).float()
+            wave = add_neighbours(wave, cfg.neighbour_p, neighbours, feature_config.sample_rate)
             target = target.to(device, non_blocking=True).long()
             feats = features(wave, step, mb).unsqueeze(1)
             with sync_gradients(net, last):

@@ -37,6 +37,7 @@ class TrainConfig:
     gate_p: float = 0.0  # probability of a noise gate (quiet fricatives and onsets dropped)
     fricative_p: float = 0.0  # probability of fricative frames softened by 15-40 dB whatever their level
     shift_s: float = 0.0  # time shift U(-shift_s, shift_s) s, zero-filled
+    neighbour_p: float = 0.0  # probability of another clip's end or start mixed into the window (train.neighbours)
     spec_augment: bool = True  # 2 time masks (0-24 frames) + 2 frequency masks (0-6 coefficients)
     # Opt-in for recurrent step models (causal KWM): each training clip follows this many seconds of
     # another clip of the batch, and the loss reads the mean of the last second's per-frame logits,

@@ -100,3 +100,41 @@ def test_speed_range_changes_word_lengths_and_is_recorded(tmp_path):
     assert 1.4 < ratio < 3.0, ratio  # a rate of 0.6 against 1.3 says the word about twice as long
     res = CliRunner().invoke(app, ["data", "synth", "--words", "zero", "--speed", "1.5,0.5", "--out", str(tmp_path / "bad")])
     assert res.exit_code == 2 and "--speed must be LO,HI" in res.output and not (tmp_path / "bad").exists()
+
+
+@needs_espeak
+@needs_flite
+def test_accent_variants_add_espeak_clips_only_and_only_mode_drops_plain_words(tmp_path):
+    import json
+
+    kw = dict(voices="en-us+f3,flite:slt", per_voice=1, unknown_per_voice=0, seed=1)
+    add = synth.synth_tree(["six", "one"], tmp_path / "add", accents="add", **kw)
+    names = sorted(str(p.relative_to(add)) for p in add.rglob("*.wav"))
+    n_six, n_one = len(synth.ACCENT_VARIANTS["six"]), len(synth.ACCENT_VARIANTS["one"])
+    assert len(names) == 2 * 2 + n_six + n_one  # both voices' plain words + espeak-ng's variants
+    assert "six/syn-esp-en-us-f3_nohash_a2x0.wav" in names and not any("flite" in n and "_a" in n for n in names)
+    meta = json.loads((add / "kwsdeploy_corpus.json").read_text())
+    assert meta["accents"] == "add" and meta["accent_variants"]["six"] == list(synth.ACCENT_VARIANTS["six"])
+    only = synth.synth_tree(["six"], tmp_path / "only", accents="only", **kw)
+    assert sorted(p.name for p in only.rglob("*.wav")) == [f"syn-esp-en-us-f3_nohash_a{k}x0.wav" for k in range(n_six)]
+    with pytest.raises(SynthError, match="--accents must be one of off, add, only"):
+        synth.synth_tree(["six"], tmp_path / "bad", accents="yes", **kw)
+    assert not (tmp_path / "bad").exists()
+
+
+def _second_formant_hz(x: np.ndarray, rate: int = 16000) -> float:
+    """The strongest peak at 1.1-2.7 kHz of the loudest voiced frames (a rough F2)."""
+    n, hop = 512, 80
+    frames = np.lib.stride_tricks.sliding_window_view(x.astype(np.float64), n)[::hop] * np.hanning(n)
+    power = np.abs(np.fft.rfft(frames, 2048)) ** 2
+    freqs = np.fft.rfftfreq(2048, 1.0 / rate)
+    voiced = np.argsort(power[:, (freqs > 200) & (freqs < 1000)].sum(axis=1))[-4:]
+    spectrum = np.convolve(10 * np.log10(power[voiced].mean(axis=0) + 1e-12), np.ones(9) / 9, "same")
+    band = (freqs > 1100) & (freqs < 2700)
+    return float(freqs[band][np.argmax(spectrum[band])])
+
+
+@needs_espeak
+def test_accent_variants_move_the_vowel_not_just_the_voice():
+    say = {ph: synth.render(f"[[{ph}]]", "en-us+m3") for ph in ("s'i:ks", "s'@ks")}
+    assert _second_formant_hz(say["s'i:ks"]) - _second_formant_hz(say["s'@ks"]) > 300.0
