@@ -37,8 +37,9 @@ def report(logits: np.ndarray, labels: Sequence[str], hop_seconds: float, parts:
 
 
 def _fit(streams: Streams, parts: Sequence[Part], total_seconds: float, target_fa_per_hour: float,
-         base: DetectionSettings, per_keyword: bool, tried: list | None = None) -> Fit | None:
-    """`tune_settings`' search on one recording (None: nothing meets the target); rows into `tried`."""
+         base: DetectionSettings, per_keyword: bool, tried: list | None = None, only: bool = False) -> Fit | None:
+    """`tune_settings`' search on one recording (None: nothing meets the target); rows into `tried`; with
+    `only` (and `per_keyword`) thresholds per keyword whatever one threshold would hear."""
     best = None  # (false reject rate, tie-break, Fit)
     for (temperature, smoothing), stream in streams.items():
         curve = det_curve(stream, parts, total_seconds, base.refractory_seconds, base.min_gap_seconds)
@@ -46,7 +47,7 @@ def _fit(streams: Streams, parts: Sequence[Part], total_seconds: float, target_f
         row = {"smoothing_seconds": smoothing, "temperature": temperature, "threshold": p.threshold if p else None,
                "false_reject_rate": p.false_reject_rate if p else 1.0}
         sharpened = temperature != 1.0
-        candidates = [] if p is None else [(p.false_reject_rate, (sharpened, 0, -p.threshold),
+        candidates = [] if p is None or (only and per_keyword) else [(p.false_reject_rate, (sharpened, 0, -p.threshold),
                                             Fit(p, smoothing, temperature, p.threshold, None))]
         if per_keyword:
             kt = tune_keyword_thresholds(stream, parts, total_seconds, target_fa_per_hour, base.refractory_seconds,
@@ -88,10 +89,11 @@ def tune_settings(logits: np.ndarray, labels: Sequence[str], hop_seconds: float,
         else:
             families = (False, True) if per_keyword else (False,)
             per_keyword, steps, guard = holdout_guard(
-                lambda st, pa, sec, b, pk: _fit(st, pa, sec, b, base, pk), streams, folds, target_fa_per_hour,
-                base.refractory_seconds, base.min_gap_seconds, families)
-    tried = []
-    best = _fit(streams, parts, total_seconds, target_fa_per_hour, base, per_keyword, tried)
+                lambda st, pa, sec, b, pk: _fit(st, pa, sec, b, base, pk, only=True), streams, folds,
+                target_fa_per_hour, base.refractory_seconds, base.min_gap_seconds, families)
+    tried = []  # with the guard, the family it chose alone (its margin was measured for that family)
+    best = _fit(streams, parts, total_seconds, target_fa_per_hour, base, per_keyword, tried,
+                only="chosen" in (guard or {}))
     if best is None:
         raise ValueError(f"no threshold meets {target_fa_per_hour:g} false alarms per hour on this recording "
                          f"(tried smoothing {', '.join(f'{s:g}' for s in smoothing_choices)} s, temperature "

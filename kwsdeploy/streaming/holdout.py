@@ -7,11 +7,11 @@ above that recording's own false alarms; on speech the tune never met the weaker
 Folds (`fold_split`): the recording's timeline is cut into `HOLDOUT_BLOCKS` blocks of consecutive
 keywords (each with the speech and noise before it; a cut lies `HIT_WINDOW_SECONDS` after a keyword, so
 no keyword's window is split) and the blocks go alternately to two halves (as many keywords each, give
-or take one), so each half holds keywords and speech from the whole recording. A half is scored as a recording of its own: the stream is masked
-outside it (nothing fires there) and its parts are clipped to its blocks.
+or take one), so each half holds keywords and speech from the whole recording. A half is scored as a
+recording of its own: the stream is masked outside it (nothing fires there), its parts clipped to its blocks.
 
 Selection (`holdout_guard`): a candidate is a tuning procedure, `tune_settings`' own search (smoothing,
-temperature, threshold for the target) restricted to one threshold or allowed thresholds per keyword,
+temperature, threshold for the target) with one threshold or with thresholds per keyword (each alone),
 followed by a margin: every threshold it chose moved `steps` places up the threshold grid
 (`MARGIN_STEPS`; 0.025 a step below 0.95, ever finer towards 1). Each is fitted on one half and scored on
 the other, both ways; its held-out figures pool the two held-out halves (misses over keywords, false
@@ -128,7 +128,7 @@ def holdout_guard(fit: FitFn, streams: Streams, folds: tuple[Fold, Fold], target
                   refractory_seconds: float, min_gap_seconds: float,
                   families: Sequence[bool] = (False, True)) -> tuple[bool, int, dict]:
     """(per keyword?, margin in grid steps, record) chosen by 2-fold hold-out (module docstring); `families`:
-    the procedures to compare (False: one threshold, True: thresholds per keyword allowed)."""
+    the procedures to compare (False: one threshold, True: thresholds per keyword)."""
     views = [{k: f.view(s) for k, s in streams.items()} for f in folds]
     hours = [f.off_hours for f in folds]
     rows = []
