@@ -60,13 +60,14 @@ def test_shipped_bundle_on_real_fixture_speech(bundle, recording):
     assert settings == card_detection(read_card(demo_checkpoint_path(MODEL))) != DEFAULT_DETECTION
     logits = src.logits(audio)
     # measured on the shipped checkpoint (FSDD + synthetic speakers + _unknown_, two stages): 23 of 30
-    # heard, no false alarm, at its tuned settings and at the defaults (the demo-corpus checkpoint before
-    # it: 21, with 5 false alarms at the defaults); george, nicolas and yweweler are training speakers
-    for s in (settings, DEFAULT_DETECTION):
+    # heard, no false alarm, at the defaults (the demo-corpus checkpoint before it: 21, with 5 false alarms);
+    # 17 at its tuned settings (per-keyword thresholds 0.875-0.9999 after the hold-out guard's margin; 23
+    # before it at 0.55); george, nicolas and yweweler are training speakers
+    for s, least in ((settings, 17), (DEFAULT_DETECTION, 23)):
         r = report(logits, src.labels, src.hop_seconds, parts, len(audio) / 16000, s)
         at = r["at_settings"]
         assert at["keyword_events"] == 30
-        assert at["detected"] >= 23, (s, at)
+        assert at["detected"] >= least, (s, at)
         assert at["false_alarms"] == 0, (s, at)
     fr = {round(p["threshold"], 4): p["false_reject_rate"] for p in r["curve"]}
     assert fr[0.5] <= fr[0.7] <= fr[0.9]  # a higher threshold never hears more here
