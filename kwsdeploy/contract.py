@@ -48,6 +48,11 @@ def hop_seconds(packet_frames: int, feature_config: FeatureConfig = DEFAULT_FEAT
     return packet_frames * feature_config.hop_length / feature_config.sample_rate
 
 
+def smoothing_packets(smoothing_seconds: float, hop_s: float) -> int:
+    """A detector's smoothing window of `smoothing_seconds` in packets of `hop_s` seconds (at least one)."""
+    return max(1, int(round(smoothing_seconds / hop_s)))
+
+
 def packet_samples(packet_frames: int, feature_config: FeatureConfig = DEFAULT_FEATURES) -> int:
     """Audio samples per step call of `packet_frames` frames."""
     return int(packet_frames) * feature_config.hop_length
@@ -210,7 +215,7 @@ class DetectionSettings:
 
     def smoothing_packets(self, hop_s: float) -> int:
         """The smoothing window in packets of `hop_s` seconds (at least one)."""
-        return max(1, int(round(self.smoothing_seconds / hop_s)))
+        return smoothing_packets(self.smoothing_seconds, hop_s)
 
     def threshold_text(self) -> str:
         """'0.9', or 'per keyword 0.3-0.95' (for messages)."""

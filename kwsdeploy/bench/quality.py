@@ -61,6 +61,7 @@ def score(runner, subject, corpus: Corpus) -> dict:
             pred = subject.labels[int(np.argmax(runner.step(x)[0]))]
             hits += pred == label
         return {"accuracy": hits / len(corpus.clips), "fa_per_hour": None}
+    from kwsdeploy.contract import smoothing_packets
     from kwsdeploy.runtime.detect import KeywordDetector
     from kwsdeploy.streaming.stream_eval import score_detections
 
@@ -68,7 +69,7 @@ def score(runner, subject, corpus: Corpus) -> dict:
     runner.reset()
     logits = np.stack([runner.step(p)[0] for p in packets])
     hop = subject.audio_seconds_per_call
-    det = KeywordDetector(subject.labels, hop, smoothing_packets=max(1, int(round(SMOOTHING_S / hop))),
+    det = KeywordDetector(subject.labels, hop, smoothing_packets=smoothing_packets(SMOOTHING_S, hop),
                           threshold=THRESHOLD, refractory_seconds=REFRACTORY_S, min_gap_seconds=MIN_GAP_S)
     found = det.update(logits)
     s = score_detections([(e.label, e.time) for e in found], corpus.events, len(corpus.recording) / corpus.sample_rate)

@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from kwsdeploy.contract import DetectionSettings
+from kwsdeploy.contract import DetectionSettings, smoothing_packets
 from kwsdeploy.streaming.det import curve_to_json, det_curve, det_point, detections, operating_point, score_stream, summary
 from kwsdeploy.streaming.holdout import MIN_HOLDOUT_KEYWORDS, Fit, Streams, fold_split, holdout_guard
 from kwsdeploy.streaming.keyword_thresholds import tune_keyword_thresholds
@@ -79,7 +79,7 @@ def tune_settings(logits: np.ndarray, labels: Sequence[str], hop_seconds: float,
     recording decides first whether thresholds per keyword are kept and how many grid steps the chosen
     thresholds are raised for margin; `tuned["holdout"]` records it. Refractory and gap from `base`. Raises if no setting
     meets the target."""
-    streams = {(t, s): score_stream(logits, labels, hop_seconds, max(1, int(round(s / hop_seconds))), temperature=t)
+    streams = {(t, s): score_stream(logits, labels, hop_seconds, smoothing_packets(s, hop_seconds), temperature=t)
                for t in temperature_choices for s in smoothing_choices}
     steps, guard = 0, None
     if holdout:
