@@ -235,9 +235,9 @@ class MFCC(nn.Module):
         """[B, samples] -> mel power [B, frames, n_mels] through the factorised DFT.
 
         A packet of few frames (a step) is cut into N1-sample chunks and each frame's [N2, N1] matrix
-        gathered from them (one Gather); stage 1 is then one GEMM per stream, stage 2 one per k2 over
-        all frames and streams, the mel one GEMM over all of them. A long input (a whole clip) is framed
-        by hop blocks instead (a constant index per frame would be large). Sizes are Python ints:
+        gathered from them (one Gather; `_mel_gathered`). A long input (a whole clip) is framed by hop
+        blocks instead (a constant index per frame would be large): stage 1 is one GEMM over every
+        frame, stage 2 one per k2, the mel one GEMM over all of them. Sizes are Python ints:
         constants in an exported graph, where only the batch axis varies."""
         cfg = self.config
         n2, n1 = self.factors
@@ -248,23 +248,47 @@ class MFCC(nn.Module):
         if hops * cfg.hop_length != int(wave.shape[-1]):  # a step's input is whole hops: no Slice node
             wave = wave[:, : hops * cfg.hop_length]
         if frames <= GATHER_MAX_FRAMES and cfg.hop_length % n1 == 0:
-            step = cfg.hop_length // n1
-            chunks = wave.reshape(-1, hops * step, n1)  # [B, J, N1]
-            index = torch.from_numpy((step * np.arange(frames)[None, :] + np.arange(n2)[:, None]).astype(np.int32))
-            x = chunks[:, index] * self.dft_window.reshape(n2, 1, n1)  # [B, N2, F, N1]
-            a = torch.matmul(self.dft_stage1, x.reshape(-1, n2, frames * n1))  # [B, 2*K2 (k2, Re/Im), (f, i1)]
-            a = a.reshape(-1, k2n, 2, frames, n1).permute(1, 0, 3, 2, 4).reshape(k2n, -1, 2 * n1)
-        else:
-            blocks = wave.reshape(-1, hops, cfg.hop_length)
-            x = torch.cat([blocks[:, i : i + frames] for i in range(per)], dim=-1) * self.dft_window
-            x = x.reshape(-1, n2, n1).transpose(0, 1).reshape(n2, -1)  # [N2, (b, f, i1)]
-            a = torch.matmul(self.dft_stage1, x)  # [2*K2 (k2, Re/Im), (b, f, i1)]
-            a = a.reshape(k2n, 2, -1, n1).transpose(1, 2).reshape(k2n, -1, 2 * n1)  # [K2, (b, f), (Re/Im, i1)]
+            return self._mel_gathered(wave, hops, frames)
+        blocks = wave.reshape(-1, hops, cfg.hop_length)
+        x = torch.cat([blocks[:, i : i + frames] for i in range(per)], dim=-1) * self.dft_window
+        x = x.reshape(-1, n2, n1).transpose(0, 1).reshape(n2, -1)  # [N2, (b, f, i1)]
+        a = torch.matmul(self.dft_stage1, x)  # [2*K2 (k2, Re/Im), (b, f, i1)]
+        a = a.reshape(k2n, 2, -1, n1).transpose(1, 2).reshape(k2n, -1, 2 * n1)  # [K2, (b, f), (Re/Im, i1)]
         z = torch.matmul(a, self.dft_stage2)  # [K2, (b, f), (k1, Re/Im)]
         z = z.reshape(k2n, -1, n1, 2)
         power = (z * z).sum(dim=-1)  # [K2, (b, f), k1] (one ReduceSumSquare once simplified)
         power = power.transpose(0, 1).reshape(-1, k2n * n1)  # [(b, f), (k2, k1)]
         return torch.matmul(power, self.mel_bins.reshape(k2n * n1, -1)).reshape(-1, frames, cfg.n_mels)
+
+    def _mel_gathered(self, wave: torch.Tensor, hops: int, frames: int) -> torch.Tensor:
+        """The step path of `_mel_factorised` (a packet of at most GATHER_MAX_FRAMES frames): the same
+        sums, laid out for ONNX Runtime's fast kernels.
+
+        The frames are gathered frame-major ([B, F, N2, N1] is each frame's n_fft samples in order),
+        so the window is a broadcast over the last axis; stage 1 is one small GEMM per frame, whose
+        [K2, (b, f), (Re/Im, i1)] view stage 2 reads through a transposed MatMul (ONNX Runtime fuses
+        it); stage 2's outputs are reordered to a Re block and an Im block, so a power is two halves
+        added; and the mel projection is one GEMM per k2 summed over the leading k2 axis, instead of a
+        transpose of the spectrum. The older layout (the window broadcast over [B, N2, F, N1], the
+        Re/Im pairs summed over a last axis of 2, two transposes) spent most of its time outside the
+        GEMMs: at batch 64 x 8 frames this one takes 0.55-0.75x of its CPU time, with the same
+        constants (benchmarks/results/<machine>/frontend.md)."""
+        cfg = self.config
+        n2, n1 = self.factors
+        k2n = n2 // 2 + 1
+        step = cfg.hop_length // n1
+        chunks = wave.reshape(-1, hops * step, n1)  # [B, J, N1]
+        index = torch.from_numpy((step * np.arange(frames)[:, None] + np.arange(n2)[None, :]).astype(np.int32))
+        x = chunks[:, index].reshape(-1, frames, cfg.n_fft) * self.dft_window  # [B, F, n_fft]: frames in order
+        a = torch.matmul(self.dft_stage1, x.reshape(-1, frames, n2, n1))  # [B, F, 2*K2 (k2, Re/Im), N1]
+        a = a.reshape(-1, k2n, 2 * n1).transpose(0, 1)  # [K2, (b, f), (Re/Im, i1)]
+        # Stage 2 with its outputs reordered (Re of k1 = 0..N1-1, then Im): a constant once exported.
+        m2 = self.dft_stage2.reshape(k2n, 2 * n1, n1, 2).transpose(-1, -2).reshape(k2n, 2 * n1, 2 * n1)
+        z = torch.matmul(a, m2)  # [K2, (b, f), (Re/Im, k1)]
+        squares = z * z
+        power = squares[..., :n1] + squares[..., n1:]  # [K2, (b, f), k1]: one Split and one Add
+        mel = torch.matmul(power, self.mel_bins).sum(dim=0)  # [(b, f), n_mels]
+        return mel.reshape(-1, frames, cfg.n_mels)
 
     def log_mel_db(self, wave: torch.Tensor) -> torch.Tensor:
         """[B, samples] -> unclamped dB mel spectrogram [B, n_mels, frames]: 10*log10(max(mel, amin))."""

@@ -115,14 +115,23 @@ def _subgraph(proto: onnx.ModelProto, node: onnx.NodeProto, x_names: list[str]) 
     return model
 
 
-def record_tensors(proto: onnx.ModelProto, feeds: Iterable[Mapping[str, np.ndarray]], names: list[str]) -> dict[str, np.ndarray]:
-    """Values of `names` in `proto` over every feed, concatenated on the batch axis."""
+def record_tensor_batches(
+    proto: onnx.ModelProto, feeds: Iterable[Mapping[str, np.ndarray]], names: list[str]
+) -> dict[str, list[np.ndarray]]:
+    """Values of `names` in `proto`, one array per feed (an inner tensor need not have the batch
+    first: a step conv's input is [1, C, B, T])."""
     sess = _session(_with_outputs(proto, names))
     got: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for feed in feeds:
         for n, v in zip(names, sess.run(names, dict(feed))):
             got[n].append(v)
-    return {n: np.concatenate(v, axis=0) for n, v in got.items()}
+    return got
+
+
+def record_tensors(proto: onnx.ModelProto, feeds: Iterable[Mapping[str, np.ndarray]], names: list[str]) -> dict[str, np.ndarray]:
+    """Values of batch-first tensors `names` (graph outputs such as the logits) over every feed,
+    concatenated on the batch axis."""
+    return {n: np.concatenate(v, axis=0) for n, v in record_tensor_batches(proto, feeds, names).items()}
 
 
 def layer_sqnr(fp32: onnx.ModelProto, q: onnx.ModelProto, calib, layers: list[str], batch: int = 64) -> dict[str, float]:
@@ -131,17 +140,21 @@ def layer_sqnr(fp32: onnx.ModelProto, q: onnx.ModelProto, calib, layers: list[st
     fnodes = {n.name: n for n in fp32.graph.node}
     todo = [(name, qnodes[name]) for name in layers if name in qnodes]
     x_names = {name: _float_inputs(q, node) for name, node in todo}
-    acts = record_tensors(fp32, calib.batches(batch), sorted({x for xs in x_names.values() for x in xs}))
+    acts = record_tensor_batches(fp32, calib.batches(batch), sorted({x for xs in x_names.values() for x in xs}))
     out: dict[str, float] = {}
     for name, node in todo:
         ref_node = fnodes.get(name)
         if ref_node is None:
             continue
         xs = x_names[name]
-        feed = {x: acts[x] for x in xs}
-        ref = _session(_subgraph(fp32, ref_node, xs)).run(None, feed)[0]  # fp32 layer alone
-        got = _session(_subgraph(q, node, xs)).run(None, feed)[0]
-        out[name] = sqnr_db(ref, got)
+        ref_layer = _session(_subgraph(fp32, ref_node, xs))  # the fp32 layer alone
+        q_layer = _session(_subgraph(q, node, xs))
+        refs, gots = [], []
+        for i in range(len(acts[xs[0]])):
+            feed = {x: acts[x][i] for x in xs}
+            refs.append(ref_layer.run(None, feed)[0].ravel())
+            gots.append(q_layer.run(None, feed)[0].ravel())
+        out[name] = sqnr_db(np.concatenate(refs), np.concatenate(gots))
     return out
 
 

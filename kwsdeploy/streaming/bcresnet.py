@@ -57,10 +57,22 @@ class StepBlock(nn.Module):
         out = F.relu(F.conv2d(x, self.in_weight, self.in_bias)) if self.transition else x
         aux = F.conv2d(out, self.freq_weight, None, (self.freq_stride, 1), (1, 0), 1, self.groups)
         aux = aux * self.ssn_scale + self.ssn_shift
-        temporal, state = self.temporal(aux.mean(dim=2, keepdim=True), state)
+        temporal, state = self.temporal(frequency_mean(aux), state)
         temporal = F.conv2d(F.silu(temporal), self.out_weight)
         residual = aux + temporal if self.transition else x + aux + temporal
         return F.relu(residual), state
+
+
+def frequency_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean over the frequency axis of x [B, C, F, T], keeping it: [B, C, 1, T].
+
+    With one frame per call (T = 1, the natural packet) this is a mean over the last axis of
+    [B, C, F]: ONNX Runtime's ReduceMean over axis 2 of [B, C, F, 1] takes its slow general path
+    (at batch 64, 90-160 us per block against 8-13 us; 40 % of the step graph's time)."""
+    channels, rows, frames = (int(d) for d in x.shape[1:])
+    if frames == 1:
+        return x.reshape(-1, channels, rows).mean(dim=-1).reshape(-1, channels, 1, 1)
+    return x.mean(dim=2, keepdim=True)
 
 
 class StreamingBCResNet(StepModule):

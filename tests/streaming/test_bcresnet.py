@@ -156,3 +156,36 @@ def test_onnx_export_reproduces_the_torch_step():
             onnx_state = out[1:]
             err = max(err, float(np.abs(out[0] - logits.numpy()).max()))
     assert err < ONNX_PARITY_ATOL, err
+
+
+@pytest.mark.parametrize("frames", [1, 3])
+def test_frequency_mean_equals_the_mean_over_rows(frames):
+    from kwsdeploy.streaming.bcresnet import frequency_mean
+
+    x = torch.randn(4, 6, 10, frames, generator=torch.Generator().manual_seed(frames))
+    got = frequency_mean(x)
+    assert got.shape == (4, 6, 1, frames)
+    assert float((got - x.mean(dim=2, keepdim=True)).abs().max()) < 1e-6
+
+
+def test_one_frame_step_graph_reduces_over_a_last_axis_only():
+    """With one frame per call no ReduceMean reduces a middle axis of [B, C, F, 1] (ONNX Runtime's
+    slow general path): each frequency mean is a ReduceMean over the last axis of [B, C, F]."""
+    import onnx
+    import onnx.numpy_helper
+
+    from kwsdeploy.exporters.onnx import export_step
+
+    proto = onnx.shape_inference.infer_shapes(export_step(to_streaming(create("bcresnet1-causal").eval()), exporter="legacy"))
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in list(proto.graph.value_info) + list(proto.graph.input)}
+    consts = {i.name: onnx.numpy_helper.to_array(i).tolist() for i in proto.graph.initializer}
+    means = []
+    for node in proto.graph.node:
+        if node.op_type == "ReduceMean":  # axes: an input from opset 18, an attribute before
+            attr = [list(a.ints) for a in node.attribute if a.name == "axes"]
+            axes = attr[0] if attr else consts.get(node.input[1]) if len(node.input) > 1 else None
+            means.append((ranks.get(node.input[0]), axes))
+    block_means = [m for m in means if m[0] == 3]
+    assert len(block_means) >= 12, means
+    assert all(axes in ([-1], [2]) for _, axes in block_means), means
+    assert not [m for m in means if m[0] == 4 and m[1] == [2]], means

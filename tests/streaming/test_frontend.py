@@ -116,3 +116,28 @@ def test_onnx_export_dynamic_packet(tmp_path):
         print(f"frontend onnx b={b} k={kk}: max rel err {err:.2e}")
         assert err <= ONNX_PARITY_ATOL
         assert np.array_equal(got[1], want[1].numpy())
+
+
+@pytest.mark.parametrize("packet", [1, 8])
+def test_step_graph_keeps_the_factorised_dft_on_fast_kernels(packet):
+    """The step frontend's graph (as bundles export it): the window multiplies a last axis of n_fft
+    samples, no Re/Im pair is reduced over a last axis of 2 (ReduceSumSquare), the spectrum is not
+    transposed before the mel projection, and its constants stay under 100 KB."""
+    import onnx.numpy_helper
+
+    from kwsdeploy.exporters.onnx import export_frontend_step
+
+    cfg = FeatureConfig.deployable()
+
+    class Spec:
+        feature_config, packet_frames = cfg, packet
+
+    proto = export_frontend_step(StreamingMFCC(cfg).eval(), Spec(), exporter="legacy")
+    ops = [n.op_type for n in proto.graph.node]
+    consts = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
+    assert "ReduceSumSquare" not in ops and "Conv" not in ops
+    assert ops.count("Transpose") <= 2  # stage 1's view (fused into stage 2's MatMul) and the output's
+    windows = [consts[i] for n in proto.graph.node if n.op_type == "Mul" for i in n.input if i in consts
+               and consts[i].shape == (cfg.n_fft,)]
+    assert len(windows) == 1
+    assert sum(c.nbytes for c in consts.values()) < 100_000

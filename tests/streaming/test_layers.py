@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kwsdeploy.streaming.fold import fold_conv_bn
@@ -83,3 +84,35 @@ def test_fold_matches_conv_then_bn():
     with torch.no_grad():
         err = (torch.nn.functional.conv1d(x, w, b) - bn(conv(x))).abs().max().item()
     assert err < 1e-5
+
+
+@pytest.mark.parametrize("stride,dilation,groups", [(1, 1, 1), (2, 1, 1), (1, 3, 1), (1, 1, 4), (2, 2, 8)])
+def test_batch_as_height_conv_equals_conv1d(stride, dilation, groups):
+    from kwsdeploy.streaming.layers import batch_as_height_conv1d
+
+    gen = torch.Generator().manual_seed(stride * 100 + dilation * 10 + groups)
+    x = torch.randn(5, 8, 23, generator=gen)
+    w, b = torch.randn(16, 8 // groups, 3, generator=gen), torch.randn(16, generator=gen)
+    want = F.conv1d(x, w, b, stride=stride, dilation=dilation, groups=groups)
+    got = batch_as_height_conv1d(x, w, b, stride, dilation, groups)
+    assert got.shape == want.shape
+    assert float((got - want).abs().max()) < 1e-5
+    assert float((batch_as_height_conv1d(x, w, None, stride, dilation, groups) - (want - b[:, None])).abs().max()) < 1e-5
+
+
+@pytest.mark.parametrize("name", ["tcresnet8-causal", "matchboxnet-causal"])
+def test_step_graph_convs_run_the_batch_as_one_image(name):
+    """Every Conv of the exported step graph is 2-D over [1, C, B, T] (one GEMM for all streams),
+    none a 1-D Conv over [B, C, T] (one small GEMM per stream); a dense conv with one output frame
+    per call is a Gemm."""
+    from kwsdeploy.exporters.onnx import export_step
+    from kwsdeploy.models import create
+    from kwsdeploy.streaming.convert import to_streaming
+
+    step = to_streaming(create(name).eval(), packet_frames=8)
+    proto = export_step(step, exporter="legacy")
+    weights = {i.name: len(i.dims) for i in proto.graph.initializer}
+    ranks = [weights[n.input[1]] for n in proto.graph.node if n.op_type == "Conv"]
+    gemms = [n for n in proto.graph.node if n.op_type == "Gemm"]  # the head, and one-frame dense convs
+    assert set(ranks) == {4}, ranks
+    assert len(ranks) + len(gemms) - 1 == sum(1 for m in step.modules() if isinstance(m, StreamConv1d))
