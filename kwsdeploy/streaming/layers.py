@@ -39,6 +39,7 @@ from torch import nn
 
 from kwsdeploy.config import FeatureConfig
 from kwsdeploy.contract import StateSpec, StreamSpec
+from kwsdeploy.features import is_exporting
 from kwsdeploy.models._time_conv import TimeConv1d
 from kwsdeploy.streaming.fold import fold_conv_bn
 
@@ -118,9 +119,12 @@ class StreamConv1d(RingBufferConv):
         return self._conv(window, self.stride), window[..., -self.context :]
 
     def _conv(self, window: torch.Tensor, stride: int) -> torch.Tensor:
-        """The conv of a step's window, in the form ONNX Runtime runs fastest at any batch: one
-        output frame of a dense conv is a Gemm of the flattened taps; otherwise one 2-D Conv with
-        the batch as the image's height (`batch_as_height_conv1d`)."""
+        """The conv of a step's window. Eager torch runs the plain 1-D conv (its fastest); an export
+        traces the form ONNX Runtime runs fastest at any batch: one output frame of a dense conv is a
+        Gemm of the flattened taps, otherwise one 2-D Conv with the batch as the image's height
+        (`batch_as_height_conv1d`). Same sums; the torch-vs-ONNX parity tests compare the two."""
+        if not is_exporting():
+            return F.conv1d(window, self.weight, self.bias, stride=stride, dilation=self.dilation, groups=self.groups)
         frames = (int(window.shape[-1]) - self.context - 1) // stride + 1
         if frames == 1 and self.groups == 1:
             taps = window[..., : self.context + 1 : self.dilation] if int(window.shape[-1]) > self.context + 1 or self.dilation > 1 else window
