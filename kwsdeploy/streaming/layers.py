@@ -127,7 +127,9 @@ class StreamConv1d(RingBufferConv):
             return F.conv1d(window, self.weight, self.bias, stride=stride, dilation=self.dilation, groups=self.groups)
         frames = (int(window.shape[-1]) - self.context - 1) // stride + 1
         if frames == 1 and self.groups == 1:
-            taps = window[..., : self.context + 1 : self.dilation] if int(window.shape[-1]) > self.context + 1 or self.dilation > 1 else window
+            taps = window
+            if int(window.shape[-1]) > self.context + 1 or self.dilation > 1:  # a Slice only where one is needed
+                taps = window[..., : self.context + 1 : self.dilation]
             return F.linear(taps.reshape(-1, self.in_channels * self.kernel_size),
                             self.weight.reshape(self.out_channels, -1), self.bias).unsqueeze(-1)
         return batch_as_height_conv1d(window, self.weight, self.bias, stride, self.dilation, self.groups)
@@ -140,8 +142,9 @@ def batch_as_height_conv1d(
     with a [C_out, C_in/groups, 1, k] kernel, the batch as the image's height.
 
     A step call's window is short (r + P frames, 1-8 output frames), and ONNX Runtime's Conv runs
-    one small im2col + GEMM per batch item: at batch 64 a TC-ResNet block conv took 3-4x longer as
-    a 1-D Conv than as this 2-D Conv, whose single GEMM covers every stream (batch 1: the same).
+    one small im2col + GEMM per batch item: at batch 64 the tcresnet8-causal step's convs took 968 us
+    per call as 1-D Convs, 145 us as these 2-D Convs (plus 144 us of Transposes), whose single GEMM
+    covers every stream (benchmarks/results/<machine>/step_graph_batch_layout.md).
     Same sums, same result: the two Transposes move the (small) window and output only."""
     y = F.conv2d(
         x.transpose(0, 1).unsqueeze(0), weight.unsqueeze(2), bias,
