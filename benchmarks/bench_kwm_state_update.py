@@ -135,6 +135,82 @@ def tiled(proto: onnx.ModelProto, size: int, chunks: int) -> onnx.ModelProto:
     return out
 
 
+PART = ".part"  # a state split along its last axis is bound as state.<layer>.ssm.part0, .part1, ...
+
+
+def d_split(proto: onnx.ModelProto, parts: int, state_inputs: bool) -> onnx.ModelProto:
+    """The state update split along the channel axis (2D) into `parts` pieces, each piece's six ops one
+    after another, so its [B, 16, 2D/parts] tensors can stay in L2. Every op of the update is
+    elementwise over the channels (the readout sums over the 16 state rows only), so the pieces are
+    independent; dt, u and A are split (dt and u are [B, 1, 2D], A a constant), Bt and C are shared,
+    the readouts are joined on the last axis. `state_inputs`: each piece of the SSM state is its own
+    graph input and output (state.<layer>.ssm.partI: no copy of the state); else the one state is
+    Split and its new pieces Concatenated (the contract's names, at the price of two copies)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    g = out.graph
+    inits = {i.name: i for i in g.initializer}
+    nodes = list(g.node)
+    inputs = {i.name: i for i in g.input}
+    outputs = {o.name: o for o in g.output}
+    for k, layer in enumerate(state_updates(g)):
+        p = f"dsplit{k}."
+        a = numpy_helper.to_array(inits[layer["A"]])
+        width = a.shape[-1]
+        if width % parts:
+            raise ValueError(f"{width} channels do not split into {parts} parts")
+        w = width // parts
+        sizes = p + "sizes"
+        g.initializer.append(numpy_helper.from_array(np.full(parts, w, np.int64), sizes))
+        for i in range(parts):
+            g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(a[..., i * w:(i + 1) * w]), f"{p}A{i}"))
+        bt, u = layer["outer"].input[:2]
+        cm = layer["readout"].input[0]
+        state, new_state = layer["state"], layer["add"].output[0]
+        new = [helper.make_node("Split", [layer["dt"], sizes], [f"{p}dt{i}" for i in range(parts)], axis=-1),
+               helper.make_node("Split", [u, sizes], [f"{p}u{i}" for i in range(parts)], axis=-1)]
+        if state_inputs:
+            hs = [state + f"{PART}{i}" for i in range(parts)]
+            news = ["new_" + h for h in hs]
+            src = inputs[state]
+            dims = [d.dim_param or d.dim_value for d in src.type.tensor_type.shape.dim]
+            at = list(g.input).index(src)
+            g.input.remove(src)
+            for i, h in enumerate(hs):
+                g.input.insert(at + i, helper.make_tensor_value_info(h, onnx.TensorProto.FLOAT, [*dims[:-1], w]))
+            dst = outputs[new_state]
+            at = list(g.output).index(dst)
+            g.output.remove(dst)
+            for i, h in enumerate(news):
+                g.output.insert(at + i, helper.make_tensor_value_info(h, onnx.TensorProto.FLOAT, [*dims[:-1], w]))
+        else:
+            hs = [f"{p}h{i}" for i in range(parts)]
+            news = [f"{p}new{i}" for i in range(parts)]
+            new.append(helper.make_node("Split", [state, sizes], hs, axis=-1))
+        ys = []
+        for i in range(parts):
+            q = f"{p}{i}."
+            new += [helper.make_node("Mul", [f"{p}dt{i}", f"{p}A{i}"], [q + "dtA"]),
+                    helper.make_node("Exp", [q + "dtA"], [q + "decay"]),
+                    helper.make_node("Mul", [q + "decay", hs[i]], [q + "decayed"]),
+                    helper.make_node(layer["outer"].op_type, [bt, f"{p}u{i}"], [q + "input"]),
+                    helper.make_node("Add", [q + "decayed", q + "input"], [news[i]]),
+                    helper.make_node("MatMul", [cm, news[i]], [q + "y"])]
+            ys.append(q + "y")
+        if not state_inputs:
+            new.append(helper.make_node("Concat", news, [new_state], axis=-1))
+        new.append(helper.make_node("Concat", ys, [layer["readout"].output[0]], axis=-1))
+        old = {id(layer[n]) for n in ("add", "decay_mul", "exp", "dt_mul", "outer", "readout")}
+        at = nodes.index(layer["readout"])
+        nodes = [n for n in nodes[:at] + new + nodes[at:] if id(n) not in old]
+    for n in nodes:
+        n.name = n.name or n.output[0]
+    del g.node[:]
+    g.node.extend(nodes)
+    onnx.checker.check_model(out)
+    return out
+
+
 def variant_graph(name: str, exported: onnx.ModelProto) -> onnx.ModelProto:
     if name == "export":
         return exported
@@ -145,6 +221,9 @@ def variant_graph(name: str, exported: onnx.ModelProto) -> onnx.ModelProto:
     if name.startswith("tiled-"):
         size, chunks = (int(v) for v in name[len("tiled-"):].split("x"))
         return tiled(exported, size, chunks)
+    if name.startswith("dsplit-") or name.startswith("dsplitcat-"):
+        kind, parts = name.split("-")
+        return d_split(exported, int(parts), state_inputs=kind == "dsplit")
     raise ValueError(f"unknown variant {name!r}")
 
 
@@ -185,8 +264,21 @@ class Stepper:
         rng = np.random.default_rng(seed)
         names = [i.name for i in s.get_inputs()]
         shapes = {i.name: [batch, *i.shape[1:]] for i in s.get_inputs()}
-        self.sets = [{n: (rng.standard_normal(shapes[n]) * (1.0 if n == "features" else 0.1)).astype(np.float32)
-                      for n in names} for _ in range(2)]
+        canon: dict = {}  # a split state's parts are drawn as the one state they stand for (same numbers)
+        for n in names:
+            base = n.split(PART)[0]
+            canon.setdefault(base, []).append(n)
+
+        def draw():
+            out = {}
+            for base, parts in canon.items():
+                shape = shapes[parts[0]][:-1] + [sum(shapes[q][-1] for q in parts)]
+                full = (rng.standard_normal(shape) * (1.0 if base == "features" else 0.1)).astype(np.float32)
+                out.update(zip(parts, np.split(full, len(parts), axis=-1)) if len(parts) > 1 else {base: full})
+            return {n: np.ascontiguousarray(out[n]) for n in names}
+
+        self.canon = canon
+        self.sets = [draw() for _ in range(2)]
         self.sets[1]["features"] = self.sets[0]["features"]
         if inplace:
             self.sets[1] = self.sets[0]
@@ -213,7 +305,9 @@ class Stepper:
         out = []
         for _ in range(steps):
             self.step()
-            out += [self.logits.copy(), *(a.copy() for n, a in self.sets[self.cur].items() if n != "features")]
+            st = self.sets[self.cur]
+            out += [self.logits.copy(), *(np.concatenate([st[q] for q in parts], axis=-1)
+                                          for base, parts in self.canon.items() if base != "features")]
         return out
 
 
