@@ -116,3 +116,65 @@ def test_step_graph_convs_run_the_batch_as_one_image(name):
     gemms = [n for n in proto.graph.node if n.op_type == "Gemm"]  # the head, and one-frame dense convs
     assert set(ranks) == {4}, ranks
     assert len(ranks) + len(gemms) - 1 == sum(1 for m in step.modules() if isinstance(m, StreamConv1d))
+
+
+class _OneConvStep(nn.Module):
+    """One StreamConv1d as a step graph: (x, state) -> (y, new state)."""
+
+    def __init__(self, layer: StreamConv1d) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x, state):
+        y, new_state = self.layer(x, state)
+        return y, x[..., :0] if new_state is None else new_state
+
+
+@pytest.mark.parametrize(
+    "kernel,stride,dilation,groups,packet,bias,op",
+    [
+        (3, 1, 1, 1, 1, True, "linear"),  # one output frame, the window is the taps
+        (3, 1, 2, 1, 1, True, "linear"),  # dilated: a strided Slice of the taps
+        (9, 2, 1, 1, 2, False, "linear"),  # strided: the window is longer than the taps
+        (1, 2, 1, 1, 2, True, "linear"),  # kernel 1 with stride: the input's every 2nd frame
+        (9, 2, 1, 1, 8, True, "Conv"),  # more than one output frame
+        (5, 1, 2, 4, 1, True, "Conv"),  # grouped: never a Gemm
+        (11, 1, 1, 8, 1, False, "Conv"),  # depthwise
+    ],
+)
+def test_exported_step_conv_equals_the_eager_conv1d_at_any_batch(kernel, stride, dilation, groups, packet, bias, op):
+    """Every form an export traces (one output frame of a dense conv: a Gemm of the taps, a MatMul
+    without bias; else the batch-as-height 2-D Conv) gives eager torch's F.conv1d under ONNX Runtime
+    at batch sizes other than the export's example (1, 3, 70)."""
+    import io
+
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from kwsdeploy.tolerances import ONNX_PARITY_ATOL
+
+    gen = torch.Generator().manual_seed(kernel * 1000 + stride * 100 + dilation * 10 + groups)
+    w = torch.randn(16, 8 // groups, kernel, generator=gen) * 0.3
+    layer = StreamConv1d(w, torch.randn(16, generator=gen) if bias else None, "c", stride, dilation, groups).eval()
+    context = max(layer.context, 1)  # a kernel-1 conv has no state: feed a dummy frame
+    buf = io.BytesIO()
+    torch.onnx.export(
+        _OneConvStep(layer), (torch.randn(2, 8, packet), torch.zeros(2, 8, context)), buf, dynamo=False,
+        input_names=["x", "s"], output_names=["y", "ns"], opset_version=18,
+        dynamic_axes={n: {0: "batch"} for n in ("x", "s", "y", "ns")},
+    )
+    ops = {n.op_type for n in onnx.load_from_string(buf.getvalue()).graph.node}
+    linear = {"Gemm", "MatMul"}
+    assert ops & ({"Conv"} if op == "Conv" else linear) and not ops & (linear if op == "Conv" else {"Conv"}), ops
+    sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    feeds = {i.name for i in sess.get_inputs()}  # a kernel-1 conv's dummy state is not an input
+    for batch in (1, 3, 70):
+        x, s = torch.randn(batch, 8, packet, generator=gen), torch.randn(batch, 8, context, generator=gen)
+        with torch.no_grad():
+            want, want_state = layer(x, s if layer.context else None)
+        got = sess.run(None, {k: v.numpy() for k, v in (("x", x), ("s", s)) if k in feeds})
+        assert got[0].shape == tuple(want.shape)
+        assert float(np.abs(got[0] - want.numpy()).max()) < ONNX_PARITY_ATOL
+        if want_state is not None:
+            assert np.array_equal(got[1], want_state.numpy())
