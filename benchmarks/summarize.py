@@ -63,7 +63,7 @@ def targets(folder: Path) -> list[str]:
     ref = _rows(folder, "reference-size")
     step = next(iter(_ok(ref, mode="step", batch=1)), None)
     win = next(iter(_ok(ref, mode="windowed", batch=1)), None)
-    b64 = next(iter(_ok(_rows(folder, "reference-size-batch64"), mode="step", batch=64)), None)
+    b64 = next(iter(_ok(_rows(folder, "reference-size-batch64"), mode="step", batch=64, precision="fp32")), None)
     for r, label in ((step, "batch 1"), (b64, "batch 64")):
         if r:
             old = r.get("weights_only_bound_us")  # the bound without the state's bytes, for comparison
@@ -84,6 +84,16 @@ def targets(folder: Path) -> list[str]:
         out.append(f"| step >= 30x cheaper per 10 ms hop than recomputing the 1 s window (kwm-causal-192-12, "
                    f"ORT fp32) | p50 wall {_fmt(step['p50_us'])} vs {_fmt(win['p50_us'])} us per hop: {ratio:.0f}x"
                    f"{cpu_txt} | {'yes' if judged >= 30 else 'no'} |")
+    q = _rows(folder, "reference-size-int8")  # issue 17: the cpu recipe against fp32, same run, CPU per call
+    speed = {}
+    for b in (1, 64):
+        fp32 = next(iter(_ok(q, mode="step", batch=b, precision="fp32")), None)
+        int8 = next(iter(_ok(q, mode="step", batch=b, precision="int8-cpu")), None)
+        if fp32 and int8 and fp32.get("cpu_us_per_call") and int8.get("cpu_us_per_call"):
+            speed[b] = (fp32["cpu_us_per_call"] / int8["cpu_us_per_call"], int8.get("int8_recipe") or "-")
+    for b, (ratio, recipe) in speed.items():
+        out.append(f"| kwm-causal-192-12 cpu recipe (int8-cpu, ORT, 1 thread) >= 1.5x fp32, batch {b} | "
+                   f"{ratio:.2f}x CPU per call ({recipe}) | {'yes' if ratio >= 1.5 else 'no'} |")
     for name, what in (("batched", "features in"), ("batched-frontend", "audio in, frontend included")):
         rows = _ok(_rows(folder, name), model="tcresnet8-causal")
         if rows:

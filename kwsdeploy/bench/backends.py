@@ -75,7 +75,9 @@ def _calibration(subject, calib_data):
     if key not in subject._onnx:
         from kwsdeploy.calibration.passes import CalibrationSource, Int8Options, calibration_clips
 
-        clips = calibration_clips(Int8Options(calib_data=calib_data), subject.labels, subject.feature_config)
+        # Random weights have classes in name only (class0, ...): any words calibrate their ranges.
+        labels = None if subject.weights == "random init" else subject.labels
+        clips = calibration_clips(Int8Options(calib_data=calib_data), labels, subject.feature_config)
         subject._onnx[key] = CalibrationSource(clips=clips, feature_config=subject.feature_config)
     return subject._onnx[key]
 

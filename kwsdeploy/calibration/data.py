@@ -131,7 +131,7 @@ def _pick(n_available: int, n: int, seed: int) -> np.ndarray:
 
 def load_calibration_clips(
     source: str | Path | None,
-    labels: Sequence[str],
+    labels: Sequence[str] | None,
     sample_rate: int,
     clip_samples: int,
     clips: int = DEFAULT_CLIPS,
@@ -139,7 +139,8 @@ def load_calibration_clips(
 ) -> CalibrationClips:
     """Calibration clips from a prepared directory (its train split), a folder of label-named
     subfolders, or (None) the embedded demo corpus' train split. Refuses empty data, another sample
-    rate than the card's, and labels the model does not know."""
+    rate than the card's, and labels the model does not know (`labels` None: any labels, for a model
+    whose classes mean nothing yet, such as random weights timed by the benchmark)."""
     if source is None:
         from kwsdeploy.data.demo import demo_corpus_dir
 
@@ -158,7 +159,7 @@ def _prepared_clips(path: Path, labels, sample_rate: int, clips: int, seed: int,
     from kwsdeploy.data.prepared import load_labels, load_meta, read_jsonl
 
     data_labels = load_labels(path)
-    unknown = [x for x in data_labels if x not in labels]
+    unknown = [x for x in data_labels if labels is not None and x not in labels]
     if unknown:
         raise CalibrationError(f"calibration data {name} has label(s) {unknown} that the model does not know "
                                f"(its labels: {', '.join(labels)}); calibrate on data of the model's words.")
@@ -178,7 +179,7 @@ def _folder_clips(path: Path, labels, sample_rate: int, clip_samples: int, clips
     from kwsdeploy.audio import fit_clip, load_audio
 
     subdirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith((".", "_background")))
-    unknown = [p.name for p in subdirs if p.name not in labels]
+    unknown = [p.name for p in subdirs if labels is not None and p.name not in labels]
     if unknown:
         raise CalibrationError(f"calibration folder {path} has label folder(s) {unknown} that the model does not "
                                f"know (its labels: {', '.join(labels)}); remove them or rename them.")

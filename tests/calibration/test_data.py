@@ -133,3 +133,12 @@ def test_no_clips_is_refused(tc_graph):
     empty = CalibrationClips(np.zeros((0, 16000), np.float32), "x", "", (), 0)
     with pytest.raises(CalibrationError, match="no calibration clips"):
         collect_calibration(proto.SerializeToString(), empty, ck.feature_config)
+
+
+def test_no_labels_means_any_words():
+    """Random weights (the benchmark's rows without a checkpoint) calibrate on any corpus: labels=None
+    skips the check that refuses words the model does not know, and nothing else."""
+    clips = load_calibration_clips(None, None, 16000, 16000, clips=4)
+    assert clips.audio.shape == (4, 16000) and np.isfinite(clips.audio).all() and np.abs(clips.audio).max() > 0.01
+    with pytest.raises(CalibrationError, match="is at 16000 Hz"):
+        load_calibration_clips(None, None, 8000, 8000, clips=4)
