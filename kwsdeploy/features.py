@@ -288,7 +288,8 @@ class MFCC(nn.Module):
         m2 = self.dft_stage2.reshape(k2n, 2 * n1, n1, 2).transpose(-1, -2).reshape(k2n, 2 * n1, 2 * n1)
         z = torch.matmul(a, m2)  # [K2, (b, f), (Re/Im, k1)]
         squares = z * z
-        power = squares[..., :n1] + squares[..., n1:]  # [K2, (b, f), k1]: one Split and one Add
+        # [K2, (b, f), k1]: two Slices (ONNX Runtime fuses them into one Split) and one Add
+        power = squares[..., :n1] + squares[..., n1:]
         mel = torch.matmul(power, self.mel_bins).sum(dim=0)  # [(b, f), n_mels]
         return mel.reshape(-1, frames, cfg.n_mels)
 
