@@ -87,6 +87,23 @@ def with_outer(proto: onnx.ModelProto, op: str) -> onnx.ModelProto:
     return out
 
 
+def _replace_update(nodes: list, layer: dict, new: list) -> list:
+    """`nodes` with one layer's six state-update nodes replaced by `new`, placed where its readout was."""
+    old = {id(layer[n]) for n in ("add", "decay_mul", "exp", "dt_mul", "outer", "readout")}
+    at = nodes.index(layer["readout"])
+    return [n for n in nodes[:at] + new + nodes[at:] if id(n) not in old]
+
+
+def _with_nodes(out: onnx.ModelProto, nodes: list) -> onnx.ModelProto:
+    """`out` with its node list replaced by `nodes` (unnamed nodes named after their first output), checked."""
+    for n in nodes:
+        n.name = n.name or n.output[0]
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    onnx.checker.check_model(out)
+    return out
+
+
 def tiled(proto: onnx.ModelProto, size: int, chunks: int) -> onnx.ModelProto:
     """The state update in `chunks` batch chunks of `size` streams (the last takes the rest; a smaller
     batch leaves the later chunks empty)."""
@@ -124,15 +141,8 @@ def tiled(proto: onnx.ModelProto, size: int, chunks: int) -> onnx.ModelProto:
             ys.append(p + "y")
         new += [helper.make_node("Concat", states, [layer["add"].output[0]], axis=0),
                 helper.make_node("Concat", ys, [layer["readout"].output[0]], axis=0)]
-        old = {id(layer[n]) for n in ("add", "decay_mul", "exp", "dt_mul", "outer", "readout")}
-        at = nodes.index(layer["readout"])
-        nodes = [n for n in nodes[:at] + new + nodes[at:] if id(n) not in old]
-    for n in nodes:
-        n.name = n.name or n.output[0]
-    del g.node[:]
-    g.node.extend(nodes)
-    onnx.checker.check_model(out)
-    return out
+        nodes = _replace_update(nodes, layer, new)
+    return _with_nodes(out, nodes)
 
 
 PART = ".part"  # a state split along its last axis is bound as state.<layer>.ssm.part0, .part1, ...
@@ -200,15 +210,8 @@ def d_split(proto: onnx.ModelProto, parts: int, state_inputs: bool) -> onnx.Mode
         if not state_inputs:
             new.append(helper.make_node("Concat", news, [new_state], axis=-1))
         new.append(helper.make_node("Concat", ys, [layer["readout"].output[0]], axis=-1))
-        old = {id(layer[n]) for n in ("add", "decay_mul", "exp", "dt_mul", "outer", "readout")}
-        at = nodes.index(layer["readout"])
-        nodes = [n for n in nodes[:at] + new + nodes[at:] if id(n) not in old]
-    for n in nodes:
-        n.name = n.name or n.output[0]
-    del g.node[:]
-    g.node.extend(nodes)
-    onnx.checker.check_model(out)
-    return out
+        nodes = _replace_update(nodes, layer, new)
+    return _with_nodes(out, nodes)
 
 
 def variant_graph(name: str, exported: onnx.ModelProto) -> onnx.ModelProto:
