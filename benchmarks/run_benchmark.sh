@@ -26,6 +26,6 @@ $KWS --models kwm-causal-192-12 --modes step,windowed --packet-frames 1 --batch 
     --no-peers --calls 100 --rounds 1 --max-seconds 5 --out "$OUT/reference-size" "$@"  # rows 100x apart in cost: not interleaved
 $KWS --models kwm-causal-192-12 --modes step --packet-frames 1 --batch 64 --runtimes ort --no-peers \
     --out "$OUT/reference-size-batch64" "$@"
-$KWS --models kwm-causal-192-12 --modes step --packet-frames 1 --batch 1,64 --runtimes ort,ort-int8 --no-peers \
+$KWS --models kwm-causal-192-12 --modes step --packet-frames 1 --batch 1,64 --runtimes ort,ort-int8 --no-peers --rounds 10 \
     --out "$OUT/reference-size-int8" "$@"  # issue 17: the cpu recipe (int8-cpu) against fp32, same run
 $PY benchmarks/bench_frontend.py --packets 1,8 --batches 1,64 --out "$OUT/frontend.md"
