@@ -154,12 +154,17 @@ def load_calibration_clips(
     return _folder_clips(path, labels, sample_rate, clip_samples, clips, seed)
 
 
+def _unknown_labels(found: Sequence[str], labels: Sequence[str] | None) -> list[str]:
+    """The names in `found` that the model's `labels` lack (none when `labels` is None: any words)."""
+    return [] if labels is None else [x for x in found if x not in labels]
+
+
 def _prepared_clips(path: Path, labels, sample_rate: int, clips: int, seed: int, name: str) -> CalibrationClips:
     from kwsdeploy.data.dataset import KwsDataset
     from kwsdeploy.data.prepared import load_labels, load_meta, read_jsonl
 
     data_labels = load_labels(path)
-    unknown = [x for x in data_labels if labels is not None and x not in labels]
+    unknown = _unknown_labels(data_labels, labels)
     if unknown:
         raise CalibrationError(f"calibration data {name} has label(s) {unknown} that the model does not know "
                                f"(its labels: {', '.join(labels)}); calibrate on data of the model's words.")
@@ -179,7 +184,7 @@ def _folder_clips(path: Path, labels, sample_rate: int, clip_samples: int, clips
     from kwsdeploy.audio import fit_clip, load_audio
 
     subdirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith((".", "_background")))
-    unknown = [p.name for p in subdirs if labels is not None and p.name not in labels]
+    unknown = _unknown_labels([p.name for p in subdirs], labels)
     if unknown:
         raise CalibrationError(f"calibration folder {path} has label folder(s) {unknown} that the model does not "
                                f"know (its labels: {', '.join(labels)}); remove them or rename them.")
