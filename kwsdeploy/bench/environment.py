@@ -43,11 +43,17 @@ def cpu_flags() -> list[str]:
 
 
 def machine_slug() -> str:
-    """A folder name for this machine's results: CPU model, lower case, e.g. 'amd-epyc-2c'."""
+    """A folder name for this machine's results: CPU model, lower case, and usable CPUs, e.g. 'amd-epyc-2c'.
+
+    An x86 CPU with AVX2 but no AVX-512 gets '-avx2' after its model ('amd-epyc-avx2-2c'): cloud CPUs
+    often report only the family ("AMD EPYC"), which covers both kinds, and their int8 and fp32 kernels differ.
+    """
     name = "".join(c if c.isalnum() else "-" for c in cpu_model().lower()).strip("-")
     while "--" in name:
         name = name.replace("--", "-")
-    return f"{name or 'cpu'}-{usable_cpus()}c"
+    flags = cpu_flags()
+    simd = "-avx2" if "avx2" in flags and "avx512f" not in flags else ""
+    return f"{name or 'cpu'}{simd}-{usable_cpus()}c"
 
 
 def usable_cpus() -> int:

@@ -219,3 +219,14 @@ def test_int8_recipe_row_of_a_model_without_checkpoint_runs():
     assert row["weights"] == "random init"
     assert row["status"] == "ok", row["reason"]
     assert row["precision"] == "int8-cpu" and row["int8_recipe"] and row["p50_us"] > 0
+
+
+@pytest.mark.parametrize("flags, slug", [("fpu sse4_2 avx avx2 fma", "amd-epyc-avx2-2c"),
+                                         ("fpu avx avx2 avx512f avx512_vnni", "amd-epyc-2c"),
+                                         ("fpu sse4_2", "amd-epyc-2c")])
+def test_machine_slug_tells_avx2_from_avx512_cpus_of_one_name(monkeypatch, flags, slug):
+    from kwsdeploy.bench import environment
+
+    monkeypatch.setattr(environment, "_cpuinfo", lambda: {"model name": "AMD EPYC", "flags": flags})
+    monkeypatch.setattr(environment, "usable_cpus", lambda: 2)
+    assert environment.machine_slug() == slug
