@@ -262,36 +262,37 @@ class MFCC(nn.Module):
 
     def _mel_gathered(self, wave: torch.Tensor, hops: int, frames: int) -> torch.Tensor:
         """The step path of `_mel_factorised` (a packet of at most GATHER_MAX_FRAMES frames): the same
-        sums, laid out for ONNX Runtime's fast kernels.
+        sums, laid out for ONNX Runtime's fast kernels at batch 1 and at large batches alike.
 
-        The frames are gathered frame-major ([B, F, N2, N1] is each frame's n_fft samples in order),
-        so the window is a broadcast over the last axis; stage 1 is one small GEMM per frame, whose
-        [K2, (b, f), (Re/Im, i1)] view stage 2 reads through a transposed MatMul (ONNX Runtime fuses
-        it); stage 2's outputs are reordered to a Re block and an Im block, so a power is two halves
-        added; and the mel projection is one GEMM per k2 summed over the leading k2 axis, instead of a
-        transpose of the spectrum. The older layout (the window broadcast over [B, N2, F, N1], the
-        Re/Im pairs summed over a last axis of 2, two transposes) spent much of its time outside the
-        GEMMs: in the tcresnet8-causal step with this frontend inside, at batch 64 x 8 frames, its
-        ReduceSumSquare alone took 352 of 3,216 us per call; the whole step now takes 0.53-0.58x the
-        CPU time, with the same constants (benchmarks/results/<machine>/step_graph_batch_layout.md)."""
+        The audio is transposed once ([samples, B]: a 2-D transpose, ONNX Runtime's fast one) and cut
+        into N1-sample chunks [J, N1, B]; one Gather of whole [N1, B] rows frames it frame-outer
+        ([F, N2, N1, B]), so the window is a broadcast of one value over each row of B streams, and
+        stage 1 is one GEMM per frame over every stream ([2*K2, N2] x [N2, (i1, b)]). One block transpose
+        then puts the frames beside the streams ([K2, (Re/Im, i1), (f, b)]): stage 2 is one GEMM per k2 over
+        every frame and stream (its outputs a Re block and an Im block, so a power is two halves added)
+        and the mel projection a single GEMM ([n_mels, (k2, k1)] x [(k2, k1), (f, b)]). The frame-major
+        layout before this one ran stage 1 as one [2*K2, N2] x [N2, N1] GEMM per frame and stream and
+        the mel as a GEMM per k2 summed over k2: side by side, this layout takes 0.82-0.90x its CPU time
+        at batch 1 and 0.60-0.82x at batch 64 (1- and 8-frame packets; benchmarks/results/<machine>/
+        frontend_layout.md), with the same constants."""
         cfg = self.config
         n2, n1 = self.factors
         k2n = n2 // 2 + 1
         step = cfg.hop_length // n1
-        chunks = wave.reshape(-1, hops * step, n1)  # [B, J, N1]
+        rows = wave.transpose(0, 1).reshape(hops * step, n1, -1)  # [J, N1, B]: chunk j, sample i1, stream b
         index = torch.from_numpy((step * np.arange(frames)[:, None] + np.arange(n2)[None, :]).astype(np.int32))
-        x = chunks[:, index].reshape(-1, frames, cfg.n_fft) * self.dft_window  # [B, F, n_fft]: frames in order
-        a = torch.matmul(self.dft_stage1, x.reshape(-1, frames, n2, n1))  # [B, F, 2*K2 (k2, Re/Im), N1]
-        a = a.reshape(-1, k2n, 2 * n1).transpose(0, 1)  # [K2, (b, f), (Re/Im, i1)]
-        # Stage 2 with its outputs reordered (Re of k1 = 0..N1-1, then Im): one constant once exported
-        # (not a second buffer: the module's constants stay within the 100 KB budget).
-        m2 = self.dft_stage2.reshape(k2n, 2 * n1, n1, 2).transpose(-1, -2).reshape(k2n, 2 * n1, 2 * n1)
-        z = torch.matmul(a, m2)  # [K2, (b, f), (Re/Im, k1)]
+        x = rows[index] * self.dft_window.reshape(1, n2, n1, 1)  # [F, N2, N1, B]: frame f's sample i1 + N1 * i2
+        a = torch.matmul(self.dft_stage1, x.reshape(frames, n2, -1))  # [F, 2*K2 (k2, Re/Im), (i1, b)]
+        a = a.reshape(frames, k2n, 2 * n1, -1).permute(1, 2, 0, 3).reshape(k2n, 2 * n1, -1)  # [K2, (Re/Im, i1), (f, b)]
+        # Stage 2 transposed, its outputs reordered (Re of k1 = 0..N1-1, then Im): one constant once exported
+        # (not a second buffer: the module's constants stay within the 100 KB budget); the mel matrix likewise.
+        m2 = self.dft_stage2.reshape(k2n, 2 * n1, n1, 2).permute(0, 3, 2, 1).reshape(k2n, 2 * n1, 2 * n1)
+        z = torch.matmul(m2, a)  # [K2, (Re/Im, k1), (f, b)]
         squares = z * z
-        # [K2, (b, f), k1]: two Slices (ONNX Runtime fuses them into one Split) and one Add
-        power = squares[..., :n1] + squares[..., n1:]
-        mel = torch.matmul(power, self.mel_bins).sum(dim=0)  # [(b, f), n_mels]
-        return mel.reshape(-1, frames, cfg.n_mels)
+        # [(k2, k1), (f, b)]: two Slices (ONNX Runtime fuses them into one Split) and one Add
+        power = (squares[:, :n1] + squares[:, n1:]).reshape(k2n * n1, -1)
+        mel = torch.matmul(self.mel_bins.reshape(k2n * n1, -1).transpose(0, 1), power)  # [n_mels, (f, b)]
+        return mel.reshape(cfg.n_mels, frames, -1).permute(2, 1, 0)  # [B, F, n_mels]
 
     def log_mel_db(self, wave: torch.Tensor) -> torch.Tensor:
         """[B, samples] -> unclamped dB mel spectrogram [B, n_mels, frames]: 10*log10(max(mel, amin))."""

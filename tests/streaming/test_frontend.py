@@ -10,7 +10,7 @@ import torch
 
 from kwsdeploy.audio import load_audio
 from kwsdeploy.config import FeatureConfig
-from kwsdeploy.features import MFCC
+from kwsdeploy.features import MFCC, dft_factors
 from kwsdeploy.streaming.frontend import FRONTEND_STATE, StreamingMFCC
 from kwsdeploy.tolerances import ONNX_PARITY_ATOL
 
@@ -120,14 +120,17 @@ def test_onnx_export_dynamic_packet(tmp_path):
 
 @pytest.mark.parametrize("packet", [1, 8])
 def test_step_graph_keeps_the_factorised_dft_on_fast_kernels(packet):
-    """The step frontend's graph (as bundles export it): the window multiplies a last axis of n_fft
-    samples, no Re/Im pair is reduced over a last axis of 2 (ReduceSumSquare), the spectrum is not
-    transposed before the mel projection, and its constants stay under 100 KB."""
+    """The step frontend's graph (as bundles export it), laid out as `MFCC._mel_gathered` says: one
+    Gather of whole rows of streams with a small int32 index, the window one value per row of streams
+    (a last axis of 1), no Re/Im pair reduced over a last axis of 2 (ReduceSumSquare), no sum over k2
+    (the mel is one GEMM), four GEMMs in all (stage 1, stage 2, mel, DCT), at most three Transposes
+    (the audio's, the block one before stage 2, the output's), and constants under 100 KB."""
     import onnx.numpy_helper
 
     from kwsdeploy.exporters.onnx import export_frontend_step
 
     cfg = FeatureConfig.deployable()
+    n2, n1 = dft_factors(cfg.n_fft, cfg.hop_length, cfg.n_mels)
 
     class Spec:
         feature_config, packet_frames = cfg, packet
@@ -135,9 +138,11 @@ def test_step_graph_keeps_the_factorised_dft_on_fast_kernels(packet):
     proto = export_frontend_step(StreamingMFCC(cfg).eval(), Spec(), exporter="legacy")
     ops = [n.op_type for n in proto.graph.node]
     consts = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
-    assert "ReduceSumSquare" not in ops and "Conv" not in ops
-    assert ops.count("Transpose") <= 2  # stage 1's view (fused into stage 2's MatMul) and the output's
+    assert not {"ReduceSumSquare", "ReduceSum", "Conv"} & set(ops)
+    assert ops.count("Transpose") <= 3 and ops.count("MatMul") == 4 and ops.count("Gather") == 1
+    gather = next(n for n in proto.graph.node if n.op_type == "Gather")
+    assert consts[gather.input[1]].dtype == np.int32 and consts[gather.input[1]].shape == (packet, n2)
     windows = [consts[i] for n in proto.graph.node if n.op_type == "Mul" for i in n.input if i in consts
-               and consts[i].shape == (cfg.n_fft,)]
-    assert len(windows) == 1
+               and consts[i].size == cfg.n_fft]
+    assert len(windows) == 1 and windows[0].shape == (1, n2, n1, 1)
     assert sum(c.nbytes for c in consts.values()) < 100_000
