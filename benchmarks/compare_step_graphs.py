@@ -5,7 +5,9 @@ graph) and, with --profile, ONNX Runtime's per-op-type time of each graph at eac
 
     python benchmarks/compare_step_graphs.py before.onnx after.onnx [--batches 1,64] [--rounds 7]
     `--export FILE=MODEL[:PACKET[:frontend]]` exports the fp32 step graph of a registry model as
-    `kwsdeploy benchmark` builds it, with the code on PYTHONPATH: two checkouts give a before/after pair.
+    `kwsdeploy benchmark` builds it, with the code on PYTHONPATH: two checkouts give a before/after pair;
+    `--export FILE=mfcc:PACKET` the MFCC frontend step graph alone (deployable features, audio in,
+    features out), timed with its sample cache carried from call to call.
 """
 
 from __future__ import annotations
@@ -31,14 +33,55 @@ def export(spec: str, out: Path) -> Path:
     from kwsdeploy.bench.subjects import SubjectKey, prepare
 
     model, packet, frontend = (spec.split(":") + ["1", ""])[:3]
+    if model == "mfcc":
+        onnx.save(frontend_graph(int(packet)), str(out))
+        return out
     onnx.save(prepare(SubjectKey(model, "step", int(packet), frontend == "frontend")).onnx_graph(), str(out))
     return out
+
+
+def frontend_graph(packet: int):
+    """The MFCC frontend step graph alone, as a bundle's step graph embeds it (`packet` frames per call)."""
+    from kwsdeploy.config import FeatureConfig
+    from kwsdeploy.exporters.onnx import export_frontend_step
+    from kwsdeploy.streaming.frontend import StreamingMFCC
+
+    cfg = FeatureConfig.deployable()
+
+    class Spec:
+        feature_config, packet_frames = cfg, packet
+
+    return export_frontend_step(StreamingMFCC(cfg).eval(), Spec(), exporter="legacy")
+
+
+class FrontendStepper:
+    """`step(audio)` through a frontend step graph (no logits: not a StepRunner), its cache carried."""
+
+    def __init__(self, model: bytes, batch: int) -> None:
+        from kwsdeploy.runtime.ort import make_session
+
+        self.session = make_session(model, threads=1)
+        self.state = {i.name: np.zeros([batch, *i.shape[1:]], np.float32)
+                      for i in self.session.get_inputs() if i.name.startswith("state.")}
+        self.new_names = ["new_" + k for k in self.state]
+
+    def step(self, audio: np.ndarray) -> np.ndarray:
+        out = self.session.run(["features", *self.new_names], {"audio": audio, **self.state})
+        self.state = dict(zip(self.state, out[1:]))
+        return out[0]
 
 
 def runner(path: Path, batch: int):
     from kwsdeploy.runtime.ort import OrtStepRunner
 
-    r = OrtStepRunner(path.read_bytes(), batch=batch, threads=1)
+    model = path.read_bytes()
+    import onnx
+
+    if "logits" not in {o.name for o in onnx.load_from_string(model).graph.output}:
+        r = FrontendStepper(model, batch)
+        shape = next(i for i in r.session.get_inputs() if i.name == "audio").shape
+        return r, np.random.default_rng(0).standard_normal((batch, *shape[1:])).astype(np.float32)
+    r = OrtStepRunner(model, batch=batch, threads=1)
     shape = next(i for i in r.session.get_inputs() if i.name in ("features", "audio")).shape
     x = np.random.default_rng(0).standard_normal((batch, *shape[1:])).astype(np.float32)
     return r, x

@@ -272,9 +272,9 @@ class MFCC(nn.Module):
         every frame and stream (its outputs a Re block and an Im block, so a power is two halves added)
         and the mel projection a single GEMM ([n_mels, (k2, k1)] x [(k2, k1), (f, b)]). The frame-major
         layout before this one ran stage 1 as one [2*K2, N2] x [N2, N1] GEMM per frame and stream and
-        the mel as a GEMM per k2 summed over k2: side by side, this layout takes 0.82-0.90x its CPU time
-        at batch 1 and 0.60-0.82x at batch 64 (1- and 8-frame packets; benchmarks/results/<machine>/
-        frontend_layout.md), with the same constants."""
+        the mel as a GEMM per k2 summed over k2: side by side, this layout takes 0.88-0.89x its CPU time
+        at batch 1 and 0.62-0.75x at batch 64 (1- and 8-frame packets;
+        benchmarks/results/amd-epyc-avx2-2c/frontend_layout.md), with the same constants."""
         cfg = self.config
         n2, n1 = self.factors
         k2n = n2 // 2 + 1

@@ -19,6 +19,13 @@ SCAN_GRAD_REL_ATOL = 2e-5
 # Export
 ONNX_PARITY_ATOL = 1e-4            # ONNX Runtime step graph vs torch step form, fp32
 ONNX_FP16_PARITY_ATOL = 5e-2       # fp16 graph vs torch fp32 step form
+# The same over minutes of one stream (no reset; tcresnet8-causal with the MFCC inside, logits up to ~7):
+# there the two fp32 step forms cannot agree to ONNX_PARITY_ATOL, because each is that far from exact
+# arithmetic. Measured on the 2-minute stream of tests/cli/test_stream.py against a float64 run of the same
+# torch step form: torch fp32 up to 1.9e-4 (2.2e-4 with the frame-outer MFCC layout), ONNX Runtime 1.1e-4
+# (both layouts); their difference 0.8e-4 / 1.1e-4. The features themselves differ by up to 0.009 (fp32
+# DFT rounding in quiet frames, before the log).
+LONG_STREAM_PARITY_ATOL = 3e-4
 
 # INT8 (Step 6)
 INT8_MAX_ACCURACY_DROP = 0.02      # allowed top-1 drop of an INT8 graph vs fp32 (tests, small real-speech split)
