@@ -55,6 +55,7 @@ def test_cpu_candidates_under_the_sqnr_floor_are_rejected(kwm_graph, kwm_calib):
 
 
 def test_cpu_recipe_needs_the_confirming_timing_to_agree(kwm_graph, kwm_calib):
+    # dynamic-u8s8-rr: above the SQNR floor on every CPU (plain u8s8 saturates without VNNI, see below)
     calls = []
 
     def timer(graphs):
@@ -63,6 +64,26 @@ def test_cpu_recipe_needs_the_confirming_timing_to_agree(kwm_graph, kwm_calib):
         return {n: Timing(n, {1: 1e-3 / (speed if n != "fp32" else 1.0), 64: 1e-2 / (speed if n != "fp32" else 1.0)})
                 for n in graphs}
 
-    r = cpu_recipe(kwm_graph[0], kwm_calib, candidates=("dynamic-u8s8",), timer=timer)
-    assert calls == [["dynamic-u8s8", "fp32"], ["dynamic-u8s8", "fp32"]]
+    r = cpu_recipe(kwm_graph[0], kwm_calib, candidates=("dynamic-u8s8-rr",), timer=timer)
+    assert calls == [["dynamic-u8s8-rr", "fp32"], ["dynamic-u8s8-rr", "fp32"]]
     assert r.settings["chosen"] == "fp32" and r.settings["confirmation_speed_vs_fp32"] == {"1": 0.9, "64": 0.9}
+
+
+def _avx2_without_vnni() -> bool:
+    from kwsdeploy.bench.environment import cpu_flags
+
+    flags = set(cpu_flags())
+    return "avx2" in flags and not {"avx512_vnni", "avx_vnni"} & flags
+
+
+@pytest.mark.skipif(not _avx2_without_vnni(),
+                    reason="needs an x86 CPU with AVX2 and no VNNI, where U8S8 integer MatMul saturates (VPMADDUBSW)")
+def test_u8s8_without_reduce_range_is_rejected_where_it_saturates(kwm_graph, kwm_calib):
+    """On AVX2 without VNNI, ONNX Runtime's U8S8 kernels add pairs of u8 x s8 products in int16 (VPMADDUBSW),
+    which saturate with 8-bit weights: the SQNR floor must catch it, and 7-bit weights (reduce_range) pass.
+    Measured on a 2-core AMD EPYC (AVX2): kwm-causal-64-4's logits 0.8 dB without, 26.7 dB with."""
+    r = cpu_recipe(kwm_graph[0], kwm_calib, candidates=("dynamic-u8s8", "dynamic-u8s8-rr"),
+                   timer=_timer({"dynamic-u8s8": 3.0, "dynamic-u8s8-rr": 2.0}))
+    assert "dynamic-u8s8" in r.settings["rejected"] and r.settings["logits_sqnr_db"]["dynamic-u8s8"] < 10.0
+    assert r.settings["chosen"] == "dynamic-u8s8-rr"
+    assert r.settings["logits_sqnr_db"]["dynamic-u8s8-rr"] >= tolerances.INT8_CPU_MIN_LOGITS_SQNR_DB
