@@ -64,6 +64,11 @@ class _SampleCacheFrontend(nn.Module):
 
     def __init__(self, config: FeatureConfig) -> None:
         super().__init__()
+        if config.hop_length >= config.n_fft:
+            raise ValueError(
+                f"{type(self).__name__} needs hop_length < n_fft (frames that overlap, so the cache holds "
+                f"n_fft - hop samples), got hop_length={config.hop_length}, n_fft={config.n_fft}."
+            )
         self.mfcc = MFCC(config)
         self.config = config
         self.hop = config.hop_length

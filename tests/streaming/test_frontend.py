@@ -84,6 +84,14 @@ def test_clip_relative_floor_cannot_stream():
         StreamingMFCC(FeatureConfig.reference())
 
 
+@pytest.mark.parametrize("hop", [480, 960])
+def test_frames_that_do_not_overlap_are_refused(hop):
+    # hop = n_fft left a zero-sample cache that `buf[:, -0:]` replaced by the whole buffer (the second call
+    # then failed its cache-shape check); hop > n_fft a negative cache size
+    with pytest.raises(ValueError, match="hop_length < n_fft"):
+        StreamingMFCC(FeatureConfig(n_fft=480, win_length=480, hop_length=hop))
+
+
 def test_bad_packets_are_refused():
     front = StreamingMFCC()
     (cache,) = front.init_state(1)
