@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 
 
-def _graphs(packet: int) -> dict[str, object]:
+def frontend_graph(packet: int, dft: str = "factorised"):
+    """The MFCC frontend step graph alone, as a bundle's step graph embeds it (`packet` frames per call,
+    deployable features); `dft="direct"`: with the 480 x 482 DFT convolution instead of the factorised DFT."""
     import torch
 
     from kwsdeploy.config import FeatureConfig
@@ -28,14 +30,15 @@ def _graphs(packet: int) -> dict[str, object]:
     class Spec:
         feature_config, packet_frames = cfg, packet
 
-    out = {}
-    for name in ("factorised", "direct"):
-        front = StreamingMFCC(cfg).eval()
-        if name == "direct":
-            front.mfcc.factors = None
-            front.mfcc.dft_kernel = torch.from_numpy(dft_basis(cfg.n_fft, cfg.win_length)[:, None, :]).float()
-        out[name] = export_frontend_step(front, Spec(), exporter="legacy")
-    return out
+    front = StreamingMFCC(cfg).eval()
+    if dft == "direct":
+        front.mfcc.factors = None
+        front.mfcc.dft_kernel = torch.from_numpy(dft_basis(cfg.n_fft, cfg.win_length)[:, None, :]).float()
+    return export_frontend_step(front, Spec(), exporter="legacy")
+
+
+def _graphs(packet: int) -> dict[str, object]:
+    return {name: frontend_graph(packet, name) for name in ("factorised", "direct")}
 
 
 def main() -> int:

@@ -34,24 +34,12 @@ def export(spec: str, out: Path) -> Path:
 
     model, packet, frontend = (spec.split(":") + ["1", ""])[:3]
     if model == "mfcc":
+        from bench_frontend import frontend_graph  # same folder: the frontend step graph bench_frontend.py times
+
         onnx.save(frontend_graph(int(packet)), str(out))
         return out
     onnx.save(prepare(SubjectKey(model, "step", int(packet), frontend == "frontend")).onnx_graph(), str(out))
     return out
-
-
-def frontend_graph(packet: int):
-    """The MFCC frontend step graph alone, as a bundle's step graph embeds it (`packet` frames per call)."""
-    from kwsdeploy.config import FeatureConfig
-    from kwsdeploy.exporters.onnx import export_frontend_step
-    from kwsdeploy.streaming.frontend import StreamingMFCC
-
-    cfg = FeatureConfig.deployable()
-
-    class Spec:
-        feature_config, packet_frames = cfg, packet
-
-    return export_frontend_step(StreamingMFCC(cfg).eval(), Spec(), exporter="legacy")
 
 
 class FrontendStepper:
@@ -72,11 +60,11 @@ class FrontendStepper:
 
 
 def runner(path: Path, batch: int):
+    import onnx
+
     from kwsdeploy.runtime.ort import OrtStepRunner
 
     model = path.read_bytes()
-    import onnx
-
     if "logits" not in {o.name for o in onnx.load_from_string(model).graph.output}:
         r = FrontendStepper(model, batch)
         shape = next(i for i in r.session.get_inputs() if i.name == "audio").shape
