@@ -82,7 +82,7 @@ MACHINE: OptionGroup = {  # --grad-clip sits here in --help; it is part of the r
     "grad_clip": (Optional[float], typer.Option(
         None, "--grad-clip", callback=finite(0.0, 1e6), help="Clip the gradient norm (0: off).")),
     "threads": (Optional[int], typer.Option(
-        None, "--threads", min=1, max=MAX_THREADS, help="torch CPU threads (default: torch's).")),
+        None, "--threads", min=1, max=MAX_THREADS, help="torch CPU threads (default: the command's, kwsdeploy --threads, 1).")),
 }
 
 RUN_CONTROL: OptionGroup = {
