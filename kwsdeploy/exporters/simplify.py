@@ -230,8 +230,11 @@ def simplify(proto: onnx.ModelProto) -> onnx.ModelProto:
         cand = onnxscript_simplify(proto)
         if _standard_only(cand) and node_count(cand) <= node_count(best):
             best = cand
-    except ImportError as exc:  # onnxscript is optional (not a dependency): nothing to tell the user
-        log.debug("onnxscript simplification skipped: %s", exc)
+    except ModuleNotFoundError as exc:
+        # onnxscript itself is optional (not a dependency): its absence is nothing to tell the user; a module
+        # missing inside an installed onnxscript is a broken install and warns like any other failure.
+        absent = (exc.name or "").split(".")[0] == "onnxscript"
+        log.log(logging.DEBUG if absent else logging.WARNING, "onnxscript simplification skipped: %s", exc)
     except Exception as exc:  # an optimiser bug must not block an export; the unsimplified graph is still valid
         log.warning("onnxscript simplification skipped: %s", exc)
     try:

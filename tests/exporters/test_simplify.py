@@ -25,12 +25,14 @@ def _model():
     return m
 
 
-def _hide_onnxscript(monkeypatch):
+def _hide_module(monkeypatch, missing: str, when_importing: str = ""):
+    """Imports of `when_importing` (default: `missing` itself) fail as if `missing` were not installed."""
     real_import = builtins.__import__
+    trigger = when_importing or missing
 
     def fake_import(name, *args, **kwargs):
-        if name.split(".")[0] == "onnxscript":
-            raise ModuleNotFoundError("No module named 'onnxscript'")
+        if name.split(".")[0] == trigger:
+            raise ModuleNotFoundError(f"No module named '{missing}'", name=missing)
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
@@ -41,13 +43,21 @@ def _y(m, x):
 
 
 def test_missing_onnxscript_is_silent_and_the_graph_still_simplifies(monkeypatch, caplog):
-    _hide_onnxscript(monkeypatch)
+    _hide_module(monkeypatch, "onnxscript")
     x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
     with caplog.at_level(logging.INFO, logger="kwsdeploy.export"):
         out = simplify_module.simplify(_model())
     assert [r for r in caplog.records if r.levelno >= logging.INFO] == []
     assert [n.op_type for n in out.graph.node] == ["MatMul"]  # ONNX Runtime's pass still dropped the Identity
     np.testing.assert_allclose(_y(out, x), x @ np.arange(12, dtype=np.float32).reshape(3, 4), rtol=1e-6)
+
+
+def test_a_module_missing_inside_onnxscript_is_a_warning(monkeypatch, caplog):
+    _hide_module(monkeypatch, "ml_dtypes", when_importing="onnxscript")  # a broken install, not an absent one
+    with caplog.at_level(logging.WARNING, logger="kwsdeploy.export"):
+        out = simplify_module.simplify(_model())
+    assert any("ml_dtypes" in r.getMessage() for r in caplog.records)
+    assert [n.op_type for n in out.graph.node] == ["MatMul"]
 
 
 def test_a_failing_optimiser_is_a_warning(monkeypatch, caplog):
