@@ -75,8 +75,9 @@ declare -A OVERRIDES=(
 # the data named in STAGE2_DATA (fsdd_syn3: more _unknown_; fsdd_syn2: the first stage's data).
 declare -A STAGE2=(
   [tcresnet8-causal]="$AUG --init STAGE1 --epochs 10 $FT"
+  [convmixer]="$AUG --init STAGE1 --epochs 6 $FT"  # the shipped one (session 12's D) ran with --threads 2
 )
-declare -A STAGE2_DATA=([tcresnet8-causal]=fsdd_syn3)
+declare -A STAGE2_DATA=([tcresnet8-causal]=fsdd_syn3 [convmixer]=fsdd_syn3)
 ORDER=(tcresnet8-causal kwm-causal-64-4 bcresnet1-causal matchboxnet-causal convmixer)
 MODELS=("$@")
 [ ${#MODELS[@]} -eq 0 ] && MODELS=("${ORDER[@]}")
