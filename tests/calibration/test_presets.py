@@ -127,3 +127,21 @@ def test_shipped_presets_are_valid_settings_of_registry_models():
         assert p.chosen_on and all(keep_float_alias(k) for k in (*p.keep_float, *cpu["keep_float"]))
         assert bool(p.cpu) == bool(p.cpu_chosen_on)
     assert len({p.weights_sha256 for p in presets.PRESETS}) == len(presets.PRESETS)
+
+
+def test_every_shipped_checkpoint_has_a_preset_for_its_exact_weights():
+    """A checkpoint replaced without re-choosing its INT8 settings silently falls back to the library
+    defaults (session 12's convmixer did): each shipped card's weights_sha256 must have a preset."""
+    import hashlib
+
+    from kwsdeploy.train.checkpoint import demo_checkpoint_path, read_card
+
+    root = demo_checkpoint_path("tcresnet8-causal").parent
+    shipped = sorted(p.name for p in root.iterdir() if (p / "card.json").is_file())
+    assert len(shipped) >= 5
+    for name in shipped:
+        card = read_card(root / name)
+        sha = hashlib.sha256((root / name / "model.safetensors").read_bytes()).hexdigest()
+        assert card["weights_sha256"] == sha, name
+        got = preset_for(sha)
+        assert got is not None and got.model == name, f"{name}: no INT8 preset for weights {sha[:12]}"
