@@ -132,16 +132,15 @@ def test_shipped_presets_are_valid_settings_of_registry_models():
 def test_every_shipped_checkpoint_has_a_preset_for_its_exact_weights():
     """A checkpoint replaced without re-choosing its INT8 settings silently falls back to the library
     defaults (session 12's convmixer did): each shipped card's weights_sha256 must have a preset."""
-    import hashlib
+    from kwsdeploy.cli.demo import shipped_demo_models
+    from kwsdeploy.hashing import sha256_file
+    from kwsdeploy.train.checkpoint import WEIGHTS_FILE, demo_checkpoint_path, read_card
 
-    from kwsdeploy.train.checkpoint import demo_checkpoint_path, read_card
-
-    root = demo_checkpoint_path("tcresnet8-causal").parent
-    shipped = sorted(p.name for p in root.iterdir() if (p / "card.json").is_file())
+    shipped = shipped_demo_models()
     assert len(shipped) >= 5
     for name in shipped:
-        card = read_card(root / name)
-        sha = hashlib.sha256((root / name / "model.safetensors").read_bytes()).hexdigest()
-        assert card["weights_sha256"] == sha, name
+        ckpt = demo_checkpoint_path(name)
+        sha = sha256_file(ckpt / WEIGHTS_FILE)
+        assert read_card(ckpt)["weights_sha256"] == sha, name
         got = preset_for(sha)
         assert got is not None and got.model == name, f"{name}: no INT8 preset for weights {sha[:12]}"
