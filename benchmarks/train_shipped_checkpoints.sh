@@ -76,8 +76,10 @@ declare -A OVERRIDES=(
 declare -A STAGE2=(
   [tcresnet8-causal]="$AUG --init STAGE1 --epochs 10 $FT"
   [convmixer]="$AUG --init STAGE1 --epochs 6 $FT"  # the shipped one (session 12's D) ran with --threads 2
+  # distilled from tcresnet8-causal (TEACHER: this run's, else the shipped one; session 13's H learned from the shipped one)
+  [matchboxnet-causal]="$AUG --init STAGE1 --teacher TEACHER --epochs 8 $FT"
 )
-declare -A STAGE2_DATA=([tcresnet8-causal]=fsdd_syn3 [convmixer]=fsdd_syn3)
+declare -A STAGE2_DATA=([tcresnet8-causal]=fsdd_syn3 [convmixer]=fsdd_syn3 [matchboxnet-causal]=fsdd_syn3)
 ORDER=(tcresnet8-causal kwm-causal-64-4 bcresnet1-causal matchboxnet-causal convmixer)
 MODELS=("$@")
 [ ${#MODELS[@]} -eq 0 ] && MODELS=("${ORDER[@]}")
@@ -107,9 +109,14 @@ for model in "${MODELS[@]}"; do
   data2=$DATA
   if [ -n "${STAGE2[$model]+x}" ]; then
     s2=${STAGE2[$model]/STAGE1/$run.stage1/best}
+    teacher="$WORK/tcresnet8-causal/best"
+    [ -f "$teacher/card.json" ] || teacher="$DEST/tcresnet8-causal"
+    s2=${s2/TEACHER/$teacher}
+    teacher_note=""
+    [[ ${STAGE2[$model]} == *TEACHER* ]] && teacher_note="; TEACHER: tcresnet8-causal, this run's or the shipped one"
     data2="$WORK/${STAGE2_DATA[$model]}"
     stages=("$over --data $DATA --out $run.stage1" "$s2 --data $data2")
-    recipe="$recipe; then kwsdeploy train --model $model ${STAGE2[$model]} --data ${STAGE2_DATA[$model]^^} --threads 1 --out RUN_DIR (STAGE1: the first run's best)"
+    recipe="$recipe; then kwsdeploy train --model $model ${STAGE2[$model]} --data ${STAGE2_DATA[$model]^^} --threads 1 --out RUN_DIR (STAGE1: the first run's best${teacher_note:-})"
   fi
   if [ "${REUSE:-0}" = 1 ] && [ -f "$run/test_metrics.json" ]; then
     echo "== $model: REUSE=1, $run already trained; recording it" >&2
