@@ -30,17 +30,24 @@ DET_REPORT = json_report("detection report (det.json)", _is_det_report)
 
 def recording_logits(src, recording: str, data: Optional[Path], split: str, speech_set: str, minutes: float,
                      seed: int) -> tuple[np.ndarray, list, dict, float]:
-    """(logits, parts, description, seconds) of one recording streamed through `src`."""
+    """(logits, parts, description, seconds) of one recording streamed through `src`; `keywords,digits`: those
+    recordings one after the other, streamed as one (`detection_sets.join_recordings`)."""
     from rich.progress import Progress
 
-    from kwsdeploy.data.detection_sets import build
+    from kwsdeploy.data.detection_sets import build, join_recordings, recording_names
 
+    names = recording_names(recording)
     with Progress(transient=True) as bar:
-        task = bar.add_task(f"building the {recording} recording", total=1.0)
-        audio, parts, info = build(recording, _data(data), split, speech_set, minutes, seed,
-                                   progress=lambda f: bar.update(task, completed=f))
-        bar.update(task, description=f"streaming {info['seconds'] / 60:.1f} min through {src.describe}", completed=1.0)
+        pieces = []
+        for name in names:
+            task = bar.add_task(f"building the {name} recording", total=1.0)
+            pieces.append(build(name, _data(data), split, speech_set, minutes, seed,
+                                progress=lambda f, task=task: bar.update(task, completed=f)))
+            bar.update(task, completed=1.0)
+        audio, parts, info = join_recordings(pieces)
+        task = bar.add_task(f"streaming {info['seconds'] / 60:.1f} min through {src.describe}", total=1.0)
         logits = src.logits(audio)
+        bar.update(task, completed=1.0)
     from kwsdeploy.contract import samples_to_seconds
 
     return logits, parts, info, samples_to_seconds(len(audio), src.spec.feature_config)

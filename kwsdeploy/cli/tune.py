@@ -23,6 +23,10 @@ def register(app: typer.Typer) -> None:
         split: str = typer.Option("valid", "--split", help="Split whose keywords tune the threshold (not the test speaker)."),
         speech_set: str = typer.Option("tune", "--speech-set", help="Held-out TTS half: tune (default) | test."),
         speech_minutes: float = typer.Option(16.0, "--speech-minutes", help="Minutes of non-keyword speech."),
+        recording: str = typer.Option(
+            "keywords", "--recording",
+            help="Recording(s) of the split to tune on: keywords (its keywords between held-out speech and noise; "
+                 "default), or keywords,digits (then its digits said with 0.5 s pauses too, streamed as one)."),
         refractory: Optional[float] = typer.Option(None, "--refractory", help="Per-keyword refractory, seconds."),
         min_gap: Optional[float] = typer.Option(None, "--min-gap", help="Gap after any event, seconds."),
         checkpoint: Optional[Path] = typer.Option(
@@ -49,7 +53,7 @@ def register(app: typer.Typer) -> None:
                 raise ValueError(f"--target-fa-per-hour must be >= 0, got {target}.")
             src = BundleSource(bundle)
             base = resolve_settings(src, None, None, refractory, min_gap)
-            logits, parts, info, seconds = recording_logits(src, "keywords", data, split, speech_set,
+            logits, parts, info, seconds = recording_logits(src, recording, data, split, speech_set,
                                                             speech_minutes, seed)
             settings, tuned = tune_settings(logits, src.labels, src.hop_seconds, parts, seconds, target, base,
                                             per_keyword=per_keyword, holdout=holdout)
@@ -74,7 +78,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"{bundle}: threshold {settings.threshold_text()}, smoothing {settings.smoothing_seconds:g} s, "
                    f"softmax temperature {settings.temperature:g}, "
                    f"refractory {settings.refractory_seconds:g} s per keyword, gap {settings.min_gap_seconds:g} s; "
-                   f"on {info['seconds'] / 60:.1f} min ({split} keywords, {speech_set} speech): "
+                   f"on {info['seconds'] / 60:.1f} min ({split} {info['recording']} recording, {speech_set} speech): "
                    f"{tuned['non_keyword_false_alarms_per_hour']:.2f} FA/h on non-keyword audio "
                    f"({tuned['false_alarms_per_hour']:.2f} with substitutions next to keywords), false reject rate {tuned['false_reject_rate']:.1%}")
         guard = tuned.get("holdout") or {}

@@ -16,6 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
+import dataclasses
+
 from kwsdeploy.contract import samples_to_seconds
 from kwsdeploy.streaming.recording import Part, digit_recording, keyword_recording
 
@@ -121,3 +123,39 @@ def build(recording: str, prepared: Path, split: str, speech_set: str = "test", 
     info["seconds_by_part"] = {k: round(sum(p.end - p.start for p in parts if p.kind == k), 2)
                                for k in ("keyword", "speech", "noise", "gap")}
     return audio, parts, info
+
+
+def recording_names(recordings: str) -> list[str]:
+    """`keywords,digits` -> ["keywords", "digits"]; a one-line ValueError for an unknown or repeated name."""
+    names = [r.strip() for r in recordings.split(",") if r.strip()]
+    bad = [r for r in names if r not in RECORDINGS]
+    if bad or not names or len(set(names)) != len(names):
+        raise ValueError(f"--recording {recordings!r}: choose a comma list of {', '.join(RECORDINGS)}, each once.")
+    return names
+
+
+def join_recordings(pieces: Sequence[tuple[np.ndarray, list[Part], dict]]) -> tuple[np.ndarray, list[Part], dict]:
+    """Recordings played one after the other as one recording (a stream never reset between them): the audio
+    concatenated, each recording's parts shifted by the seconds of those before it; the description sums
+    keywords, seconds and seconds by part and keeps each recording's own under `recordings`."""
+    if not pieces:
+        raise ValueError("join_recordings needs at least one recording.")
+    if len(pieces) == 1:
+        return pieces[0]
+    audio, parts, offset = [], [], 0.0
+    for wave, wave_parts, _ in pieces:
+        audio.append(np.asarray(wave, np.float32))
+        parts += [dataclasses.replace(p, start=p.start + offset, end=p.end + offset) for p in wave_parts]
+        offset += samples_to_seconds(len(wave))
+    infos = [info for _, _, info in pieces]
+    joined = np.concatenate(audio)
+    info = {"recording": "+".join(i["recording"] for i in infos), "data": infos[0].get("data"),
+            "split": infos[0].get("split"), "keywords": sum(i.get("keywords", 0) for i in infos),
+            "seed": infos[0].get("seed"), "seconds": round(samples_to_seconds(len(joined)), 2),
+            "seconds_by_part": {k: round(sum(p.end - p.start for p in parts if p.kind == k), 2)
+                                for k in ("keyword", "speech", "noise", "gap")},
+            "recordings": infos}
+    for key in ("speech_set", "synthetic", "sentences", "voices", "utterances", "speech_seconds"):
+        if any(key in i for i in infos):  # the held-out speech's description (the keywords recording's)
+            info[key] = next(i[key] for i in infos if key in i)
+    return joined, parts, info

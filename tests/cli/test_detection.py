@@ -165,6 +165,28 @@ def test_tune_writes_a_threshold_that_meets_the_target(bundle, tmp_path):
     assert bad.exit_code == 2 and "--target-fa-per-hour must be >= 0" in bad.output
 
 
+def test_tune_on_the_keywords_and_digits_recordings_joined(bundle, tmp_path):
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (held-out synthetic speech)")
+    tuned = tmp_path / "tuned"
+    shutil.copytree(bundle, tuned)
+    args = ["tune", "--bundle", str(tuned), "--target-fa-per-hour", "60", "--speech-minutes", "0.5", "--json"]
+    alone = json.loads(runner.invoke(app, args + ["--no-holdout"]).stdout)["tuned"]["recording"]
+    r = runner.invoke(app, args + ["--no-holdout", "--recording", "keywords,digits"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)["tuned"]["recording"]
+    assert got["recording"] == "keywords+digits" and got["split"] == "valid" and got["speech_set"] == "tune"
+    keywords, digits = got["recordings"]
+    assert keywords == alone  # the same keywords recording, then the digits one after it
+    assert digits["recording"] == "digits" and digits["keywords"] == keywords["keywords"] > 0
+    assert got["keywords"] == 2 * keywords["keywords"]
+    assert got["seconds"] == pytest.approx(keywords["seconds"] + digits["seconds"], abs=0.02)
+    assert bundle_detection(Manifest.read(tuned)).tuned["recording"]["recording"] == "keywords+digits"
+    verify_bundle(tuned)
+    bad = runner.invoke(app, args + ["--recording", "keywords,speech"])
+    assert bad.exit_code == 2 and "choose a comma list of keywords, digits" in bad.output
+
+
 def test_a_checkpoint_card_carries_tuned_settings_into_stream_and_export(recording, tmp_path):
     from kwsdeploy.runtime.tuning import card_detection, write_card_detection
     from kwsdeploy.train.checkpoint import demo_checkpoint_path, load_checkpoint, read_card
