@@ -51,6 +51,11 @@ def register(app: typer.Typer) -> None:
         with user_errors():
             if not target >= 0:
                 raise ValueError(f"--target-fa-per-hour must be >= 0, got {target}.")
+            from kwsdeploy.data.detection_sets import recording_names
+
+            if recording_names(recording)[0] != "keywords":
+                raise ValueError(f"--recording {recording!r}: start with keywords (keywords or keywords,digits): its "
+                                 "held-out speech is what the false-alarm budget is measured on.")
             src = BundleSource(bundle)
             base = resolve_settings(src, None, None, refractory, min_gap)
             logits, parts, info, seconds = recording_logits(src, recording, data, split, speech_set,

@@ -10,13 +10,12 @@ met. All of that speech is SYNTHETIC; the keywords are the prepared tree's real 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-
-import dataclasses
 
 from kwsdeploy.contract import samples_to_seconds
 from kwsdeploy.streaming.recording import Part, digit_recording, keyword_recording

@@ -172,9 +172,11 @@ def test_tune_on_the_keywords_and_digits_recordings_joined(bundle, tmp_path):
     shutil.copytree(bundle, tuned)
     args = ["tune", "--bundle", str(tuned), "--target-fa-per-hour", "60", "--speech-minutes", "0.5", "--json"]
     alone = json.loads(runner.invoke(app, args + ["--no-holdout"]).stdout)["tuned"]["recording"]
-    r = runner.invoke(app, args + ["--no-holdout", "--recording", "keywords,digits"])
+    r = runner.invoke(app, args + ["--recording", "keywords,digits"])
     assert r.exit_code == 0, r.output
-    got = json.loads(r.stdout)["tuned"]["recording"]
+    tuned_record = json.loads(r.stdout)["tuned"]
+    got = tuned_record["recording"]
+    assert sum(tuned_record["holdout"]["keywords"]) == got["keywords"]  # the guard's halves hold both recordings' keywords
     assert got["recording"] == "keywords+digits" and got["split"] == "valid" and got["speech_set"] == "tune"
     keywords, digits = got["recordings"]
     assert keywords == alone  # the same keywords recording, then the digits one after it
@@ -185,6 +187,8 @@ def test_tune_on_the_keywords_and_digits_recordings_joined(bundle, tmp_path):
     verify_bundle(tuned)
     bad = runner.invoke(app, args + ["--recording", "keywords,speech"])
     assert bad.exit_code == 2 and "choose a comma list of keywords, digits" in bad.output
+    first = runner.invoke(app, args + ["--recording", "digits,keywords"])
+    assert first.exit_code == 2 and "start with keywords" in first.output
 
 
 def test_a_checkpoint_card_carries_tuned_settings_into_stream_and_export(recording, tmp_path):
