@@ -109,14 +109,16 @@ for model in "${MODELS[@]}"; do
   data2=$DATA
   if [ -n "${STAGE2[$model]+x}" ]; then
     s2=${STAGE2[$model]/STAGE1/$run.stage1/best}
-    teacher="$WORK/tcresnet8-causal/best"
-    [ -f "$teacher/card.json" ] || teacher="$DEST/tcresnet8-causal"
-    s2=${s2/TEACHER/$teacher}
     teacher_note=""
-    [[ ${STAGE2[$model]} == *TEACHER* ]] && teacher_note="; TEACHER: tcresnet8-causal, this run's or the shipped one"
+    if [[ ${STAGE2[$model]} == *TEACHER* ]]; then
+      teacher="$WORK/tcresnet8-causal/best"
+      [ -f "$teacher/card.json" ] || teacher="$DEST/tcresnet8-causal"
+      s2=${s2/TEACHER/$teacher}
+      teacher_note="; TEACHER: tcresnet8-causal, this run's or the shipped one"
+    fi
     data2="$WORK/${STAGE2_DATA[$model]}"
     stages=("$over --data $DATA --out $run.stage1" "$s2 --data $data2")
-    recipe="$recipe; then kwsdeploy train --model $model ${STAGE2[$model]} --data ${STAGE2_DATA[$model]^^} --threads 1 --out RUN_DIR (STAGE1: the first run's best${teacher_note:-})"
+    recipe="$recipe; then kwsdeploy train --model $model ${STAGE2[$model]} --data ${STAGE2_DATA[$model]^^} --threads 1 --out RUN_DIR (STAGE1: the first run's best$teacher_note)"
   fi
   if [ "${REUSE:-0}" = 1 ] && [ -f "$run/test_metrics.json" ]; then
     echo "== $model: REUSE=1, $run already trained; recording it" >&2

@@ -119,9 +119,13 @@ def build(recording: str, prepared: Path, split: str, speech_set: str = "test", 
     else:
         raise ValueError(f"recording {recording!r} is not one of {', '.join(RECORDINGS)}.")
     info["seconds"] = round(samples_to_seconds(len(audio)), 2)
-    info["seconds_by_part"] = {k: round(sum(p.end - p.start for p in parts if p.kind == k), 2)
-                               for k in ("keyword", "speech", "noise", "gap")}
+    info["seconds_by_part"] = seconds_by_part(parts)
     return audio, parts, info
+
+
+def seconds_by_part(parts: Sequence[Part]) -> dict[str, float]:
+    """Seconds of keyword, speech, noise and gap parts of a recording (its description's `seconds_by_part`)."""
+    return {k: round(sum(p.end - p.start for p in parts if p.kind == k), 2) for k in ("keyword", "speech", "noise", "gap")}
 
 
 def recording_names(recordings: str) -> list[str]:
@@ -151,8 +155,7 @@ def join_recordings(pieces: Sequence[tuple[np.ndarray, list[Part], dict]]) -> tu
     info = {"recording": "+".join(i["recording"] for i in infos), "data": infos[0].get("data"),
             "split": infos[0].get("split"), "keywords": sum(i.get("keywords", 0) for i in infos),
             "seed": infos[0].get("seed"), "seconds": round(samples_to_seconds(len(joined)), 2),
-            "seconds_by_part": {k: round(sum(p.end - p.start for p in parts if p.kind == k), 2)
-                                for k in ("keyword", "speech", "noise", "gap")},
+            "seconds_by_part": seconds_by_part(parts),
             "recordings": infos}
     for key in ("speech_set", "synthetic", "sentences", "voices", "utterances", "speech_seconds"):
         if any(key in i for i in infos):  # the held-out speech's description (the keywords recording's)
