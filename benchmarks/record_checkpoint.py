@@ -92,7 +92,9 @@ def portable_config(config: dict) -> dict:
         out["init_from"] = ("stage 1 of benchmarks/train_shipped_checkpoints.sh (its best checkpoint)"
                             if ".stage1" in init else "the checkpoint shipped before (--init)")
     teacher = out.get("teacher")
-    if teacher and os.path.isabs(teacher):
+    if isinstance(teacher, (list, tuple)):  # an ensemble: each member in words
+        out["teacher"] = [f"{_checkpoint_in_words(Path(t))} (--teacher)" if os.path.isabs(t) else t for t in teacher]
+    elif teacher and os.path.isabs(teacher):
         out["teacher"] = f"{_checkpoint_in_words(Path(teacher))} (--teacher)"
     return out
 

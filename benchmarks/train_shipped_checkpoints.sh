@@ -71,15 +71,20 @@ declare -A OVERRIDES=(
   [matchboxnet-causal]="$AUG --init INIT --epochs 10 $FT"
   [convmixer]="$AUG --init INIT --epochs 2 $FT"
 )
-# A second stage where one is listed: a fine-tune of the first stage's best checkpoint (STAGE1), on
-# the data named in STAGE2_DATA (fsdd_syn3: more _unknown_; fsdd_syn2: the first stage's data).
+# Later stages where listed: each a fine-tune of the stage before's best checkpoint (STAGE1, STAGE2),
+# on the data named in STAGE2_DATA / STAGE3_DATA (fsdd_syn3: more _unknown_; fsdd_syn2: the first stage's data).
+# TEACHER: tcresnet8-causal, this run's, else the shipped one (sessions 13-14's distilled checkpoints
+# learned from the shipped one).
 declare -A STAGE2=(
   [tcresnet8-causal]="$AUG --init STAGE1 --epochs 10 $FT"
-  [convmixer]="$AUG --init STAGE1 --epochs 6 $FT"  # the shipped one (session 12's D) ran with --threads 2
-  # distilled from tcresnet8-causal (TEACHER: this run's, else the shipped one; session 13's H learned from the shipped one)
-  [matchboxnet-causal]="$AUG --init STAGE1 --teacher TEACHER --epochs 8 $FT"
+  [convmixer]="$AUG --init STAGE1 --epochs 6 $FT"  # session 12's D ran with --threads 2
+  [matchboxnet-causal]="$AUG --init STAGE1 --teacher TEACHER --epochs 8 $FT"  # session 13's H
 )
 declare -A STAGE2_DATA=([tcresnet8-causal]=fsdd_syn3 [convmixer]=fsdd_syn3 [matchboxnet-causal]=fsdd_syn3)
+declare -A STAGE3=(
+  [convmixer]="$AUG --init STAGE2 --teacher TEACHER --epochs 6 $FT"  # session 14's K, --threads 2
+)
+declare -A STAGE3_DATA=([convmixer]=fsdd_syn3)
 ORDER=(tcresnet8-causal kwm-causal-64-4 bcresnet1-causal matchboxnet-causal convmixer)
 MODELS=("$@")
 [ ${#MODELS[@]} -eq 0 ] && MODELS=("${ORDER[@]}")
@@ -106,33 +111,38 @@ for model in "${MODELS[@]}"; do
   run="$WORK/$model"
   recipe="kwsdeploy train --model $model ${OVERRIDES[$model]} --data FSDD_SYN2 --threads 1 --out RUN_DIR"
   stages=("$over --data $DATA")
-  data2=$DATA
-  if [ -n "${STAGE2[$model]+x}" ]; then
-    s2=${STAGE2[$model]/STAGE1/$run.stage1/best}
+  outs=("$run")
+  data_last=$DATA
+  for n in 2 3; do
+    declare -n later="STAGE$n" later_data="STAGE${n}_DATA"
+    if [ -z "${later[$model]+x}" ]; then unset -n later later_data; break; fi
+    prev=$((n - 1))
+    outs[$((prev - 1))]="$run.stage$prev"
+    s=${later[$model]/STAGE$prev/$run.stage$prev/best}
     teacher_note=""
-    if [[ ${STAGE2[$model]} == *TEACHER* ]]; then
+    if [[ ${later[$model]} == *TEACHER* ]]; then
       teacher="$WORK/tcresnet8-causal/best"
       [ -f "$teacher/card.json" ] || teacher="$DEST/tcresnet8-causal"
-      s2=${s2/TEACHER/$teacher}
+      s=${s/TEACHER/$teacher}
       teacher_note="; TEACHER: tcresnet8-causal, this run's or the shipped one"
     fi
-    data2="$WORK/${STAGE2_DATA[$model]}"
-    stages=("$over --data $DATA --out $run.stage1" "$s2 --data $data2")
-    recipe="$recipe; then kwsdeploy train --model $model ${STAGE2[$model]} --data ${STAGE2_DATA[$model]^^} --threads 1 --out RUN_DIR (STAGE1: the first run's best$teacher_note)"
-  fi
+    data_last="$WORK/${later_data[$model]}"
+    stages+=("$s --data $data_last")
+    outs+=("$run")
+    recipe="$recipe; then kwsdeploy train --model $model ${later[$model]} --data ${later_data[$model]^^} --threads 1 --out RUN_DIR (STAGE$prev: the run before's best$teacher_note)"
+    unset -n later later_data
+  done
   if [ "${REUSE:-0}" = 1 ] && [ -f "$run/test_metrics.json" ]; then
     echo "== $model: REUSE=1, $run already trained; recording it" >&2
   else
     for i in "${!stages[@]}"; do
-      out="$run"
-      [ ${#stages[@]} -gt 1 ] && [ "$i" = 0 ] && out="$run.stage1"
-      args=${stages[$i]/ --out $run.stage1/}
-      cmd="$KWS train --model $model $args --out $out --threads 1 --no-progress --json"
+      out=${outs[$i]}
+      cmd="$KWS train --model $model ${stages[$i]} --out $out --threads 1 --no-progress --json"
       echo "== $model (stage $((i + 1))): $cmd" >&2
       [ -f "$out/test_metrics.json" ] && [ "${REUSE:-0}" = 1 ] || $cmd > "$out.train.json"
     done
   fi
-  DATA_USED=$data2  # the data of the run shipped (its last stage)
+  DATA_USED=$data_last  # the data of the run shipped (its last stage)
   "$PY" "$ROOT/benchmarks/record_checkpoint.py" --annotate "$run/best" "$DATA_USED"  # synthetic data named in the card
   # jackson (every FSDD clip of him + _silence_): the new run and the checkpoint shipped now
   $KWS eval --checkpoint "$run/best" --data "$TEST" --split test --json > "$run.eval.json"

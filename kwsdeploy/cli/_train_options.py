@@ -4,7 +4,7 @@ machine, progress), in the order `--help` lists them; `train_cmd` takes them via
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -88,9 +88,9 @@ MACHINE: OptionGroup = {  # --grad-clip sits here in --help; it is part of the r
 RUN_CONTROL: OptionGroup = {
     "init": (Optional[Path], typer.Option(
         None, "--init", help="Start from this checkpoint of the same model (tensors copied by name, classifier rows by label).")),
-    "teacher": (Optional[Path], typer.Option(
+    "teacher": (Optional[List[Path]], typer.Option(
         None, "--teacher", help="Distil from this checkpoint (any model of the zoo with the same labels): its soft "
-                                "targets join the loss.")),
+                                "targets join the loss. Repeat it for an ensemble (the mean of their soft targets).")),
     "distill_weight": (Optional[float], typer.Option(
         None, "--distill-weight", callback=finite(0.0, 1.0), help="Share of the loss from the teacher's soft targets (default 0.5).")),
     "distill_temperature": (Optional[float], typer.Option(

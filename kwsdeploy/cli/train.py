@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
             machine = dict(device=o["device"], amp=o["amp"], num_workers=o["num_workers"], threads=o["threads"],
                            micro_batch=o["micro_batch"], eval_batch_size=o["eval_batch_size"],
                            compile=o["compile_model"], init_from=str(o["init"]) if o["init"] is not None else None,
-                           teacher=str(o["teacher"]) if o["teacher"] is not None else None)
+                           teacher=_teacher(o["teacher"]))
             if machine["teacher"] is None and not o["resume"]:
                 given = [f for f, k in (("--distill-weight", "distill_weight"), ("--distill-temperature",
                                                                                   "distill_temperature")) if o[k] is not None]
@@ -46,6 +46,13 @@ def register(app: typer.Typer) -> None:
                            stop_after=o["stop_after"], log=log)
         if result.rank == 0:  # under torchrun, rank 0 reports
             _report(result, o["as_json"])
+
+
+def _teacher(paths) -> "str | tuple[str, ...] | None":
+    """The config's `teacher`: one path as a string, several as a tuple (an ensemble), none as None."""
+    if not paths:
+        return None
+    return str(paths[0]) if len(paths) == 1 else tuple(str(p) for p in paths)
 
 
 def _off(value: Optional[str]) -> bool:
@@ -156,6 +163,14 @@ _OPTION_OF = {"stream_context_s": "--stream-context", "speed_range": "--speed", 
               "tempo_range": "--tempo", "tempo_p": "--tempo"}
 
 
+def _same_files(have, value) -> bool:
+    """Whether two `teacher` values (a path or a list of paths) name the same files in the same order."""
+    from kwsdeploy.train.distill import teacher_paths
+
+    a, b = teacher_paths(have), teacher_paths(value)
+    return len(a) == len(b) and all(os.path.abspath(x) == os.path.abspath(y) for x, y in zip(a, b))
+
+
 def _check_resume(out: Path, given: dict) -> None:
     """--resume continues the saved run as it was configured: an option that would change it is refused
     (device, workers, AMP, threads and batching per rank may change)."""
@@ -169,8 +184,8 @@ def _check_resume(out: Path, given: dict) -> None:
         if value is None or key not in saved:
             continue
         have, value = saved[key], list(value) if isinstance(value, tuple) else value
-        if key == "teacher" and have is not None and os.path.abspath(have) == os.path.abspath(value):
-            continue  # the same file, spelled otherwise
+        if key == "teacher" and have is not None and _same_files(have, value):
+            continue  # the same file(s), spelled otherwise
         if have != value:
             differ.append(f"{_OPTION_OF.get(key, '--' + key.replace('_', '-'))} {value} (the run has {have})")
     if differ:

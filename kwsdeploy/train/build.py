@@ -66,7 +66,7 @@ class Parts:
     scaler: torch.amp.GradScaler
     amp_dtype: torch.dtype | None  # autocast's dtype; None: float32
     micro_batch: int  # clips per forward/backward pass of a rank
-    teacher: Any = None  # a kwsdeploy.train.distill.Teacher under --teacher, else None
+    teacher: Any = None  # a kwsdeploy.train.distill.Teacher (or TeacherEnsemble) under --teacher, else None
 
 
 def build_parts(cfg: TrainConfig, labels: Sequence[str], feature_config: FeatureConfig, n_train: int,
@@ -87,9 +87,9 @@ def build_parts(cfg: TrainConfig, labels: Sequence[str], feature_config: Feature
     amp_dtype, scaler = mixed_precision(cfg.amp, device)
     teacher = None
     if cfg.teacher:
-        from kwsdeploy.train.distill import Teacher
+        from kwsdeploy.train.distill import load_teacher, teacher_paths
 
-        teacher = Teacher(Path(cfg.teacher), labels, device, feature_config)
-        log(f"--teacher {cfg.teacher}: {teacher.name}, soft targets at weight {cfg.distill_weight:g}, "
-            f"temperature {cfg.distill_temperature:g}")
+        teacher = load_teacher(cfg.teacher, labels, device, feature_config, cfg.distill_temperature)
+        log(f"--teacher {' '.join(teacher_paths(cfg.teacher))}: {teacher.name}, soft targets at weight "
+            f"{cfg.distill_weight:g}, temperature {cfg.distill_temperature:g}")
     return Parts(model, net, mfcc, optimizer, scheduler, scaler, amp_dtype, micro_batch, teacher)

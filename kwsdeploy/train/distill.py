@@ -8,12 +8,16 @@ frontend, no SpecAugment, no --stream-context prefix: the clip's one-second wind
 (Hinton et al.'s soft targets; T^2 keeps the soft term's gradient scale independent of T). The
 teacher must know every label of the student's data (in any order; its logits are reordered to the
 student's, and labels the data lacks are left out).
+
+Several teachers (`--teacher A --teacher B`) are one ensemble: its soft target is the mean of the
+members' softened distributions, mean_i softmax(teacher_i / T), given to the loss as the logits
+T * log(mean_i softmax(teacher_i / T)) (whose softmax at T is that mean exactly).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -71,3 +75,41 @@ class Teacher:
         wave = wave[:, -self.clip_samples:]
         out = self.model(self.mfcc(wave).unsqueeze(1))
         return out.float().index_select(1, self.order)
+
+
+TeacherSpec = Union[str, Sequence[str], None]
+
+
+def teacher_paths(spec: TeacherSpec) -> list[str]:
+    """The checkpoint paths of a config's `teacher` (one path, several, or none)."""
+    if not spec:
+        return []
+    return [spec] if isinstance(spec, str) else [str(p) for p in spec]
+
+
+class TeacherEnsemble:
+    """Several teachers as one: the mean of their distributions softened at `temperature`."""
+
+    def __init__(self, members: Sequence[Teacher], temperature: float) -> None:
+        if len(members) < 2:
+            raise ValueError("an ensemble needs at least two teachers")
+        self.members = list(members)
+        self.temperature = float(temperature)
+        self.name = " + ".join(m.name for m in self.members)
+
+    @torch.no_grad()
+    def logits(self, wave: torch.Tensor) -> torch.Tensor:
+        """Logits whose softmax at the temperature is the members' mean softened distribution."""
+        t = self.temperature
+        logp = torch.stack([F.log_softmax(m.logits(wave) / t, dim=-1) for m in self.members])
+        return t * (torch.logsumexp(logp, dim=0) - torch.log(torch.tensor(float(len(self.members)))))
+
+
+def load_teacher(spec: TeacherSpec, labels: Sequence[str], device: torch.device, feature_config=None,
+                 temperature: float = 2.0):
+    """The Teacher of one path, a TeacherEnsemble of several, or None."""
+    paths = teacher_paths(spec)
+    members = [Teacher(Path(p), labels, device, feature_config) for p in paths]
+    if len(members) <= 1:
+        return members[0] if members else None
+    return TeacherEnsemble(members, temperature)

@@ -46,8 +46,9 @@ class TrainConfig:
     stream_context_s: float = 0.0
     init_from: str | None = None  # a checkpoint of the same model to start from (train --init)
     # Opt-in knowledge distillation (train --teacher; kwsdeploy.train.distill): a checkpoint of any
-    # family with the same labels, its soft targets mixed into the loss with this weight and temperature.
-    teacher: str | None = None
+    # family with the same labels, its soft targets mixed into the loss with this weight and temperature;
+    # several (a tuple of paths) are one ensemble (the mean of their softened distributions).
+    teacher: str | tuple[str, ...] | None = None
     distill_weight: float = 0.5
     distill_temperature: float = 2.0
     features: str = "deployable"  # "deployable" (causal fixed floor) or "reference" (per-clip top_db)
@@ -76,6 +77,9 @@ class TrainConfig:
             object.__setattr__(self, "speed_range", tuple(float(v) for v in self.speed_range))
         if self.tempo_range is not None:
             object.__setattr__(self, "tempo_range", tuple(float(v) for v in self.tempo_range))
+        if self.teacher is not None and not isinstance(self.teacher, str):  # a JSON list, or one path in a list
+            paths = tuple(str(p) for p in self.teacher)
+            object.__setattr__(self, "teacher", (paths[0] if len(paths) == 1 else paths) if paths else None)
         self.speaker_augment()  # validates the speaker-augmentation fields
         if self.stream_context_s < 0:
             raise ValueError(f"stream_context_s must be >= 0 seconds, got {self.stream_context_s}.")

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from kwsdeploy.train.checkpoint import demo_checkpoint_path, load_checkpoint
-from kwsdeploy.train.distill import Teacher, distillation_loss, label_order
+from kwsdeploy.train.distill import Teacher, TeacherEnsemble, distillation_loss, label_order, load_teacher, teacher_paths
 
 
 def _softmax(z, t):
@@ -140,3 +140,69 @@ def test_distillation_options_without_a_teacher_and_a_resume_that_changes_it_are
     r = runner.invoke(app, ["train", "--out", str(run), "--resume", "--teacher", other, "--threads", "1"])
     assert r.exit_code == 2 and f"--teacher {other} (the run has None)" in r.output
     assert sorted(p.name for p in run.iterdir()) == ["config.json"]
+
+
+class _FixedTeacher:
+    """A stand-in member whose logits do not depend on the waveform."""
+
+    def __init__(self, logits, name):
+        self._logits, self.name = torch.as_tensor(logits, dtype=torch.float32), name
+
+    def logits(self, wave):
+        return self._logits.expand(wave.shape[0], -1)
+
+
+def test_an_ensembles_soft_target_is_the_mean_of_its_members_softened_distributions():
+    a, b = np.array([[2.0, 0.0, -1.0]]), np.array([[-1.0, 3.0, 0.5]])
+    temp = 2.0
+    ens = TeacherEnsemble([_FixedTeacher(a, "a"), _FixedTeacher(b, "b")], temp)
+    got = ens.logits(torch.zeros(4, 100))
+    assert got.shape == (4, 3) and ens.name == "a + b"
+    want = (_softmax(a, temp) + _softmax(b, temp)) / 2
+    np.testing.assert_allclose(torch.softmax(got / temp, -1)[0].numpy(), want[0], rtol=1e-5)
+    # not the mean of the members' logits (that would be a geometric mean of their distributions)
+    assert not np.allclose(got[0].numpy(), (a + b)[0] / 2, atol=1e-2)
+    with pytest.raises(ValueError, match="at least two"):
+        TeacherEnsemble([_FixedTeacher(a, "a")], temp)
+
+
+def test_teacher_specs_one_path_several_or_none():
+    path = str(demo_checkpoint_path("tcresnet8-causal"))
+    labels = load_checkpoint(path).labels
+    assert teacher_paths(None) == [] and teacher_paths(path) == [path] and teacher_paths((path, "x")) == [path, "x"]
+    assert load_teacher(None, labels, torch.device("cpu")) is None
+    assert isinstance(load_teacher(path, labels, torch.device("cpu")), Teacher)
+    ens = load_teacher((path, str(demo_checkpoint_path("convmixer"))), labels, torch.device("cpu"), temperature=3.0)
+    assert isinstance(ens, TeacherEnsemble) and len(ens.members) == 2 and ens.temperature == 3.0
+
+
+def test_a_config_keeps_one_teacher_as_a_path_and_several_as_a_tuple():
+    from kwsdeploy.train.presets import TrainConfig
+
+    assert TrainConfig(teacher=["a"]).teacher == "a"
+    assert TrainConfig(teacher=[]).teacher is None
+    cfg = TrainConfig(teacher=["a", "b"])
+    assert cfg.teacher == ("a", "b")
+    back = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))  # a JSON list comes back a tuple
+    assert back.teacher == ("a", "b") and back == cfg
+
+
+def test_cli_repeated_teacher_is_an_ensemble_in_the_config_and_a_resume_checks_every_member(tiny_prepared, tmp_path):
+    from typer.testing import CliRunner
+
+    from kwsdeploy.cli.main import app
+    from kwsdeploy.cli.train import _check_resume
+    from kwsdeploy.cli.common import UserError
+
+    runner = CliRunner()
+    t1, t2 = str(demo_checkpoint_path("tcresnet8-causal")), str(demo_checkpoint_path("convmixer"))
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["train", "--preset", "demo", "--model", "tcresnet8-causal", "--data", str(tiny_prepared),
+                            "--epochs", "1", "--threads", "1", "--no-progress", "--teacher", t1, "--teacher", t2,
+                            "--stop-after", "1", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "config.json").read_text())["teacher"] == [t1, t2]
+    _check_resume(out, {"teacher": (t1, t2)})  # the same members: no refusal
+    for other in ((t2, t1), t1):  # another order, or one member fewer: refused
+        with pytest.raises(UserError, match="--teacher"):
+            _check_resume(out, {"teacher": other})
