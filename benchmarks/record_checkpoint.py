@@ -89,14 +89,21 @@ def portable_config(config: dict) -> dict:
     out = dict(config)
     init = out.get("init_from")
     if init and os.path.isabs(init):
-        out["init_from"] = ("stage 1 of benchmarks/train_shipped_checkpoints.sh (its best checkpoint)"
-                            if ".stage1" in init else "the checkpoint shipped before (--init)")
+        out["init_from"] = _stage_in_words(init) or "the checkpoint shipped before (--init)"
     teacher = out.get("teacher")
     if isinstance(teacher, (list, tuple)):  # an ensemble: each member in words
         out["teacher"] = [f"{_checkpoint_in_words(Path(t))} (--teacher)" if os.path.isabs(t) else t for t in teacher]
     elif teacher and os.path.isabs(teacher):
         out["teacher"] = f"{_checkpoint_in_words(Path(teacher))} (--teacher)"
     return out
+
+
+def _stage_in_words(path: str) -> str | None:
+    """`stage N of benchmarks/train_shipped_checkpoints.sh (...)` for a path in a `RUN.stageN` folder, else None."""
+    import re
+
+    found = re.search(r"\.stage(\d+)(?:[/\\]|$)", path)
+    return f"stage {found.group(1)} of benchmarks/train_shipped_checkpoints.sh (its best checkpoint)" if found else None
 
 
 def _checkpoint_in_words(path: Path) -> str:
@@ -108,8 +115,8 @@ def _checkpoint_in_words(path: Path) -> str:
         return f"the shipped {path.resolve().relative_to(shipped).parts[0]} checkpoint"
     except (ValueError, IndexError):
         pass
-    if ".stage1" in str(path):
-        return "stage 1 of benchmarks/train_shipped_checkpoints.sh (its best checkpoint)"
+    if _stage_in_words(str(path)):
+        return _stage_in_words(str(path))
     try:
         model = json.loads((path / "card.json").read_text()).get("model")
     except (OSError, ValueError):

@@ -28,5 +28,10 @@ def test_init_and_teacher_paths_become_words(tmp_path):
     assert got == {"init_from": "the checkpoint shipped before (--init)",
                    "teacher": "a kwm-causal-64-4 checkpoint (--teacher)"}
     assert record_checkpoint.portable_config({"teacher": str(tmp_path / "gone")})["teacher"] == "a checkpoint (--teacher)"
+    got = record_checkpoint.portable_config({"init_from": str(tmp_path / "convmixer.stage2" / "best"),
+                                             "teacher": [shipped, str(other), "rel/ckpt"]})  # a third stage, an ensemble
+    assert got == {"init_from": "stage 2 of benchmarks/train_shipped_checkpoints.sh (its best checkpoint)",
+                   "teacher": ["the shipped tcresnet8-causal checkpoint (--teacher)",
+                               "a kwm-causal-64-4 checkpoint (--teacher)", "rel/ckpt"]}
     assert record_checkpoint.portable_config({"teacher": None, "init_from": "rel/best"}) == {"teacher": None,
                                                                                            "init_from": "rel/best"}
