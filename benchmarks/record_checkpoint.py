@@ -90,11 +90,14 @@ def portable_config(config: dict) -> dict:
     init = out.get("init_from")
     if init and os.path.isabs(init):
         out["init_from"] = _stage_in_words(init) or "the checkpoint shipped before (--init)"
+    def in_words(path: str) -> str:
+        return f"{_checkpoint_in_words(Path(path))} (--teacher)" if os.path.isabs(path) else path
+
     teacher = out.get("teacher")
     if isinstance(teacher, (list, tuple)):  # an ensemble: each member in words
-        out["teacher"] = [f"{_checkpoint_in_words(Path(t))} (--teacher)" if os.path.isabs(t) else t for t in teacher]
-    elif teacher and os.path.isabs(teacher):
-        out["teacher"] = f"{_checkpoint_in_words(Path(teacher))} (--teacher)"
+        out["teacher"] = [in_words(t) for t in teacher]
+    elif teacher:
+        out["teacher"] = in_words(teacher)
     return out
 
 
@@ -115,8 +118,9 @@ def _checkpoint_in_words(path: Path) -> str:
         return f"the shipped {path.resolve().relative_to(shipped).parts[0]} checkpoint"
     except (ValueError, IndexError):
         pass
-    if _stage_in_words(str(path)):
-        return _stage_in_words(str(path))
+    stage = _stage_in_words(str(path))
+    if stage:
+        return stage
     try:
         model = json.loads((path / "card.json").read_text()).get("model")
     except (OSError, ValueError):

@@ -20,6 +20,7 @@ def register(app: typer.Typer) -> None:
     @with_options(*GROUPS)
     def train_cmd(**o) -> None:
         """Train a model of the zoo; best checkpoint by validation accuracy, plus the last one."""
+        from kwsdeploy.train.presets import teacher_spec
         from kwsdeploy.train.run import train
 
         with user_errors():
@@ -29,7 +30,7 @@ def register(app: typer.Typer) -> None:
             machine = dict(device=o["device"], amp=o["amp"], num_workers=o["num_workers"], threads=o["threads"],
                            micro_batch=o["micro_batch"], eval_batch_size=o["eval_batch_size"],
                            compile=o["compile_model"], init_from=str(o["init"]) if o["init"] is not None else None,
-                           teacher=_teacher(o["teacher"]))
+                           teacher=teacher_spec(o["teacher"]))
             if machine["teacher"] is None and not o["resume"]:
                 given = [f for f, k in (("--distill-weight", "distill_weight"), ("--distill-temperature",
                                                                                   "distill_temperature")) if o[k] is not None]
@@ -46,13 +47,6 @@ def register(app: typer.Typer) -> None:
                            stop_after=o["stop_after"], log=log)
         if result.rank == 0:  # under torchrun, rank 0 reports
             _report(result, o["as_json"])
-
-
-def _teacher(paths) -> "str | tuple[str, ...] | None":
-    """The config's `teacher`: one path as a string, several as a tuple (an ensemble), none as None."""
-    if not paths:
-        return None
-    return str(paths[0]) if len(paths) == 1 else tuple(str(p) for p in paths)
 
 
 def _off(value: Optional[str]) -> bool:
@@ -165,7 +159,7 @@ _OPTION_OF = {"stream_context_s": "--stream-context", "speed_range": "--speed", 
 
 def _same_files(have, value) -> bool:
     """Whether two `teacher` values (a path or a list of paths) name the same files in the same order."""
-    from kwsdeploy.train.distill import teacher_paths
+    from kwsdeploy.train.presets import teacher_paths
 
     a, b = teacher_paths(have), teacher_paths(value)
     return len(a) == len(b) and all(os.path.abspath(x) == os.path.abspath(y) for x, y in zip(a, b))

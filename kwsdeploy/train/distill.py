@@ -16,11 +16,14 @@ T * log(mean_i softmax(teacher_i / T)) (whose softmax at T is that mean exactly)
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+
+from kwsdeploy.train.presets import teacher_paths
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor, weight: float,
@@ -77,16 +80,6 @@ class Teacher:
         return out.float().index_select(1, self.order)
 
 
-TeacherSpec = Union[str, Sequence[str], None]
-
-
-def teacher_paths(spec: TeacherSpec) -> list[str]:
-    """The checkpoint paths of a config's `teacher` (one path, several, or none)."""
-    if not spec:
-        return []
-    return [spec] if isinstance(spec, str) else [str(p) for p in spec]
-
-
 class TeacherEnsemble:
     """Several teachers as one: the mean of their distributions softened at `temperature`."""
 
@@ -102,10 +95,10 @@ class TeacherEnsemble:
         """Logits whose softmax at the temperature is the members' mean softened distribution."""
         t = self.temperature
         logp = torch.stack([F.log_softmax(m.logits(wave) / t, dim=-1) for m in self.members])
-        return t * (torch.logsumexp(logp, dim=0) - torch.log(torch.tensor(float(len(self.members)))))
+        return t * (torch.logsumexp(logp, dim=0) - math.log(len(self.members)))
 
 
-def load_teacher(spec: TeacherSpec, labels: Sequence[str], device: torch.device, feature_config=None,
+def load_teacher(spec: str | Sequence[str] | None, labels: Sequence[str], device: torch.device, feature_config=None,
                  temperature: float = 2.0):
     """The Teacher of one path, a TeacherEnsemble of several, or None."""
     paths = teacher_paths(spec)

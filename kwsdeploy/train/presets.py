@@ -7,7 +7,23 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
+
+
+def teacher_spec(paths: str | Sequence[Any] | None) -> str | tuple[str, ...] | None:
+    """A config's `teacher` from what was given: one path as a string, several as a tuple (an ensemble),
+    none (None or an empty list) as None."""
+    if paths is None or isinstance(paths, str):
+        return paths
+    found = tuple(str(p) for p in paths)
+    return (found[0] if len(found) == 1 else found) if found else None
+
+
+def teacher_paths(spec: str | Sequence[str] | None) -> list[str]:
+    """The checkpoint paths of a config's `teacher` (one path, several, or none)."""
+    if not spec:
+        return []
+    return [spec] if isinstance(spec, str) else [str(p) for p in spec]
 
 
 @dataclass(frozen=True)
@@ -77,9 +93,7 @@ class TrainConfig:
             object.__setattr__(self, "speed_range", tuple(float(v) for v in self.speed_range))
         if self.tempo_range is not None:
             object.__setattr__(self, "tempo_range", tuple(float(v) for v in self.tempo_range))
-        if self.teacher is not None and not isinstance(self.teacher, str):  # a JSON list, or one path in a list
-            paths = tuple(str(p) for p in self.teacher)
-            object.__setattr__(self, "teacher", (paths[0] if len(paths) == 1 else paths) if paths else None)
+        object.__setattr__(self, "teacher", teacher_spec(self.teacher))  # a JSON list, or one path in a list
         self.speaker_augment()  # validates the speaker-augmentation fields
         if self.stream_context_s < 0:
             raise ValueError(f"stream_context_s must be >= 0 seconds, got {self.stream_context_s}.")
