@@ -117,12 +117,22 @@ MIXER_BLOCKS = ((9, 5, 64), (11, 5, 32), (13, 7, 16), (15, 7, 8))
 
 
 class KWSConvMixer(nn.Module):
-    """ConvMixer: [B, 1, n_mfcc, 98] -> [B, num_classes]."""
+    """ConvMixer: [B, 1, n_mfcc, 98] -> [B, num_classes].
+
+    `channel_norm`: subtract each window's own mean over time from every cepstral coefficient but c0
+    (cepstral mean normalisation, level kept), so a fixed microphone or room colouring (an offset per
+    coefficient) does not reach the network. The model sees whole windows (it streams 'windowed'), so
+    the mean is the same in training, on clips and in a stream. No parameters (a state dict loads
+    either way)."""
 
     def __init__(self, num_classes: int = 12, n_mfcc: int = 64, time_frames: int = CLIP_FRAMES,
-                 feat_dim: int = 64, dropout: float = 0.0) -> None:
+                 feat_dim: int = 64, dropout: float = 0.0, channel_norm: bool = False) -> None:
         super().__init__()
         self.time_frames = time_frames
+        self.channel_norm = bool(channel_norm)
+        mask = torch.ones(1, 1, n_mfcc, 1)
+        mask[:, :, 0] = 0.0  # c0 (the level) is kept
+        self.register_buffer("norm_mask", mask, persistent=False)
         self.conv1 = conv_bn_swish(n_mfcc, feat_dim, 5, 2)
         self.preConvMixer = PreConvBlock(feat_dim, 7, dropout)
         for i, (tk, fk, filters) in enumerate(MIXER_BLOCKS, start=1):
@@ -139,6 +149,8 @@ class KWSConvMixer(nn.Module):
                 f"ConvMixer expects features [B, 1, n_mfcc, {self.time_frames}], got {tuple(x.shape)}; "
                 "its time-mixing MLP is built for exactly that many frames."
             )
+        if self.channel_norm:
+            x = x - x.mean(dim=-1, keepdim=True) * self.norm_mask
         x = self.conv1(x.flatten(1, 2))
         x = self.preConvMixer(x)
         for i in range(1, len(MIXER_BLOCKS) + 1):
@@ -148,9 +160,9 @@ class KWSConvMixer(nn.Module):
 
 
 def build_convmixer(num_classes: int = 12, n_mfcc: int = 64, time_frames: int = CLIP_FRAMES,
-                    feat_dim: int = 64, dropout: float = 0.0) -> KWSConvMixer:
+                    feat_dim: int = 64, dropout: float = 0.0, channel_norm: bool = False) -> KWSConvMixer:
     """Registry builder."""
-    return KWSConvMixer(num_classes, n_mfcc, time_frames, feat_dim, dropout)
+    return KWSConvMixer(num_classes, n_mfcc, time_frames, feat_dim, dropout, channel_norm)
 
 
 def map_reference_keys(state: dict, model: nn.Module) -> dict:
