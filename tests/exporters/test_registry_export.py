@@ -62,3 +62,19 @@ def test_registry_step_graph_with_frontend_and_fp16(clip_audio):
     assert fp32.parity_max_abs <= tolerances.ONNX_PARITY_ATOL
     assert fp16.parity_max_abs <= tolerances.ONNX_FP16_PARITY_ATOL
     assert len(blobs["model.fp16.onnx"]) < len(blobs["model.onnx"])
+
+
+def test_convmixer_channel_norm_windowed_graph_matches_torch(clip_features):
+    """The window's cepstral mean inside the windowed graph: ONNX Runtime equals torch on real features."""
+    from kwsdeploy.streaming.convert import to_streaming
+
+    torch.manual_seed(0)
+    model = create("convmixer", n_mfcc=40, channel_norm=True).eval()
+    smodel = to_streaming(model, hop_frames=10)
+    manifest, blobs, rows = build_bundle(
+        model, [str(i) for i in range(12)], smodel.stream_spec.feature_config,
+        ParityData(features=clip_features[:2, :, :118]), smodel=smodel, exporter="legacy",
+    )
+    mf = manifest.file("step")
+    assert mf.parity_max_abs <= tolerances.ONNX_PARITY_ATOL, mf.parity_max_abs
+    assert mf.op_histogram.get("ReduceMean", 0) >= 1, mf.op_histogram

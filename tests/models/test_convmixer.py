@@ -193,3 +193,27 @@ def test_imported_weights_give_the_reference_forward():
     with torch.no_grad():
         ours, ref = model(x), functional_reference(state, x)
     assert (ours - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+
+
+def test_channel_norm_removes_an_offset_per_coefficient_but_c0():
+    torch.manual_seed(0)
+    normed = create("convmixer", n_mfcc=64, channel_norm=True).eval()
+    plain = create("convmixer", n_mfcc=64).eval()
+    plain.load_state_dict(normed.state_dict())
+    x = torch.randn(2, 1, 64, 98)
+    tilt = torch.zeros(1, 1, 64, 1)
+    tilt[:, :, 1:, 0] = 20.0 * torch.randn(63)
+    level = torch.zeros(1, 1, 64, 1)
+    level[:, :, 0] = 10.0
+    with torch.no_grad():
+        assert (normed(x + tilt) - normed(x)).abs().max() < 1e-5  # a channel's offsets do not reach the network
+        assert (plain(x + tilt) - plain(x)).abs().max() > 1e-3  # they do without the option
+        assert (normed(x + level) - normed(x)).abs().max() > 1e-4  # c0, the level, is kept
+
+
+def test_channel_norm_adds_no_parameters_so_plain_weights_load():
+    normed = create("convmixer", n_mfcc=40, channel_norm=True)
+    plain = create("convmixer", n_mfcc=40)
+    assert set(normed.state_dict()) == set(plain.state_dict())
+    assert count_params(normed) == count_params(plain) == 117_964
+    normed.load_state_dict(plain.state_dict(), strict=True)
