@@ -192,7 +192,9 @@ register(
             "input width changes, 117,964 parameters. Streams only 'windowed' and has no causal "
             "configuration: the time_mix MLP of every mixer block (LayerNorm(98) + Linear 98->24->98) "
             "mixes all 98 frames of the clip, so no output frame exists before the whole window; the "
-            "convolutions also pad 'same' in time."
+            "convolutions also pad 'same' in time. channel_norm=True (no parameters) subtracts each window's "
+            "mean over time from every cepstral coefficient but c0 before conv1: a fixed microphone or room "
+            "colouring does not reach the network."
         ),
         reference_name="convmixer",
     )
