@@ -10,10 +10,13 @@ retrains anything:
   clip's own mean replaced). Accuracy and per-class recall, against the plain clips.
 - `stream`: the `digits` (or `keywords`) recording of `kwsdeploy eval-stream` through the torch step form,
   each feature frame shifted by an exponential moving average of (frame - training mean) over frames
-  whose c0 is above a floor (time constant --frames), against the plain stream, at the card's settings.
+  whose c0 is above a floor (time constant --frames), against the plain stream, at the card's settings;
+  and shifted by one constant, an enrolment estimate: the speaker's mean over --enrol clips per keyword of
+  the test split (his first ones by file name, loud frames, no labels used beyond the clip order) minus the
+  training mean. Those clips are also in the recording: the estimate is his, not the stream's.
 
 Usage: python benchmarks/channel_mean_probe.py clips|stream CHECKPOINT PREPARED [--frames N] [--gate-db D]
-       [--floor-db F] [--skip-c0] [--recording digits]
+       [--floor-db F] [--skip-c0] [--recording digits] [--enrol 5]
 (PREPARED: the prepared FSDD tree of the README's Data section, `fsdd_real`.)
 """
 
@@ -102,8 +105,31 @@ class _ChannelShift(torch.nn.Module):
         return torch.stack(out, -1), cache
 
 
+class _ConstantShift(torch.nn.Module):
+    """Wraps a step frontend: every frame minus one fixed offset [C] (an enrolment estimate of the channel)."""
+
+    def __init__(self, frontend, offset: torch.Tensor) -> None:
+        super().__init__()
+        self.frontend, self.offset = frontend, offset
+
+    def init_state(self, batch: int):
+        return self.frontend.init_state(batch)
+
+    def forward(self, packet, cache):
+        feats, cache = self.frontend(packet, cache)  # [B, C, T]
+        return feats - self.offset[None, :, None], cache
+
+
+def enrolment_clips(targets: np.ndarray, silence: int, per_class: int) -> np.ndarray:
+    """Indices of the first `per_class` clips of every keyword class (split order), silence left out."""
+    keep = []
+    for c in sorted(set(int(t) for t in targets) - {silence}):
+        keep.extend(np.flatnonzero(targets == c)[:per_class].tolist())
+    return np.asarray(keep, dtype=np.int64)
+
+
 def probe_stream(ck, checkpoint: Path, data: Path, gate: float, floor_db: float, frames: float, skip_c0: bool,
-                 recording: str) -> dict:
+                 recording: str, enrol: int = 5) -> dict:
     import kwsdeploy.streaming.pipeline as pipeline
     from kwsdeploy.cli._detection import recording_logits
     from kwsdeploy.sources import TorchSource, resolve_settings
@@ -113,13 +139,20 @@ def probe_stream(ck, checkpoint: Path, data: Path, gate: float, floor_db: float,
     f_tr, t_tr = split_features(ck, data, "train")
     reference = loud_mean(f_tr, t_tr, silence, gate)
     floor = float(reference[0]) - floor_db * float(np.sqrt(ck.feature_config.n_mels))
+    f_te, t_te = split_features(ck, data, "test")
+    picked = enrolment_clips(t_te, silence, enrol)
+    offset = loud_mean(f_te[torch.as_tensor(picked)], t_te[picked], silence, gate) - reference
+    if skip_c0:
+        offset[0] = 0
     plain_frontend = pipeline.make_frontend
     results = {}
-    for name in ("plain", "channel shift"):
+    for name in ("plain", "channel shift", f"enrolment shift ({enrol} clips per keyword)"):
         if name == "plain":
             pipeline.make_frontend = plain_frontend
-        else:
+        elif name == "channel shift":
             pipeline.make_frontend = lambda step: _ChannelShift(plain_frontend(step), reference, floor, frames, skip_c0)
+        else:
+            pipeline.make_frontend = lambda step: _ConstantShift(plain_frontend(step), offset)
         src = TorchSource(checkpoint, None, None, None)
         settings = resolve_settings(src, None, None, None, None, None)
         logits, parts, _, seconds = recording_logits(src, recording, data, "test", "test", 32.0, 0)
@@ -141,6 +174,7 @@ def main() -> None:
     ap.add_argument("--frames", type=float, default=300.0, help="stream: EMA time constant in counted frames")
     ap.add_argument("--skip-c0", action="store_true", help="stream: leave c0 (level) unshifted")
     ap.add_argument("--recording", default="digits")
+    ap.add_argument("--enrol", type=int, default=5, help="stream: clips per keyword of the test speaker for the enrolment shift")
     args = ap.parse_args()
     torch.set_num_threads(1)
     from kwsdeploy.train.checkpoint import load_checkpoint
@@ -150,7 +184,7 @@ def main() -> None:
     if args.probe == "clips":
         out = probe_clips(ck, args.data, gate)
     else:
-        out = probe_stream(ck, args.checkpoint, args.data, gate, args.floor_db, args.frames, args.skip_c0, args.recording)
+        out = probe_stream(ck, args.checkpoint, args.data, gate, args.floor_db, args.frames, args.skip_c0, args.recording, args.enrol)
     print(json.dumps({"model": ck.card["model"], "probe": args.probe, **out}, indent=1))
 
 
