@@ -11,9 +11,10 @@ retrains anything:
 - `stream`: the `digits` (or `keywords`) recording of `kwsdeploy eval-stream` through the torch step form,
   each feature frame shifted by an exponential moving average of (frame - training mean) over frames
   whose c0 is above a floor (time constant --frames), against the plain stream, at the card's settings;
-  and shifted by one constant, an enrolment estimate: the speaker's mean over --enrol clips per keyword of
-  the test split (his first ones by file name, loud frames, no labels used beyond the clip order) minus the
-  training mean. Those clips are also in the recording: the estimate is his, not the stream's.
+  and shifted by one constant, an enrolment estimate: the speaker's mean over the loud frames of his first
+  --enrol clips of each keyword in the test split (the labels pick the clips, as a user enrolling would say
+  each word; the mean itself uses none) minus the training mean. Those clips are also in the recording:
+  the estimate is his, not the stream's.
 
 Usage: python benchmarks/channel_mean_probe.py clips|stream CHECKPOINT PREPARED [--frames N] [--gate-db D]
        [--floor-db F] [--skip-c0] [--recording digits] [--enrol 5]
